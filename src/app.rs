@@ -1,0 +1,332 @@
+//! Wiring: builds the [`AppState`] from a [`Config`], binds the listeners, runs the servers
+//! and background tasks, and carries out the shutdown drain.
+//!
+//! Startup order is the drain contract: the marker is reconciled before any listener is
+//! bound, so a drain that survived a restart is in force before the first turn can arrive.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{Backend, BackendError};
+use crate::audit::AuditLog;
+use crate::auth::drain_secret::DRAIN_ROUTE;
+use crate::auth::{DashboardAuth, DrainSecretProvider, ProviderStatus, TokenAuth};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::lifecycle::{DrainControl, Marker, RuntimeInfo, StateFile, TurnGate};
+use crate::metrics::Metrics;
+
+/// Everything request handlers and background tasks share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    pub gate: Arc<TurnGate>,
+    pub drain: Arc<DrainControl>,
+    pub backend: Arc<Backend>,
+    pub audit: Arc<AuditLog>,
+    pub metrics: Arc<Metrics>,
+    pub info: Arc<RuntimeInfo>,
+    pub token_auth: Arc<TokenAuth>,
+    pub dashboard_auth: Arc<DashboardAuth>,
+    /// Why each auth provider is or is not active (shown by `config check`).
+    pub providers: Arc<Vec<ProviderStatus>>,
+    /// Fired when the shutdown deadline passes: running turns stop and count as interrupted.
+    pub turns_cancel: CancellationToken,
+    pub shutdown: Shutdown,
+}
+
+/// A request to end the process: a plain stop (exit 0) or a restart (exit 75).
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    token: CancellationToken,
+    restart: Arc<AtomicBool>,
+}
+
+impl Shutdown {
+    /// Asks for a stop; the first request decides stop vs restart.
+    pub fn stop(&self) {
+        self.token.cancel();
+    }
+
+    /// Asks for a restart (exit 75) unless a stop was already requested.
+    pub fn restart(&self) {
+        if !self.token.is_cancelled() {
+            self.restart.store(true, Ordering::SeqCst);
+        }
+        self.token.cancel();
+    }
+
+    /// Resolves once a stop or restart was requested.
+    pub async fn requested(&self) {
+        self.token.cancelled().await;
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    fn exit(&self) -> Exit {
+        if self.restart.load(Ordering::SeqCst) {
+            Exit::Restart
+        } else {
+            Exit::Stopped
+        }
+    }
+}
+
+/// How `run` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Stopped,
+    Restart,
+}
+
+impl Exit {
+    /// The process exit status (compat: 75 = restart requested).
+    pub fn code(self) -> i32 {
+        match self {
+            Self::Stopped => 0,
+            Self::Restart => 75,
+        }
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot create HERMES_HOME {path}: {source}")]
+    Home {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// The bound sockets; `None` where a listener is disabled.
+#[derive(Debug)]
+pub struct Listeners {
+    pub api: Option<TcpListener>,
+    pub dashboard: Option<TcpListener>,
+}
+
+impl AppState {
+    /// Builds the state and honours a drain marker left by an earlier run.
+    pub fn prepare(config: Config, clock: SharedClock) -> Result<Self, StartupError> {
+        std::fs::create_dir_all(&config.home).map_err(|source| StartupError::Home {
+            path: config.home.display().to_string(),
+            source,
+        })?;
+        let metrics = Arc::new(Metrics::default());
+        let audit = Arc::new(AuditLog::new(config.audit_path(), clock.clone()));
+        let backend = Arc::new(Backend::from_config(&config.agent)?);
+
+        let (token_auth, providers) = token_auth(&config);
+        let dashboard_auth = DashboardAuth::from_config(&config);
+        let info = Arc::new(RuntimeInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
+            start_time: clock.now(),
+            restart_drain_timeout: config.agent.restart_drain_timeout,
+            auth_required: dashboard_auth.is_gated(),
+            auth_providers: token_auth.provider_names(),
+            api_server_addr: OnceLock::new(),
+            dashboard_addr: OnceLock::new(),
+        });
+
+        let gate = TurnGate::new(clock.clone(), metrics.clone());
+        let drain = Arc::new(DrainControl::new(
+            gate.clone(),
+            Marker::new(config.marker_path()),
+            audit.clone(),
+            metrics.clone(),
+            clock.clone(),
+            config.drain.marker_max_age_seconds,
+        ));
+        drain.reconcile();
+
+        Ok(Self {
+            config: Arc::new(config),
+            clock,
+            gate,
+            drain,
+            backend,
+            audit,
+            metrics,
+            info,
+            token_auth: Arc::new(token_auth),
+            dashboard_auth: Arc::new(dashboard_auth),
+            providers: Arc::new(providers),
+            turns_cancel: CancellationToken::new(),
+            shutdown: Shutdown::default(),
+        })
+    }
+
+    /// Binds the enabled listeners.
+    pub async fn bind(&self) -> Result<Listeners, StartupError> {
+        let api = &self.config.api_server;
+        let dash = &self.config.dashboard;
+        Ok(Listeners {
+            api: bind_if(api.enabled, "the API server", &api.host, api.port).await?,
+            dashboard: bind_if(dash.enabled, "the dashboard", &dash.host, dash.port).await?,
+        })
+    }
+}
+
+/// Registers token providers and their routes; returns each provider's status.
+pub fn token_auth(config: &Config) -> (TokenAuth, Vec<ProviderStatus>) {
+    let mut seam = TokenAuth::default();
+    let (provider, status) = DrainSecretProvider::from_env_secrets(
+        config.secrets.drain_secret.as_ref(),
+        config.secrets.drain_secret_next.as_ref(),
+        &config.dashboard.drain_auth.scope,
+        config.dashboard.drain_auth.min_secret_chars,
+    );
+    if let Some(p) = provider {
+        seam.register(Arc::new(p));
+        seam.register_route(DRAIN_ROUTE);
+    }
+    (seam, vec![status])
+}
+
+async fn bind_if(
+    enabled: bool,
+    what: &'static str,
+    host: &str,
+    port: u16,
+) -> Result<Option<TcpListener>, StartupError> {
+    if !enabled {
+        return Ok(None);
+    }
+    let addr = format!("{}:{port}", bracket_v6(host));
+    TcpListener::bind(&addr)
+        .await
+        .map(Some)
+        .map_err(|source| StartupError::Bind { what, addr, source })
+}
+
+fn bracket_v6(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// Longest the servers get to close connections after the turns are done.
+const SERVER_CLOSE_GRACE: Duration = Duration::from_secs(3);
+/// How long cancelled turns get to unwind after the drain deadline.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves until a stop or restart is requested, then drains and returns how it ended.
+pub async fn run(state: AppState, listeners: Listeners) -> Exit {
+    let background = CancellationToken::new();
+    let servers_stop = CancellationToken::new();
+    let mut servers = Vec::new();
+
+    let watcher = tokio::spawn(crate::lifecycle::watch::watch_marker(
+        state.drain.clone(),
+        background.clone(),
+    ));
+    let state_file = StateFile::new(state.config.state_path());
+    for (listener, router, cell, what) in [
+        (
+            listeners.api,
+            crate::http::api_router(state.clone()),
+            &state.info.api_server_addr,
+            "api server",
+        ),
+        (
+            listeners.dashboard,
+            crate::http::dashboard_router(state.clone()),
+            &state.info.dashboard_addr,
+            "dashboard",
+        ),
+    ] {
+        let Some(listener) = listener else { continue };
+        if let Ok(addr) = listener.local_addr() {
+            let _ = cell.set(addr.to_string());
+            tracing::info!(%addr, "{what} listening");
+        }
+        let stop = servers_stop.clone();
+        servers.push(tokio::spawn(async move {
+            let app = router.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "{what} failed");
+            }
+        }));
+    }
+    let mirror = tokio::spawn(state_file.clone().mirror(
+        state.gate.clone(),
+        state.info.clone(),
+        background.clone(),
+    ));
+
+    state.gate.mark_serving();
+    tracing::info!(
+        state = state.gate.snapshot().state.as_str(),
+        "gateway ready"
+    );
+
+    state.shutdown.requested().await;
+    let exit = state.shutdown.exit();
+    shutdown_drain(&state).await;
+
+    servers_stop.cancel();
+    for server in servers {
+        let abort = server.abort_handle();
+        if tokio::time::timeout(SERVER_CLOSE_GRACE, server)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+    background.cancel();
+    let _ = watcher.await;
+    let _ = mirror.await;
+    state.gate.mark_stopped();
+    if let Err(e) = state_file.write(&state.gate.snapshot(), &state.info) {
+        tracing::warn!(error = %e, "cannot write the final gateway state");
+    }
+    tracing::info!(exit_code = exit.code(), "gateway stopped");
+    exit
+}
+
+/// Refuses new turns, waits for in-flight ones up to the timeout, then cancels the rest.
+async fn shutdown_drain(state: &AppState) {
+    state.gate.begin_shutdown();
+    let timeout = Duration::from_secs_f64(state.config.agent.restart_drain_timeout);
+    let active = state.gate.snapshot().active_agents;
+    tracing::info!(
+        active_agents = active,
+        timeout_s = timeout.as_secs_f64(),
+        "shutdown drain: refusing new turns, waiting for in-flight ones"
+    );
+    if state.gate.wait_idle(Instant::now() + timeout).await {
+        return;
+    }
+    let left = state.gate.snapshot().active_agents;
+    tracing::warn!(
+        active_agents = left,
+        "shutdown drain timed out; cancelling the remaining turns"
+    );
+    state.turns_cancel.cancel();
+    state.gate.wait_idle(Instant::now() + CANCEL_GRACE).await;
+}

@@ -1,0 +1,90 @@
+//! `hermes-gateway run`: logging, the runtime, signals, and the gateway itself.
+
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::app::{self, AppState};
+use crate::clock::SystemClock;
+use crate::config::Config;
+
+pub fn run(config: Config) -> i32 {
+    init_logging("info");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return super::EXIT_FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> i32 {
+    let state = match AppState::prepare(config, Arc::new(SystemClock)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            return super::EXIT_FAILURE;
+        }
+    };
+    let listeners = match state.bind().await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            state.gate.mark_startup_failed();
+            let file = crate::lifecycle::StateFile::new(state.config.state_path());
+            let _ = file.write(&state.gate.snapshot(), &state.info);
+            return super::EXIT_FAILURE;
+        }
+    };
+    if let Err(e) = spawn_signal_handler(&state) {
+        tracing::error!(error = %e, "cannot install signal handlers");
+        return super::EXIT_FAILURE;
+    }
+    app::run(state, listeners).await.code()
+}
+
+/// SIGTERM/SIGINT stop (a second one cancels in-flight turns at once); SIGUSR1 restarts.
+fn spawn_signal_handler(state: &AppState) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let shutdown = state.shutdown.clone();
+    let turns_cancel = state.turns_cancel.clone();
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = usr1.recv() => {
+                    tracing::info!("SIGUSR1: restart requested; draining then exiting 75");
+                    shutdown.restart();
+                    continue;
+                }
+            };
+            if shutdown.is_requested() {
+                tracing::warn!("{name} again: cancelling in-flight turns now");
+                turns_cancel.cancel();
+            } else {
+                tracing::info!("{name}: shutdown requested; draining");
+                shutdown.stop();
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

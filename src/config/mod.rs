@@ -1,0 +1,280 @@
+//! Configuration: the whole schema of SPEC §3, parsed once into typed values.
+//!
+//! Owns where settings come from (YAML text, then environment overrides, secrets only from
+//! the environment) and every validation rule. It reports all problems at once, each with
+//! its key path, so an operator fixes a config in one pass. It must not start anything:
+//! other modules get a finished [`Config`] and never read the environment themselves.
+
+mod load;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+
+pub use load::{load, load_file};
+
+/// Exit status for a fatal configuration problem (EX_CONFIG), part of the compat contract.
+pub const EXIT_CONFIG: i32 = 78;
+
+/// Where environment variables come from; a trait so tests never touch the process env.
+pub trait Env {
+    /// Returns the variable's value, treating an empty value as unset.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).filter(|v| !v.is_empty()).cloned()
+    }
+}
+
+/// One problem found in the configuration, with the key path (or env var) it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key path such as `gateway.api_server.port`, or an environment variable name.
+    pub path: String,
+    /// What is wrong, in words an operator can act on.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded; every variant maps to exit 78.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid YAML: {message}")]
+    Yaml { path: PathBuf, message: String },
+    #[error("invalid configuration ({} problem{}):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, list(.0))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+fn list(issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(|i| format!("  - {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The effective configuration of one gateway process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HERMES_HOME`: marker, state file, audit log and database live here.
+    pub home: PathBuf,
+    pub agent: AgentConfig,
+    pub api_server: ApiServerConfig,
+    pub dashboard: DashboardConfig,
+    pub drain: DrainConfig,
+    pub cron: CronConfig,
+    pub storage: StorageConfig,
+    pub secrets: Secrets,
+}
+
+/// Which backend executes turns; a closed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Echo,
+    OpenAi,
+    Command,
+}
+
+impl BackendKind {
+    /// The name used in config and status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::OpenAi => "openai",
+            Self::Command => "command",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub backend: BackendKind,
+    /// Seconds a shutdown or restart waits for in-flight turns.
+    pub restart_drain_timeout: f64,
+    pub echo: EchoConfig,
+    pub openai: OpenAiConfig,
+    pub command: CommandConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct EchoConfig {
+    /// Total time an echo turn takes, spread over its chunks (makes drains observable).
+    pub delay_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenAiConfig {
+    pub base_url: String,
+    /// Name of the environment variable holding the upstream key (never the key itself).
+    pub api_key_env: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandConfig {
+    pub argv: Vec<String>,
+    pub timeout_seconds: u64,
+    pub workdir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiServerConfig {
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+    pub cors_origins: Vec<String>,
+    pub model_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DashboardConfig {
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+    pub public_url: String,
+    pub allowed_origins: Vec<String>,
+    pub drain_auth: DrainAuthConfig,
+    pub basic_auth: BasicAuthConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct DrainAuthConfig {
+    /// Scope attached to the drain-control principal.
+    pub scope: String,
+    /// Minimum secret length the entropy gate demands.
+    pub min_secret_chars: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct BasicAuthConfig {
+    pub username: String,
+    pub password_hash: String,
+    pub session_ttl_seconds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DrainConfig {
+    /// A marker older than this is ignored and audited; 0 disables the backstop.
+    pub marker_max_age_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CronProvider {
+    /// `""`: the built-in ticker, chosen by default.
+    Default,
+    Builtin,
+    Chronos,
+}
+
+impl CronProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "",
+            Self::Builtin => "builtin",
+            Self::Chronos => "chronos",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CronConfig {
+    pub provider: CronProvider,
+    pub timezone: jiff::tz::TimeZone,
+    pub timezone_name: String,
+    pub tick_interval_seconds: u64,
+    pub chronos: ChronosConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChronosConfig {
+    pub portal_url: String,
+    pub callback_url: String,
+    pub expected_audience: String,
+    pub nas_jwks_url: String,
+    pub nas_public_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Empty = SQLite in `HERMES_HOME`; otherwise a `postgres://` URL (may hold a password).
+    pub url: Option<SecretString>,
+}
+
+/// Credentials, read only from the environment and never printed.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub api_server_key: Option<SecretString>,
+    pub drain_secret: Option<SecretString>,
+    pub drain_secret_next: Option<SecretString>,
+    pub session_token: Option<SecretString>,
+    pub basic_auth_secret: Option<SecretString>,
+    pub nous_access_token: Option<SecretString>,
+}
+
+impl Config {
+    /// All defaults, rooted at `home`; what an absent config file and empty env give.
+    pub fn defaults(home: PathBuf) -> Self {
+        load::load(&home, None, &HashMap::new()).expect("the built-in defaults are valid")
+    }
+
+    /// Path of the drain marker (compat name).
+    pub fn marker_path(&self) -> PathBuf {
+        self.home.join(".drain_request.json")
+    }
+
+    /// Path of the runtime status mirror (compat name).
+    pub fn state_path(&self) -> PathBuf {
+        self.home.join("gateway_state.json")
+    }
+
+    /// Path of the auth audit log (compat name).
+    pub fn audit_path(&self) -> PathBuf {
+        self.home.join("logs").join("dashboard-auth.log")
+    }
+}
+
+/// True for `localhost` and loopback IP literals: binds that are not reachable from outside.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in ["127.0.0.1", "127.5.0.1", "::1", "[::1]", "localhost"] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in ["0.0.0.0", "10.0.0.1", "example.com", "::"] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The API server: health, models and OpenAI-compatible chat completions.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::{StreamExt, stream};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use super::{ApiError, BODY_LIMIT};
+use crate::agent::{Message, TurnEvent, TurnRequest, TurnStream};
+use crate::app::AppState;
+use crate::auth::{bearer_token, constant_time_eq};
+use crate::lifecycle::{StatusRecord, TurnGuard};
+use crate::metrics::TurnOutcome;
+
+/// Header carrying the conversation's session id, in and out.
+const SESSION_HEADER: &str = "x-hermes-session-id";
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/health", get(health))
+        .route("/health/detailed", get(health_detailed))
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat_completions))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    status: &'static str,
+    platform: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DetailedHealth {
+    status: &'static str,
+    platform: &'static str,
+    pid: u32,
+    #[serde(flatten)]
+    record: StatusRecord,
+}
+
+/// Liveness (compat shape).
+#[utoipa::path(get, path = "/health", tag = "api", responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        platform: "hermes-agent",
+    })
+}
+
+/// Liveness plus the status record and pid.
+#[utoipa::path(get, path = "/health/detailed", tag = "api", responses((status = 200, body = DetailedHealth)))]
+pub async fn health_detailed(State(s): State<AppState>) -> Json<DetailedHealth> {
+    Json(DetailedHealth {
+        status: "ok",
+        platform: "hermes-agent",
+        pid: s.info.pid,
+        record: StatusRecord::build(&s.gate.snapshot(), &s.info),
+    })
+}
+
+fn check_api_key(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    use secrecy::ExposeSecret;
+    let Some(key) = &s.config.secrets.api_server_key else {
+        return Ok(());
+    };
+    let presented = bearer_token(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    match presented {
+        Some(t) if constant_time_eq(t.as_bytes(), key.expose_secret().as_bytes()) => Ok(()),
+        _ => Err(ApiError::invalid_api_key()),
+    }
+}
+
+/// The one model this gateway serves.
+#[utoipa::path(get, path = "/v1/models", tag = "api",
+    responses((status = 200, description = "OpenAI model list"), (status = 401, description = "invalid_api_key")))]
+pub async fn models(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_api_key(&s, &headers)?;
+    Ok(Json(json!({
+        "object": "list",
+        "data": [{
+            "id": s.config.api_server.model_name,
+            "object": "model",
+            "created": s.info.start_time.as_second(),
+            "owned_by": "hermes",
+        }],
+    })))
+}
+
+/// `POST /v1/chat/completions` body (the fields the gateway reads; others are ignored).
+#[derive(Deserialize, ToSchema)]
+pub struct ChatCompletionRequest {
+    #[serde(default)]
+    model: Option<String>,
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ChatMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+/// Plain text or a list of content parts (only `text` parts carry text).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+const ROLES: [&str; 5] = ["system", "user", "assistant", "tool", "developer"];
+
+fn parse_chat(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
+    let req: ChatCompletionRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid_request(format!("invalid request body: {e}"), None))?;
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid_request(
+            "messages: must contain at least one message",
+            None,
+        ));
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        if !ROLES.contains(&m.role.as_str()) {
+            return Err(ApiError::invalid_request(
+                format!(
+                    "messages[{i}].role: unknown role {:?} (expected one of {})",
+                    m.role,
+                    ROLES.join(", ")
+                ),
+                None,
+            ));
+        }
+    }
+    Ok(req)
+}
+
+fn text_of(content: Option<Content>) -> String {
+    match content {
+        None => String::new(),
+        Some(Content::Text(t)) => t,
+        Some(Content::Parts(parts)) => parts
+            .into_iter()
+            .filter(|p| p.kind == "text")
+            .filter_map(|p| p.text)
+            .collect::<Vec<_>>()
+            .join(""),
+    }
+}
+
+fn session_id(headers: &HeaderMap) -> String {
+    headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("api-{}", crate::ids::random_hex128()))
+}
+
+/// One chat turn through the gate and the backend, streamed (SSE) or not.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "api", request_body = ChatCompletionRequest,
+    responses((status = 200, description = "chat.completion, or an SSE stream of chat.completion.chunk ending in [DONE]"),
+              (status = 400, description = "invalid request"), (status = 401, description = "invalid_api_key"),
+              (status = 413, description = "body over 10 MB"),
+              (status = 503, description = "gateway_draining, with Retry-After")))]
+pub async fn chat_completions(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    check_api_key(&s, &headers)?;
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(BODY_LIMIT),
+        _ => ApiError::invalid_request(format!("cannot read request body: {e}"), None),
+    })?;
+    let req = parse_chat(&body)?;
+    let session = session_id(&headers);
+    let guard = s.gate.admit(&session).map_err(ApiError::refused)?;
+
+    let model = req
+        .model
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| s.config.api_server.model_name.clone());
+    let meta = ChunkMeta {
+        id: format!("chatcmpl-{}", crate::ids::random_hex128()),
+        created: s.clock.now().as_second(),
+        model: model.clone(),
+    };
+    let messages: Vec<Message> = req
+        .messages
+        .into_iter()
+        .map(|m| Message {
+            role: m.role,
+            content: text_of(m.content),
+        })
+        .collect();
+    let prompt_tokens = messages.iter().map(|m| count_tokens(&m.content)).sum();
+    let events: TurnStream = Box::pin(
+        s.backend
+            .start(TurnRequest {
+                messages,
+                model,
+                session_id: session.clone(),
+                turn_id: meta.id.clone(),
+            })
+            .take_until(s.turns_cancel.clone().cancelled_owned()),
+    );
+    let mut response = if req.stream.unwrap_or(false) {
+        stream_response(meta, events, guard)
+    } else {
+        complete(meta, events, guard, prompt_tokens).await?
+    };
+    if let Ok(v) = HeaderValue::from_str(&session) {
+        response.headers_mut().insert(SESSION_HEADER, v);
+    }
+    Ok(response)
+}
+
+/// A rough token count for `usage` (whitespace-separated words).
+fn count_tokens(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+struct ChunkMeta {
+    id: String,
+    created: i64,
+    model: String,
+}
+
+async fn complete(
+    meta: ChunkMeta,
+    mut events: TurnStream,
+    mut guard: TurnGuard,
+    prompt_tokens: usize,
+) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    while let Some(event) = events.next().await {
+        match event {
+            TurnEvent::Delta(t) => text.push_str(&t),
+            TurnEvent::Done => {
+                guard.set_outcome(TurnOutcome::Completed);
+                drop(guard);
+                let completion_tokens = count_tokens(&text);
+                let body = json!({
+                    "id": meta.id,
+                    "object": "chat.completion",
+                    "created": meta.created,
+                    "model": meta.model,
+                    "choices": [{
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
+                });
+                return Ok(Json(body).into_response());
+            }
+            TurnEvent::Failed(message) => {
+                guard.set_outcome(TurnOutcome::Failed);
+                return Err(ApiError::turn_failed(message));
+            }
+        }
+    }
+    Err(ApiError::interrupted())
+}
+
+fn chunk(meta: &ChunkMeta, delta: Value, finish_reason: Option<&str>) -> Bytes {
+    let v = json!({
+        "id": meta.id,
+        "object": "chat.completion.chunk",
+        "created": meta.created,
+        "model": meta.model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    });
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+struct SseTurn {
+    meta: ChunkMeta,
+    events: TurnStream,
+    guard: Option<TurnGuard>,
+    sent_role: bool,
+}
+
+/// Streams the turn as SSE. The guard lives in the stream: it ends when the last frame is
+/// produced, or (counted as interrupted) when the client goes away and the body is dropped.
+fn stream_response(meta: ChunkMeta, events: TurnStream, guard: TurnGuard) -> Response {
+    let state = SseTurn {
+        meta,
+        events,
+        guard: Some(guard),
+        sent_role: false,
+    };
+    let frames = stream::unfold(state, |mut st| async move {
+        let mut guard = st.guard.take()?;
+        if !st.sent_role {
+            st.sent_role = true;
+            let frame = chunk(&st.meta, json!({"role": "assistant", "content": ""}), None);
+            st.guard = Some(guard);
+            return Some((Ok::<_, std::convert::Infallible>(frame), st));
+        }
+        let frame = match st.events.next().await {
+            Some(TurnEvent::Delta(text)) => {
+                st.guard = Some(guard);
+                chunk(&st.meta, json!({"content": text}), None)
+            }
+            Some(TurnEvent::Done) => {
+                guard.set_outcome(TurnOutcome::Completed);
+                let mut last = chunk(&st.meta, json!({}), Some("stop")).to_vec();
+                last.extend_from_slice(b"data: [DONE]\n\n");
+                Bytes::from(last)
+            }
+            Some(TurnEvent::Failed(message)) => {
+                guard.set_outcome(TurnOutcome::Failed);
+                let err = json!({"error": {"message": message, "type": "server_error", "code": "agent_incomplete"}});
+                Bytes::from(format!("data: {err}\n\ndata: [DONE]\n\n"))
+            }
+            // Cancelled by shutdown: end the stream without [DONE]; the guard records it.
+            None => return None,
+        };
+        Some((Ok(frame), st))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(frames))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_body_validation_names_the_problem() {
+        let table: &[(&str, &str)] = &[
+            ("", "invalid request body"),
+            ("{", "invalid request body"),
+            ("{}", "missing field `messages`"),
+            (r#"{"messages": []}"#, "at least one message"),
+            (
+                r#"{"messages": [{"role": "robot", "content": "x"}]}"#,
+                "messages[0].role",
+            ),
+            (
+                r#"{"messages": [{"role": "user", "content": 5}]}"#,
+                "invalid request body",
+            ),
+            (
+                r#"{"messages": [{"role": "user"}], "stream": "yes"}"#,
+                "invalid request body",
+            ),
+        ];
+        for (body, fragment) in table {
+            match parse_chat(body.as_bytes()) {
+                Err(ApiError::OpenAi {
+                    message, status, ..
+                }) => {
+                    assert_eq!(status, StatusCode::BAD_REQUEST);
+                    assert!(message.contains(fragment), "{body}: {message}");
+                }
+                Err(other) => panic!("{body}: unexpected {other:?}"),
+                Ok(_) => panic!("{body}: accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn content_parts_are_joined() {
+        let req = parse_chat(
+            br#"{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url"},{"type":"text","text":"b"}]}]}"#,
+        )
+        .unwrap();
+        let m = req.messages.into_iter().next().unwrap();
+        assert_eq!(text_of(m.content), "ab");
+    }
+}

@@ -1,0 +1,311 @@
+//! The dashboard listener: status, drain control, metrics, the OpenAPI document, and the
+//! auth gate in front of them (token routes first, then public paths, then sessions).
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use super::ApiError;
+use crate::app::AppState;
+use crate::audit::AuditEvent;
+use crate::auth::session::SessionRejection;
+use crate::auth::{TokenDecision, TokenPrincipal, bearer_token};
+use crate::clock::iso;
+use crate::lifecycle::{DrainDetail, StatusRecord};
+use crate::metrics::LiveGauges;
+
+/// Header carrying the loopback-mode session token (compat).
+const SESSION_TOKEN_HEADER: &str = "x-hermes-session-token";
+/// Where gated mode sends a browser that has no session.
+const LOGIN_URL: &str = "/login";
+/// Paths anyone may call, whatever the mode.
+const PUBLIC_PATHS: [&str; 4] = ["/api/status", "/metrics", "/openapi.json", LOGIN_URL];
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/status", get(status))
+        .route("/api/gateway/drain", get(drain_status).post(drain_action))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth_gate,
+        ))
+        .with_state(state)
+}
+
+fn client_ip(req: &Request) -> String {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// Decides who may reach a dashboard route.
+async fn auth_gate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if s.token_auth.is_token_route(&path) {
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let decision = s.token_auth.authenticate(bearer_token(header)).await;
+        let ip = client_ip(&req);
+        return match decision {
+            TokenDecision::Accepted(principal) => {
+                s.metrics.auth_decision("token", "accepted");
+                s.audit.record(
+                    AuditEvent::TokenAuthSuccess,
+                    &[
+                        ("provider", json!(principal.provider)),
+                        ("principal", json!(principal.principal)),
+                        ("path", json!(path)),
+                        ("ip", json!(ip)),
+                    ],
+                );
+                req.extensions_mut().insert(principal);
+                next.run(req).await
+            }
+            TokenDecision::Rejected => {
+                s.metrics.auth_decision("token", "rejected");
+                s.audit.record(
+                    AuditEvent::TokenAuthFailure,
+                    &[
+                        ("reason", json!("no_provider_recognises_token")),
+                        ("path", json!(path)),
+                        ("ip", json!(ip)),
+                    ],
+                );
+                ApiError::Unauthenticated {
+                    reason: None,
+                    login_url: None,
+                }
+                .into_response()
+            }
+            TokenDecision::Unavailable(provider) => {
+                s.metrics.auth_decision("token", "unavailable");
+                s.audit.record(
+                    AuditEvent::TokenAuthFailure,
+                    &[
+                        ("provider", json!(provider)),
+                        ("reason", json!("provider_unreachable")),
+                        ("path", json!(path)),
+                        ("ip", json!(ip)),
+                    ],
+                );
+                ApiError::ProviderUnreachable(provider).into_response()
+            }
+        };
+    }
+    if PUBLIC_PATHS.contains(&path.as_str()) {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(SESSION_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok());
+    match s.dashboard_auth.check(presented) {
+        Ok(()) => {
+            s.metrics.auth_decision("session", "accepted");
+            next.run(req).await
+        }
+        Err(rejection) => {
+            s.metrics.auth_decision("session", "rejected");
+            reject_session(&s, rejection, &path)
+        }
+    }
+}
+
+fn reject_session(s: &AppState, rejection: SessionRejection, path: &str) -> Response {
+    let gated = s.dashboard_auth.is_gated();
+    if gated && !path.starts_with("/api/") {
+        return Redirect::to(LOGIN_URL).into_response();
+    }
+    ApiError::Unauthenticated {
+        reason: Some(rejection.as_str()),
+        login_url: gated.then(|| LOGIN_URL.to_owned()),
+    }
+    .into_response()
+}
+
+/// Runtime status (public).
+#[utoipa::path(get, path = "/api/status", tag = "dashboard", responses((status = 200, body = StatusRecord)))]
+pub async fn status(State(s): State<AppState>) -> Json<StatusRecord> {
+    Json(StatusRecord::build(&s.gate.snapshot(), &s.info))
+}
+
+/// Drain detail: whether draining, who asked and when, what is still in flight.
+#[utoipa::path(get, path = "/api/gateway/drain", tag = "dashboard",
+    responses((status = 200, body = DrainDetail), (status = 401, description = "unauthenticated"),
+              (status = 503, description = "an auth provider is unreachable")))]
+pub async fn drain_status(State(s): State<AppState>) -> Json<DrainDetail> {
+    Json(DrainDetail::build(&s.gate.snapshot()))
+}
+
+/// `POST /api/gateway/drain` body; a missing or non-JSON body means `drain`.
+#[derive(Deserialize, ToSchema)]
+pub struct DrainActionRequest {
+    /// `drain` or `cancel` (trimmed, case-insensitive).
+    #[allow(dead_code)]
+    action: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DrainBegun {
+    ok: bool,
+    action: &'static str,
+    requested_at: String,
+    draining: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DrainCancelled {
+    ok: bool,
+    action: &'static str,
+    was_draining: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum DrainAction {
+    Drain,
+    Cancel,
+}
+
+fn parse_drain_action(body: &[u8]) -> Result<DrainAction, ApiError> {
+    let action = match serde_json::from_slice::<Value>(body) {
+        Err(_) | Ok(Value::Null) => return Ok(DrainAction::Drain),
+        Ok(Value::Object(map)) => match map.get("action") {
+            None | Some(Value::Null) => return Ok(DrainAction::Drain),
+            Some(Value::String(s)) => s.trim().to_lowercase(),
+            Some(other) => other.to_string(),
+        },
+        Ok(other) => {
+            return Err(ApiError::BadRequest {
+                error: "invalid_body",
+                detail: format!(
+                    "body must be a JSON object like {{\"action\":\"drain\"}}, got {other}"
+                ),
+            });
+        }
+    };
+    match action.as_str() {
+        "drain" => Ok(DrainAction::Drain),
+        "cancel" => Ok(DrainAction::Cancel),
+        _ => Err(ApiError::BadRequest {
+            error: "invalid_action",
+            detail: format!("unknown drain action {action:?}; expected \"drain\" or \"cancel\""),
+        }),
+    }
+}
+
+/// Begins or cancels an external drain.
+#[utoipa::path(post, path = "/api/gateway/drain", tag = "dashboard", request_body = DrainActionRequest,
+    responses((status = 200, description = "DrainBegun or DrainCancelled"), (status = 400, description = "unknown action"),
+              (status = 401, description = "unauthenticated"), (status = 503, description = "an auth provider is unreachable")))]
+pub async fn drain_action(
+    State(s): State<AppState>,
+    principal: Option<Extension<TokenPrincipal>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let action = parse_drain_action(&body)?;
+    let who = principal.map_or_else(|| "dashboard".to_owned(), |p| p.0.principal);
+    let internal = |e: crate::lifecycle::DrainError| ApiError::Internal { log: e.to_string() };
+    Ok(match action {
+        DrainAction::Drain => {
+            let begun = s.drain.begin(&who).map_err(internal)?;
+            Json(DrainBegun {
+                ok: true,
+                action: "drain",
+                requested_at: iso(begun.requested_at),
+                draining: true,
+            })
+            .into_response()
+        }
+        DrainAction::Cancel => Json(DrainCancelled {
+            ok: true,
+            action: "cancel",
+            was_draining: s.drain.cancel(&who).map_err(internal)?,
+        })
+        .into_response(),
+    })
+}
+
+/// Prometheus metrics (public).
+#[utoipa::path(get, path = "/metrics", tag = "dashboard", responses((status = 200, description = "OpenMetrics text")))]
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    let snap = s.gate.snapshot();
+    let text = s.metrics.render(LiveGauges {
+        in_flight: snap.active_agents,
+        state: snap.state.as_str(),
+    });
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "dashboard", responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        super::openapi_json(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_action_parsing() {
+        use DrainAction::*;
+        let ok: &[(&str, DrainAction)] = &[
+            ("", Drain),
+            ("not json", Drain),
+            ("null", Drain),
+            ("{}", Drain),
+            (r#"{"action": null}"#, Drain),
+            (r#"{"action": "drain"}"#, Drain),
+            (r#"{"action": "  CANCEL "}"#, Cancel),
+            (r#"{"action": "Drain"}"#, Drain),
+        ];
+        for (body, expected) in ok {
+            assert_eq!(
+                &parse_drain_action(body.as_bytes()).unwrap(),
+                expected,
+                "{body}"
+            );
+        }
+        for (body, fragment) in [
+            (r#"{"action": "explode"}"#, "\"explode\""),
+            (r#"{"action": 5}"#, "\"5\""),
+            ("[1]", "JSON object"),
+        ] {
+            match parse_drain_action(body.as_bytes()) {
+                Err(ApiError::BadRequest { detail, .. }) => {
+                    assert!(detail.contains(fragment), "{body}: {detail}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+}

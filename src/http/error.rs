@@ -1,0 +1,162 @@
+//! Error responses: every failure a handler can return, mapped to its compat JSON shape.
+//!
+//! Two families: OpenAI-style `{"error":{"message","type","code"}}` on the API server, and
+//! the dashboard's `{"error","detail",...}`. 5xx bodies never carry internal text; the
+//! detail is logged instead.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::lifecycle::Refusal;
+
+/// Seconds a refused client is told to wait before retrying.
+pub const RETRY_AFTER_SECONDS: u64 = 5;
+
+/// A failed request.
+#[derive(Debug)]
+pub enum ApiError {
+    /// API server, OpenAI shape.
+    OpenAi {
+        status: StatusCode,
+        message: String,
+        kind: &'static str,
+        code: Option<&'static str>,
+        retry_after: bool,
+    },
+    /// Dashboard: no or bad credential.
+    Unauthenticated {
+        reason: Option<&'static str>,
+        login_url: Option<String>,
+    },
+    /// Dashboard: an auth provider we need is unreachable.
+    ProviderUnreachable(String),
+    /// Dashboard: malformed request.
+    BadRequest { error: &'static str, detail: String },
+    /// Dashboard: something failed on our side; `log` is never sent.
+    Internal { log: String },
+}
+
+impl ApiError {
+    pub fn invalid_request(message: impl Into<String>, code: Option<&'static str>) -> Self {
+        Self::OpenAi {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            code,
+            retry_after: false,
+        }
+    }
+
+    pub fn invalid_api_key() -> Self {
+        Self::OpenAi {
+            status: StatusCode::UNAUTHORIZED,
+            message: "Invalid API key".into(),
+            kind: "invalid_request_error",
+            code: Some("invalid_api_key"),
+            retry_after: false,
+        }
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::OpenAi {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("request body is larger than {limit} bytes"),
+            kind: "invalid_request_error",
+            code: Some("payload_too_large"),
+            retry_after: false,
+        }
+    }
+
+    /// A turn the gate did not admit.
+    pub fn refused(r: Refusal) -> Self {
+        let code = match r {
+            Refusal::Draining | Refusal::Stopping => "gateway_draining",
+            Refusal::NotReady => "gateway_starting",
+        };
+        Self::OpenAi {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("{r}; retry later"),
+            kind: "service_unavailable",
+            code: Some(code),
+            retry_after: true,
+        }
+    }
+
+    /// A turn cut short by shutdown before it produced its answer.
+    pub fn interrupted() -> Self {
+        Self::OpenAi {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the turn was interrupted because the gateway is shutting down; retry later"
+                .into(),
+            kind: "service_unavailable",
+            code: Some("turn_interrupted"),
+            retry_after: true,
+        }
+    }
+
+    /// A turn the backend reported as failed.
+    pub fn turn_failed(message: String) -> Self {
+        Self::OpenAi {
+            status: StatusCode::BAD_GATEWAY,
+            message,
+            kind: "server_error",
+            code: Some("agent_incomplete"),
+            retry_after: false,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body, retry_after) = match self {
+            Self::OpenAi {
+                status,
+                message,
+                kind,
+                code,
+                retry_after,
+            } => (
+                status,
+                json!({"error": {"message": message, "type": kind, "code": code}}),
+                retry_after,
+            ),
+            Self::Unauthenticated { reason, login_url } => {
+                let mut body = json!({"error": "unauthenticated", "detail": "Unauthorized"});
+                if let Some(r) = reason {
+                    body["reason"] = Value::from(r);
+                }
+                if let Some(url) = login_url {
+                    body["login_url"] = Value::from(url);
+                }
+                (StatusCode::UNAUTHORIZED, body, false)
+            }
+            Self::ProviderUnreachable(name) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"detail": format!("Auth provider '{name}' unreachable")}),
+                true,
+            ),
+            Self::BadRequest { error, detail } => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": error, "detail": detail}),
+                false,
+            ),
+            Self::Internal { log } => {
+                tracing::error!(error = %log, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"error": "internal_error", "detail": "Internal server error"}),
+                    false,
+                )
+            }
+        };
+        let mut response = (status, Json(body)).into_response();
+        if retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        response
+    }
+}

@@ -1,0 +1,48 @@
+//! HTTP: the API server and dashboard routers, their DTOs, extractors and error mapping.
+//!
+//! Handlers extract, call one domain function and map the result; rules live in the domain
+//! modules. Both routers add the security headers to every response.
+
+mod api;
+mod dashboard;
+mod error;
+mod openapi;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+
+pub use error::ApiError;
+
+use crate::app::AppState;
+
+/// Largest request body accepted (10 MB).
+pub const BODY_LIMIT: usize = 10 * 1024 * 1024;
+
+/// The OpenAI-compatible API server (default 127.0.0.1:8642).
+pub fn api_router(state: AppState) -> Router {
+    api::router(state).layer(axum::middleware::map_response(security_headers))
+}
+
+/// The dashboard listener (default 127.0.0.1:9119).
+pub fn dashboard_router(state: AppState) -> Router {
+    dashboard::router(state).layer(axum::middleware::map_response(security_headers))
+}
+
+/// The OpenAPI document describing both listeners.
+pub fn openapi_json() -> String {
+    openapi::document()
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}

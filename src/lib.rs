@@ -1,0 +1,25 @@
+//! hermes-gateway: the control plane of the Hermes agent gateway.
+//!
+//! # Layout
+//! - [`config`]: the schema of SPEC §3, parsed once, every problem reported with its path.
+//! - [`lifecycle`]: the turn gate, drain state machine, marker contract and status record.
+//! - [`auth`]: the bearer-token seam, the drain-secret provider, dashboard session modes.
+//! - [`agent`]: backends that execute turns.
+//! - [`http`]: routers, DTOs and error mapping for the API server and the dashboard.
+//! - [`app`]: wiring, listeners, background tasks and the shutdown drain.
+//! - [`audit`], [`metrics`], [`clock`], [`ids`]: cross-cutting pieces.
+//! - [`cli`]: the `hermes-gateway` command line.
+//!
+//! See `ARCHITECTURE.md` for the invariants.
+
+pub mod agent;
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod ids;
+pub mod lifecycle;
+pub mod metrics;

@@ -1,0 +1,166 @@
+//! The runtime status record (compat, SPEC §6) and its on-disk mirror `gateway_state.json`.
+//!
+//! One builder makes the record from a gate snapshot, so `/api/status`, `/health/detailed`,
+//! the state file and the CLI always agree. The file is merge-written atomically: keys that
+//! other tools put there survive our writes.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::gate::{GatewayState, Snapshot, TurnGate};
+use super::marker::write_atomic;
+use crate::clock::iso;
+
+/// Facts about this process that do not change while it runs (addresses are set once bound).
+#[derive(Debug)]
+pub struct RuntimeInfo {
+    pub version: &'static str,
+    pub pid: u32,
+    pub start_time: Timestamp,
+    pub restart_drain_timeout: f64,
+    pub auth_required: bool,
+    pub auth_providers: Vec<String>,
+    pub api_server_addr: OnceLock<String>,
+    pub dashboard_addr: OnceLock<String>,
+}
+
+/// The compat status record served by `GET /api/status`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StatusRecord {
+    pub version: &'static str,
+    /// The gateway process is up (any state but `stopped` and `startup_failed`).
+    pub gateway_running: bool,
+    /// `starting|running|draining|stopping|stopped|startup_failed`.
+    pub gateway_state: &'static str,
+    /// In-flight turns; status polls never count.
+    pub active_agents: usize,
+    /// `gateway_state == "running"` and `active_agents > 0`.
+    pub gateway_busy: bool,
+    /// `gateway_state == "running"`.
+    pub gateway_drainable: bool,
+    pub restart_drain_timeout: f64,
+    /// Distinct sessions with a turn in flight.
+    pub active_sessions: usize,
+    pub auth_required: bool,
+    pub auth_providers: Vec<String>,
+    pub gateway_updated_at: String,
+    /// True while an external drain is requested (also during shutdown).
+    pub draining: bool,
+}
+
+/// `GET /api/gateway/drain`: the status plus the drain detail.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DrainDetail {
+    pub draining: bool,
+    pub gateway_state: &'static str,
+    pub requested_at: Option<String>,
+    pub principal: Option<String>,
+    pub active_agents: usize,
+    pub oldest_active_seconds: f64,
+}
+
+impl StatusRecord {
+    /// Builds the record from a snapshot.
+    pub fn build(s: &Snapshot, info: &RuntimeInfo) -> Self {
+        let running = s.state == GatewayState::Running;
+        Self {
+            version: info.version,
+            gateway_running: !matches!(
+                s.state,
+                GatewayState::Stopped | GatewayState::StartupFailed
+            ),
+            gateway_state: s.state.as_str(),
+            active_agents: s.active_agents,
+            gateway_busy: running && s.active_agents > 0,
+            gateway_drainable: running,
+            restart_drain_timeout: info.restart_drain_timeout,
+            active_sessions: s.active_sessions,
+            auth_required: info.auth_required,
+            auth_providers: info.auth_providers.clone(),
+            gateway_updated_at: iso(s.updated_at),
+            draining: s.drain.is_some() || s.state == GatewayState::Stopping,
+        }
+    }
+}
+
+impl DrainDetail {
+    pub fn build(s: &Snapshot) -> Self {
+        Self {
+            draining: s.drain.is_some() || s.state == GatewayState::Stopping,
+            gateway_state: s.state.as_str(),
+            requested_at: s.drain.as_ref().map(|d| iso(d.requested_at)),
+            principal: s.drain.as_ref().map(|d| d.principal.clone()),
+            active_agents: s.active_agents,
+            oldest_active_seconds: (s.oldest_active_seconds() * 1000.0).round() / 1000.0,
+        }
+    }
+}
+
+/// Writes `gateway_state.json`.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+/// Least time between two writes of the state file; bounds I/O under heavy turn churn.
+const MIN_WRITE_INTERVAL: Duration = Duration::from_millis(25);
+
+impl StateFile {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    /// Merges the current record into the file, atomically.
+    pub fn write(&self, s: &Snapshot, info: &RuntimeInfo) -> std::io::Result<()> {
+        let mut doc = std::fs::read(&self.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
+            .unwrap_or_default();
+        let record = serde_json::to_value(StatusRecord::build(s, info))?;
+        if let Value::Object(fields) = record {
+            doc.extend(fields);
+        }
+        doc.insert("pid".into(), info.pid.into());
+        doc.insert("start_time".into(), iso(info.start_time).into());
+        doc.insert("updated_at".into(), iso(Timestamp::now()).into());
+        let detail = DrainDetail::build(s);
+        doc.insert("drain_requested_at".into(), detail.requested_at.into());
+        doc.insert("drain_principal".into(), detail.principal.into());
+        for (key, cell) in [
+            ("api_server_addr", &info.api_server_addr),
+            ("dashboard_addr", &info.dashboard_addr),
+        ] {
+            doc.insert(key.into(), cell.get().cloned().into());
+        }
+        let mut bytes = serde_json::to_vec_pretty(&Value::Object(doc))?;
+        bytes.push(b'\n');
+        write_atomic(&self.path, &bytes)
+    }
+
+    /// Mirrors every gate change into the file until `shutdown`, then returns.
+    pub async fn mirror(
+        self,
+        gate: Arc<TurnGate>,
+        info: Arc<RuntimeInfo>,
+        shutdown: CancellationToken,
+    ) {
+        let mut rx = gate.subscribe();
+        loop {
+            let snapshot = rx.borrow_and_update().clone();
+            if let Err(e) = self.write(&snapshot, &info) {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot write gateway state file");
+            }
+            tokio::time::sleep(MIN_WRITE_INTERVAL).await;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Watches the drain marker so a marker written by another process takes effect at once.
+//!
+//! An inotify watch on the marker's directory (the file itself comes and goes, so it cannot
+//! be watched directly) wakes a reconcile within a millisecond or so. A slow timer also
+//! reconciles, to catch anything a watch could miss and to expire old markers. If the
+//! watch cannot be set up, the timer alone runs fast enough to keep the 50 ms promise.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::drain::DrainControl;
+
+/// Timer period when the file watch works: a safety net and the expiry clock.
+pub const SAFETY_POLL: Duration = Duration::from_secs(1);
+/// Timer period when it does not: well inside the 50 ms reaction promise.
+pub const FALLBACK_POLL: Duration = Duration::from_millis(20);
+
+/// Runs until `shutdown` is cancelled, reconciling the gate with the marker.
+pub async fn watch_marker(control: Arc<DrainControl>, shutdown: CancellationToken) {
+    let wake = Arc::new(Notify::new());
+    let (_watcher, period) = match start_watcher(&control, wake.clone()) {
+        Ok(w) => (Some(w), SAFETY_POLL),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the drain marker's directory; polling every {} ms", FALLBACK_POLL.as_millis());
+            (None, FALLBACK_POLL)
+        }
+    };
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = wake.notified() => {}
+            _ = ticker.tick() => {}
+        }
+        control.reconcile();
+    }
+}
+
+fn start_watcher(
+    control: &DrainControl,
+    wake: Arc<Notify>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let path = control.marker().path().to_path_buf();
+    let dir = path
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| ".".into());
+    let name = path.file_name().map(|n| n.to_os_string());
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        match res {
+            Ok(event) => {
+                if event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+                {
+                    wake.notify_one();
+                }
+            }
+            // An overflowed or failed watch: reconcile anyway rather than miss a change.
+            Err(_) => wake.notify_one(),
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
