@@ -37,7 +37,7 @@ impl ManualClock {
     /// Moves the clock forward by `by`.
     pub fn advance(&self, by: std::time::Duration) {
         let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *t = *t + jiff::SignedDuration::try_from(by).unwrap_or(jiff::SignedDuration::MAX);
+        *t += jiff::SignedDuration::try_from(by).unwrap_or(jiff::SignedDuration::MAX);
     }
 }
 

@@ -190,7 +190,7 @@ mod tests {
         let table: &[(&str, usize, Option<&str>)] = &[
             (&strong, 43, None),
             ("", 43, Some("empty")),
-            (&"a1B2c3d4e5f6g7h8i9j0"[..], 43, Some("too short")),
+            ("a1B2c3d4e5f6g7h8i9j0", 43, Some("too short")),
             (&"a".repeat(60), 43, Some("distinct")),
             (&"abcd".repeat(15), 43, Some("distinct")),
             // 48 chars, 16 distinct, but one character dominates: low entropy.

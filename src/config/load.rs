@@ -419,14 +419,13 @@ impl Reader {
             ],
         );
         self.no_secret_in_file(&s, "key", "API_SERVER_KEY");
-        let cfg = ApiServerConfig {
+        ApiServerConfig {
             enabled: self.bool(&s, "enabled", true),
             host: self.string(&s, "host", "127.0.0.1"),
             port: self.uint(&s, "port", 8642, 0, 65535) as u16,
             cors_origins: self.strings(&s, "cors_origins"),
             model_name: self.string(&s, "model_name", "hermes-agent"),
-        };
-        cfg
+        }
     }
 
     fn dashboard(&mut self, top: &Section) -> DashboardConfig {
@@ -830,7 +829,8 @@ storage: {url: "postgres://u:p@127.0.0.1/db"}
 
     #[test]
     fn config_error_table() {
-        let table: &[(&str, &[(&str, &str)], &[(&str, &str)])] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [(&'a str, &'a str)]);
+        let table: &[Case] = &[
             ("[1, 2]", &[], &[("(top level)", "expected a mapping")]),
             ("agents: {}", &[], &[("agents", "unknown key")]),
             (

@@ -1,0 +1,7 @@
+//! The one integration-test binary: real gateways on loopback, driven over HTTP.
+
+mod api;
+mod auth;
+mod drain;
+mod process;
+mod support;
