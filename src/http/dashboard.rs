@@ -148,7 +148,7 @@ pub async fn status(State(s): State<AppState>) -> Json<StatusRecord> {
     responses((status = 200, body = DrainDetail), (status = 401, description = "unauthenticated"),
               (status = 503, description = "an auth provider is unreachable")))]
 pub async fn drain_status(State(s): State<AppState>) -> Json<DrainDetail> {
-    Json(DrainDetail::build(&s.gate.snapshot()))
+    Json(DrainDetail::build(&s.gate.snapshot(), &s.info))
 }
 
 /// `POST /api/gateway/drain` body; a missing or non-JSON body means `drain`.

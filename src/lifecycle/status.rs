@@ -54,14 +54,16 @@ pub struct StatusRecord {
     pub draining: bool,
 }
 
-/// `GET /api/gateway/drain`: the status plus the drain detail.
+/// `GET /api/gateway/drain`: the status record plus the drain detail.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DrainDetail {
-    pub draining: bool,
-    pub gateway_state: &'static str,
+    #[serde(flatten)]
+    pub status: StatusRecord,
+    /// When the current external drain was requested (null when none).
     pub requested_at: Option<String>,
+    /// Who requested it (null when none).
     pub principal: Option<String>,
-    pub active_agents: usize,
+    /// Seconds the oldest in-flight turn has been running (0 when none).
     pub oldest_active_seconds: f64,
 }
 
@@ -90,13 +92,11 @@ impl StatusRecord {
 }
 
 impl DrainDetail {
-    pub fn build(s: &Snapshot) -> Self {
+    pub fn build(s: &Snapshot, info: &RuntimeInfo) -> Self {
         Self {
-            draining: s.drain.is_some() || s.state == GatewayState::Stopping,
-            gateway_state: s.state.as_str(),
+            status: StatusRecord::build(s, info),
             requested_at: s.drain.as_ref().map(|d| iso(d.requested_at)),
             principal: s.drain.as_ref().map(|d| d.principal.clone()),
-            active_agents: s.active_agents,
             oldest_active_seconds: (s.oldest_active_seconds() * 1000.0).round() / 1000.0,
         }
     }
@@ -122,16 +122,15 @@ impl StateFile {
             .ok()
             .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
             .unwrap_or_default();
-        let record = serde_json::to_value(StatusRecord::build(s, info))?;
-        if let Value::Object(fields) = record {
+        let detail = DrainDetail::build(s, info);
+        doc.insert("drain_requested_at".into(), detail.requested_at.into());
+        doc.insert("drain_principal".into(), detail.principal.into());
+        if let Value::Object(fields) = serde_json::to_value(detail.status)? {
             doc.extend(fields);
         }
         doc.insert("pid".into(), info.pid.into());
         doc.insert("start_time".into(), iso(info.start_time).into());
         doc.insert("updated_at".into(), iso(Timestamp::now()).into());
-        let detail = DrainDetail::build(s);
-        doc.insert("drain_requested_at".into(), detail.requested_at.into());
-        doc.insert("drain_principal".into(), detail.principal.into());
         for (key, cell) in [
             ("api_server_addr", &info.api_server_addr),
             ("dashboard_addr", &info.dashboard_addr),

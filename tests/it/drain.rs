@@ -208,6 +208,7 @@ async fn status_and_drain_detail_fields() {
     assert_eq!(d["draining"], true);
     assert_eq!(d["principal"], "drain-control");
     assert_eq!(d["active_agents"], 1);
+    assert_eq!(d["gateway_state"], "draining");
     assert!(d["oldest_active_seconds"].as_f64().unwrap() >= 0.15, "{d}");
     assert!(d["requested_at"].as_str().is_some());
     assert_eq!(turn.await.unwrap().0, 200);
