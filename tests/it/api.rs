@@ -19,27 +19,11 @@ async fn health_models_and_security_headers() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v, json!({"status": "ok", "platform": "hermes-agent"}));
     }
-    let v: Value = app
-        .http
-        .get(format!("{}/health/detailed", app.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = app.get_json(format!("{}/health/detailed", app.api)).await;
     assert_eq!(v["pid"], std::process::id());
     assert_eq!(v["gateway_state"], "running");
     assert_eq!(v["active_agents"], 0);
-    let v: Value = app
-        .http
-        .get(format!("{}/v1/models", app.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = app.get_json(format!("{}/v1/models", app.api)).await;
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"][0]["id"], "hermes-agent");
     // Error responses carry the headers too.
@@ -121,15 +105,7 @@ async fn non_streaming_turn_shape() {
     assert_eq!(v["usage"]["completion_tokens"], 3);
     assert!(v["created"].as_i64().unwrap() > 1_700_000_000);
     assert!(headers.contains_key("x-hermes-session-id"));
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.dash))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("hermes_turns_total{outcome=\"completed\"} 1"),
         "{metrics}"
@@ -204,15 +180,7 @@ async fn bad_requests_get_clear_openai_errors() {
 #[tokio::test]
 async fn openapi_and_metrics_are_served() {
     let app = TestApp::spawn("", &[]).await;
-    let v: Value = app
-        .http
-        .get(format!("{}/openapi.json", app.dash))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = app.get_json(format!("{}/openapi.json", app.dash)).await;
     for path in [
         "/api/status",
         "/api/gateway/drain",
@@ -224,15 +192,7 @@ async fn openapi_and_metrics_are_served() {
             "{path} missing from the OpenAPI document"
         );
     }
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.dash))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for name in [
         "hermes_turns_in_flight",
         "hermes_gateway_state{state=\"running\"} 1",

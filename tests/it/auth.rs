@@ -68,15 +68,7 @@ async fn strong_secret_opens_the_drain_route_to_its_bearer_only() {
         .unwrap();
     assert_eq!(begin["principal"], "drain-control");
     assert_eq!(begin["active_agents"], 0);
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.dash))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("hermes_auth_decisions_total{gate=\"token\",decision=\"rejected\"} 5"),
         "{metrics}"

@@ -93,15 +93,7 @@ async fn drain_mid_way_through_100_turns_loses_nothing() {
     );
     assert_eq!(app.status().await["gateway_state"], "running");
     assert_eq!(app.chat("back").await.0, 200);
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.dash))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("hermes_turns_total{outcome=\"completed\"} 101"),
         "{metrics}"

@@ -75,12 +75,30 @@ impl TestApp {
     }
 
     pub async fn status(&self) -> Value {
+        self.get_json(format!("{}/api/status", self.dash)).await
+    }
+
+    /// `GET url` as JSON.
+    pub async fn get_json(&self, url: String) -> Value {
         self.http
-            .get(format!("{}/api/status", self.dash))
+            .get(url)
             .send()
             .await
             .unwrap()
             .json()
+            .await
+            .unwrap()
+    }
+
+    /// The dashboard's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let url = format!("{}/metrics", self.dash);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
             .await
             .unwrap()
     }
