@@ -132,7 +132,10 @@ impl AppState {
         })?;
         let metrics = Arc::new(Metrics::default());
         let audit = Arc::new(AuditLog::new(config.audit_path(), clock.clone()));
-        let backend = Arc::new(Backend::from_config(&config.agent)?);
+        let backend = Arc::new(Backend::from_config(
+            &config.agent,
+            config.secrets.openai_api_key.clone(),
+        )?);
 
         let (token_auth, providers) = token_auth(&config);
         let dashboard_auth = DashboardAuth::from_config(&config);

@@ -310,6 +310,9 @@ impl Reader {
             session_token: secret("HERMES_DASHBOARD_SESSION_TOKEN"),
             basic_auth_secret: secret("HERMES_DASHBOARD_BASIC_AUTH_SECRET"),
             nous_access_token: secret("HERMES_NOUS_ACCESS_TOKEN"),
+            openai_api_key: Some(agent.openai.api_key_env.as_str())
+                .filter(|n| !n.is_empty())
+                .and_then(secret),
         };
         if api_server.enabled
             && !is_loopback_host(&api_server.host)
@@ -367,11 +370,16 @@ impl Reader {
         let echo = EchoConfig {
             delay_ms: self.uint(&echo_s, "delay_ms", 0, 0, 3_600_000),
         };
-        let o = self.section(&s, "openai", &["base_url", "api_key_env", "model"]);
+        let o = self.section(
+            &s,
+            "openai",
+            &["base_url", "api_key_env", "model", "timeout_seconds"],
+        );
         let openai = OpenAiConfig {
             base_url: self.string(&o, "base_url", "http://127.0.0.1:11434/v1"),
             api_key_env: self.string(&o, "api_key_env", "OPENAI_API_KEY"),
             model: self.string(&o, "model", ""),
+            timeout_seconds: self.uint(&o, "timeout_seconds", 120, 1, 86_400),
         };
         self.check_url("agent.openai.base_url", &openai.base_url, false);
         if !openai.api_key_env.is_empty() && !is_env_name(&openai.api_key_env) {

@@ -132,6 +132,10 @@ pub struct OpenAiConfig {
     /// Name of the environment variable holding the upstream key (never the key itself).
     pub api_key_env: String,
     pub model: String,
+    /// Longest wait for the upstream's next byte (response head or stream chunk); an
+    /// extension of the compat schema so a hanging upstream fails the turn instead of
+    /// hanging the client.
+    pub timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +237,8 @@ pub struct Secrets {
     pub session_token: Option<SecretString>,
     pub basic_auth_secret: Option<SecretString>,
     pub nous_access_token: Option<SecretString>,
+    /// The `openai` backend's upstream key, read from the variable `agent.openai.api_key_env` names.
+    pub openai_api_key: Option<SecretString>,
 }
 
 impl Config {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::{ApiError, BODY_LIMIT};
-use crate::agent::{Message, TurnEvent, TurnRequest, TurnStream};
+use crate::agent::{Message, TurnEvent, TurnRequest, TurnStream, Usage};
 use crate::app::AppState;
 use crate::auth::{bearer_token, constant_time_eq};
 use crate::lifecycle::{StatusRecord, TurnGuard};
@@ -244,9 +244,9 @@ pub async fn chat_completions(
     Ok(response)
 }
 
-/// A rough token count for `usage` (whitespace-separated words).
-fn count_tokens(text: &str) -> usize {
-    text.split_whitespace().count()
+/// A rough token count for `usage` when the backend reports none (whitespace-separated words).
+fn count_tokens(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
 }
 
 struct ChunkMeta {
@@ -259,41 +259,54 @@ async fn complete(
     meta: ChunkMeta,
     mut events: TurnStream,
     mut guard: TurnGuard,
-    prompt_tokens: usize,
+    prompt_tokens: u64,
 ) -> Result<Response, ApiError> {
     let mut text = String::new();
-    while let Some(event) = events.next().await {
-        match event {
-            TurnEvent::Delta(t) => text.push_str(&t),
-            TurnEvent::Done => {
+    let mut usage = None;
+    let failure = loop {
+        match events.next().await {
+            Some(TurnEvent::Delta(t)) => text.push_str(&t),
+            Some(TurnEvent::Usage(u)) => usage = Some(u),
+            Some(TurnEvent::Done) => {
                 guard.set_outcome(TurnOutcome::Completed);
-                drop(guard);
-                let completion_tokens = count_tokens(&text);
-                let body = json!({
-                    "id": meta.id,
-                    "object": "chat.completion",
-                    "created": meta.created,
-                    "model": meta.model,
-                    "choices": [{
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
-                    }],
-                    "usage": {
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion_tokens,
-                        "total_tokens": prompt_tokens + completion_tokens,
-                    },
-                });
-                return Ok(Json(body).into_response());
+                break None;
             }
-            TurnEvent::Failed(message) => {
+            Some(TurnEvent::Failed(message)) => {
                 guard.set_outcome(TurnOutcome::Failed);
-                return Err(ApiError::turn_failed(message));
+                if text.is_empty() {
+                    return Err(ApiError::turn_failed(message));
+                }
+                break Some(message);
             }
+            None => return Err(ApiError::interrupted()),
         }
+    };
+    drop(guard);
+    let usage = usage.unwrap_or(Usage {
+        prompt_tokens,
+        completion_tokens: count_tokens(&text),
+    });
+    let mut body = json!({
+        "id": meta.id,
+        "object": "chat.completion",
+        "created": meta.created,
+        "model": meta.model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": if failure.is_some() { "error" } else { "stop" },
+        }],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        },
+    });
+    // A failed turn that produced text keeps it, flagged as incomplete.
+    if let Some(message) = failure {
+        body["hermes"] = json!({"incomplete": true, "error": message});
     }
-    Err(ApiError::interrupted())
+    Ok(Json(body).into_response())
 }
 
 fn chunk(meta: &ChunkMeta, delta: Value, finish_reason: Option<&str>) -> Bytes {
@@ -312,6 +325,7 @@ struct SseTurn {
     events: TurnStream,
     guard: Option<TurnGuard>,
     sent_role: bool,
+    sent_text: bool,
 }
 
 /// Streams the turn as SSE. The guard lives in the stream: it ends when the last frame is
@@ -322,6 +336,7 @@ fn stream_response(meta: ChunkMeta, events: TurnStream, guard: TurnGuard) -> Res
         events,
         guard: Some(guard),
         sent_role: false,
+        sent_text: false,
     };
     let frames = stream::unfold(state, |mut st| async move {
         let mut guard = st.guard.take()?;
@@ -331,24 +346,32 @@ fn stream_response(meta: ChunkMeta, events: TurnStream, guard: TurnGuard) -> Res
             st.guard = Some(guard);
             return Some((Ok::<_, std::convert::Infallible>(frame), st));
         }
-        let frame = match st.events.next().await {
-            Some(TurnEvent::Delta(text)) => {
-                st.guard = Some(guard);
-                chunk(&st.meta, json!({"content": text}), None)
+        let frame = loop {
+            match st.events.next().await {
+                Some(TurnEvent::Delta(text)) => {
+                    st.sent_text |= !text.is_empty();
+                    st.guard = Some(guard);
+                    break chunk(&st.meta, json!({"content": text}), None);
+                }
+                Some(TurnEvent::Usage(_)) => continue,
+                Some(TurnEvent::Done) => {
+                    guard.set_outcome(TurnOutcome::Completed);
+                    let mut last = chunk(&st.meta, json!({}), Some("stop")).to_vec();
+                    last.extend_from_slice(b"data: [DONE]\n\n");
+                    break Bytes::from(last);
+                }
+                Some(TurnEvent::Failed(message)) => {
+                    // Text already sent stays with the client; the last chunk marks it incomplete.
+                    guard.set_outcome(TurnOutcome::Failed);
+                    let mut last = chunk(&st.meta, json!({}), Some("error")).to_vec();
+                    let err = json!({"error": {"message": message, "type": "server_error",
+                        "code": "agent_incomplete", "partial": st.sent_text}});
+                    last.extend_from_slice(format!("data: {err}\n\ndata: [DONE]\n\n").as_bytes());
+                    break Bytes::from(last);
+                }
+                // Cancelled by shutdown: end the stream without [DONE]; the guard records it.
+                None => return None,
             }
-            Some(TurnEvent::Done) => {
-                guard.set_outcome(TurnOutcome::Completed);
-                let mut last = chunk(&st.meta, json!({}), Some("stop")).to_vec();
-                last.extend_from_slice(b"data: [DONE]\n\n");
-                Bytes::from(last)
-            }
-            Some(TurnEvent::Failed(message)) => {
-                guard.set_outcome(TurnOutcome::Failed);
-                let err = json!({"error": {"message": message, "type": "server_error", "code": "agent_incomplete"}});
-                Bytes::from(format!("data: {err}\n\ndata: [DONE]\n\n"))
-            }
-            // Cancelled by shutdown: end the stream without [DONE]; the guard records it.
-            None => return None,
         };
         Some((Ok(frame), st))
     });
