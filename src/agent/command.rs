@@ -265,6 +265,9 @@ mod tests {
         check(&[&e[..1], &e[1..]], "é");
         check(&[b"a\xff", b"b"], "a\u{fffd}b");
         check(&[b"a", &e[..1]], "a\u{fffd}");
-        check(&["😀".as_bytes()[..3].as_ref(), &"😀".as_bytes()[3..]], "😀");
+        check(
+            &["😀".as_bytes()[..3].as_ref(), &"😀".as_bytes()[3..]],
+            "😀",
+        );
     }
 }

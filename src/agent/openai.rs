@@ -119,7 +119,9 @@ impl OpenAiBackend {
         if finished {
             TurnEvent::Done
         } else {
-            TurnEvent::Failed("the upstream closed the stream before the answer was complete".into())
+            TurnEvent::Failed(
+                "the upstream closed the stream before the answer was complete".into(),
+            )
         }
     }
 
@@ -161,7 +163,10 @@ enum Data {
     /// `[DONE]`: the answer is complete.
     Done,
     /// A chunk: its events, and whether it carried a `finish_reason`.
-    Chunk { events: Vec<TurnEvent>, finish: bool },
+    Chunk {
+        events: Vec<TurnEvent>,
+        finish: bool,
+    },
     Error(String),
 }
 
@@ -218,7 +223,8 @@ impl SseParser {
                     self.data.clear();
                 }
             } else if let Some(rest) = line.strip_prefix("data:") {
-                self.data.push(rest.strip_prefix(' ').unwrap_or(rest).to_owned());
+                self.data
+                    .push(rest.strip_prefix(' ').unwrap_or(rest).to_owned());
             }
         }
         out

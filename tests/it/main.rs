@@ -2,6 +2,7 @@
 
 mod api;
 mod auth;
+mod backends;
 mod drain;
 mod process;
 mod support;

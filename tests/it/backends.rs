@@ -1,0 +1,499 @@
+//! The `command` backend with real subprocess agents and the `openai` backend against a
+//! fake upstream (the only fake: it stands in for the LLM server).
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, parse_sse};
+
+/// Writes an executable shell script agent into `dir`.
+fn agent(dir: &Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&path)
+        .status()
+        .unwrap();
+    path.display().to_string()
+}
+
+async fn command_app(script: &str, timeout_seconds: u64) -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let argv = agent(dir.path(), "agent.sh", script);
+    let yaml = format!(
+        "agent: {{backend: command, command: {{argv: [{argv:?}], timeout_seconds: {timeout_seconds}}}}}"
+    );
+    (TestApp::spawn(&yaml, &[]).await, dir)
+}
+
+async fn chat_body(app: &TestApp, body: Value) -> (u16, Value) {
+    let resp = app
+        .http
+        .post(format!("{}/v1/chat/completions", app.api))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
+
+fn pid_alive(pid: &str) -> bool {
+    Path::new(&format!("/proc/{}", pid.trim())).exists()
+        && !std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[tokio::test]
+async fn command_agent_gets_the_protocol_json_and_its_stdout_is_the_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let argv = agent(
+        dir.path(),
+        "agent.sh",
+        &format!(
+            "cat > {}/stdin.json; printf 'hello '; printf 'from agent'",
+            dir.path().display()
+        ),
+    );
+    let app = TestApp::spawn(
+        &format!("agent: {{backend: command, command: {{argv: [{argv:?}]}}}}"),
+        &[],
+    )
+    .await;
+    let (status, body) = chat_body(
+        &app,
+        json!({"model": "m1", "messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "hello from agent");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    let input: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("stdin.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        input["messages"],
+        json!([{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"}])
+    );
+    assert_eq!(input["model"], "m1");
+    assert!(input["session_id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(input["turn_id"], body["id"]);
+}
+
+#[tokio::test]
+async fn command_agent_streams_as_it_writes() {
+    let (app, _dir) = command_app(
+        "cat >/dev/null; printf one; sleep 0.2; printf two; sleep 0.2; printf three",
+        10,
+    )
+    .await;
+    let mut resp = app
+        .http
+        .post(format!("{}/v1/chat/completions", app.api))
+        .json(&json!({"stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    let mut frames = Vec::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        frames.push(String::from_utf8_lossy(&c).into_owned());
+    }
+    let all = frames.concat();
+    assert_eq!(parse_sse(&all), ("onetwothree".to_owned(), true));
+    assert!(
+        frames.len() >= 4,
+        "expected the reply in several chunks: {frames:?}"
+    );
+}
+
+#[tokio::test]
+async fn command_failures_keep_partial_text_and_name_the_problem() {
+    // Crash after some text: the text is kept and flagged.
+    let (app, _d) = command_app("printf 'half an answer'; exit 3", 10).await;
+    let (status, body) = chat_body(
+        &app,
+        json!({"messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "half an answer");
+    assert_eq!(body["choices"][0]["finish_reason"], "error");
+    assert_eq!(body["hermes"]["incomplete"], true);
+    assert!(
+        body["hermes"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("exit status: 3"),
+        "{body}"
+    );
+    // The same streamed: the text, then an error chunk and [DONE].
+    let resp = app
+        .http
+        .post(format!("{}/v1/chat/completions", app.api))
+        .json(&json!({"stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("half an answer") && text.contains("\"finish_reason\":\"error\""));
+    assert!(
+        text.contains("agent_incomplete") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+
+    // Crash with no text: 502 agent_incomplete.
+    let (app, _d) = command_app("echo oops >&2; exit 1", 10).await;
+    let (status, body) = chat_body(
+        &app,
+        json!({"messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "agent_incomplete");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed")
+    );
+    assert!(
+        !body.to_string().contains("oops"),
+        "stderr must not reach the client"
+    );
+
+    // Timeout: the turn fails and says so.
+    let (app, _d) = command_app("sleep 30", 1).await;
+    let (status, body) = chat_body(
+        &app,
+        json!({"messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1 s")
+    );
+    app.wait_until(|s| s["active_agents"] == 0).await;
+
+    // A program that does not exist.
+    let app = TestApp::spawn(
+        "agent: {backend: command, command: {argv: [/nonexistent/agent]}}",
+        &[],
+    )
+    .await;
+    let (status, body) = chat_body(
+        &app,
+        json!({"messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be started")
+    );
+}
+
+#[tokio::test]
+async fn command_agent_ignoring_stdin_or_flooding_stdout_does_not_wedge_the_gateway() {
+    // Never reads stdin, while the request is far larger than a pipe buffer.
+    let (app, _d) = command_app("printf ignored-you", 10).await;
+    let big = "x".repeat(2 * 1024 * 1024);
+    let (status, body) = chat_body(
+        &app,
+        json!({"messages": [{"role": "user", "content": big}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["choices"][0]["message"]["content"], "ignored-you");
+
+    // Floods stdout forever: cut at the output limit, turn failed, gateway fine.
+    let (app, _d) = command_app("cat >/dev/null; yes flood", 30).await;
+    let resp = app
+        .http
+        .post(format!("{}/v1/chat/completions", app.api))
+        .json(&json!({"stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("more than 16777216 bytes"),
+        "{}",
+        &text[text.len().saturating_sub(400)..]
+    );
+    app.wait_until(|s| s["active_agents"] == 0).await;
+    let health = app.get_json(format!("{}/health", app.api)).await;
+    assert_eq!(health["status"], "ok");
+}
+
+/// Starts an agent that records its pid and a grandchild's, then sleeps.
+async fn sleeper_app() -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let argv = agent(
+        dir.path(),
+        "agent.sh",
+        &format!(
+            "cat >/dev/null; sleep 60 & echo $! > {d}/child.pid; echo $$ > {d}/agent.pid; printf started; wait"
+        ),
+    );
+    let yaml = format!("agent: {{backend: command, command: {{argv: [{argv:?}]}}}}");
+    (TestApp::spawn(&yaml, &[]).await, dir)
+}
+
+async fn wait_for_file(path: &Path) -> String {
+    for _ in 0..500 {
+        if let Ok(t) = std::fs::read_to_string(path)
+            && !t.trim().is_empty()
+        {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+async fn assert_gone(pid: &str) {
+    for _ in 0..300 {
+        if !pid_alive(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("process {pid} still alive");
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_cancels_its_turn_and_kills_the_agent() {
+    for stream in [false, true] {
+        let (app, dir) = sleeper_app().await;
+        let client = reqwest::Client::new();
+        let url = format!("{}/v1/chat/completions", app.api);
+        let request = tokio::spawn(async move {
+            let resp = client
+                .post(url)
+                .json(&json!({"stream": stream, "messages": [{"role": "user", "content": "x"}]}))
+                .send()
+                .await;
+            // Streaming: read until the agent's first words, then hang up (the abort below).
+            if let Ok(mut r) = resp {
+                let mut seen = String::new();
+                while let Ok(Some(c)) = r.chunk().await {
+                    seen.push_str(&String::from_utf8_lossy(&c));
+                    if seen.contains("started") {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        });
+        let agent_pid = wait_for_file(&dir.path().join("agent.pid")).await;
+        let child_pid = wait_for_file(&dir.path().join("child.pid")).await;
+        app.wait_until(|s| s["active_agents"] == 1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        request.abort();
+        let _ = request.await;
+        app.wait_until(|s| s["active_agents"] == 0).await;
+        assert_gone(&agent_pid).await;
+        assert_gone(&child_pid).await;
+        let metrics = app.metrics().await;
+        assert!(
+            metrics.contains("outcome=\"interrupted\"} 1"),
+            "stream={stream}: {metrics}"
+        );
+    }
+}
+
+// ---- the openai backend against a fake upstream -------------------------------------
+
+#[derive(Clone, Default)]
+struct Upstream {
+    seen: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
+}
+
+fn sse(frames: Vec<String>, pause: Duration) -> Response {
+    let stream = futures_util::stream::unfold(frames.into_iter(), move |mut it| async move {
+        let f = it.next()?;
+        tokio::time::sleep(pause).await;
+        Some((Ok::<_, Infallible>(Bytes::from(f)), it))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+fn delta(text: &str) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"id": "up", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+    )
+}
+
+/// The model name picks the upstream's behaviour.
+async fn upstream_chat(State(u): State<Upstream>, headers: HeaderMap, body: Bytes) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    u.seen.lock().unwrap().push((headers, v.clone()));
+    let finish = format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    );
+    let usage = format!(
+        "data: {}\n\n",
+        json!({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}})
+    );
+    match v["model"].as_str().unwrap_or("") {
+        "ok" => sse(
+            vec![
+                delta("Hel"),
+                delta("lo"),
+                finish,
+                usage,
+                "data: [DONE]\n\n".into(),
+            ],
+            Duration::ZERO,
+        ),
+        "slow" => sse(
+            vec![
+                delta("a"),
+                delta("b"),
+                delta("c"),
+                finish,
+                "data: [DONE]\n\n".into(),
+            ],
+            Duration::from_millis(150),
+        ),
+        "cut" => sse(vec![delta("part")], Duration::ZERO),
+        "error" => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": {"message": "model crashed"}})),
+        )
+            .into_response(),
+        "badkey" => (StatusCode::UNAUTHORIZED, "no").into_response(),
+        _ => {
+            // "hang": accept and never answer.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::OK.into_response()
+        }
+    }
+}
+
+async fn fake_upstream() -> (String, Upstream) {
+    let u = Upstream::default();
+    let app = Router::new()
+        .route("/v1/chat/completions", post(upstream_chat))
+        .with_state(u.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/v1"), u)
+}
+
+async fn openai_app(base_url: &str) -> TestApp {
+    TestApp::spawn(
+        &format!("agent: {{backend: openai, openai: {{base_url: {base_url:?}, api_key_env: UP_KEY, timeout_seconds: 1}}}}"),
+        &[("UP_KEY", "sk-upstream-secret")],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn openai_backend_forwards_and_streams_with_usage() {
+    let (base, upstream) = fake_upstream().await;
+    let app = openai_app(&base).await;
+    let (status, body) = chat_body(
+        &app,
+        json!({"model": "ok", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello");
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13})
+    );
+    {
+        let seen = upstream.seen.lock().unwrap();
+        let (headers, sent) = &seen[0];
+        assert_eq!(headers["authorization"], "Bearer sk-upstream-secret");
+        assert_eq!(sent["stream"], true);
+        assert_eq!(sent["messages"], json!([{"role": "user", "content": "hi"}]));
+    }
+
+    let mut resp = app
+        .http
+        .post(format!("{}/v1/chat/completions", app.api))
+        .json(&json!({"model": "slow", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let mut frames = Vec::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        frames.push(String::from_utf8_lossy(&c).into_owned());
+    }
+    assert_eq!(parse_sse(&frames.concat()), ("abc".to_owned(), true));
+    assert!(frames.len() >= 4, "streamed chunk by chunk: {frames:?}");
+}
+
+#[tokio::test]
+async fn openai_upstream_faults_become_clear_errors_never_hangs() {
+    let (base, _u) = fake_upstream().await;
+    let app = openai_app(&base).await;
+    let check = |model: &'static str, status: u16, fragment: &'static str| {
+        let app = &app;
+        async move {
+            let (s, body) = chat_body(
+                app,
+                json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
+            assert_eq!(s, status, "{model}: {body}");
+            let text = body.to_string();
+            assert!(text.contains(fragment), "{model}: {body}");
+            assert!(!text.contains("sk-upstream-secret"));
+        }
+    };
+    check("error", 502, "HTTP 500): model crashed").await;
+    check(
+        "badkey",
+        502,
+        "rejected the gateway's credentials (HTTP 401)",
+    )
+    .await;
+    check("hang", 502, "did not answer within 1 s").await;
+    check("cut", 200, "before the answer was complete").await;
+    app.wait_until(|s| s["active_agents"] == 0).await;
+
+    let closed = format!("http://127.0.0.1:{}/v1", crate::support::free_port());
+    let app = openai_app(&closed).await;
+    let (s, body) = chat_body(
+        &app,
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(s, 502);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{body}"
+    );
+}
