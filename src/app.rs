@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Backend, BackendError};
 use crate::audit::AuditLog;
-use crate::auth::drain_secret::DRAIN_ROUTE;
+use crate::auth::drain_secret::{DRAIN_ROUTE, RESTART_ROUTE};
 use crate::auth::{DashboardAuth, DrainSecretProvider, ProviderStatus, TokenAuth};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -37,6 +37,8 @@ pub struct AppState {
     pub dashboard_auth: Arc<DashboardAuth>,
     /// Why each auth provider is or is not active (shown by `config check`).
     pub providers: Arc<Vec<ProviderStatus>>,
+    /// Remembered `Idempotency-Key`s of non-streaming chat requests.
+    pub idempotency: Arc<crate::http::Idempotency>,
     /// Fired when the shutdown deadline passes: running turns stop and count as interrupted.
     pub turns_cancel: CancellationToken,
     pub shutdown: Shutdown,
@@ -173,6 +175,7 @@ impl AppState {
             token_auth: Arc::new(token_auth),
             dashboard_auth: Arc::new(dashboard_auth),
             providers: Arc::new(providers),
+            idempotency: Arc::default(),
             turns_cancel: CancellationToken::new(),
             shutdown: Shutdown::default(),
         })
@@ -201,6 +204,7 @@ pub fn token_auth(config: &Config) -> (TokenAuth, Vec<ProviderStatus>) {
     if let Some(p) = provider {
         seam.register(Arc::new(p));
         seam.register_route(DRAIN_ROUTE);
+        seam.register_route(RESTART_ROUTE);
     }
     (seam, vec![status])
 }

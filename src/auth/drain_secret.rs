@@ -14,6 +14,8 @@ use super::{ProviderStatus, constant_time_eq};
 
 /// The exact path the provider opts into the token seam.
 pub const DRAIN_ROUTE: &str = "/api/gateway/drain";
+/// The restart endpoint: the same orchestrator drives it with the same secret.
+pub const RESTART_ROUTE: &str = "/api/gateway/restart";
 /// Provider name (compat).
 pub const PROVIDER_NAME: &str = "drain-secret";
 /// Principal of a verified caller (compat).

@@ -21,6 +21,8 @@ use crate::metrics::TurnOutcome;
 
 /// Header carrying the conversation's session id, in and out.
 const SESSION_HEADER: &str = "x-hermes-session-id";
+/// Header making a non-streaming request safe to retry.
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -175,14 +177,36 @@ fn text_of(content: Option<Content>) -> String {
     }
 }
 
-fn session_id(headers: &HeaderMap) -> String {
-    headers
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("api-{}", crate::ids::random_hex128()))
+/// The conversation's session id: the client's `X-Hermes-Session-Id`, else one derived from
+/// the conversation's start (its system messages and first user message), so a client
+/// resending a growing conversation keeps one session without sending an id.
+fn session_id(headers: &HeaderMap, messages: &[Message]) -> Result<String, ApiError> {
+    if let Some(v) = headers.get(SESSION_HEADER) {
+        let v = v.to_str().map(str::trim).unwrap_or_default();
+        if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::invalid_request(
+                "X-Hermes-Session-Id must be 1 to 128 visible ASCII characters",
+                Some("invalid_session_id"),
+            ));
+        }
+        return Ok(v.to_owned());
+    }
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let start = messages
+        .iter()
+        .filter(|m| m.role == "system" || m.role == "developer")
+        .chain(messages.iter().find(|m| m.role == "user"));
+    for m in start {
+        for part in [m.role.as_bytes(), b"\0", m.content.as_bytes(), b"\0"] {
+            ctx.update(part);
+        }
+    }
+    let digest = ctx.finish();
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(format!("api-{hex}"))
 }
 
 /// One chat turn through the gate and the backend, streamed (SSE) or not.
@@ -202,18 +226,11 @@ pub async fn chat_completions(
         _ => ApiError::invalid_request(format!("cannot read request body: {e}"), None),
     })?;
     let req = parse_chat(&body)?;
-    let session = session_id(&headers);
-    let guard = s.gate.admit(&session).map_err(ApiError::refused)?;
-
+    let stream = req.stream.unwrap_or(false);
     let model = req
         .model
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| s.config.api_server.model_name.clone());
-    let meta = ChunkMeta {
-        id: format!("chatcmpl-{}", crate::ids::random_hex128()),
-        created: s.clock.now().as_second(),
-        model: model.clone(),
-    };
     let messages: Vec<Message> = req
         .messages
         .into_iter()
@@ -222,26 +239,61 @@ pub async fn chat_completions(
             content: text_of(m.content),
         })
         .collect();
-    let prompt_tokens = messages.iter().map(|m| count_tokens(&m.content)).sum();
-    let events: TurnStream = Box::pin(
-        s.backend
-            .start(TurnRequest {
-                messages,
-                model,
-                session_id: session.clone(),
-                turn_id: meta.id.clone(),
-            })
-            .take_until(s.turns_cancel.clone().cancelled_owned()),
-    );
-    let mut response = if req.stream.unwrap_or(false) {
-        stream_response(meta, events, guard)
-    } else {
-        complete(meta, events, guard, prompt_tokens).await?
+    let session = session_id(&headers, &messages)?;
+    let turn = Turn {
+        model,
+        messages,
+        session: session.clone(),
+        stream,
+    };
+    let idempotency_key = match headers.get(IDEMPOTENCY_HEADER) {
+        Some(v) if !stream => Some(v.to_str().map_err(|_| {
+            ApiError::invalid_request("Idempotency-Key must be visible ASCII", None)
+        })?),
+        _ => None,
+    };
+    let mut response = match idempotency_key {
+        Some(key) => s.idempotency.run(key, &body, || run_turn(&s, turn)).await?,
+        None => run_turn(&s, turn).await?,
     };
     if let Ok(v) = HeaderValue::from_str(&session) {
         response.headers_mut().insert(SESSION_HEADER, v);
     }
     Ok(response)
+}
+
+/// A validated chat request, ready to run.
+struct Turn {
+    model: String,
+    messages: Vec<Message>,
+    session: String,
+    stream: bool,
+}
+
+/// Admits the turn through the gate and runs it on the backend, streamed or collected.
+async fn run_turn(s: &AppState, turn: Turn) -> Result<Response, ApiError> {
+    let guard = s.gate.admit(&turn.session).map_err(ApiError::refused)?;
+    let meta = ChunkMeta {
+        id: format!("chatcmpl-{}", crate::ids::random_hex128()),
+        created: s.clock.now().as_second(),
+        model: turn.model.clone(),
+    };
+    let prompt_tokens = turn.messages.iter().map(|m| count_tokens(&m.content)).sum();
+    let events: TurnStream = Box::pin(
+        s.backend
+            .start(TurnRequest {
+                messages: turn.messages,
+                model: turn.model,
+                session_id: turn.session,
+                turn_id: meta.id.clone(),
+            })
+            .take_until(s.turns_cancel.clone().cancelled_owned()),
+    );
+    if turn.stream {
+        Ok(stream_response(meta, events, guard))
+    } else {
+        complete(meta, events, guard, prompt_tokens).await
+    }
 }
 
 /// A rough token count for `usage` when the backend reports none (whitespace-separated words).

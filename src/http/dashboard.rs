@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/status", get(status))
         .route("/api/gateway/drain", get(drain_status).post(drain_action))
+        .route("/api/gateway/restart", post(restart))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .layer(axum::middleware::from_fn_with_state(
@@ -237,6 +238,38 @@ pub async fn drain_action(
         })
         .into_response(),
     })
+}
+
+/// `POST /api/gateway/restart` answer: the restart drain has begun.
+#[derive(Serialize, ToSchema)]
+pub struct RestartAccepted {
+    ok: bool,
+    action: &'static str,
+    active_agents: usize,
+    restart_drain_timeout: f64,
+}
+
+/// Runs the restart drain (refuse new turns, wait for in-flight ones up to
+/// `restart_drain_timeout`), then exits 75 so a supervisor starts the process again.
+#[utoipa::path(post, path = "/api/gateway/restart", tag = "dashboard",
+    responses((status = 202, body = RestartAccepted), (status = 401, description = "unauthenticated"),
+              (status = 503, description = "an auth provider is unreachable")))]
+pub async fn restart(
+    State(s): State<AppState>,
+    principal: Option<Extension<TokenPrincipal>>,
+) -> (StatusCode, Json<RestartAccepted>) {
+    let who = principal.map_or_else(|| "dashboard".to_owned(), |p| p.0.principal);
+    tracing::info!(principal = %who, "restart requested over HTTP; draining then exiting 75");
+    s.shutdown.restart();
+    (
+        StatusCode::ACCEPTED,
+        Json(RestartAccepted {
+            ok: true,
+            action: "restart",
+            active_agents: s.gate.snapshot().active_agents,
+            restart_drain_timeout: s.config.agent.restart_drain_timeout,
+        }),
+    )
 }
 
 /// Prometheus metrics (public).

@@ -36,6 +36,8 @@ pub enum ApiError {
     BadRequest { error: &'static str, detail: String },
     /// Dashboard: something failed on our side; `log` is never sent.
     Internal { log: String },
+    /// A response already built by a handler, passed through unchanged.
+    Passthrough(Box<Response>),
 }
 
 impl ApiError {
@@ -111,6 +113,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body, retry_after) = match self {
+            Self::Passthrough(response) => return *response,
             Self::OpenAi {
                 status,
                 message,

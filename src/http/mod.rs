@@ -4,8 +4,10 @@
 //! modules. Both routers add the security headers to every response.
 
 mod api;
+mod cors;
 mod dashboard;
 mod error;
+mod idempotency;
 mod openapi;
 
 use axum::Router;
@@ -13,6 +15,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
 pub use error::ApiError;
+pub use idempotency::Idempotency;
 
 use crate::app::AppState;
 
@@ -21,7 +24,12 @@ pub const BODY_LIMIT: usize = 10 * 1024 * 1024;
 
 /// The OpenAI-compatible API server (default 127.0.0.1:8642).
 pub fn api_router(state: AppState) -> Router {
-    api::router(state).layer(axum::middleware::map_response(security_headers))
+    let cors = cors::Cors(std::sync::Arc::new(
+        state.config.api_server.cors_origins.clone(),
+    ));
+    api::router(state)
+        .layer(axum::middleware::from_fn_with_state(cors, cors::layer))
+        .layer(axum::middleware::map_response(security_headers))
 }
 
 /// The dashboard listener (default 127.0.0.1:9119).

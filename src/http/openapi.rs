@@ -18,6 +18,7 @@ use super::{api, dashboard};
         dashboard::status,
         dashboard::drain_status,
         dashboard::drain_action,
+        dashboard::restart,
         dashboard::metrics,
         dashboard::openapi,
     ),

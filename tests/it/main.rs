@@ -3,6 +3,7 @@
 mod api;
 mod auth;
 mod backends;
+mod compat;
 mod drain;
 mod process;
 mod support;

@@ -1,0 +1,127 @@
+//! `Idempotency-Key` for non-streaming chat completions: the same key with the same body
+//! runs one turn; every repeat (also while the first is still running) gets that turn's
+//! response. The same key with a different body is refused (422), never silently served.
+//!
+//! Only successful responses are kept, so a retry after a refusal (draining, a failed
+//! turn) runs again. Entries live for [`TTL`], at most [`MAX_ENTRIES`] of them; memory is
+//! bounded whatever clients send. Process-local by design: a retry normally reaches the
+//! same instance, and the turn itself is what must not run twice concurrently.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use super::ApiError;
+
+/// How long a key is remembered.
+pub const TTL: Duration = Duration::from_secs(3600);
+/// Most keys remembered at once; the oldest go first.
+pub const MAX_ENTRIES: usize = 10_000;
+/// Longest key accepted.
+pub const MAX_KEY_LEN: usize = 255;
+
+#[derive(Debug, Clone)]
+struct Cached {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+#[derive(Debug)]
+struct Entry {
+    body_digest: Vec<u8>,
+    created: Instant,
+    response: OnceCell<Cached>,
+}
+
+/// The remembered keys of one process.
+#[derive(Debug, Default)]
+pub struct Idempotency {
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+impl Idempotency {
+    /// Runs `turn` once per (key, body); repeats get the first successful response.
+    pub async fn run<F, Fut>(&self, key: &str, body: &[u8], turn: F) -> Result<Response, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Response, ApiError>>,
+    {
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(ApiError::invalid_request(
+                format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} characters"),
+                Some("invalid_idempotency_key"),
+            ));
+        }
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body)
+            .as_ref()
+            .to_vec();
+        let entry = self.entry(key, digest.clone());
+        if entry.body_digest != digest {
+            return Err(ApiError::OpenAi {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: "this Idempotency-Key was already used with a different request body"
+                    .into(),
+                kind: "invalid_request_error",
+                code: Some("idempotency_key_reused"),
+                retry_after: false,
+            });
+        }
+        let cached = entry
+            .response
+            .get_or_try_init(|| async {
+                let response = turn().await?;
+                if !response.status().is_success() {
+                    return Err(ApiError::Passthrough(Box::new(response)));
+                }
+                let (parts, body) = response.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .map_err(|e| ApiError::Internal { log: e.to_string() })?;
+                Ok(Cached {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body,
+                })
+            })
+            .await?;
+        let mut response = (cached.status, cached.body.clone()).into_response();
+        *response.headers_mut() = cached.headers.clone();
+        Ok(response)
+    }
+
+    fn entry(&self, key: &str, digest: Vec<u8>) -> Arc<Entry> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some(e) = entries.get(key)
+            && now.duration_since(e.created) < TTL
+        {
+            return e.clone();
+        }
+        if entries.len() >= MAX_ENTRIES {
+            entries.retain(|_, e| now.duration_since(e.created) < TTL);
+            if entries.len() >= MAX_ENTRIES
+                && let Some(oldest) = entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.created)
+                    .map(|(k, _)| k.clone())
+            {
+                entries.remove(&oldest);
+            }
+        }
+        let entry = Arc::new(Entry {
+            body_digest: digest,
+            created: now,
+            response: OnceCell::new(),
+        });
+        entries.insert(key.to_owned(), entry.clone());
+        entry
+    }
+}
