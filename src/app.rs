@@ -37,6 +37,10 @@ pub struct AppState {
     pub dashboard_auth: Arc<DashboardAuth>,
     /// Why each auth provider is or is not active (shown by `config check`).
     pub providers: Arc<Vec<ProviderStatus>>,
+    /// The database (SQLite or PostgreSQL).
+    pub store: crate::store::Store,
+    /// Cron jobs, the ticker and runs.
+    pub cron: Arc<crate::cron::CronService>,
     /// Remembered `Idempotency-Key`s of non-streaming chat requests.
     pub idempotency: Arc<crate::http::Idempotency>,
     /// Fired when the shutdown deadline passes: running turns stop and count as interrupted.
@@ -116,6 +120,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// The bound sockets; `None` where a listener is disabled.
@@ -127,7 +133,7 @@ pub struct Listeners {
 
 impl AppState {
     /// Builds the state and honours a drain marker left by an earlier run.
-    pub fn prepare(config: Config, clock: SharedClock) -> Result<Self, StartupError> {
+    pub async fn prepare(config: Config, clock: SharedClock) -> Result<Self, StartupError> {
         std::fs::create_dir_all(&config.home).map_err(|source| StartupError::Home {
             path: config.home.display().to_string(),
             source,
@@ -150,6 +156,7 @@ impl AppState {
             auth_providers: token_auth.provider_names(),
             api_server_addr: OnceLock::new(),
             dashboard_addr: OnceLock::new(),
+            cron: Default::default(),
         });
 
         let gate = TurnGate::new(clock.clone(), metrics.clone());
@@ -163,7 +170,21 @@ impl AppState {
         ));
         drain.reconcile();
 
+        let store = crate::store::Store::open(&config).await?;
+        let turns_cancel = CancellationToken::new();
+        let cron = Arc::new(crate::cron::CronService::new(
+            store.clone(),
+            gate.clone(),
+            backend.clone(),
+            clock.clone(),
+            config.cron.timezone.clone(),
+            info.clone(),
+            turns_cancel.clone(),
+        ));
+
         Ok(Self {
+            store,
+            cron,
             config: Arc::new(config),
             clock,
             gate,
@@ -176,7 +197,7 @@ impl AppState {
             dashboard_auth: Arc::new(dashboard_auth),
             providers: Arc::new(providers),
             idempotency: Arc::default(),
-            turns_cancel: CancellationToken::new(),
+            turns_cancel,
             shutdown: Shutdown::default(),
         })
     }
@@ -248,6 +269,10 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
         state.drain.clone(),
         background.clone(),
     ));
+    let ticker = tokio::spawn(state.cron.clone().run_ticker(
+        std::time::Duration::from_secs(state.config.cron.tick_interval_seconds),
+        background.clone(),
+    ));
     let state_file = StateFile::new(state.config.state_path());
     for (listener, router, cell, what) in [
         (
@@ -307,6 +332,7 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
     }
     background.cancel();
     let _ = watcher.await;
+    let _ = ticker.await;
     let _ = mirror.await;
     state.gate.mark_stopped();
     if let Err(e) = state_file.write(&state.gate.snapshot(), &state.info) {

@@ -5,6 +5,8 @@
 //! - [`lifecycle`]: the turn gate, drain state machine, marker contract and status record.
 //! - [`auth`]: the bearer-token seam, the drain-secret provider, dashboard session modes.
 //! - [`agent`]: backends that execute turns.
+//! - [`cron`]: jobs, schedules, the ticker and run execution.
+//! - [`store`]: the database (SQLite or PostgreSQL); the only module that speaks SQL.
 //! - [`http`]: routers, DTOs and error mapping for the API server and the dashboard.
 //! - [`app`]: wiring, listeners, background tasks and the shutdown drain.
 //! - [`audit`], [`metrics`], [`clock`], [`ids`]: cross-cutting pieces.
@@ -19,7 +21,9 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod cron;
 pub mod http;
 pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
+pub mod store;

@@ -24,7 +24,7 @@ pub fn run(config: Config) -> i32 {
 }
 
 async fn serve(config: Config) -> i32 {
-    let state = match AppState::prepare(config, Arc::new(SystemClock)) {
+    let state = match AppState::prepare(config, Arc::new(SystemClock)).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot start: {e}");

@@ -13,4 +13,4 @@ pub mod watch;
 pub use drain::{DrainControl, DrainError};
 pub use gate::{DrainRequest, GatewayState, Refusal, Snapshot, TurnGate, TurnGuard};
 pub use marker::Marker;
-pub use status::{DrainDetail, RuntimeInfo, StateFile, StatusRecord};
+pub use status::{CronStatus, DrainDetail, RuntimeInfo, StateFile, StatusRecord};

@@ -5,7 +5,7 @@
 //! other tools put there survive our writes.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -28,6 +28,21 @@ pub struct RuntimeInfo {
     pub auth_providers: Vec<String>,
     pub api_server_addr: OnceLock<String>,
     pub dashboard_addr: OnceLock<String>,
+    /// The cron ticker's health, written by the ticker (None until it first runs).
+    pub cron: Mutex<Option<CronStatus>>,
+}
+
+/// The built-in cron ticker's health: it never dies silently.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct CronStatus {
+    /// `builtin` (or the external provider's name).
+    pub provider: String,
+    pub last_tick_at: Option<String>,
+    pub last_error: Option<String>,
+    /// Jobs due at the last tick.
+    pub due_jobs: usize,
+    /// The last tick was skipped because the gateway is draining (due jobs stay due).
+    pub skipped_while_draining: bool,
 }
 
 /// The compat status record served by `GET /api/status`.
@@ -52,6 +67,9 @@ pub struct StatusRecord {
     pub gateway_updated_at: String,
     /// True while an external drain is requested (also during shutdown).
     pub draining: bool,
+    /// The cron ticker's health (absent until it first ticks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cron: Option<CronStatus>,
 }
 
 /// `GET /api/gateway/drain`: the status record plus the drain detail.
@@ -87,6 +105,7 @@ impl StatusRecord {
             auth_providers: info.auth_providers.clone(),
             gateway_updated_at: iso(s.updated_at),
             draining: s.drain.is_some() || s.state == GatewayState::Stopping,
+            cron: info.cron.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 }

@@ -47,7 +47,9 @@ impl TestApp {
             .collect();
         let config = config::load(home.path(), Some((Path::new("test.yaml"), &text)), &env)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let state = AppState::prepare(config, Arc::new(SystemClock)).unwrap();
+        let state = AppState::prepare(config, Arc::new(SystemClock))
+            .await
+            .unwrap();
         let listeners = state.bind().await.unwrap();
         let api = format!(
             "http://{}",

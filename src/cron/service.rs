@@ -1,0 +1,574 @@
+//! The cron service: job CRUD with validation, the tick (find due jobs, claim each slot
+//! once, dispatch), run execution as gated turns with a renewed lease, and delivery.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{Job, JobState, Repeat, Run, RunStatus, Schedule};
+use crate::agent::{Backend, Message, TurnEvent, TurnRequest};
+use crate::clock::{SharedClock, iso};
+use crate::lifecycle::{CronStatus, GatewayState, RuntimeInfo, TurnGate};
+use crate::metrics::TurnOutcome;
+use crate::store::{ClaimOutcome, NewRun, Store, StoreError};
+
+/// How long a claimed run is owned before another process may call it interrupted.
+pub const LEASE: Duration = Duration::from_secs(300);
+/// Most due jobs one tick claims; the rest wait for the next tick (which comes at once).
+const TICK_BATCH: i64 = 1000;
+/// Longest prompt accepted.
+const MAX_PROMPT_CHARS: usize = 100_000;
+/// Webhook delivery attempts and the first back-off.
+const DELIVERY_ATTEMPTS: u32 = 3;
+const DELIVERY_BACKOFF: Duration = Duration::from_millis(500);
+
+/// A new job, as a client describes it.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub prompt: String,
+    #[serde(default)]
+    pub schedule: String,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Times to run; absent = forever.
+    #[serde(default)]
+    pub repeat: Option<u32>,
+    #[serde(default)]
+    pub deliver: Option<String>,
+}
+
+/// A change to a job; absent fields stay as they are.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobPatch {
+    pub name: Option<String>,
+    pub prompt: Option<String>,
+    pub schedule: Option<String>,
+    pub enabled: Option<bool>,
+    pub repeat: Option<u32>,
+    pub deliver: Option<String>,
+}
+
+/// Why a cron operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CronError {
+    /// The request is wrong; the message names the field and the problem.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no job with id {0:?}")]
+    NotFound(String),
+    #[error("the gateway is draining and not starting runs; retry later")]
+    Draining,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one tick did (for status, tests and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub due: usize,
+    pub claimed: usize,
+    pub skipped_overlap: usize,
+    pub lost: usize,
+    pub expired: usize,
+}
+
+/// Jobs, ticks and runs of one gateway process.
+#[derive(Debug)]
+pub struct CronService {
+    store: Store,
+    gate: Arc<TurnGate>,
+    backend: Arc<Backend>,
+    clock: SharedClock,
+    tz: TimeZone,
+    info: Arc<RuntimeInfo>,
+    http: reqwest::Client,
+    /// Identifies this process in run leases.
+    owner: String,
+    lease: Mutex<Duration>,
+    wake: Notify,
+    /// Fired at the shutdown deadline: running runs stop and are recorded interrupted.
+    cancel: CancellationToken,
+}
+
+impl CronService {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        gate: Arc<TurnGate>,
+        backend: Arc<Backend>,
+        clock: SharedClock,
+        tz: TimeZone,
+        info: Arc<RuntimeInfo>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            gate,
+            backend,
+            clock,
+            tz,
+            owner: format!("pid-{}-{}", info.pid, &crate::ids::random_hex128()[..8]),
+            info,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap_or_default(),
+            lease: Mutex::new(LEASE),
+            wake: Notify::new(),
+            cancel,
+        }
+    }
+
+    /// Shortens the run lease (tests of crash recovery; never in production config).
+    pub fn set_lease(&self, lease: Duration) {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease;
+    }
+
+    fn lease(&self) -> Duration {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn now(&self) -> Timestamp {
+        // Slots are whole seconds.
+        Timestamp::from_second(self.clock.now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    fn parse(&self, text: &str, now: Timestamp) -> Result<Schedule, CronError> {
+        Schedule::parse(text, &self.tz, now).map_err(|e| CronError::Invalid(format!("schedule: {e}")))
+    }
+
+    // ---- jobs -----------------------------------------------------------------------
+
+    pub async fn create(&self, spec: JobSpec) -> Result<Job, CronError> {
+        let now = self.now();
+        let prompt = check_prompt(&spec.prompt)?;
+        let schedule = self.parse(&spec.schedule, now)?;
+        let deliver = check_deliver(spec.deliver.as_deref().unwrap_or("local"))?;
+        if spec.repeat == Some(0) {
+            return Err(CronError::Invalid("repeat: must be at least 1 (omit it to repeat forever)".into()));
+        }
+        let enabled = spec.enabled.unwrap_or(true);
+        let name = match spec.name.as_deref().map(str::trim) {
+            Some("") | None => prompt.chars().take(50).collect(),
+            Some(n) => n.to_owned(),
+        };
+        let job = Job {
+            id: crate::ids::random_hex128()[..12].to_owned(),
+            name,
+            prompt,
+            schedule: stored_text(&spec.schedule, &schedule),
+            enabled,
+            state: if enabled { JobState::Scheduled } else { JobState::Paused },
+            next_run_at: schedule.first(now),
+            last_run_at: None,
+            last_status: None,
+            last_error: None,
+            repeat: Repeat { times: spec.repeat, completed: 0 },
+            deliver,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_job(&job).await?;
+        self.wake.notify_one();
+        Ok(job)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Job, CronError> {
+        self.store.get_job(id).await.map_err(|e| not_found(e, id))
+    }
+
+    pub async fn list(&self) -> Result<Vec<Job>, CronError> {
+        Ok(self.store.list_jobs().await?)
+    }
+
+    pub async fn update(&self, id: &str, patch: JobPatch) -> Result<Job, CronError> {
+        let now = self.now();
+        let mut job = self.get(id).await?;
+        if let Some(p) = patch.prompt {
+            job.prompt = check_prompt(&p)?;
+        }
+        if let Some(n) = patch.name {
+            job.name = n.trim().to_owned();
+        }
+        if let Some(d) = patch.deliver {
+            job.deliver = check_deliver(&d)?;
+        }
+        if let Some(r) = patch.repeat {
+            if r == 0 {
+                return Err(CronError::Invalid("repeat: must be at least 1".into()));
+            }
+            job.repeat.times = Some(r);
+        }
+        if let Some(text) = patch.schedule {
+            let schedule = self.parse(&text, now)?;
+            job.schedule = stored_text(&text, &schedule);
+            job.next_run_at = schedule.first(now);
+            if job.state == JobState::Completed {
+                job.state = JobState::Scheduled;
+            }
+        }
+        if let Some(enabled) = patch.enabled {
+            self.set_enabled(&mut job, enabled, now)?;
+        }
+        job.updated_at = now;
+        self.store.update_job(&job).await.map_err(|e| not_found(e, id))?;
+        self.wake.notify_one();
+        Ok(job)
+    }
+
+    fn set_enabled(&self, job: &mut Job, enabled: bool, now: Timestamp) -> Result<(), CronError> {
+        job.enabled = enabled;
+        if !enabled {
+            if job.state == JobState::Scheduled {
+                job.state = JobState::Paused;
+            }
+            return Ok(());
+        }
+        if job.state == JobState::Paused || job.state == JobState::Error {
+            job.state = JobState::Scheduled;
+            let schedule = Schedule::parse(&job.schedule, &self.tz, job.next_run_at.unwrap_or(now))
+                .map_err(|e| CronError::Invalid(format!("schedule: {e}")))?;
+            // Resuming does not replay what was missed while paused.
+            if !schedule.is_once() && job.next_run_at.is_none_or(|t| t < now) {
+                job.next_run_at = schedule.next_after(now);
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn pause(&self, id: &str) -> Result<Job, CronError> {
+        self.update(id, JobPatch { enabled: Some(false), ..JobPatch::default() }).await
+    }
+
+    pub async fn resume(&self, id: &str) -> Result<Job, CronError> {
+        self.update(id, JobPatch { enabled: Some(true), ..JobPatch::default() }).await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), CronError> {
+        if self.store.delete_job(id).await? {
+            Ok(())
+        } else {
+            Err(CronError::NotFound(id.to_owned()))
+        }
+    }
+
+    pub async fn runs(&self, id: &str, limit: i64) -> Result<Vec<Run>, CronError> {
+        self.get(id).await?;
+        Ok(self.store.list_runs(id, limit).await?)
+    }
+
+    /// Runs a job now, outside its schedule (the job's slots are untouched).
+    pub async fn run_now(self: &Arc<Self>, id: &str) -> Result<Run, CronError> {
+        let job = self.get(id).await?;
+        if self.gate.snapshot().state != GatewayState::Running {
+            return Err(CronError::Draining);
+        }
+        let now = self.now();
+        let new = self.new_run(&job.id, now, now);
+        match self.store.open_run(&new, RunStatus::Running).await? {
+            ClaimOutcome::Claimed => {}
+            ClaimOutcome::Lost => {
+                return Err(CronError::Invalid("this job was already started this second".into()))
+            }
+        }
+        let run = running(&new);
+        self.spawn_run(job, run.clone(), None);
+        Ok(run)
+    }
+
+    fn new_run(&self, job_id: &str, slot: Timestamp, now: Timestamp) -> NewRun {
+        NewRun {
+            id: format!("run_{}", &crate::ids::random_hex128()[..16]),
+            job_id: job_id.to_owned(),
+            scheduled_for: slot,
+            started_at: now,
+            lease_until: now
+                .checked_add(jiff::SignedDuration::try_from(self.lease()).unwrap_or_default())
+                .unwrap_or(now),
+            owner: self.owner.clone(),
+        }
+    }
+
+    // ---- the tick -------------------------------------------------------------------
+
+    /// One tick: expire dead leases, then claim and dispatch every due slot (skipped while
+    /// draining: due jobs stay due).
+    pub async fn tick(self: &Arc<Self>) -> Result<TickReport, CronError> {
+        let mut report = TickReport::default();
+        if self.gate.snapshot().state != GatewayState::Running {
+            self.record(|s| s.skipped_while_draining = true);
+            return Ok(report);
+        }
+        let now = self.now();
+        report.expired = self.store.expire_leases(now).await?.len();
+        let due = self.store.due_jobs(now, TICK_BATCH).await?;
+        report.due = due.len();
+        for job in due {
+            match self.claim(&job, now).await? {
+                Some((run, status)) if status == RunStatus::Running => {
+                    report.claimed += 1;
+                    let finishes = self.following(&job, now).is_none();
+                    self.spawn_run(job, run, finishes.then_some(JobState::Completed));
+                }
+                Some(_) => report.skipped_overlap += 1,
+                None => report.lost += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// The slot after the job's current one, fast-forwarded past `now` (a job many
+    /// periods behind fires once, not once per missed period).
+    fn following(&self, job: &Job, now: Timestamp) -> Option<Timestamp> {
+        let slot = job.next_run_at?;
+        if job.repeat.times.is_some_and(|n| job.repeat.completed + 1 >= n) {
+            return None;
+        }
+        let schedule = Schedule::parse(&job.schedule, &self.tz, slot).ok()?;
+        match schedule {
+            Schedule::Once(_) => None,
+            Schedule::Every(d) => {
+                let d = d.as_secs().max(1) as i64;
+                let behind = now.as_second() - slot.as_second();
+                let k = behind.max(0) / d + 1;
+                Timestamp::from_second(slot.as_second() + k * d).ok()
+            }
+            cron @ Schedule::Cron { .. } => cron.next_after(slot.max(now)),
+        }
+    }
+
+    /// Claims the job's current slot: `Some((run, Running))` to execute, `Some((_, Skipped))`
+    /// when the previous run still holds its lease, `None` when another claimer won.
+    async fn claim(&self, job: &Job, now: Timestamp) -> Result<Option<(Run, RunStatus)>, CronError> {
+        let Some(slot) = job.next_run_at else { return Ok(None) };
+        if Schedule::parse(&job.schedule, &self.tz, slot).is_err() {
+            // Unreadable stored schedule: park the job in `error`, visibly.
+            let mut broken = job.clone();
+            broken.state = JobState::Error;
+            broken.last_error = Some(format!("schedule {:?} can no longer be parsed", job.schedule));
+            broken.updated_at = now;
+            self.store.update_job(&broken).await?;
+            return Ok(None);
+        }
+        let next = self.following(job, now);
+        if let Ok(s) = Schedule::parse(&job.schedule, &self.tz, slot) {
+            let late = Duration::try_from(now.duration_since(slot)).unwrap_or_default();
+            if late > s.grace(slot) {
+                tracing::info!(job = %job.id, late_s = late.as_secs(), "job missed its slot(s); firing once and fast-forwarding");
+            }
+        }
+        let status = if self.store.running_run(&job.id, now).await?.is_some() {
+            RunStatus::Skipped
+        } else {
+            RunStatus::Running
+        };
+        let new = self.new_run(&job.id, slot, now);
+        let state = JobState::Scheduled;
+        let outcome = self.store.claim_slot(&new, next, state, status).await?;
+        Ok((outcome == ClaimOutcome::Claimed).then(|| (running(&new), status)))
+    }
+
+    /// Executes a claimed run as a gated turn in the background.
+    fn spawn_run(self: &Arc<Self>, job: Job, run: Run, finish_job: Option<JobState>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let ended = this.execute(&job, run).await;
+            let final_state = finish_job.filter(|_| ended.status != RunStatus::Interrupted);
+            match this.store.finish_run(&ended, final_state).await {
+                Ok(true) => this.deliver(&job, &ended).await,
+                Ok(false) => tracing::warn!(run = %ended.id, "run was already ended elsewhere (lease expired)"),
+                Err(e) => tracing::error!(run = %ended.id, error = %e, "cannot record the run's end"),
+            }
+            this.wake.notify_one();
+        });
+    }
+
+    async fn execute(&self, job: &Job, mut run: Run) -> Run {
+        let session = format!("cron-{}", job.id);
+        let mut guard = match self.gate.admit(&session) {
+            Ok(g) => g,
+            Err(refusal) => {
+                run.status = RunStatus::Interrupted;
+                run.error = Some(refusal.to_string());
+                run.finished_at = Some(self.now());
+                return run;
+            }
+        };
+        let mut events = self.backend.start(TurnRequest {
+            messages: vec![Message { role: "user".into(), content: job.prompt.clone() }],
+            model: "cron".into(),
+            session_id: session,
+            turn_id: run.id.clone(),
+        });
+        let mut text = String::new();
+        let mut renew = tokio::time::interval(self.lease() / 3);
+        renew.tick().await;
+        let (status, error) = loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(TurnEvent::Delta(t)) => text.push_str(&t),
+                    Some(TurnEvent::Usage(_)) => {}
+                    Some(TurnEvent::Done) => break (RunStatus::Completed, None),
+                    Some(TurnEvent::Failed(m)) => break (RunStatus::Failed, Some(m)),
+                    None => break (RunStatus::Interrupted, Some("the turn ended without an outcome".into())),
+                },
+                _ = renew.tick() => {
+                    let until = self.now().checked_add(jiff::SignedDuration::try_from(self.lease()).unwrap_or_default()).unwrap_or(self.now());
+                    if let Err(e) = self.store.renew_lease(&run.id, until).await {
+                        tracing::warn!(run = %run.id, error = %e, "cannot renew the run lease");
+                    }
+                }
+                () = self.cancel.cancelled() => break (RunStatus::Interrupted, Some("the gateway shut down before the run finished".into())),
+            }
+        };
+        guard.set_outcome(match status {
+            RunStatus::Completed => TurnOutcome::Completed,
+            RunStatus::Failed => TurnOutcome::Failed,
+            _ => TurnOutcome::Interrupted,
+        });
+        run.status = status;
+        run.error = error;
+        run.output = Some(text);
+        run.finished_at = Some(self.now());
+        run
+    }
+
+    /// Posts the run to the job's webhook (retried with back-off); failures are recorded.
+    async fn deliver(&self, job: &Job, run: &Run) {
+        if job.deliver == "local" || run.status == RunStatus::Interrupted {
+            return;
+        }
+        let body = json!({
+            "job_id": job.id, "job_name": job.name, "run_id": run.id, "status": run.status.as_str(),
+            "scheduled_for": iso(run.scheduled_for), "finished_at": run.finished_at.map(iso),
+            "output": run.output, "error": run.error,
+        });
+        let mut last = String::new();
+        for attempt in 0..DELIVERY_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(DELIVERY_BACKOFF * 2u32.pow(attempt - 1)).await;
+            }
+            match self.http.post(&job.deliver).json(&body).send().await {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) => last = format!("HTTP {}", r.status().as_u16()),
+                Err(e) => last = e.without_url().to_string(),
+            }
+        }
+        let message = format!("delivery to the webhook failed after {DELIVERY_ATTEMPTS} attempts: {last}");
+        tracing::warn!(job = %job.id, run = %run.id, "{message}");
+        if let Err(e) = self.store.record_delivery_failure(&run.id, &job.id, &message).await {
+            tracing::error!(error = %e, "cannot record the delivery failure");
+        }
+    }
+
+    // ---- the ticker -----------------------------------------------------------------
+
+    /// Ticks every `interval`, at once when a job changes, and when the next job is due;
+    /// never dies: errors are logged and shown in status.
+    pub async fn run_ticker(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
+        self.record(|s| s.provider = "builtin".into());
+        loop {
+            let started = self.now();
+            match self.tick().await {
+                Ok(report) => self.record(|s| {
+                    s.last_tick_at = Some(iso(started));
+                    s.due_jobs = report.due;
+                    s.last_error = None;
+                    s.skipped_while_draining = report == TickReport::default()
+                        && self.gate.snapshot().state != GatewayState::Running;
+                }),
+                Err(e) => {
+                    tracing::error!(error = %e, "cron tick failed");
+                    self.record(|s| {
+                        s.last_tick_at = Some(iso(started));
+                        s.last_error = Some(e.to_string());
+                    });
+                }
+            }
+            let sleep = match self.store.next_due_at().await {
+                Ok(Some(at)) => Duration::try_from(at.duration_since(self.now()))
+                    .unwrap_or(Duration::ZERO)
+                    .min(interval)
+                    .max(Duration::from_millis(200)),
+                _ => interval,
+            };
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = self.wake.notified() => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    fn record(&self, f: impl FnOnce(&mut CronStatus)) {
+        let mut s = self.info.cron.lock().unwrap_or_else(|e| e.into_inner());
+        f(s.get_or_insert_with(CronStatus::default));
+    }
+}
+
+fn running(new: &NewRun) -> Run {
+    Run {
+        id: new.id.clone(),
+        job_id: new.job_id.clone(),
+        scheduled_for: new.scheduled_for,
+        started_at: new.started_at,
+        finished_at: None,
+        status: RunStatus::Running,
+        output: None,
+        error: None,
+    }
+}
+
+fn not_found(e: StoreError, id: &str) -> CronError {
+    match e {
+        StoreError::NotFound => CronError::NotFound(id.to_owned()),
+        other => CronError::Store(other),
+    }
+}
+
+/// Relative one-shots (`in 30m`) are stored as the instant they name.
+fn stored_text(text: &str, schedule: &Schedule) -> String {
+    match schedule {
+        Schedule::Once(at) => at.to_string(),
+        _ => text.trim().to_owned(),
+    }
+}
+
+fn check_prompt(p: &str) -> Result<String, CronError> {
+    let p = p.trim();
+    if p.is_empty() {
+        return Err(CronError::Invalid("prompt: must not be empty".into()));
+    }
+    if p.chars().count() > MAX_PROMPT_CHARS {
+        return Err(CronError::Invalid(format!("prompt: longer than {MAX_PROMPT_CHARS} characters")));
+    }
+    Ok(p.to_owned())
+}
+
+fn check_deliver(d: &str) -> Result<String, CronError> {
+    let d = d.trim();
+    if d == "local" {
+        return Ok(d.to_owned());
+    }
+    match reqwest::Url::parse(d) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(d.to_owned()),
+        _ => Err(CronError::Invalid(format!(
+            "deliver: expected \"local\" or an http(s) webhook URL, got {d:?}"
+        ))),
+    }
+}

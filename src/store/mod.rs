@@ -1,0 +1,201 @@
+//! The store: the only module that speaks SQL.
+//!
+//! A closed set of two backends behind one API — embedded SQLite (default,
+//! `$HERMES_HOME/state.db`, WAL) and PostgreSQL (`storage.url` / `HERMES_DATABASE_URL`,
+//! for several replicas on one store) — so the rest of the gateway never knows which one
+//! it talks to. Each backend has its own migration directory; queries are written once
+//! with `$N` placeholders and checked at runtime. Times are stored as Unix seconds.
+//!
+//! Errors keep "the database is unreachable" ([`StoreError::Unavailable`], a 503) apart from
+//! "no such row" and from query failures.
+
+mod jobs;
+
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+pub use jobs::{ClaimOutcome, NewRun};
+
+use crate::config::Config;
+
+/// Migrations per backend, applied in order, each exactly once.
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_cron.sql"))];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/postgres/0001_cron.sql"))];
+
+/// How long a request waits for a database connection before the store counts as down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The gateway's database.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached (connect, pool timeout, I/O): retry later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("not found")]
+    NotFound,
+    /// A row holds something the code cannot read (hand-edited, newer schema).
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("database query failed: {0}")]
+    Query(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => Self::Unavailable(e.to_string()),
+            other => Self::Query(other.to_string()),
+        }
+    }
+}
+
+/// Runs the same query-building code against whichever pool the store holds.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::store::Store::Sqlite($pool) => $body,
+            $crate::store::Store::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+impl Store {
+    /// Opens the configured store and brings its schema up to date.
+    pub async fn open(config: &Config) -> Result<Self, StoreError> {
+        match &config.storage.url {
+            Some(url) => Self::postgres(url.expose_secret()).await,
+            None => Self::sqlite(&config.home.join("state.db")).await,
+        }
+    }
+
+    /// An SQLite store in `path` (created if missing).
+    pub async fn sqlite(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+        let store = Self::Sqlite(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A PostgreSQL store at `url`. Errors never echo the URL (it may hold a password).
+    pub async fn postgres(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("PostgreSQL: {}", redact(&e))))?;
+        let store = Self::Postgres(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Which backend this is, for status output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies missing migrations. On PostgreSQL an advisory lock serialises replicas
+    /// starting at the same moment.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        const TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
+        let now = jiff::Timestamp::now().as_second();
+        match self {
+            Self::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::raw_sql(TABLE).execute(&mut *tx).await?;
+                for (version, sql) in SQLITE_MIGRATIONS {
+                    let done: Option<i64> =
+                        sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?1")
+                            .bind(version)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if done.is_none() {
+                        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+                        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)")
+                            .bind(version)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+            }
+            Self::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(727274)")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::raw_sql(TABLE).execute(&mut *tx).await?;
+                for (version, sql) in POSTGRES_MIGRATIONS {
+                    let done: Option<i64> =
+                        sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                            .bind(version)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if done.is_none() {
+                        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+                        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                            .bind(version)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SQL for this store: queries are written with `$N` placeholders (PostgreSQL), which
+/// SQLite spells `?N`.
+pub(crate) fn sql(store: &Store, text: &'static str) -> sqlx::AssertSqlSafe<std::borrow::Cow<'static, str>> {
+    match store {
+        Store::Postgres(_) => sqlx::AssertSqlSafe(std::borrow::Cow::Borrowed(text)),
+        Store::Sqlite(_) => sqlx::AssertSqlSafe(std::borrow::Cow::Owned(text.replace('$', "?"))),
+    }
+}
+
+/// A connection error without anything that could be a credential.
+fn redact(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::PoolTimedOut => "timed out connecting".into(),
+        sqlx::Error::Configuration(_) => "invalid connection URL".into(),
+        other => other.to_string().split("postgres").next().unwrap_or_default().trim().to_owned(),
+    }
+}
