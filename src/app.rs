@@ -181,6 +181,7 @@ impl AppState {
             info.clone(),
             turns_cancel.clone(),
         ));
+        cron.set_lease(std::time::Duration::from_secs(config.cron.lease_seconds));
 
         Ok(Self {
             store,

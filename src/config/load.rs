@@ -484,7 +484,13 @@ impl Reader {
         let s = self.section(
             top,
             "cron",
-            &["provider", "timezone", "tick_interval_seconds", "chronos"],
+            &[
+                "provider",
+                "timezone",
+                "tick_interval_seconds",
+                "lease_seconds",
+                "chronos",
+            ],
         );
         let provider = match self.string(&s, "provider", "").as_str() {
             "" => CronProvider::Default,
@@ -510,6 +516,7 @@ impl Reader {
             }
         };
         let tick_interval_seconds = self.uint(&s, "tick_interval_seconds", 60, 1, 86_400);
+        let lease_seconds = self.uint(&s, "lease_seconds", 300, 3, 86_400);
         let c = self.section(
             &s,
             "chronos",
@@ -548,6 +555,7 @@ impl Reader {
             timezone,
             timezone_name,
             tick_interval_seconds,
+            lease_seconds,
             chronos,
         }
     }

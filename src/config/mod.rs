@@ -210,6 +210,9 @@ pub struct CronConfig {
     pub timezone: jiff::tz::TimeZone,
     pub timezone_name: String,
     pub tick_interval_seconds: u64,
+    /// How long a claimed run is owned before another replica may record it interrupted
+    /// (an extension; the lease is renewed while the run goes on).
+    pub lease_seconds: u64,
     pub chronos: ChronosConfig,
 }
 

@@ -70,7 +70,10 @@ impl Schedule {
             if at.duration_since(now).as_secs() < -(PAST_TOLERANCE.as_secs() as i64) {
                 return Err(err(
                     text,
-                    format!("{at} is more than {} s in the past", PAST_TOLERANCE.as_secs()),
+                    format!(
+                        "{at} is more than {} s in the past",
+                        PAST_TOLERANCE.as_secs()
+                    ),
                 ));
             }
             return Ok(Self::Once(at));
@@ -83,7 +86,9 @@ impl Schedule {
         if !(5..=6).contains(&fields) {
             return Err(err(
                 text,
-                format!("not a known phrase, interval, timestamp, or 5/6-field cron expression ({fields} fields)"),
+                format!(
+                    "not a known phrase, interval, timestamp, or 5/6-field cron expression ({fields} fields)"
+                ),
             ));
         }
         let cron = CronParser::builder()
@@ -140,7 +145,8 @@ impl Schedule {
 
 fn add(t: Timestamp, d: Duration) -> Result<Timestamp, String> {
     let span = jiff::SignedDuration::try_from(d).map_err(|e| e.to_string())?;
-    t.checked_add(span).map_err(|_| "the time is out of range".to_owned())
+    t.checked_add(span)
+        .map_err(|_| "the time is out of range".to_owned())
 }
 
 /// `30m`, `2h`, `1d`, `45s`, `90 minutes`, `2 hours`.
@@ -177,9 +183,12 @@ fn instant(text: &str, tz: &TimeZone) -> Result<Timestamp, String> {
         .replace(' ', "T")
         .parse()
         .map_err(|e| format!("not an ISO timestamp: {e}"))?;
-    dt.to_zoned(tz.clone())
-        .map(|z| z.timestamp())
-        .map_err(|e| format!("{dt} does not exist in {}: {e}", tz.iana_name().unwrap_or("the time zone")))
+    dt.to_zoned(tz.clone()).map(|z| z.timestamp()).map_err(|e| {
+        format!(
+            "{dt} does not exist in {}: {e}",
+            tz.iana_name().unwrap_or("the time zone")
+        )
+    })
 }
 
 const DAYS: [(&str, u8); 7] = [
@@ -301,39 +310,149 @@ mod tests {
     #[test]
     fn next_fire_table() {
         // Plain cron, UTC.
-        check("*/15 * * * *", "UTC", "2026-01-01T00:07:00Z", &["2026-01-01T00:15:00Z", "2026-01-01T00:30:00Z"]);
+        check(
+            "*/15 * * * *",
+            "UTC",
+            "2026-01-01T00:07:00Z",
+            &["2026-01-01T00:15:00Z", "2026-01-01T00:30:00Z"],
+        );
         // 6 fields (seconds).
-        check("30 0 9 * * *", "UTC", "2026-01-01T10:00:00Z", &["2026-01-02T09:00:30Z"]);
+        check(
+            "30 0 9 * * *",
+            "UTC",
+            "2026-01-01T10:00:00Z",
+            &["2026-01-02T09:00:30Z"],
+        );
         // Month ends: the 31st skips short months.
-        check("0 12 31 * *", "UTC", "2026-01-31T13:00:00Z", &["2026-03-31T12:00:00Z", "2026-05-31T12:00:00Z"]);
+        check(
+            "0 12 31 * *",
+            "UTC",
+            "2026-01-31T13:00:00Z",
+            &["2026-03-31T12:00:00Z", "2026-05-31T12:00:00Z"],
+        );
         // Leap day: only in leap years.
-        check("0 0 29 2 *", "UTC", "2026-03-01T00:00:00Z", &["2028-02-29T00:00:00Z", "2032-02-29T00:00:00Z"]);
+        check(
+            "0 0 29 2 *",
+            "UTC",
+            "2026-03-01T00:00:00Z",
+            &["2028-02-29T00:00:00Z", "2032-02-29T00:00:00Z"],
+        );
         // DST gap (Europe/Berlin, 2026-03-29 02:00 -> 03:00): 02:30 does not exist that
         // day, so the job fires once at the end of the gap (03:00 CEST).
-        check("30 2 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z", &["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]);
+        check(
+            "30 2 * * *",
+            "Europe/Berlin",
+            "2026-03-28T12:00:00Z",
+            &["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"],
+        );
         // DST overlap (2026-10-25 03:00 -> 02:00): 02:30 happens twice, fires once.
-        check("30 2 * * *", "Europe/Berlin", "2026-10-24T12:00:00Z", &["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]);
+        check(
+            "30 2 * * *",
+            "Europe/Berlin",
+            "2026-10-24T12:00:00Z",
+            &["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"],
+        );
         // 9:00 local across the spring change keeps local time (UTC moves by an hour).
-        check("0 9 * * *", "America/New_York", "2026-03-07T15:00:00Z", &["2026-03-08T13:00:00Z", "2026-03-09T13:00:00Z"]);
+        check(
+            "0 9 * * *",
+            "America/New_York",
+            "2026-03-07T15:00:00Z",
+            &["2026-03-08T13:00:00Z", "2026-03-09T13:00:00Z"],
+        );
         // Intervals.
-        check("every 30m", "UTC", "2026-01-01T00:00:10Z", &["2026-01-01T00:30:10Z", "2026-01-01T01:00:10Z"]);
-        check("every 2h", "UTC", "2026-01-01T00:00:00Z", &["2026-01-01T02:00:00Z"]);
-        check("every 1d", "UTC", "2026-02-28T06:00:00Z", &["2026-03-01T06:00:00Z"]);
+        check(
+            "every 30m",
+            "UTC",
+            "2026-01-01T00:00:10Z",
+            &["2026-01-01T00:30:10Z", "2026-01-01T01:00:10Z"],
+        );
+        check(
+            "every 2h",
+            "UTC",
+            "2026-01-01T00:00:00Z",
+            &["2026-01-01T02:00:00Z"],
+        );
+        check(
+            "every 1d",
+            "UTC",
+            "2026-02-28T06:00:00Z",
+            &["2026-03-01T06:00:00Z"],
+        );
         // One-shots.
-        check("in 30m", "UTC", "2026-01-01T00:00:00Z", &["2026-01-01T00:30:00Z"]);
-        check("2026-06-01T09:00:00+02:00", "UTC", "2026-01-01T00:00:00Z", &["2026-06-01T07:00:00Z"]);
-        check("2026-06-01T09:00", "Europe/Berlin", "2026-01-01T00:00:00Z", &["2026-06-01T07:00:00Z"]);
-        check("2026-06-01 09:00:00", "Asia/Tokyo", "2026-01-01T00:00:00Z", &["2026-06-01T00:00:00Z"]);
+        check(
+            "in 30m",
+            "UTC",
+            "2026-01-01T00:00:00Z",
+            &["2026-01-01T00:30:00Z"],
+        );
+        check(
+            "2026-06-01T09:00:00+02:00",
+            "UTC",
+            "2026-01-01T00:00:00Z",
+            &["2026-06-01T07:00:00Z"],
+        );
+        check(
+            "2026-06-01T09:00",
+            "Europe/Berlin",
+            "2026-01-01T00:00:00Z",
+            &["2026-06-01T07:00:00Z"],
+        );
+        check(
+            "2026-06-01 09:00:00",
+            "Asia/Tokyo",
+            "2026-01-01T00:00:00Z",
+            &["2026-06-01T00:00:00Z"],
+        );
         // A one-shot up to 120 s in the past still fires (once).
-        check("2026-01-01T00:00:00Z", "UTC", "2026-01-01T00:01:30Z", &["2026-01-01T00:00:00Z"]);
+        check(
+            "2026-01-01T00:00:00Z",
+            "UTC",
+            "2026-01-01T00:01:30Z",
+            &["2026-01-01T00:00:00Z"],
+        );
         // Phrases.
-        check("every monday 9am", "UTC", "2026-11-23T10:00:00Z", &["2026-11-30T09:00:00Z"]);
-        check("weekdays at 9am", "UTC", "2026-11-27T10:00:00Z", &["2026-11-30T09:00:00Z", "2026-12-01T09:00:00Z"]);
-        check("every day at 14:00", "Europe/Paris", "2026-07-01T00:00:00Z", &["2026-07-01T12:00:00Z"]);
-        check("noon", "UTC", "2026-01-01T12:00:00Z", &["2026-01-02T12:00:00Z"]);
-        check("midnight", "UTC", "2026-01-01T12:00:00Z", &["2026-01-02T00:00:00Z"]);
-        check("every friday at 5:30pm", "UTC", "2026-11-23T00:00:00Z", &["2026-11-27T17:30:00Z"]);
-        check("every day at 12am", "UTC", "2026-11-23T01:00:00Z", &["2026-11-24T00:00:00Z"]);
+        check(
+            "every monday 9am",
+            "UTC",
+            "2026-11-23T10:00:00Z",
+            &["2026-11-30T09:00:00Z"],
+        );
+        check(
+            "weekdays at 9am",
+            "UTC",
+            "2026-11-27T10:00:00Z",
+            &["2026-11-30T09:00:00Z", "2026-12-01T09:00:00Z"],
+        );
+        check(
+            "every day at 14:00",
+            "Europe/Paris",
+            "2026-07-01T00:00:00Z",
+            &["2026-07-01T12:00:00Z"],
+        );
+        check(
+            "noon",
+            "UTC",
+            "2026-01-01T12:00:00Z",
+            &["2026-01-02T12:00:00Z"],
+        );
+        check(
+            "midnight",
+            "UTC",
+            "2026-01-01T12:00:00Z",
+            &["2026-01-02T00:00:00Z"],
+        );
+        check(
+            "every friday at 5:30pm",
+            "UTC",
+            "2026-11-23T00:00:00Z",
+            &["2026-11-27T17:30:00Z"],
+        );
+        check(
+            "every day at 12am",
+            "UTC",
+            "2026-11-23T01:00:00Z",
+            &["2026-11-24T00:00:00Z"],
+        );
     }
 
     #[test]
@@ -359,7 +478,12 @@ mod tests {
     #[test]
     fn grace_is_half_the_period_clamped() {
         let now = at("2026-01-01T00:00:00Z");
-        let g = |text: &str| Schedule::parse(text, &TimeZone::UTC, now).unwrap().grace(now).as_secs();
+        let g = |text: &str| {
+            Schedule::parse(text, &TimeZone::UTC, now)
+                .unwrap()
+                .grace(now)
+                .as_secs()
+        };
         assert_eq!(g("every 1m"), 120);
         assert_eq!(g("every 30m"), 900);
         assert_eq!(g("every 1d"), 7200);

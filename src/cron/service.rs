@@ -149,7 +149,8 @@ impl CronService {
     }
 
     fn parse(&self, text: &str, now: Timestamp) -> Result<Schedule, CronError> {
-        Schedule::parse(text, &self.tz, now).map_err(|e| CronError::Invalid(format!("schedule: {e}")))
+        Schedule::parse(text, &self.tz, now)
+            .map_err(|e| CronError::Invalid(format!("schedule: {e}")))
     }
 
     // ---- jobs -----------------------------------------------------------------------
@@ -160,7 +161,9 @@ impl CronService {
         let schedule = self.parse(&spec.schedule, now)?;
         let deliver = check_deliver(spec.deliver.as_deref().unwrap_or("local"))?;
         if spec.repeat == Some(0) {
-            return Err(CronError::Invalid("repeat: must be at least 1 (omit it to repeat forever)".into()));
+            return Err(CronError::Invalid(
+                "repeat: must be at least 1 (omit it to repeat forever)".into(),
+            ));
         }
         let enabled = spec.enabled.unwrap_or(true);
         let name = match spec.name.as_deref().map(str::trim) {
@@ -173,12 +176,19 @@ impl CronService {
             prompt,
             schedule: stored_text(&spec.schedule, &schedule),
             enabled,
-            state: if enabled { JobState::Scheduled } else { JobState::Paused },
+            state: if enabled {
+                JobState::Scheduled
+            } else {
+                JobState::Paused
+            },
             next_run_at: schedule.first(now),
             last_run_at: None,
             last_status: None,
             last_error: None,
-            repeat: Repeat { times: spec.repeat, completed: 0 },
+            repeat: Repeat {
+                times: spec.repeat,
+                completed: 0,
+            },
             deliver,
             created_at: now,
             updated_at: now,
@@ -226,7 +236,10 @@ impl CronService {
             self.set_enabled(&mut job, enabled, now)?;
         }
         job.updated_at = now;
-        self.store.update_job(&job).await.map_err(|e| not_found(e, id))?;
+        self.store
+            .update_job(&job)
+            .await
+            .map_err(|e| not_found(e, id))?;
         self.wake.notify_one();
         Ok(job)
     }
@@ -252,11 +265,25 @@ impl CronService {
     }
 
     pub async fn pause(&self, id: &str) -> Result<Job, CronError> {
-        self.update(id, JobPatch { enabled: Some(false), ..JobPatch::default() }).await
+        self.update(
+            id,
+            JobPatch {
+                enabled: Some(false),
+                ..JobPatch::default()
+            },
+        )
+        .await
     }
 
     pub async fn resume(&self, id: &str) -> Result<Job, CronError> {
-        self.update(id, JobPatch { enabled: Some(true), ..JobPatch::default() }).await
+        self.update(
+            id,
+            JobPatch {
+                enabled: Some(true),
+                ..JobPatch::default()
+            },
+        )
+        .await
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), CronError> {
@@ -283,7 +310,9 @@ impl CronService {
         match self.store.open_run(&new, RunStatus::Running).await? {
             ClaimOutcome::Claimed => {}
             ClaimOutcome::Lost => {
-                return Err(CronError::Invalid("this job was already started this second".into()))
+                return Err(CronError::Invalid(
+                    "this job was already started this second".into(),
+                ));
             }
         }
         let run = running(&new);
@@ -320,7 +349,7 @@ impl CronService {
         report.due = due.len();
         for job in due {
             match self.claim(&job, now).await? {
-                Some((run, status)) if status == RunStatus::Running => {
+                Some((run, RunStatus::Running)) => {
                     report.claimed += 1;
                     let finishes = self.following(&job, now).is_none();
                     self.spawn_run(job, run, finishes.then_some(JobState::Completed));
@@ -336,7 +365,11 @@ impl CronService {
     /// periods behind fires once, not once per missed period).
     fn following(&self, job: &Job, now: Timestamp) -> Option<Timestamp> {
         let slot = job.next_run_at?;
-        if job.repeat.times.is_some_and(|n| job.repeat.completed + 1 >= n) {
+        if job
+            .repeat
+            .times
+            .is_some_and(|n| job.repeat.completed + 1 >= n)
+        {
             return None;
         }
         let schedule = Schedule::parse(&job.schedule, &self.tz, slot).ok()?;
@@ -354,13 +387,22 @@ impl CronService {
 
     /// Claims the job's current slot: `Some((run, Running))` to execute, `Some((_, Skipped))`
     /// when the previous run still holds its lease, `None` when another claimer won.
-    async fn claim(&self, job: &Job, now: Timestamp) -> Result<Option<(Run, RunStatus)>, CronError> {
-        let Some(slot) = job.next_run_at else { return Ok(None) };
+    async fn claim(
+        &self,
+        job: &Job,
+        now: Timestamp,
+    ) -> Result<Option<(Run, RunStatus)>, CronError> {
+        let Some(slot) = job.next_run_at else {
+            return Ok(None);
+        };
         if Schedule::parse(&job.schedule, &self.tz, slot).is_err() {
             // Unreadable stored schedule: park the job in `error`, visibly.
             let mut broken = job.clone();
             broken.state = JobState::Error;
-            broken.last_error = Some(format!("schedule {:?} can no longer be parsed", job.schedule));
+            broken.last_error = Some(format!(
+                "schedule {:?} can no longer be parsed",
+                job.schedule
+            ));
             broken.updated_at = now;
             self.store.update_job(&broken).await?;
             return Ok(None);
@@ -391,8 +433,12 @@ impl CronService {
             let final_state = finish_job.filter(|_| ended.status != RunStatus::Interrupted);
             match this.store.finish_run(&ended, final_state).await {
                 Ok(true) => this.deliver(&job, &ended).await,
-                Ok(false) => tracing::warn!(run = %ended.id, "run was already ended elsewhere (lease expired)"),
-                Err(e) => tracing::error!(run = %ended.id, error = %e, "cannot record the run's end"),
+                Ok(false) => {
+                    tracing::warn!(run = %ended.id, "run was already ended elsewhere (lease expired)")
+                }
+                Err(e) => {
+                    tracing::error!(run = %ended.id, error = %e, "cannot record the run's end")
+                }
             }
             this.wake.notify_one();
         });
@@ -410,7 +456,10 @@ impl CronService {
             }
         };
         let mut events = self.backend.start(TurnRequest {
-            messages: vec![Message { role: "user".into(), content: job.prompt.clone() }],
+            messages: vec![Message {
+                role: "user".into(),
+                content: job.prompt.clone(),
+            }],
             model: "cron".into(),
             session_id: session,
             turn_id: run.id.clone(),
@@ -469,9 +518,14 @@ impl CronService {
                 Err(e) => last = e.without_url().to_string(),
             }
         }
-        let message = format!("delivery to the webhook failed after {DELIVERY_ATTEMPTS} attempts: {last}");
+        let message =
+            format!("delivery to the webhook failed after {DELIVERY_ATTEMPTS} attempts: {last}");
         tracing::warn!(job = %job.id, run = %run.id, "{message}");
-        if let Err(e) = self.store.record_delivery_failure(&run.id, &job.id, &message).await {
+        if let Err(e) = self
+            .store
+            .record_delivery_failure(&run.id, &job.id, &message)
+            .await
+        {
             tracing::error!(error = %e, "cannot record the delivery failure");
         }
     }
@@ -555,7 +609,9 @@ fn check_prompt(p: &str) -> Result<String, CronError> {
         return Err(CronError::Invalid("prompt: must not be empty".into()));
     }
     if p.chars().count() > MAX_PROMPT_CHARS {
-        return Err(CronError::Invalid(format!("prompt: longer than {MAX_PROMPT_CHARS} characters")));
+        return Err(CronError::Invalid(format!(
+            "prompt: longer than {MAX_PROMPT_CHARS} characters"
+        )));
     }
     Ok(p.to_owned())
 }

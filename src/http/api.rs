@@ -31,6 +31,12 @@ pub fn router(state: AppState) -> Router {
         .route("/health/detailed", get(health_detailed))
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat_completions))
+        .merge(
+            super::jobs::routes().route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                require_api_key,
+            )),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -68,6 +74,18 @@ pub async fn health_detailed(State(s): State<AppState>) -> Json<DetailedHealth> 
         pid: s.info.pid,
         record: StatusRecord::build(&s.gate.snapshot(), &s.info),
     })
+}
+
+/// Guards API-server routes other than chat (the job API) with `API_SERVER_KEY`.
+async fn require_api_key(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match check_api_key(&s, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 fn check_api_key(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/gateway/restart", post(restart))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .merge(super::jobs::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth_gate,

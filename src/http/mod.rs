@@ -8,6 +8,7 @@ mod cors;
 mod dashboard;
 mod error;
 mod idempotency;
+mod jobs;
 mod openapi;
 
 use axum::Router;

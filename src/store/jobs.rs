@@ -147,7 +147,10 @@ impl Store {
     }
 
     pub async fn get_job(&self, id: &str) -> Result<Job, StoreError> {
-        let q = sql(self, "SELECT id, name, prompt, schedule, enabled, state, next_run_at, last_run_at, last_status, last_error, repeat_times, repeat_completed, deliver, created_at, updated_at FROM jobs WHERE id = $1");
+        let q = sql(
+            self,
+            "SELECT id, name, prompt, schedule, enabled, state, next_run_at, last_run_at, last_status, last_error, repeat_times, repeat_completed, deliver, created_at, updated_at FROM jobs WHERE id = $1",
+        );
         on_pool!(self, pool => {
             let row = sqlx::query(q).bind(id).fetch_optional(pool).await?.ok_or(StoreError::NotFound)?;
             Ok(job_from_row!(&row))
@@ -156,7 +159,10 @@ impl Store {
 
     /// All jobs, oldest first.
     pub async fn list_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        let q = sql(self, "SELECT id, name, prompt, schedule, enabled, state, next_run_at, last_run_at, last_status, last_error, repeat_times, repeat_completed, deliver, created_at, updated_at FROM jobs ORDER BY created_at, id");
+        let q = sql(
+            self,
+            "SELECT id, name, prompt, schedule, enabled, state, next_run_at, last_run_at, last_status, last_error, repeat_times, repeat_completed, deliver, created_at, updated_at FROM jobs ORDER BY created_at, id",
+        );
         on_pool!(self, pool => {
             let rows = sqlx::query(q).fetch_all(pool).await?;
             rows.iter().map(|row| Ok(job_from_row!(row))).collect()
@@ -178,8 +184,11 @@ impl Store {
 
     /// Enabled, scheduled jobs whose slot is due at `now`, oldest slot first (index scan).
     pub async fn due_jobs(&self, now: Timestamp, limit: i64) -> Result<Vec<Job>, StoreError> {
-        let q = sql(self, "SELECT id, name, prompt, schedule, enabled, state, next_run_at, last_run_at, last_status, last_error, repeat_times, repeat_completed, deliver, created_at, updated_at FROM jobs \
-             WHERE enabled = 1 AND state = 'scheduled' AND next_run_at <= $1 ORDER BY next_run_at LIMIT $2");
+        let q = sql(
+            self,
+            "SELECT id, name, prompt, schedule, enabled, state, next_run_at, last_run_at, last_status, last_error, repeat_times, repeat_completed, deliver, created_at, updated_at FROM jobs \
+             WHERE enabled = 1 AND state = 'scheduled' AND next_run_at <= $1 ORDER BY next_run_at LIMIT $2",
+        );
         on_pool!(self, pool => {
             let rows = sqlx::query(q).bind(now.as_second()).bind(limit).fetch_all(pool).await?;
             rows.iter().map(|row| Ok(job_from_row!(row))).collect()
@@ -197,10 +206,16 @@ impl Store {
         state: JobState,
         status: RunStatus,
     ) -> Result<ClaimOutcome, StoreError> {
-        let advance = sql(self, "UPDATE jobs SET next_run_at = $2, state = $3, updated_at = $4 \
-             WHERE id = $1 AND next_run_at = $5 AND enabled = 1 AND state = 'scheduled'");
-        let open = sql(self, "INSERT INTO runs (id, job_id, scheduled_for, started_at, status, lease_until, owner, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_id, scheduled_for) DO NOTHING");
+        let advance = sql(
+            self,
+            "UPDATE jobs SET next_run_at = $2, state = $3, updated_at = $4 \
+             WHERE id = $1 AND next_run_at = $5 AND enabled = 1 AND state = 'scheduled'",
+        );
+        let open = sql(
+            self,
+            "INSERT INTO runs (id, job_id, scheduled_for, started_at, status, lease_until, owner, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_id, scheduled_for) DO NOTHING",
+        );
         let finished = (status != RunStatus::Running).then(|| run.started_at.as_second());
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -238,9 +253,16 @@ impl Store {
 
     /// Opens a run for a slot without moving the job (manual runs, fired deliveries);
     /// `Lost` when that (job, slot) already has a run.
-    pub async fn open_run(&self, run: &NewRun, status: RunStatus) -> Result<ClaimOutcome, StoreError> {
-        let open = sql(self, "INSERT INTO runs (id, job_id, scheduled_for, started_at, status, lease_until, owner, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_id, scheduled_for) DO NOTHING");
+    pub async fn open_run(
+        &self,
+        run: &NewRun,
+        status: RunStatus,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let open = sql(
+            self,
+            "INSERT INTO runs (id, job_id, scheduled_for, started_at, status, lease_until, owner, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_id, scheduled_for) DO NOTHING",
+        );
         let finished = (status != RunStatus::Running).then(|| run.started_at.as_second());
         let n = on_pool!(self, pool => {
             sqlx::query(open)
@@ -256,13 +278,24 @@ impl Store {
                 .await?
                 .rows_affected()
         });
-        Ok(if n == 1 { ClaimOutcome::Claimed } else { ClaimOutcome::Lost })
+        Ok(if n == 1 {
+            ClaimOutcome::Claimed
+        } else {
+            ClaimOutcome::Lost
+        })
     }
 
     /// The job's run still holding a live lease, if any (overlap detection).
-    pub async fn running_run(&self, job_id: &str, now: Timestamp) -> Result<Option<Run>, StoreError> {
-        let q = sql(self, "SELECT id, job_id, scheduled_for, started_at, finished_at, status, output, error FROM runs \
-             WHERE job_id = $1 AND status = 'running' AND lease_until > $2 LIMIT 1");
+    pub async fn running_run(
+        &self,
+        job_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<Run>, StoreError> {
+        let q = sql(
+            self,
+            "SELECT id, job_id, scheduled_for, started_at, finished_at, status, output, error FROM runs \
+             WHERE job_id = $1 AND status = 'running' AND lease_until > $2 LIMIT 1",
+        );
         on_pool!(self, pool => {
             let row = sqlx::query(q).bind(job_id).bind(now.as_second()).fetch_optional(pool).await?;
             row.map(|row| Ok(run_from_row!(&row))).transpose()
@@ -271,7 +304,10 @@ impl Store {
 
     /// Extends a running run's lease.
     pub async fn renew_lease(&self, run_id: &str, until: Timestamp) -> Result<(), StoreError> {
-        let q = sql(self, "UPDATE runs SET lease_until = $2 WHERE id = $1 AND status = 'running'");
+        let q = sql(
+            self,
+            "UPDATE runs SET lease_until = $2 WHERE id = $1 AND status = 'running'",
+        );
         on_pool!(self, pool => {
             sqlx::query(q).bind(run_id).bind(until.as_second()).execute(pool).await?;
         });
@@ -285,9 +321,15 @@ impl Store {
         run: &Run,
         finish_job: Option<JobState>,
     ) -> Result<bool, StoreError> {
-        let end = sql(self, "UPDATE runs SET status = $2, finished_at = $3, output = $4, error = $5 WHERE id = $1 AND status = 'running'");
-        let job = sql(self, "UPDATE jobs SET last_run_at = $2, last_status = $3, last_error = $4, \
-             repeat_completed = repeat_completed + $5, state = COALESCE($6, state), updated_at = $7 WHERE id = $1");
+        let end = sql(
+            self,
+            "UPDATE runs SET status = $2, finished_at = $3, output = $4, error = $5 WHERE id = $1 AND status = 'running'",
+        );
+        let job = sql(
+            self,
+            "UPDATE jobs SET last_run_at = $2, last_status = $3, last_error = $4, \
+             repeat_completed = repeat_completed + $5, state = COALESCE($6, state), updated_at = $7 WHERE id = $1",
+        );
         let finished_at = run.finished_at.unwrap_or(run.started_at).as_second();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -321,10 +363,13 @@ impl Store {
 
     /// Marks runs whose lease ran out (their process died) as interrupted; returns them.
     pub async fn expire_leases(&self, now: Timestamp) -> Result<Vec<Run>, StoreError> {
-        let q = sql(self, "UPDATE runs SET status = 'interrupted', finished_at = $1, \
+        let q = sql(
+            self,
+            "UPDATE runs SET status = 'interrupted', finished_at = $1, \
              error = 'the process running it stopped before it finished (lease expired)' \
              WHERE status = 'running' AND lease_until <= $1 \
-             RETURNING id, job_id, scheduled_for, started_at, finished_at, status, output, error");
+             RETURNING id, job_id, scheduled_for, started_at, finished_at, status, output, error",
+        );
         const JOB: &str = "UPDATE jobs SET last_run_at = $2, last_status = 'interrupted', last_error = $3, updated_at = $4 WHERE id = $1";
         on_pool!(self, pool => {
             let rows = sqlx::query(q).bind(now.as_second()).fetch_all(pool).await?;
@@ -343,7 +388,12 @@ impl Store {
     }
 
     /// Notes a failed webhook delivery on the run and the job.
-    pub async fn record_delivery_failure(&self, run_id: &str, job_id: &str, message: &str) -> Result<(), StoreError> {
+    pub async fn record_delivery_failure(
+        &self,
+        run_id: &str,
+        job_id: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
         let run = sql(self, "UPDATE runs SET error = $2 WHERE id = $1");
         let job = sql(self, "UPDATE jobs SET last_error = $2 WHERE id = $1");
         on_pool!(self, pool => {
@@ -355,15 +405,22 @@ impl Store {
 
     /// When the earliest scheduled job is due (the ticker sleeps until then at most).
     pub async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        let q = sql(self, "SELECT MIN(next_run_at) FROM jobs WHERE enabled = 1 AND state = 'scheduled'");
-        let secs: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(q).fetch_one(pool).await?);
+        let q = sql(
+            self,
+            "SELECT MIN(next_run_at) FROM jobs WHERE enabled = 1 AND state = 'scheduled'",
+        );
+        let secs: Option<i64> =
+            on_pool!(self, pool => sqlx::query_scalar(q).fetch_one(pool).await?);
         opt_ts(secs)
     }
 
     /// A job's runs, newest first.
     pub async fn list_runs(&self, job_id: &str, limit: i64) -> Result<Vec<Run>, StoreError> {
-        let q = sql(self, "SELECT id, job_id, scheduled_for, started_at, finished_at, status, output, error FROM runs \
-             WHERE job_id = $1 ORDER BY started_at DESC, scheduled_for DESC LIMIT $2");
+        let q = sql(
+            self,
+            "SELECT id, job_id, scheduled_for, started_at, finished_at, status, output, error FROM runs \
+             WHERE job_id = $1 ORDER BY started_at DESC, scheduled_for DESC LIMIT $2",
+        );
         on_pool!(self, pool => {
             let rows = sqlx::query(q).bind(job_id).bind(limit).fetch_all(pool).await?;
             rows.iter().map(|row| Ok(run_from_row!(row))).collect()
@@ -371,7 +428,10 @@ impl Store {
     }
 
     pub async fn get_run(&self, run_id: &str) -> Result<Run, StoreError> {
-        let q = sql(self, "SELECT id, job_id, scheduled_for, started_at, finished_at, status, output, error FROM runs WHERE id = $1");
+        let q = sql(
+            self,
+            "SELECT id, job_id, scheduled_for, started_at, finished_at, status, output, error FROM runs WHERE id = $1",
+        );
         on_pool!(self, pool => {
             let row = sqlx::query(q).bind(run_id).fetch_optional(pool).await?.ok_or(StoreError::NotFound)?;
             Ok(run_from_row!(&row))

@@ -23,7 +23,8 @@ pub use jobs::{ClaimOutcome, NewRun};
 use crate::config::Config;
 
 /// Migrations per backend, applied in order, each exactly once.
-const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_cron.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/sqlite/0001_cron.sql"))];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] =
     &[(1, include_str!("../../migrations/postgres/0001_cron.sql"))];
 
@@ -136,18 +137,21 @@ impl Store {
                 let mut tx = pool.begin().await?;
                 sqlx::raw_sql(TABLE).execute(&mut *tx).await?;
                 for (version, sql) in SQLITE_MIGRATIONS {
-                    let done: Option<i64> =
-                        sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?1")
-                            .bind(version)
-                            .fetch_optional(&mut *tx)
-                            .await?;
+                    let done: Option<i64> = sqlx::query_scalar(
+                        "SELECT version FROM schema_migrations WHERE version = ?1",
+                    )
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
                     if done.is_none() {
                         sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-                        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)")
-                            .bind(version)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
+                        sqlx::query(
+                            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                        )
+                        .bind(version)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
                     }
                 }
                 tx.commit().await?;
@@ -159,18 +163,21 @@ impl Store {
                     .await?;
                 sqlx::raw_sql(TABLE).execute(&mut *tx).await?;
                 for (version, sql) in POSTGRES_MIGRATIONS {
-                    let done: Option<i64> =
-                        sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                            .bind(version)
-                            .fetch_optional(&mut *tx)
-                            .await?;
+                    let done: Option<i64> = sqlx::query_scalar(
+                        "SELECT version FROM schema_migrations WHERE version = $1",
+                    )
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
                     if done.is_none() {
                         sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-                        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                            .bind(version)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
+                        sqlx::query(
+                            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                        )
+                        .bind(version)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
                     }
                 }
                 tx.commit().await?;
@@ -182,7 +189,10 @@ impl Store {
 
 /// SQL for this store: queries are written with `$N` placeholders (PostgreSQL), which
 /// SQLite spells `?N`.
-pub(crate) fn sql(store: &Store, text: &'static str) -> sqlx::AssertSqlSafe<std::borrow::Cow<'static, str>> {
+pub(crate) fn sql(
+    store: &Store,
+    text: &'static str,
+) -> sqlx::AssertSqlSafe<std::borrow::Cow<'static, str>> {
     match store {
         Store::Postgres(_) => sqlx::AssertSqlSafe(std::borrow::Cow::Borrowed(text)),
         Store::Sqlite(_) => sqlx::AssertSqlSafe(std::borrow::Cow::Owned(text.replace('$', "?"))),
@@ -196,6 +206,12 @@ fn redact(e: &sqlx::Error) -> String {
         sqlx::Error::Io(io) => io.to_string(),
         sqlx::Error::PoolTimedOut => "timed out connecting".into(),
         sqlx::Error::Configuration(_) => "invalid connection URL".into(),
-        other => other.to_string().split("postgres").next().unwrap_or_default().trim().to_owned(),
+        other => other
+            .to_string()
+            .split("postgres")
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
     }
 }

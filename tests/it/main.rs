@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod backends;
 mod compat;
+mod cron;
 mod drain;
 mod process;
 mod support;

@@ -238,6 +238,28 @@ pub fn parse_sse(body: &str) -> (String, bool) {
     (content, done)
 }
 
+/// The PostgreSQL server the suite uses (`.ci/deps` starts it on loopback).
+pub fn postgres_admin_url() -> String {
+    std::env::var("HERMES_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://hermes:hermes@127.0.0.1:5432/hermes_test".into())
+}
+
+/// A freshly created, empty database on the test server; its URL.
+pub async fn fresh_postgres_url() -> String {
+    use sqlx::Connection;
+    let admin = postgres_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is needed for this test ({admin}): run .ci/deps to install and start it ({e})")
+    });
+    let name = format!("hermes_it_{}", &hermes_gateway::ids::random_hex128()[..16]);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    format!("{base}/{name}")
+}
+
 /// A free loopback port (bound and released; fine for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,0 +1,213 @@
+//! `/api/jobs`: cron job CRUD, pause/resume/run and run history (SPEC §7). Served on the
+//! API server (behind `API_SERVER_KEY`) and on the dashboard (behind its session gate).
+//! Errors are `{"error": message}` with 400/404/503; the DTOs here are the wire shapes.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::clock::iso;
+use crate::cron::{CronError, Job, JobPatch, JobSpec, Repeat, Run};
+use crate::store::StoreError;
+
+/// The job routes; the caller adds its own authentication in front.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/jobs", get(list).post(create))
+        .route("/api/jobs/{id}", get(show).patch(update).delete(remove))
+        .route("/api/jobs/{id}/pause", post(pause))
+        .route("/api/jobs/{id}/resume", post(resume))
+        .route("/api/jobs/{id}/run", post(run_now))
+        .route("/api/jobs/{id}/runs", get(runs))
+}
+
+/// A job on the wire (compat field names).
+#[derive(Serialize)]
+pub struct JobDto {
+    id: String,
+    name: String,
+    prompt: String,
+    schedule: String,
+    enabled: bool,
+    state: &'static str,
+    next_run_at: Option<String>,
+    last_run_at: Option<String>,
+    last_status: Option<String>,
+    last_error: Option<String>,
+    repeat: Repeat,
+    deliver: String,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<Job> for JobDto {
+    fn from(j: Job) -> Self {
+        Self {
+            id: j.id,
+            name: j.name,
+            prompt: j.prompt,
+            schedule: j.schedule,
+            enabled: j.enabled,
+            state: j.state.as_str(),
+            next_run_at: j.next_run_at.map(iso),
+            last_run_at: j.last_run_at.map(iso),
+            last_status: j.last_status,
+            last_error: j.last_error,
+            repeat: j.repeat,
+            deliver: j.deliver,
+            created_at: iso(j.created_at),
+            updated_at: iso(j.updated_at),
+        }
+    }
+}
+
+/// A run on the wire.
+#[derive(Serialize)]
+pub struct RunDto {
+    id: String,
+    job_id: String,
+    scheduled_for: String,
+    started_at: String,
+    finished_at: Option<String>,
+    status: &'static str,
+    output: Option<String>,
+    error: Option<String>,
+}
+
+impl From<Run> for RunDto {
+    fn from(r: Run) -> Self {
+        Self {
+            id: r.id,
+            job_id: r.job_id,
+            scheduled_for: iso(r.scheduled_for),
+            started_at: iso(r.started_at),
+            finished_at: r.finished_at.map(iso),
+            status: r.status.as_str(),
+            output: r.output,
+            error: r.error,
+        }
+    }
+}
+
+/// A cron failure as `{"error": ...}`.
+pub struct JobsError(CronError);
+
+impl From<CronError> for JobsError {
+    fn from(e: CronError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for JobsError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self.0 {
+            CronError::Invalid(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            CronError::NotFound(_) => (StatusCode::NOT_FOUND, self.0.to_string()),
+            CronError::Draining => (StatusCode::SERVICE_UNAVAILABLE, self.0.to_string()),
+            CronError::Store(StoreError::Unavailable(detail)) => {
+                tracing::error!(%detail, "store unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the job store is unavailable; retry later".into(),
+                )
+            }
+            CronError::Store(e) => {
+                tracing::error!(error = %e, "job store error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+            }
+        };
+        let mut r = (status, Json(json!({"error": message}))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        r
+    }
+}
+
+fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, JobsError> {
+    parsed.map(|Json(v)| v).map_err(|e| {
+        JobsError(CronError::Invalid(format!(
+            "invalid JSON body: {}",
+            e.body_text()
+        )))
+    })
+}
+
+type Reply = Result<Response, JobsError>;
+
+async fn list(State(s): State<AppState>) -> Reply {
+    let jobs: Vec<JobDto> = s.cron.list().await?.into_iter().map(JobDto::from).collect();
+    Ok(Json(json!({ "jobs": jobs })).into_response())
+}
+
+async fn create(State(s): State<AppState>, spec: Result<Json<JobSpec>, JsonRejection>) -> Reply {
+    let job = s.cron.create(body(spec)?).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "job": JobDto::from(job) })),
+    )
+        .into_response())
+}
+
+async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+    Ok(Json(json!({ "job": JobDto::from(s.cron.get(&id).await?) })).into_response())
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    patch: Result<Json<JobPatch>, JsonRejection>,
+) -> Reply {
+    let job = s.cron.update(&id, body(patch)?).await?;
+    Ok(Json(json!({ "job": JobDto::from(job) })).into_response())
+}
+
+async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+    s.cron.delete(&id).await?;
+    Ok(Json(json!({"ok": true, "deleted": id})).into_response())
+}
+
+async fn pause(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+    Ok(Json(json!({ "job": JobDto::from(s.cron.pause(&id).await?) })).into_response())
+}
+
+async fn resume(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+    Ok(Json(json!({ "job": JobDto::from(s.cron.resume(&id).await?) })).into_response())
+}
+
+async fn run_now(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+    let run = s.cron.run_now(&id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run": RunDto::from(run) })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    limit: Option<i64>,
+}
+
+async fn runs(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<RunsQuery>,
+) -> Reply {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let runs: Vec<RunDto> = s
+        .cron
+        .runs(&id, limit)
+        .await?
+        .into_iter()
+        .map(RunDto::from)
+        .collect();
+    Ok(Json(json!({ "runs": runs })).into_response())
+}

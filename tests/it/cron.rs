@@ -1,0 +1,570 @@
+//! Cron: the store suite on SQLite and PostgreSQL, the job API, the ticker, and exactly
+//! one run per slot across two gateway processes on one PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hermes_gateway::cron::{Job, JobState, Repeat, RunStatus};
+use hermes_gateway::store::{ClaimOutcome, NewRun, Store};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::support::{Proc, TestApp, fresh_postgres_url};
+
+/// One fresh store of each kind.
+async fn stores() -> Vec<(Store, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::sqlite(&dir.path().join("state.db")).await.unwrap();
+    let pg = Store::postgres(&fresh_postgres_url().await).await.unwrap();
+    vec![(sqlite, dir), (pg, tempfile::tempdir().unwrap())]
+}
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + s).unwrap()
+}
+
+fn job(id: &str, next: Option<i64>) -> Job {
+    Job {
+        id: id.into(),
+        name: format!("job {id}"),
+        prompt: "say hi".into(),
+        schedule: "every 1m".into(),
+        enabled: true,
+        state: JobState::Scheduled,
+        next_run_at: next.map(t),
+        last_run_at: None,
+        last_status: None,
+        last_error: None,
+        repeat: Repeat {
+            times: None,
+            completed: 0,
+        },
+        deliver: "local".into(),
+        created_at: t(0),
+        updated_at: t(0),
+    }
+}
+
+fn new_run(id: &str, job: &str, slot: i64, lease: i64) -> NewRun {
+    NewRun {
+        id: id.into(),
+        job_id: job.into(),
+        scheduled_for: t(slot),
+        started_at: t(slot),
+        lease_until: t(slot + lease),
+        owner: "test".into(),
+    }
+}
+
+#[tokio::test]
+async fn store_jobs_crud_on_both_backends() {
+    for (store, _dir) in stores().await {
+        let kind = store.kind();
+        store
+            .insert_job(&job("aaaaaaaaaaaa", Some(60)))
+            .await
+            .unwrap();
+        store
+            .insert_job(&job("bbbbbbbbbbbb", Some(600)))
+            .await
+            .unwrap();
+        let mut j = store.get_job("aaaaaaaaaaaa").await.unwrap();
+        assert_eq!(j, job("aaaaaaaaaaaa", Some(60)), "{kind}");
+        j.name = "renamed".into();
+        j.enabled = false;
+        j.state = JobState::Paused;
+        store.update_job(&j).await.unwrap();
+        assert_eq!(store.get_job("aaaaaaaaaaaa").await.unwrap().name, "renamed");
+        assert_eq!(store.list_jobs().await.unwrap().len(), 2);
+        assert!(store.delete_job("aaaaaaaaaaaa").await.unwrap());
+        assert!(!store.delete_job("aaaaaaaaaaaa").await.unwrap());
+        assert!(matches!(
+            store.get_job("aaaaaaaaaaaa").await,
+            Err(hermes_gateway::store::StoreError::NotFound)
+        ));
+        assert!(
+            matches!(
+                store.update_job(&j).await,
+                Err(hermes_gateway::store::StoreError::NotFound)
+            ),
+            "{kind}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn due_scan_and_claim_are_exactly_once_on_both_backends() {
+    for (store, _dir) in stores().await {
+        let kind = store.kind();
+        for (i, next) in [(1, Some(10)), (2, Some(20)), (3, Some(30)), (4, None)] {
+            store
+                .insert_job(&job(&format!("{i:012}"), next))
+                .await
+                .unwrap();
+        }
+        let due = store.due_jobs(t(20), 100).await.unwrap();
+        let ids: Vec<_> = due.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids, ["000000000001", "000000000002"], "{kind}");
+        assert_eq!(store.due_jobs(t(20), 1).await.unwrap().len(), 1);
+        assert_eq!(store.next_due_at().await.unwrap(), Some(t(10)));
+
+        // 20 concurrent claims of one slot: exactly one wins.
+        let store = Arc::new(store);
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .claim_slot(
+                        &new_run(&format!("run{i}"), "000000000001", 10, 300),
+                        Some(t(70)),
+                        JobState::Scheduled,
+                        RunStatus::Running,
+                    )
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut wins = 0;
+        for task in tasks {
+            if task.await.unwrap() == ClaimOutcome::Claimed {
+                wins += 1;
+            }
+        }
+        assert_eq!(wins, 1, "{kind}");
+        let j = store.get_job("000000000001").await.unwrap();
+        assert_eq!(
+            j.next_run_at,
+            Some(t(70)),
+            "the job advanced before dispatch"
+        );
+        let runs = store.list_runs("000000000001", 10).await.unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].status, RunStatus::Running);
+        assert!(
+            store
+                .running_run("000000000001", t(11))
+                .await
+                .unwrap()
+                .is_some()
+        );
+
+        // A second delivery for the same slot (manual open) is refused too.
+        let again = store
+            .open_run(&new_run("dup", "000000000001", 10, 300), RunStatus::Running)
+            .await
+            .unwrap();
+        assert_eq!(again, ClaimOutcome::Lost, "{kind}");
+
+        // Finish: the job records the outcome and counts the repetition.
+        let mut run = runs[0].clone();
+        run.status = RunStatus::Completed;
+        run.output = Some("hi".into());
+        run.finished_at = Some(t(12));
+        assert!(store.finish_run(&run, None).await.unwrap());
+        assert!(
+            !store.finish_run(&run, None).await.unwrap(),
+            "ending twice is refused"
+        );
+        let j = store.get_job("000000000001").await.unwrap();
+        assert_eq!(j.last_status.as_deref(), Some("completed"));
+        assert_eq!(j.repeat.completed, 1);
+        assert!(
+            store
+                .running_run("000000000001", t(13))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
+#[tokio::test]
+async fn expired_leases_become_interrupted_runs_on_both_backends() {
+    for (store, _dir) in stores().await {
+        let kind = store.kind();
+        store
+            .insert_job(&job("cccccccccccc", Some(10)))
+            .await
+            .unwrap();
+        let claimed = store
+            .claim_slot(
+                &new_run("r1", "cccccccccccc", 10, 5),
+                Some(t(70)),
+                JobState::Scheduled,
+                RunStatus::Running,
+            )
+            .await
+            .unwrap();
+        assert_eq!(claimed, ClaimOutcome::Claimed);
+        assert!(
+            store.expire_leases(t(14)).await.unwrap().is_empty(),
+            "lease still live"
+        );
+        store.renew_lease("r1", t(20)).await.unwrap();
+        assert!(
+            store.expire_leases(t(19)).await.unwrap().is_empty(),
+            "renewed"
+        );
+        let expired = store.expire_leases(t(20)).await.unwrap();
+        assert_eq!(expired.len(), 1, "{kind}");
+        assert_eq!(expired[0].status, RunStatus::Interrupted);
+        let j = store.get_job("cccccccccccc").await.unwrap();
+        assert_eq!(j.last_status.as_deref(), Some("interrupted"));
+        assert!(j.last_error.unwrap().contains("lease expired"));
+        // The dead process's late finish does not overwrite the record.
+        let mut late = store.get_run("r1").await.unwrap();
+        late.status = RunStatus::Completed;
+        assert!(!store.finish_run(&late, None).await.unwrap());
+        assert_eq!(
+            store.get_run("r1").await.unwrap().status,
+            RunStatus::Interrupted
+        );
+    }
+}
+
+async fn api(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = app.http.request(method, format!("{}{path}", app.api));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn wait_runs(app: &TestApp, id: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    for _ in 0..1000 {
+        let (_, v) = api(
+            app,
+            reqwest::Method::GET,
+            &format!("/api/jobs/{id}/runs"),
+            None,
+        )
+        .await;
+        let runs = v["runs"].as_array().cloned().unwrap_or_default();
+        if pred(&runs) {
+            return runs;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("runs of {id} never matched");
+}
+
+#[tokio::test]
+async fn job_api_crud_errors_and_manual_runs() {
+    use reqwest::Method;
+    let app = TestApp::spawn("", &[]).await;
+    let (s, v) = api(
+        &app,
+        Method::POST,
+        "/api/jobs",
+        Some(json!({"prompt": "hello cron", "schedule": "every monday 9am"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["job"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 12);
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(v["job"]["state"], "scheduled");
+    assert_eq!(v["job"]["repeat"], json!({"times": null, "completed": 0}));
+    assert_eq!(v["job"]["deliver"], "local");
+    assert!(
+        v["job"]["next_run_at"]
+            .as_str()
+            .unwrap()
+            .ends_with("09:00:00.000000Z")
+    );
+
+    for (body, fragment) in [
+        (
+            json!({"prompt": "x", "schedule": "every 5 parsecs"}),
+            "unknown unit",
+        ),
+        (
+            json!({"prompt": "", "schedule": "every 5m"}),
+            "prompt: must not be empty",
+        ),
+        (
+            json!({"prompt": "x", "schedule": "2020-01-01T00:00:00Z"}),
+            "in the past",
+        ),
+        (
+            json!({"prompt": "x", "schedule": "every 5m", "deliver": "ftp://x"}),
+            "deliver",
+        ),
+        (
+            json!({"prompt": "x", "schedule": "every 5m", "colour": "red"}),
+            "unknown field `colour`",
+        ),
+    ] {
+        let (s, v) = api(&app, Method::POST, "/api/jobs", Some(body.clone())).await;
+        assert_eq!(s, 400, "{body}");
+        assert!(
+            v["error"].as_str().unwrap().contains(fragment),
+            "{body}: {v}"
+        );
+    }
+
+    let (s, v) = api(
+        &app,
+        Method::PATCH,
+        &format!("/api/jobs/{id}"),
+        Some(json!({"name": "weekly hello"})),
+    )
+    .await;
+    assert_eq!((s, v["job"]["name"].clone()), (200, json!("weekly hello")));
+    let (_, v) = api(&app, Method::POST, &format!("/api/jobs/{id}/pause"), None).await;
+    assert_eq!(
+        (v["job"]["state"].clone(), v["job"]["enabled"].clone()),
+        (json!("paused"), json!(false))
+    );
+    let (_, v) = api(&app, Method::POST, &format!("/api/jobs/{id}/resume"), None).await;
+    assert_eq!(v["job"]["state"], "scheduled");
+    let (_, v) = api(&app, Method::GET, "/api/jobs", None).await;
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 1);
+
+    let (s, v) = api(&app, Method::POST, &format!("/api/jobs/{id}/run"), None).await;
+    assert_eq!(s, 202, "{v}");
+    let runs = wait_runs(&app, &id, |r| {
+        r.first().is_some_and(|r| r["status"] == "completed")
+    })
+    .await;
+    assert_eq!(runs[0]["output"], "hello cron");
+    assert_eq!(runs[0]["id"], v["run"]["id"]);
+
+    let (s, v) = api(&app, Method::GET, "/api/jobs/000000000000", None).await;
+    assert_eq!(s, 404);
+    assert!(v["error"].as_str().unwrap().contains("000000000000"));
+    let (s, _) = api(&app, Method::DELETE, &format!("/api/jobs/{id}"), None).await;
+    assert_eq!(s, 200);
+    let (s, _) = api(&app, Method::DELETE, &format!("/api/jobs/{id}"), None).await;
+    assert_eq!(s, 404);
+
+    // The job API sits behind the API key when one is set, and on the dashboard too.
+    let keyed = TestApp::spawn("", &[("API_SERVER_KEY", "k-123")]).await;
+    let (s, _) = api(&keyed, Method::GET, "/api/jobs", None).await;
+    assert_eq!(s, 401);
+    let r = keyed
+        .http
+        .get(format!("{}/api/jobs", keyed.dash))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "dashboard session gate");
+}
+
+#[tokio::test]
+async fn the_ticker_runs_due_jobs_skips_while_draining_and_completes_repeat_n() {
+    use reqwest::Method;
+    let app = TestApp::spawn("cron: {tick_interval_seconds: 60}", &[]).await;
+    // Due in about a second: picked up at once (not at the next 60 s tick).
+    let (_, v) = api(
+        &app,
+        Method::POST,
+        "/api/jobs",
+        Some(json!({"prompt": "tick tock", "schedule": "every 1s", "repeat": 2})),
+    )
+    .await;
+    let id = v["job"]["id"].as_str().unwrap().to_owned();
+    let runs = wait_runs(&app, &id, |r| {
+        r.len() == 2 && r.iter().all(|r| r["status"] == "completed")
+    })
+    .await;
+    assert_ne!(runs[0]["scheduled_for"], runs[1]["scheduled_for"]);
+    let (_, v) = api(&app, Method::GET, &format!("/api/jobs/{id}"), None).await;
+    for _ in 0..100 {
+        let (_, v) = api(&app, Method::GET, &format!("/api/jobs/{id}"), None).await;
+        if v["job"]["state"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, after) = api(&app, Method::GET, &format!("/api/jobs/{id}"), None).await;
+    assert_eq!(after["job"]["state"], "completed", "{v}");
+    assert_eq!(after["job"]["repeat"], json!({"times": 2, "completed": 2}));
+    let status = app.status().await;
+    assert_eq!(status["cron"]["provider"], "builtin");
+    assert!(status["cron"]["last_tick_at"].is_string());
+
+    // Draining: the ticker skips; the job stays due and runs after the cancel.
+    app.state.drain.begin("test").unwrap();
+    let (_, v) = api(
+        &app,
+        Method::POST,
+        "/api/jobs",
+        Some(json!({"prompt": "after drain", "schedule": "in 1s"})),
+    )
+    .await;
+    let id = v["job"]["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let (_, v) = api(&app, Method::GET, &format!("/api/jobs/{id}/runs"), None).await;
+    assert_eq!(v["runs"], json!([]), "nothing runs while draining");
+    assert_eq!(app.status().await["cron"]["skipped_while_draining"], true);
+    app.state.drain.cancel("test").unwrap();
+    let runs = wait_runs(&app, &id, |r| {
+        r.first().is_some_and(|r| r["status"] == "completed")
+    })
+    .await;
+    assert_eq!(runs[0]["output"], "after drain");
+    let (_, v) = api(&app, Method::GET, &format!("/api/jobs/{id}"), None).await;
+    assert_eq!(v["job"]["state"], "completed", "a one-shot ends completed");
+}
+
+#[tokio::test]
+async fn webhook_delivery_posts_the_output_and_records_failures() {
+    use axum::routing::post;
+    use reqwest::Method;
+    let got = Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let sink = got.clone();
+    let hook = axum::Router::new()
+        .route(
+            "/ok",
+            post(move |axum::Json(v): axum::Json<Value>| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().unwrap().push(v);
+                    "thanks"
+                }
+            }),
+        )
+        .route(
+            "/down",
+            post(|| async { (axum::http::StatusCode::BAD_GATEWAY, "no") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
+
+    let app = TestApp::spawn("", &[]).await;
+    let (_, v) = api(&app, Method::POST, "/api/jobs", Some(json!({"prompt": "deliver me", "schedule": "every 1d", "deliver": format!("{base}/ok")}))).await;
+    let id = v["job"]["id"].as_str().unwrap().to_owned();
+    api(&app, Method::POST, &format!("/api/jobs/{id}/run"), None).await;
+    for _ in 0..500 {
+        if !got.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let posted = got.lock().unwrap().clone();
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0]["output"], "deliver me");
+    assert_eq!(posted[0]["job_id"], id.as_str());
+
+    let (_, v) = api(
+        &app,
+        Method::POST,
+        "/api/jobs",
+        Some(json!({"prompt": "lost", "schedule": "every 1d", "deliver": format!("{base}/down")})),
+    )
+    .await;
+    let id = v["job"]["id"].as_str().unwrap().to_owned();
+    api(&app, Method::POST, &format!("/api/jobs/{id}/run"), None).await;
+    let runs = wait_runs(&app, &id, |r| {
+        r.first()
+            .is_some_and(|r| r["error"].as_str().is_some_and(|e| e.contains("delivery")))
+    })
+    .await;
+    assert!(
+        runs[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("after 3 attempts: HTTP 502"),
+        "{runs:?}"
+    );
+    assert_eq!(runs[0]["status"], "completed", "the run itself succeeded");
+}
+
+async fn get(http: &reqwest::Client, url: String) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_postgres_run_each_slot_once_and_survive_a_sigkill() {
+    let url = fresh_postgres_url().await;
+    let env = [("HERMES_DATABASE_URL", url.as_str())];
+    let yaml =
+        "agent: {echo: {delay_ms: 1500}}\ncron: {tick_interval_seconds: 1, lease_seconds: 3}";
+    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Proc::start(home_a.path(), yaml, &env);
+    let b = Proc::start(home_b.path(), yaml, &env);
+    let http = reqwest::Client::new();
+    for p in [&a, &b] {
+        for _ in 0..500 {
+            if http
+                .get(format!("{}/api/status", p.dash))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let v: Value = http
+            .post(format!("{}/api/jobs", a.api))
+            .json(&json!({"prompt": format!("job {i}"), "schedule": "every 2s"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(v["job"]["id"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // SIGKILL one process mid-run (wait until it has a run in flight): its runs are recorded interrupted when the lease ends.
+    for _ in 0..500 {
+        if get(&http, format!("{}/api/status", a.dash)).await["active_agents"].as_u64() > Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for id in &ids {
+        let v = get(&http, format!("{}/api/jobs/{id}/runs?limit=100", b.api)).await;
+        let runs = v["runs"].as_array().unwrap();
+        let mut slots: Vec<&str> = runs
+            .iter()
+            .map(|r| r["scheduled_for"].as_str().unwrap())
+            .collect();
+        let n = slots.len();
+        slots.sort();
+        slots.dedup();
+        assert_eq!(slots.len(), n, "a slot ran twice: {runs:?}");
+        assert!(n >= 4, "slots kept running after the kill: {runs:?}");
+        let statuses: Vec<&str> = runs.iter().map(|r| r["status"].as_str().unwrap()).collect();
+        assert!(
+            statuses
+                .iter()
+                .all(|s| ["completed", "interrupted", "running", "skipped"].contains(s)),
+            "{statuses:?}"
+        );
+        assert!(statuses.contains(&"completed"));
+    }
+    // Across all jobs, the killed process's in-flight runs ended interrupted, not lost.
+    let mut interrupted = 0;
+    for id in &ids {
+        let v = get(&http, format!("{}/api/jobs/{id}/runs?limit=100", b.api)).await;
+        interrupted += v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] == "interrupted")
+            .count();
+    }
+    assert!(
+        interrupted >= 1,
+        "the killed process had runs in flight; they must be recorded interrupted"
+    );
+    assert!(b.stderr().is_empty() || !b.stderr().contains("panicked"));
+}
