@@ -270,10 +270,6 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
         state.drain.clone(),
         background.clone(),
     ));
-    let ticker = tokio::spawn(state.cron.clone().run_ticker(
-        std::time::Duration::from_secs(state.config.cron.tick_interval_seconds),
-        background.clone(),
-    ));
     let state_file = StateFile::new(state.config.state_path());
     for (listener, router, cell, what) in [
         (
@@ -312,6 +308,10 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
     ));
 
     state.gate.mark_serving();
+    let ticker = tokio::spawn(state.cron.clone().run_ticker(
+        Duration::from_secs(state.config.cron.tick_interval_seconds),
+        background.clone(),
+    ));
     tracing::info!(
         state = state.gate.snapshot().state.as_str(),
         "gateway ready"

@@ -180,6 +180,8 @@ impl TurnGate {
                 Phase::Serving if inner.drain.is_some() => Some(Refusal::Draining),
                 Phase::Serving => None,
                 Phase::Stopping | Phase::Stopped => Some(Refusal::Stopping),
+                // A drain that survived a restart is reported as such even before serving.
+                Phase::Starting if inner.drain.is_some() => Some(Refusal::Draining),
                 Phase::Starting | Phase::StartupFailed => Some(Refusal::NotReady),
             };
             if let Some(r) = refusal {

@@ -6,10 +6,12 @@ use serde_json::{Value, json};
 
 use crate::support::{Proc, cli, free_port, parse_sse, strong_secret};
 
+/// Waits until the gateway answers and has left `starting`; returns its status.
 async fn wait_ready(http: &reqwest::Client, dash: &str) -> Value {
     for _ in 0..500 {
         if let Ok(r) = http.get(format!("{dash}/api/status")).send().await
             && let Ok(v) = r.json::<Value>().await
+            && v["gateway_state"] != "starting"
         {
             return v;
         }
