@@ -4,6 +4,7 @@
 //! running gateway over HTTP or act on files in `HERMES_HOME` (the drain marker).
 
 mod client;
+mod cron;
 mod drain;
 mod inspect;
 mod run;
@@ -49,6 +50,9 @@ enum Command {
     /// Check or show the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage cron jobs on the running gateway.
+    #[command(subcommand)]
+    Cron(cron::CronCommand),
 }
 
 /// Where to reach the gateway and how to print.
@@ -119,6 +123,7 @@ pub fn main() -> i32 {
         },
         Command::Status(t) => with_config(load(), |c| client::block_on(inspect::status(&c, &t))),
         Command::Drain(cmd) => with_config(load(), |c| client::block_on(drain::command(&c, cmd))),
+        Command::Cron(cmd) => with_config(load(), |c| client::block_on(cron::command(&c, cmd))),
         Command::Secret(SecretCommand::Generate) => {
             println!("{}", crate::auth::drain_secret::generate_secret());
             0

@@ -568,3 +568,103 @@ async fn two_processes_on_one_postgres_run_each_slot_once_and_survive_a_sigkill(
     );
     assert!(b.stderr().is_empty() || !b.stderr().contains("panicked"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_cli_adds_lists_runs_and_imports_hermes_jobs() {
+    let app = TestApp::spawn("", &[]).await;
+    let home = app.home().to_path_buf();
+    let url = app.api.clone();
+    let run = move |args: Vec<String>| {
+        let home = home.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::support::cli(&home, &args, &[], "")
+        })
+    };
+    let args = |a: &[&str]| {
+        let mut v: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+        v.extend(["--url".into(), url.clone()]);
+        v
+    };
+    let (code, out, err) = run(args(&[
+        "cron",
+        "add",
+        "-s",
+        "every 1d",
+        "--name",
+        "daily",
+        "--json",
+        "summarise",
+        "the",
+        "news",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let id = v["job"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["job"]["prompt"], "summarise the news");
+
+    let (code, out, _) = run(args(&["cron", "list"])).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&id) && out.contains("daily") && out.contains("scheduled"),
+        "{out}"
+    );
+
+    let (code, _, err) = run(args(&["cron", "add", "-s", "every 5 parsecs", "x"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("400") && err.contains("unknown unit"), "{err}");
+
+    let (code, _, _) = run(args(&["cron", "run", &id])).await.unwrap();
+    assert_eq!(code, 0);
+    wait_runs(&app, &id, |r| {
+        r.first().is_some_and(|r| r["status"] == "completed")
+    })
+    .await;
+    let (code, out, _) = run(args(&["cron", "runs", &id, "--json"])).await.unwrap();
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["runs"][0]["output"], "summarise the news");
+
+    let file = app.home().join("jobs.json");
+    std::fs::write(&file, json!({"jobs": [
+        {"id": "abc", "name": "morning", "prompt": "good morning", "schedule": {"kind": "cron", "expr": "0 9 * * *", "display": "0 9 * * *"}, "repeat": {"times": null, "completed": 3}, "enabled": true, "deliver": "local"},
+        {"id": "def", "name": "interval", "prompt": "ping", "schedule": {"kind": "interval", "minutes": 30, "display": "every 30m"}, "repeat": {"times": 5, "completed": 0}},
+        {"id": "bad", "name": "broken", "prompt": "x", "schedule": "every 5 parsecs"}
+    ]}).to_string()).unwrap();
+    let (code, out, _) = run(args(&["cron", "import", file.to_str().unwrap()]))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "one job could not be imported: {out}");
+    assert!(
+        out.contains("imported 2 job(s)") && out.contains("not imported: broken"),
+        "{out}"
+    );
+    let (_, v) = api(&app, reqwest::Method::GET, "/api/jobs", None).await;
+    let names: Vec<&str> = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["daily", "interval", "morning"]);
+    let interval = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "interval")
+        .unwrap();
+    assert_eq!(interval["schedule"], "every 30m");
+    assert_eq!(interval["repeat"]["times"], 5);
+
+    let (code, _, _) = run(args(&["cron", "rm", &id])).await.unwrap();
+    assert_eq!(code, 0);
+    let (code, _, err) = run(args(&["cron", "show", &id])).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+}

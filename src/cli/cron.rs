@@ -1,0 +1,412 @@
+//! `hermes-gateway cron ...`: a client of the running gateway's job API (API server,
+//! `API_SERVER_KEY` when set), so every change reaches the ticker at once. `import` reads a
+//! Hermes `cron/jobs.json` and creates each job, reporting each one it could not.
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+
+#[derive(Debug, Subcommand)]
+pub enum CronCommand {
+    /// Create a job.
+    Add {
+        /// When: a cron expression, `every 30m`, `in 2h`, an ISO time, `weekdays at 9am`, ...
+        #[arg(long, short)]
+        schedule: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Run this many times, then complete (default: forever).
+        #[arg(long)]
+        repeat: Option<u32>,
+        /// `local` (default) or a webhook URL.
+        #[arg(long)]
+        deliver: Option<String>,
+        /// What the agent is asked each time.
+        #[arg(required = true, num_args = 1..)]
+        prompt: Vec<String>,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// List jobs.
+    List(Out),
+    /// Show one job.
+    Show {
+        id: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Delete a job and its run history.
+    Rm {
+        id: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Stop scheduling a job.
+    Pause {
+        id: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Schedule a paused job again.
+    Resume {
+        id: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Run a job now, outside its schedule.
+    Run {
+        id: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// A job's runs, newest first.
+    Runs {
+        id: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Create the jobs of a Hermes `cron/jobs.json`.
+    Import {
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        out: Out,
+    },
+}
+
+/// Where the API server is and how to print.
+#[derive(Debug, clap::Args, Clone)]
+pub struct Out {
+    /// API server base URL (default: from the config).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Print JSON for machines.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    key: Option<String>,
+}
+
+impl Api {
+    fn new(config: &Config, url: Option<&str>) -> Self {
+        use secrecy::ExposeSecret;
+        let a = &config.api_server;
+        let host = if a.host == "0.0.0.0" || a.host == "::" {
+            "127.0.0.1".to_owned()
+        } else {
+            a.host.clone()
+        };
+        let base = url
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| {
+                if host.contains(':') {
+                    format!("http://[{host}]:{}", a.port)
+                } else {
+                    format!("http://{host}:{}", a.port)
+                }
+            });
+        Self {
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+            key: config
+                .secrets
+                .api_server_key
+                .as_ref()
+                .map(|k| k.expose_secret().to_owned()),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, String> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            format!(
+                "cannot reach the gateway's API server at {}: {}",
+                self.base,
+                e.without_url()
+            )
+        })?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(v);
+        }
+        let message = v["error"]["message"]
+            .as_str()
+            .or(v["error"].as_str())
+            .unwrap_or("no detail");
+        Err(format!(
+            "{} {}: {message}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        ))
+    }
+}
+
+pub async fn command(config: &Config, cmd: CronCommand) -> i32 {
+    use reqwest::Method;
+    let (out, result) = match cmd {
+        CronCommand::Add {
+            schedule,
+            name,
+            repeat,
+            deliver,
+            prompt,
+            out,
+        } => {
+            let mut body = json!({"prompt": prompt.join(" "), "schedule": schedule});
+            for (k, v) in [
+                ("name", name.map(Value::from)),
+                ("repeat", repeat.map(Value::from)),
+                ("deliver", deliver.map(Value::from)),
+            ] {
+                if let Some(v) = v {
+                    body[k] = v;
+                }
+            }
+            let api = Api::new(config, out.url.as_deref());
+            (out, api.call(Method::POST, "/api/jobs", Some(&body)).await)
+        }
+        CronCommand::List(out) => {
+            let api = Api::new(config, out.url.as_deref());
+            (out, api.call(Method::GET, "/api/jobs", None).await)
+        }
+        CronCommand::Show { id, out } => {
+            let api = Api::new(config, out.url.as_deref());
+            (
+                out,
+                api.call(Method::GET, &format!("/api/jobs/{id}"), None)
+                    .await,
+            )
+        }
+        CronCommand::Rm { id, out } => {
+            let api = Api::new(config, out.url.as_deref());
+            (
+                out,
+                api.call(Method::DELETE, &format!("/api/jobs/{id}"), None)
+                    .await,
+            )
+        }
+        CronCommand::Pause { id, out } => {
+            let api = Api::new(config, out.url.as_deref());
+            (
+                out,
+                api.call(Method::POST, &format!("/api/jobs/{id}/pause"), None)
+                    .await,
+            )
+        }
+        CronCommand::Resume { id, out } => {
+            let api = Api::new(config, out.url.as_deref());
+            (
+                out,
+                api.call(Method::POST, &format!("/api/jobs/{id}/resume"), None)
+                    .await,
+            )
+        }
+        CronCommand::Run { id, out } => {
+            let api = Api::new(config, out.url.as_deref());
+            (
+                out,
+                api.call(Method::POST, &format!("/api/jobs/{id}/run"), None)
+                    .await,
+            )
+        }
+        CronCommand::Runs { id, limit, out } => {
+            let api = Api::new(config, out.url.as_deref());
+            (
+                out,
+                api.call(
+                    Method::GET,
+                    &format!("/api/jobs/{id}/runs?limit={limit}"),
+                    None,
+                )
+                .await,
+            )
+        }
+        CronCommand::Import { file, out } => {
+            let api = Api::new(config, out.url.as_deref());
+            let result = import(&api, &file).await;
+            (out, result)
+        }
+    };
+    match result {
+        Ok(v) if out.json => {
+            println!("{v}");
+            if v["failed"].as_array().is_some_and(|f| !f.is_empty()) {
+                super::EXIT_FAILURE
+            } else {
+                0
+            }
+        }
+        Ok(v) => {
+            print_human(&v);
+            if v["failed"].as_array().is_some_and(|f| !f.is_empty()) {
+                super::EXIT_FAILURE
+            } else {
+                0
+            }
+        }
+        Err(e) => {
+            eprintln!("hermes-gateway: {e}");
+            super::EXIT_FAILURE
+        }
+    }
+}
+
+fn print_human(v: &Value) {
+    let job_line = |j: &Value| {
+        format!(
+            "{}  {:<9}  next {:<27}  {:<20}  {}",
+            j["id"].as_str().unwrap_or("?"),
+            j["state"].as_str().unwrap_or("?"),
+            j["next_run_at"].as_str().unwrap_or("-"),
+            j["schedule"].as_str().unwrap_or("?"),
+            j["name"].as_str().unwrap_or(""),
+        )
+    };
+    if let Some(jobs) = v["jobs"].as_array() {
+        if jobs.is_empty() {
+            println!("no jobs");
+        }
+        for j in jobs {
+            println!("{}", job_line(j));
+        }
+    } else if let Some(runs) = v["runs"].as_array() {
+        if runs.is_empty() {
+            println!("no runs");
+        }
+        for r in runs {
+            println!(
+                "{}  {:<11}  slot {}  started {}  {}",
+                r["id"].as_str().unwrap_or("?"),
+                r["status"].as_str().unwrap_or("?"),
+                r["scheduled_for"].as_str().unwrap_or("?"),
+                r["started_at"].as_str().unwrap_or("?"),
+                r["error"]
+                    .as_str()
+                    .or(r["output"].as_str())
+                    .unwrap_or("")
+                    .chars()
+                    .take(60)
+                    .collect::<String>(),
+            );
+        }
+    } else if v["job"].is_object() {
+        println!("{}", job_line(&v["job"]));
+    } else if v["run"].is_object() {
+        println!(
+            "started run {} of job {}",
+            v["run"]["id"].as_str().unwrap_or("?"),
+            v["run"]["job_id"].as_str().unwrap_or("?")
+        );
+    } else if let Some(created) = v["created"].as_array() {
+        println!("imported {} job(s)", created.len());
+        for f in v["failed"].as_array().into_iter().flatten() {
+            println!(
+                "not imported: {}: {}",
+                f["name"].as_str().unwrap_or("?"),
+                f["error"].as_str().unwrap_or("?")
+            );
+        }
+    } else if v["deleted"].is_string() {
+        println!("deleted {}", v["deleted"].as_str().unwrap_or(""));
+    } else {
+        println!("{v}");
+    }
+}
+
+/// One Hermes job as a create request: `schedule` may be a string or Hermes's object form.
+pub fn hermes_job_to_spec(j: &Value) -> Result<Value, String> {
+    let schedule = match &j["schedule"] {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => {
+            if let Some(expr) = o.get("expr").and_then(Value::as_str) {
+                expr.to_owned()
+            } else if let Some(at) = o.get("run_at").and_then(Value::as_str) {
+                at.to_owned()
+            } else if let Some(m) = o.get("minutes").and_then(Value::as_u64) {
+                format!("every {m}m")
+            } else if let Some(d) = o.get("display").and_then(Value::as_str) {
+                d.to_owned()
+            } else {
+                return Err("schedule: no expr, run_at, minutes or display".into());
+            }
+        }
+        _ => return Err("schedule: missing".into()),
+    };
+    let mut spec = json!({
+        "prompt": j["prompt"].as_str().ok_or("prompt: missing")?,
+        "schedule": schedule,
+    });
+    if let Some(n) = j["name"].as_str() {
+        spec["name"] = json!(n);
+    }
+    if let Some(t) = j["repeat"]["times"].as_u64().or(j["repeat"].as_u64()) {
+        spec["repeat"] = json!(t);
+    }
+    if let Some(d) = j["deliver"]
+        .as_str()
+        .filter(|d| *d == "local" || d.starts_with("http"))
+    {
+        spec["deliver"] = json!(d);
+    }
+    if let Some(e) = j["enabled"].as_bool() {
+        spec["enabled"] = json!(e);
+    }
+    Ok(spec)
+}
+
+async fn import(api: &Api, file: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let doc: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", file.display()))?;
+    let jobs = doc["jobs"].as_array().or(doc.as_array()).ok_or_else(|| {
+        format!(
+            "{}: expected {{\"jobs\": [...]}} or a list of jobs",
+            file.display()
+        )
+    })?;
+    let (mut created, mut failed) = (Vec::new(), Vec::new());
+    for (i, j) in jobs.iter().enumerate() {
+        let name = j["name"]
+            .as_str()
+            .or(j["id"].as_str())
+            .map_or_else(|| format!("jobs[{i}]"), str::to_owned);
+        let outcome = match hermes_job_to_spec(j) {
+            Ok(spec) => {
+                api.call(reqwest::Method::POST, "/api/jobs", Some(&spec))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(v) => created.push(v["job"].clone()),
+            Err(e) => failed.push(json!({"name": name, "error": e})),
+        }
+    }
+    Ok(json!({"created": created, "failed": failed}))
+}
