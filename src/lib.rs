@@ -5,6 +5,7 @@
 //! - [`lifecycle`]: the turn gate, drain state machine, marker contract and status record.
 //! - [`auth`]: the bearer-token seam, the drain-secret provider, dashboard session modes.
 //! - [`agent`]: backends that execute turns.
+//! - [`chronos`]: verification of externally fired cron tokens (SPEC §8).
 //! - [`cron`]: jobs, schedules, the ticker and run execution.
 //! - [`store`]: the database (SQLite or PostgreSQL); the only module that speaks SQL.
 //! - [`http`]: routers, DTOs and error mapping for the API server and the dashboard.
@@ -18,6 +19,7 @@ pub mod agent;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod chronos;
 pub mod cli;
 pub mod clock;
 pub mod config;

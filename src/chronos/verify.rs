@@ -1,0 +1,279 @@
+//! The fire-token verifier: signature, algorithm and claims of a Chronos fire JWT.
+//!
+//! Owns the policy of SPEC §8 (asymmetric algorithms only, `exp`/`aud` required, 30 s
+//! leeway, `iss` when configured, `purpose = cron_fire`). The algorithm is decided by the
+//! configured key's type; the header only picks among what that key allows. Header
+//! `jku`, `x5u`, `jwk` and `x5c` are never fetched or trusted. It must not do I/O of its
+//! own beyond what a key source does, and never logs or returns the token.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use jiff::Timestamp;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::clock::SharedClock;
+
+/// Leeway applied to `exp` and `nbf`, in seconds (SPEC §8).
+pub const LEEWAY_SECONDS: i64 = 30;
+
+/// The required value of the `purpose` claim.
+pub const FIRE_PURPOSE: &str = "cron_fire";
+
+/// Why a fire token was not accepted. `BadToken` maps to 401, `NoKey` to 503 + Retry-After:
+/// a key outage must never look like a bad credential.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FireAuthError {
+    /// The token is malformed, unsigned, signed by an unknown key or fails a claim check.
+    /// The reason is for the audit log and never holds token material.
+    #[error("invalid fire token: {0}")]
+    BadToken(&'static str),
+    /// No key could be obtained to check the token (e.g. JWKS unreachable, `kid` not
+    /// cached, or no key configured at all).
+    #[error("no fire-token key obtainable: {0}")]
+    NoKey(&'static str),
+}
+
+/// The claims of an accepted fire token the handler needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FireClaims {
+    /// Token id, for replay refusal (kept until `exp` + leeway).
+    pub jti: Option<String>,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+}
+
+/// The checks every verifier applies to claims, whatever the key source.
+#[derive(Debug, Clone)]
+pub struct FirePolicy {
+    /// `aud` must equal (or, as an array, contain) this. Empty = every token refused.
+    pub expected_audience: String,
+    /// When non-empty, `iss` is required and must equal this.
+    pub issuer: String,
+}
+
+/// A fire-token verifier. A trait so that a per-job key mode (or a JWKS source) can
+/// replace the pinned-key one without touching the handler.
+pub trait FireVerifier: Send + Sync + std::fmt::Debug {
+    /// Verifies `token` (the bearer value, without the scheme).
+    fn verify<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<FireClaims, FireAuthError>> + Send + 'a>>;
+}
+
+/// The kind of a configured public key; it alone decides the acceptable algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// RSA: RS256, RS384, RS512.
+    Rsa,
+    /// EC: ES256, ES384.
+    Ec,
+}
+
+impl KeyKind {
+    fn allows(self, alg: Algorithm) -> bool {
+        match self {
+            Self::Rsa => matches!(alg, Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512),
+            Self::Ec => matches!(alg, Algorithm::ES256 | Algorithm::ES384),
+        }
+    }
+}
+
+/// A parsed public key with its kind.
+#[derive(Clone)]
+pub struct PublicKey {
+    kind: KeyKind,
+    key: DecodingKey,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicKey")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A PEM text that is not an RSA or EC public key.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: not an RSA or EC public key in PEM form")]
+pub struct KeyParseError {
+    /// Where the key came from, e.g. `cron.chronos.nas_public_keys[1]`.
+    pub what: String,
+}
+
+impl PublicKey {
+    /// Parses a PEM public key (SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`).
+    pub fn from_pem(pem: &str, what: &str) -> Result<Self, KeyParseError> {
+        let err = || KeyParseError {
+            what: what.to_string(),
+        };
+        if !pem.contains("PUBLIC KEY-----") {
+            // Private keys, certificates and secrets are refused: only public keys pin.
+            return Err(err());
+        }
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
+            return Ok(Self {
+                kind: KeyKind::Rsa,
+                key,
+            });
+        }
+        if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
+            return Ok(Self {
+                kind: KeyKind::Ec,
+                key,
+            });
+        }
+        Err(err())
+    }
+
+    /// The key's kind.
+    pub fn kind(&self) -> KeyKind {
+        self.kind
+    }
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    exp: Option<serde_json::Value>,
+    nbf: Option<serde_json::Value>,
+    aud: Option<serde_json::Value>,
+    iss: Option<serde_json::Value>,
+    purpose: Option<serde_json::Value>,
+    jti: Option<serde_json::Value>,
+}
+
+fn numeric(v: &serde_json::Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+}
+
+/// Checks the claims of an already signature-verified token against `policy` at `now`.
+fn check_claims(
+    raw: RawClaims,
+    policy: &FirePolicy,
+    now: Timestamp,
+) -> Result<FireClaims, FireAuthError> {
+    use FireAuthError::BadToken;
+    let now = now.as_second();
+    let exp = raw.exp.as_ref().ok_or(BadToken("missing exp"))?;
+    let exp = numeric(exp).ok_or(BadToken("exp is not a number"))?;
+    if now > exp.saturating_add(LEEWAY_SECONDS) {
+        return Err(BadToken("expired"));
+    }
+    if let Some(nbf) = &raw.nbf {
+        let nbf = numeric(nbf).ok_or(BadToken("nbf is not a number"))?;
+        if now < nbf.saturating_sub(LEEWAY_SECONDS) {
+            return Err(BadToken("not yet valid"));
+        }
+    }
+    let aud = raw.aud.as_ref().ok_or(BadToken("missing aud"))?;
+    let want = policy.expected_audience.as_str();
+    let aud_ok = !want.is_empty()
+        && match aud {
+            serde_json::Value::String(s) => s == want,
+            serde_json::Value::Array(items) => items.iter().any(|i| i.as_str() == Some(want)),
+            _ => false,
+        };
+    if !aud_ok {
+        return Err(BadToken("wrong aud"));
+    }
+    if !policy.issuer.is_empty() {
+        match raw.iss.as_ref().and_then(|v| v.as_str()) {
+            None => return Err(BadToken("missing iss")),
+            Some(iss) if iss != policy.issuer => return Err(BadToken("wrong iss")),
+            Some(_) => {}
+        }
+    }
+    match raw.purpose.as_ref().and_then(|v| v.as_str()) {
+        None => return Err(BadToken("missing purpose")),
+        Some(p) if p != FIRE_PURPOSE => return Err(BadToken("wrong purpose")),
+        Some(_) => {}
+    }
+    let jti = match raw.jti {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(_) => return Err(BadToken("jti is not a string")),
+    };
+    Ok(FireClaims { jti, exp })
+}
+
+/// Verifies `token` against `keys` (the candidates for its `kid`, or all pinned keys).
+/// Signature first; claims are only looked at once a configured key signed them.
+pub fn verify_with_keys(
+    token: &str,
+    keys: &[PublicKey],
+    policy: &FirePolicy,
+    now: Timestamp,
+) -> Result<FireClaims, FireAuthError> {
+    use FireAuthError::BadToken;
+    if keys.is_empty() {
+        return Err(FireAuthError::NoKey("no fire-token key configured"));
+    }
+    // decode_header refuses `none` and unknown algorithms (any case) as a parse error.
+    let header = jsonwebtoken::decode_header(token).map_err(|_| BadToken("malformed header"))?;
+    let alg = header.alg;
+    let mut any_allowed = false;
+    for key in keys.iter().filter(|k| k.kind.allows(alg)) {
+        any_allowed = true;
+        // Time checks are done by `check_claims` against the injected clock, so the
+        // library's own wall-clock checks are turned off here.
+        let mut v = Validation::new(alg);
+        v.required_spec_claims.clear();
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.validate_aud = false;
+        if let Ok(data) = jsonwebtoken::decode::<RawClaims>(token, &key.key, &v) {
+            return check_claims(data.claims, policy, now);
+        }
+    }
+    if any_allowed {
+        Err(BadToken("signature not by a configured key"))
+    } else {
+        Err(BadToken("algorithm not allowed for the configured keys"))
+    }
+}
+
+/// Verifies against pinned PEM public keys (`cron.chronos.nas_public_keys`: current and
+/// next). Any `kid` in the header is ignored; every pinned key of the right kind is tried.
+#[derive(Debug)]
+pub struct PinnedKeyVerifier {
+    keys: Vec<PublicKey>,
+    policy: FirePolicy,
+    clock: SharedClock,
+}
+
+impl PinnedKeyVerifier {
+    /// Parses every PEM; any unparseable one is an error naming its position.
+    pub fn new(
+        pems: &[String],
+        policy: FirePolicy,
+        clock: SharedClock,
+    ) -> Result<Self, KeyParseError> {
+        let keys = pems
+            .iter()
+            .enumerate()
+            .map(|(i, pem)| PublicKey::from_pem(pem, &format!("cron.chronos.nas_public_keys[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            keys,
+            policy,
+            clock,
+        })
+    }
+}
+
+impl FireVerifier for PinnedKeyVerifier {
+    fn verify<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<FireClaims, FireAuthError>> + Send + 'a>> {
+        let result = verify_with_keys(token, &self.keys, &self.policy, self.clock.now());
+        Box::pin(std::future::ready(result))
+    }
+}
+
+#[cfg(test)]
+mod tests;
