@@ -115,6 +115,37 @@ impl Store {
         Ok(())
     }
 
+    /// Inserts many jobs in one transaction (imports, benchmarks).
+    pub async fn insert_jobs(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        const INSERT: &str = "INSERT INTO jobs (id, name, prompt, schedule, enabled, state, next_run_at, last_run_at, last_status, last_error, repeat_times, repeat_completed, deliver, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for job in jobs {
+                sqlx::query(sql(self, INSERT))
+                    .bind(&job.id)
+                    .bind(&job.name)
+                    .bind(&job.prompt)
+                    .bind(&job.schedule)
+                    .bind(i64::from(job.enabled))
+                    .bind(job.state.as_str())
+                    .bind(job.next_run_at.map(|t| t.as_second()))
+                    .bind(job.last_run_at.map(|t| t.as_second()))
+                    .bind(&job.last_status)
+                    .bind(&job.last_error)
+                    .bind(job.repeat.times.map(i64::from))
+                    .bind(i64::from(job.repeat.completed))
+                    .bind(&job.deliver)
+                    .bind(job.created_at.as_second())
+                    .bind(job.updated_at.as_second())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     /// Replaces a job's definition and schedule state; `NotFound` if it is gone.
     pub async fn update_job(&self, job: &Job) -> Result<(), StoreError> {
         let q = sql(
