@@ -668,3 +668,51 @@ async fn cron_cli_adds_lists_runs_and_imports_hermes_jobs() {
     assert_eq!(code, 1);
     assert!(err.contains("404"), "{err}");
 }
+
+#[tokio::test]
+async fn overlap_is_skipped_and_a_job_far_behind_fires_once_then_fast_forwards() {
+    use reqwest::Method;
+    // Overlap: each run takes 2.5 s, the job is due every second.
+    let app = TestApp::spawn("agent: {echo: {delay_ms: 2500}}", &[]).await;
+    let (_, v) = api(
+        &app,
+        Method::POST,
+        "/api/jobs",
+        Some(json!({"prompt": "slow", "schedule": "every 1s"})),
+    )
+    .await;
+    let id = v["job"]["id"].as_str().unwrap().to_owned();
+    let runs = wait_runs(&app, &id, |r| {
+        r.iter().any(|r| r["status"] == "skipped") && r.iter().any(|r| r["status"] == "completed")
+    })
+    .await;
+    let running = runs.iter().filter(|r| r["status"] == "running").count();
+    assert!(running <= 1, "never two runs of one job at once: {runs:?}");
+    api(&app, Method::DELETE, &format!("/api/jobs/{id}"), None).await;
+
+    // Far behind: 60 missed minutes fire once, and the next slot is in the future.
+    let app = TestApp::spawn("cron: {tick_interval_seconds: 1}", &[]).await;
+    let now = Timestamp::now();
+    let mut behind = job("0123456789ab", None);
+    behind.next_run_at = Some(Timestamp::from_second(now.as_second() - 3600).unwrap());
+    behind.created_at = Timestamp::from_second(now.as_second() - 7200).unwrap();
+    app.state.store.insert_job(&behind).await.unwrap();
+    let runs = wait_runs(&app, "0123456789ab", |r| {
+        r.first().is_some_and(|r| r["status"] == "completed")
+    })
+    .await;
+    assert_eq!(
+        runs.len(),
+        1,
+        "fired once for all the missed slots: {runs:?}"
+    );
+    let j = app.state.store.get_job("0123456789ab").await.unwrap();
+    assert!(
+        j.next_run_at.unwrap() > now,
+        "fast-forwarded past now: {:?}",
+        j.next_run_at
+    );
+    assert!(j.next_run_at.unwrap().as_second() <= now.as_second() + 61);
+    let again = app.state.cron.tick().await.unwrap();
+    assert_eq!(again.claimed, 0, "nothing else is due");
+}
