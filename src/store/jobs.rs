@@ -87,32 +87,7 @@ macro_rules! run_from_row {
 
 impl Store {
     pub async fn insert_job(&self, job: &Job) -> Result<(), StoreError> {
-        let q = sql(
-            self,
-            "INSERT INTO jobs (id, name, prompt, schedule, enabled, state, next_run_at, last_run_at, last_status, last_error, repeat_times, repeat_completed, deliver, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        );
-        on_pool!(self, pool => {
-            sqlx::query(q)
-                .bind(&job.id)
-                .bind(&job.name)
-                .bind(&job.prompt)
-                .bind(&job.schedule)
-                .bind(i64::from(job.enabled))
-                .bind(job.state.as_str())
-                .bind(job.next_run_at.map(|t| t.as_second()))
-                .bind(job.last_run_at.map(|t| t.as_second()))
-                .bind(&job.last_status)
-                .bind(&job.last_error)
-                .bind(job.repeat.times.map(i64::from))
-                .bind(i64::from(job.repeat.completed))
-                .bind(&job.deliver)
-                .bind(job.created_at.as_second())
-                .bind(job.updated_at.as_second())
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
+        self.insert_jobs(std::slice::from_ref(job)).await
     }
 
     /// Inserts many jobs in one transaction (imports, benchmarks).

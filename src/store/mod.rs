@@ -132,57 +132,35 @@ impl Store {
     async fn migrate(&self) -> Result<(), StoreError> {
         const TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
         let now = jiff::Timestamp::now().as_second();
-        match self {
-            Self::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::raw_sql(TABLE).execute(&mut *tx).await?;
-                for (version, sql) in SQLITE_MIGRATIONS {
-                    let done: Option<i64> = sqlx::query_scalar(
-                        "SELECT version FROM schema_migrations WHERE version = ?1",
-                    )
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if done.is_none() {
-                        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-                        sqlx::query(
-                            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-                        )
-                        .bind(version)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                tx.commit().await?;
-            }
-            Self::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
+        let migrations = match self {
+            Self::Sqlite(_) => SQLITE_MIGRATIONS,
+            Self::Postgres(_) => POSTGRES_MIGRATIONS,
+        };
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if let Self::Postgres(_) = self {
                 sqlx::query("SELECT pg_advisory_xact_lock(727274)")
                     .execute(&mut *tx)
                     .await?;
-                sqlx::raw_sql(TABLE).execute(&mut *tx).await?;
-                for (version, sql) in POSTGRES_MIGRATIONS {
-                    let done: Option<i64> = sqlx::query_scalar(
-                        "SELECT version FROM schema_migrations WHERE version = $1",
-                    )
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if done.is_none() {
-                        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-                        sqlx::query(
-                            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
-                        )
+            }
+            sqlx::raw_sql(TABLE).execute(&mut *tx).await?;
+            for (version, text) in migrations {
+                let done: Option<i64> =
+                    sqlx::query_scalar(sql(self, "SELECT version FROM schema_migrations WHERE version = $1"))
+                        .bind(version)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if done.is_none() {
+                    sqlx::raw_sql(*text).execute(&mut *tx).await?;
+                    sqlx::query(sql(self, "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)"))
                         .bind(version)
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
-                    }
                 }
-                tx.commit().await?;
             }
-        }
+            tx.commit().await?;
+        });
         Ok(())
     }
 }
