@@ -29,6 +29,20 @@ pub enum ClaimOutcome {
     Lost,
 }
 
+/// The job columns, in the order `job_from_row!` reads them.
+macro_rules! select_jobs {
+    () => {
+        "SELECT id, name, prompt, schedule, enabled, state, next_run_at, last_run_at, last_status, last_error, repeat_times, repeat_completed, deliver, created_at, updated_at FROM jobs"
+    };
+}
+
+/// The run columns `run_from_row!` reads.
+macro_rules! select_runs {
+    () => {
+        "SELECT id, job_id, scheduled_for, started_at, finished_at, status, output, error FROM runs"
+    };
+}
+
 fn ts(secs: i64) -> Result<Timestamp, StoreError> {
     Timestamp::from_second(secs).map_err(|e| StoreError::Corrupt(format!("timestamp {secs}: {e}")))
 }
@@ -153,10 +167,7 @@ impl Store {
     }
 
     pub async fn get_job(&self, id: &str) -> Result<Job, StoreError> {
-        let q = sql(
-            self,
-            "SELECT id, name, prompt, schedule, enabled, state, next_run_at, last_run_at, last_status, last_error, repeat_times, repeat_completed, deliver, created_at, updated_at FROM jobs WHERE id = $1",
-        );
+        let q = sql(self, concat!(select_jobs!(), " WHERE id = $1"));
         on_pool!(self, pool => {
             let row = sqlx::query(q).bind(id).fetch_optional(pool).await?.ok_or(StoreError::NotFound)?;
             Ok(job_from_row!(&row))
@@ -165,10 +176,7 @@ impl Store {
 
     /// All jobs, oldest first.
     pub async fn list_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        let q = sql(
-            self,
-            "SELECT id, name, prompt, schedule, enabled, state, next_run_at, last_run_at, last_status, last_error, repeat_times, repeat_completed, deliver, created_at, updated_at FROM jobs ORDER BY created_at, id",
-        );
+        let q = sql(self, concat!(select_jobs!(), " ORDER BY created_at, id"));
         on_pool!(self, pool => {
             let rows = sqlx::query(q).fetch_all(pool).await?;
             rows.iter().map(|row| Ok(job_from_row!(row))).collect()
@@ -192,8 +200,10 @@ impl Store {
     pub async fn due_jobs(&self, now: Timestamp, limit: i64) -> Result<Vec<Job>, StoreError> {
         let q = sql(
             self,
-            "SELECT id, name, prompt, schedule, enabled, state, next_run_at, last_run_at, last_status, last_error, repeat_times, repeat_completed, deliver, created_at, updated_at FROM jobs \
-             WHERE enabled = 1 AND state = 'scheduled' AND next_run_at <= $1 ORDER BY next_run_at LIMIT $2",
+            concat!(
+                select_jobs!(),
+                " WHERE enabled = 1 AND state = 'scheduled' AND next_run_at <= $1 ORDER BY next_run_at LIMIT $2"
+            ),
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(q).bind(now.as_second()).bind(limit).fetch_all(pool).await?;
@@ -299,8 +309,10 @@ impl Store {
     ) -> Result<Option<Run>, StoreError> {
         let q = sql(
             self,
-            "SELECT id, job_id, scheduled_for, started_at, finished_at, status, output, error FROM runs \
-             WHERE job_id = $1 AND status = 'running' AND lease_until > $2 LIMIT 1",
+            concat!(
+                select_runs!(),
+                " WHERE job_id = $1 AND status = 'running' AND lease_until > $2 LIMIT 1"
+            ),
         );
         on_pool!(self, pool => {
             let row = sqlx::query(q).bind(job_id).bind(now.as_second()).fetch_optional(pool).await?;
@@ -424,8 +436,10 @@ impl Store {
     pub async fn list_runs(&self, job_id: &str, limit: i64) -> Result<Vec<Run>, StoreError> {
         let q = sql(
             self,
-            "SELECT id, job_id, scheduled_for, started_at, finished_at, status, output, error FROM runs \
-             WHERE job_id = $1 ORDER BY started_at DESC, scheduled_for DESC LIMIT $2",
+            concat!(
+                select_runs!(),
+                " WHERE job_id = $1 ORDER BY started_at DESC, scheduled_for DESC LIMIT $2"
+            ),
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(q).bind(job_id).bind(limit).fetch_all(pool).await?;
@@ -434,10 +448,7 @@ impl Store {
     }
 
     pub async fn get_run(&self, run_id: &str) -> Result<Run, StoreError> {
-        let q = sql(
-            self,
-            "SELECT id, job_id, scheduled_for, started_at, finished_at, status, output, error FROM runs WHERE id = $1",
-        );
+        let q = sql(self, concat!(select_runs!(), " WHERE id = $1"));
         on_pool!(self, pool => {
             let row = sqlx::query(q).bind(run_id).fetch_optional(pool).await?.ok_or(StoreError::NotFound)?;
             Ok(run_from_row!(&row))
