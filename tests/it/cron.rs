@@ -520,13 +520,40 @@ async fn two_processes_on_one_postgres_run_each_slot_once_and_survive_a_sigkill(
         ids.push(v["job"]["id"].as_str().unwrap().to_owned());
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
-    // SIGKILL one process mid-run (wait until it has a run in flight): its runs are recorded interrupted when the lease ends.
+    // SIGKILL one process mid-run: start a run on it explicitly (so it surely has one in
+    // flight, whoever wins the scheduled slots), wait until it is running, then kill it.
+    // The run is recorded interrupted when its lease ends, and the slots go on.
+    let manual: Value = http
+        .post(format!("{}/api/jobs", a.api))
+        .json(&json!({"prompt": "manual", "schedule": "every 1d"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let manual_id = manual["job"]["id"].as_str().unwrap().to_owned();
+    let started: Value = http
+        .post(format!("{}/api/jobs/{manual_id}/run", a.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let killed_run = started["run"]["id"].as_str().unwrap().to_owned();
+    let mut in_flight = false;
     for _ in 0..500 {
         if get(&http, format!("{}/api/status", a.dash)).await["active_agents"].as_u64() > Some(0) {
+            in_flight = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert!(
+        in_flight,
+        "the manual run never started on the process to kill"
+    );
     a.child.kill().unwrap();
     let _ = a.child.wait();
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -551,20 +578,18 @@ async fn two_processes_on_one_postgres_run_each_slot_once_and_survive_a_sigkill(
         );
         assert!(statuses.contains(&"completed"));
     }
-    // Across all jobs, the killed process's in-flight runs ended interrupted, not lost.
-    let mut interrupted = 0;
-    for id in &ids {
-        let v = get(&http, format!("{}/api/jobs/{id}/runs?limit=100", b.api)).await;
-        interrupted += v["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["status"] == "interrupted")
-            .count();
-    }
-    assert!(
-        interrupted >= 1,
-        "the killed process had runs in flight; they must be recorded interrupted"
+    // The run in flight on the killed process ended interrupted (lease expiry), not lost.
+    let v = get(&http, format!("{}/api/jobs/{manual_id}/runs", b.api)).await;
+    let killed = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == killed_run.as_str())
+        .cloned();
+    assert_eq!(
+        killed.map(|r| r["status"].clone()),
+        Some(json!("interrupted")),
+        "{v}"
     );
     assert!(b.stderr().is_empty() || !b.stderr().contains("panicked"));
 }
