@@ -41,6 +41,8 @@ pub struct AppState {
     pub store: crate::store::Store,
     /// Cron jobs, the ticker and runs.
     pub cron: Arc<crate::cron::CronService>,
+    /// Checks the tokens of `POST /api/cron/fire` (pinned keys or a JWKS, per config).
+    pub fire_verifier: Arc<dyn crate::chronos::FireVerifier>,
     /// Remembered `Idempotency-Key`s of non-streaming chat requests.
     pub idempotency: Arc<crate::http::Idempotency>,
     /// Fired when the shutdown deadline passes: running turns stop and count as interrupted.
@@ -122,6 +124,8 @@ pub enum StartupError {
     Backend(#[from] BackendError),
     #[error("cannot open the store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    FireKeys(#[from] crate::chronos::KeyParseError),
 }
 
 /// The bound sockets; `None` where a listener is disabled.
@@ -182,10 +186,16 @@ impl AppState {
             turns_cancel.clone(),
         ));
         cron.set_lease(std::time::Duration::from_secs(config.cron.lease_seconds));
+        let fire_verifier = crate::chronos::verifier_from_config(
+            &config.cron.chronos,
+            clock.clone(),
+            metrics.clone(),
+        )?;
 
         Ok(Self {
             store,
             cron,
+            fire_verifier,
             config: Arc::new(config),
             clock,
             gate,
@@ -308,10 +318,7 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
     ));
 
     state.gate.mark_serving();
-    let ticker = tokio::spawn(state.cron.clone().run_ticker(
-        Duration::from_secs(state.config.cron.tick_interval_seconds),
-        background.clone(),
-    ));
+    let ticker = tokio::spawn(cron_provider(state.clone(), background.clone()));
     tracing::info!(
         state = state.gate.snapshot().state.as_str(),
         "gateway ready"
@@ -341,6 +348,36 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
     }
     tracing::info!(exit_code = exit.code(), "gateway stopped");
     exit
+}
+
+/// Runs the configured cron provider: the chronos reconciler when it is usable, the
+/// built-in ticker otherwise (with a warning in status when chronos was asked for).
+async fn cron_provider(state: AppState, stop: CancellationToken) {
+    let cron = &state.config.cron;
+    let token = state.config.secrets.nous_access_token.clone();
+    match (
+        crate::chronos::reconcile::usable(cron.provider, &cron.chronos, &state.config.secrets),
+        token,
+    ) {
+        (Ok(true), Some(token)) => {
+            let reconciler = crate::chronos::Reconciler::new(
+                &cron.chronos,
+                token,
+                state.cron.clone(),
+                state.info.clone(),
+                state.metrics.clone(),
+            );
+            reconciler.run(stop).await;
+        }
+        (usable, _) => {
+            if let Err(why) = usable {
+                tracing::warn!("{why}");
+                state.info.update_cron(|s| s.warning = Some(why));
+            }
+            let interval = Duration::from_secs(cron.tick_interval_seconds);
+            state.cron.clone().run_ticker(interval, stop).await;
+        }
+    }
 }
 
 /// Refuses new turns, waits for in-flight ones up to the timeout, then cancels the rest.

@@ -61,6 +61,9 @@ pub struct Metrics {
     state: Family<StateLabels, Gauge>,
     auth: Family<AuthLabels, Counter>,
     drain_events: Family<EventLabels, Counter>,
+    jwks_fetches: Family<OutcomeLabels, Counter>,
+    cron_fires: Family<OutcomeLabels, Counter>,
+    account_calls: Family<OutcomeLabels, Counter>,
 }
 
 /// The live values scraped into gauges.
@@ -87,6 +90,9 @@ impl Default for Metrics {
         let state = Family::<StateLabels, Gauge>::default();
         let auth = Family::<AuthLabels, Counter>::default();
         let drain_events = Family::<EventLabels, Counter>::default();
+        let jwks_fetches = Family::<OutcomeLabels, Counter>::default();
+        let cron_fires = Family::<OutcomeLabels, Counter>::default();
+        let account_calls = Family::<OutcomeLabels, Counter>::default();
         registry.register("turns", "Agent turns by how they ended", turns.clone());
         registry.register(
             "turns_in_flight",
@@ -108,6 +114,21 @@ impl Default for Metrics {
             "Drain begin, cancel and marker expiry events",
             drain_events.clone(),
         );
+        registry.register(
+            "chronos_jwks_fetches",
+            "Fetches of the fire-token JWKS by result (ok, error)",
+            jwks_fetches.clone(),
+        );
+        registry.register(
+            "cron_fires",
+            "POST /api/cron/fire answers by outcome (started, duplicate, not_due, unknown_job, paused, unauthorized, unavailable, draining, bad_request)",
+            cron_fires.clone(),
+        );
+        registry.register(
+            "chronos_account_calls",
+            "Calls to the account service's agent-cron API by result (ok, error, rejected)",
+            account_calls.clone(),
+        );
         // Pre-create the common series so dashboards see zeros, not gaps.
         for outcome in ["completed", "failed", "interrupted", "refused"] {
             let _ = turns.get_or_create(&OutcomeLabels { outcome });
@@ -119,6 +140,9 @@ impl Default for Metrics {
             state,
             auth,
             drain_events,
+            jwks_fetches,
+            cron_fires,
+            account_calls,
         }
     }
 }
@@ -144,6 +168,27 @@ impl Metrics {
     pub fn drain_event(&self, event: &'static str) {
         self.drain_events
             .get_or_create(&EventLabels { event })
+            .inc();
+    }
+
+    /// Counts one JWKS fetch (`ok` or `error`).
+    pub fn jwks_fetch(&self, outcome: &'static str) {
+        self.jwks_fetches
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts one answer of `POST /api/cron/fire` by its outcome.
+    pub fn cron_fire(&self, outcome: &'static str) {
+        self.cron_fires
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts one call to the account service (`ok`, `error`, `rejected`).
+    pub fn account_call(&self, outcome: &'static str) {
+        self.account_calls
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

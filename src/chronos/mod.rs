@@ -1,8 +1,56 @@
 //! Chronos: externally fired cron (SPEC §8).
 //!
-//! Owns the verification of fire tokens (`verify`). It must not know HTTP, the store or
-//! the run path: handlers call `FireVerifier::verify` and map `FireAuthError` to 401/503.
+//! Owns the verification of fire tokens (`verify` with pinned keys, `jwks` with a cached
+//! JWKS) and the `chronos` provider (`client` for the account service's agent-cron API,
+//! `reconcile` keeping it in step with the jobs). It must not know the HTTP server, the
+//! store or the run path: the fire handler calls [`FireVerifier::verify`] and maps
+//! [`FireAuthError`] to 401/503, then hands the fire to `cron`.
 
+pub mod client;
+pub mod jwks;
+pub mod reconcile;
 pub mod verify;
 
-pub use verify::{FireAuthError, FireClaims, FirePolicy, FireVerifier, PinnedKeyVerifier};
+use std::sync::Arc;
+
+pub use client::{AccountClient, AccountError, Armed};
+pub use jwks::JwksVerifier;
+pub use reconcile::{ReconcileReport, Reconciler};
+pub use verify::{
+    FireAuthError, FireClaims, FirePolicy, FireVerifier, KeyParseError, PinnedKeyVerifier,
+};
+
+use crate::clock::SharedClock;
+use crate::config::ChronosConfig;
+use crate::metrics::Metrics;
+
+/// The fire-token verifier the configuration asks for: JWKS when `nas_jwks_url` is set,
+/// else the pinned `nas_public_keys`; with neither, a verifier that refuses every token.
+pub fn verifier_from_config(
+    chronos: &ChronosConfig,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<dyn FireVerifier>, KeyParseError> {
+    let policy = FirePolicy {
+        expected_audience: chronos.expected_audience.clone(),
+        issuer: chronos.portal_url.clone(),
+    };
+    if !chronos.nas_jwks_url.is_empty() {
+        if !chronos.nas_public_keys.is_empty() {
+            tracing::warn!(
+                "cron.chronos: both nas_jwks_url and nas_public_keys are set; the JWKS is used and the pinned keys are ignored"
+            );
+        }
+        return Ok(Arc::new(JwksVerifier::new(
+            &chronos.nas_jwks_url,
+            policy,
+            clock,
+            metrics,
+        )));
+    }
+    Ok(Arc::new(PinnedKeyVerifier::new(
+        &chronos.nas_public_keys,
+        policy,
+        clock,
+    )?))
+}

@@ -18,6 +18,9 @@ use crate::clock::SharedClock;
 /// Leeway applied to `exp` and `nbf`, in seconds (SPEC §8).
 pub const LEEWAY_SECONDS: i64 = 30;
 
+/// Longest `jti` kept for replay refusal.
+pub const MAX_JTI_BYTES: usize = 256;
+
 /// The required value of the `purpose` claim.
 pub const FIRE_PURPOSE: &str = "cron_fire";
 
@@ -29,8 +32,9 @@ pub enum FireAuthError {
     /// The reason is for the audit log and never holds token material.
     #[error("invalid fire token: {0}")]
     BadToken(&'static str),
-    /// No key could be obtained to check the token (e.g. JWKS unreachable, `kid` not
-    /// cached, or no key configured at all).
+    /// No key could be obtained to check the token (the JWKS is unreachable and the
+    /// token's `kid` is not cached). Having no key configured at all is a `BadToken`:
+    /// that is not an outage a retry could outlast.
     #[error("no fire-token key obtainable: {0}")]
     NoKey(&'static str),
 }
@@ -81,10 +85,12 @@ impl KeyKind {
     }
 }
 
-/// A parsed public key with its kind.
+/// A parsed public key with its kind (and, from a JWK with `alg`, the one algorithm it
+/// was published for).
 #[derive(Clone)]
 pub struct PublicKey {
     kind: KeyKind,
+    only: Option<Algorithm>,
     key: DecodingKey,
 }
 
@@ -117,16 +123,51 @@ impl PublicKey {
         if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
             return Ok(Self {
                 kind: KeyKind::Rsa,
+                only: None,
                 key,
             });
         }
         if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
             return Ok(Self {
                 kind: KeyKind::Ec,
+                only: None,
                 key,
             });
         }
         Err(err())
+    }
+
+    /// A signing key from a JWKS entry: RSA or EC (P-256/P-384) only, not marked for
+    /// encryption; a symmetric (`oct`) or unknown key yields `None` and is never used.
+    pub fn from_jwk(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Self> {
+        use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, PublicKeyUse};
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            return None;
+        }
+        let kind = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => KeyKind::Rsa,
+            AlgorithmParameters::EllipticCurve(ec)
+                if matches!(ec.curve, EllipticCurve::P256 | EllipticCurve::P384) =>
+            {
+                KeyKind::Ec
+            }
+            _ => return None,
+        };
+        let only = match jwk.common.key_algorithm {
+            None => None,
+            Some(a) => Some(
+                a.to_string()
+                    .parse::<Algorithm>()
+                    .ok()
+                    .filter(|a| kind.allows(*a))?,
+            ),
+        };
+        let key = DecodingKey::from_jwk(jwk).ok()?;
+        Some(Self { kind, only, key })
+    }
+
+    fn allows(&self, alg: Algorithm) -> bool {
+        self.kind.allows(alg) && self.only.is_none_or(|only| only == alg)
     }
 
     /// The key's kind.
@@ -194,29 +235,37 @@ fn check_claims(
     }
     let jti = match raw.jti {
         None => None,
+        Some(serde_json::Value::String(s)) if s.len() > MAX_JTI_BYTES => {
+            return Err(BadToken("jti too long"));
+        }
         Some(serde_json::Value::String(s)) => Some(s),
         Some(_) => return Err(BadToken("jti is not a string")),
     };
     Ok(FireClaims { jti, exp })
 }
 
+/// The token's header; `none` and unknown algorithms (any case) are refused as malformed.
+pub fn header(token: &str) -> Result<jsonwebtoken::Header, FireAuthError> {
+    jsonwebtoken::decode_header(token).map_err(|_| FireAuthError::BadToken("malformed header"))
+}
+
 /// Verifies `token` against `keys` (the candidates for its `kid`, or all pinned keys).
 /// Signature first; claims are only looked at once a configured key signed them.
-pub fn verify_with_keys(
+pub fn verify_with_keys<'k>(
     token: &str,
-    keys: &[PublicKey],
+    keys: impl IntoIterator<Item = &'k PublicKey>,
     policy: &FirePolicy,
     now: Timestamp,
 ) -> Result<FireClaims, FireAuthError> {
     use FireAuthError::BadToken;
-    if keys.is_empty() {
-        return Err(FireAuthError::NoKey("no fire-token key configured"));
-    }
-    // decode_header refuses `none` and unknown algorithms (any case) as a parse error.
-    let header = jsonwebtoken::decode_header(token).map_err(|_| BadToken("malformed header"))?;
-    let alg = header.alg;
+    let alg = header(token)?.alg;
+    let mut any_key = false;
     let mut any_allowed = false;
-    for key in keys.iter().filter(|k| k.kind.allows(alg)) {
+    for key in keys {
+        any_key = true;
+        if !key.allows(alg) {
+            continue;
+        }
         any_allowed = true;
         // Time checks are done by `check_claims` against the injected clock, so the
         // library's own wall-clock checks are turned off here.
@@ -229,7 +278,9 @@ pub fn verify_with_keys(
             return check_claims(data.claims, policy, now);
         }
     }
-    if any_allowed {
+    if !any_key {
+        Err(BadToken("no fire-token key configured"))
+    } else if any_allowed {
         Err(BadToken("signature not by a configured key"))
     } else {
         Err(BadToken("algorithm not allowed for the configured keys"))

@@ -543,10 +543,11 @@ impl Reader {
             self.check_url(&format!("cron.chronos.{key}"), value, true);
         }
         for (i, pem) in chronos.nas_public_keys.iter().enumerate() {
-            if !pem.trim_start().starts_with("-----BEGIN PUBLIC KEY-----") {
+            let path = format!("cron.chronos.nas_public_keys[{i}]");
+            if crate::chronos::verify::PublicKey::from_pem(pem, &path).is_err() {
                 self.issue(
-                    format!("cron.chronos.nas_public_keys[{i}]"),
-                    "expected a PEM public key starting with -----BEGIN PUBLIC KEY-----",
+                    path,
+                    "expected an RSA or EC public key in PEM form (-----BEGIN PUBLIC KEY-----)",
                 );
             }
         }

@@ -12,7 +12,9 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 pub use schedule::{PAST_TOLERANCE, Schedule, ScheduleError};
-pub use service::{CronError, CronService, JobPatch, JobSpec, LEASE, TickReport};
+pub use service::{
+    CronError, CronService, FireOutcome, FireRequest, Fired, JobPatch, JobSpec, LEASE, TickReport,
+};
 
 /// A job's lifecycle state (compat names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

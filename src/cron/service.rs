@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Job, JobState, Repeat, Run, RunStatus, Schedule};
 use crate::agent::{Backend, Message, TurnEvent, TurnRequest};
 use crate::clock::{SharedClock, iso};
-use crate::lifecycle::{CronStatus, GatewayState, RuntimeInfo, TurnGate};
+use crate::lifecycle::{CronStatus, GatewayState, RuntimeInfo, TurnGate, TurnGuard};
 use crate::metrics::TurnOutcome;
 use crate::store::{ClaimOutcome, NewRun, Store, StoreError};
 
@@ -71,6 +71,52 @@ pub enum CronError {
     Draining,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How long before its slot an external fire still runs a job (the scheduler's clock and
+/// ours may disagree by this much).
+pub const FIRE_EARLY_TOLERANCE: Duration = Duration::from_secs(30);
+
+/// A fire delivered by an external scheduler (SPEC §8), its token already verified.
+#[derive(Debug, Clone)]
+pub struct FireRequest {
+    pub job_id: String,
+    /// The slot the scheduler fires; `None` = the job's current slot.
+    pub fire_at: Option<Timestamp>,
+    /// The token's id and until when it must be remembered, for replay refusal.
+    pub jti: Option<(String, Timestamp)>,
+}
+
+/// What a fire did (compat `outcome` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FireOutcome {
+    /// The slot was claimed and its run started.
+    Started,
+    /// A replayed token, a slot already claimed, or a previous run still going.
+    Duplicate,
+    /// The job has no slot at (or near) `fire_at`.
+    NotDue,
+    UnknownJob,
+    Paused,
+}
+
+impl FireOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Duplicate => "duplicate",
+            Self::NotDue => "not_due",
+            Self::UnknownJob => "unknown_job",
+            Self::Paused => "paused",
+        }
+    }
+}
+
+/// The answer to a fire: the outcome and the run it concerns, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fired {
+    pub outcome: FireOutcome,
+    pub run_id: Option<String>,
 }
 
 /// What one tick did (for status, tests and benchmarks).
@@ -143,7 +189,8 @@ impl CronService {
         &self.store
     }
 
-    fn now(&self) -> Timestamp {
+    /// Now, in whole seconds (slots are whole seconds).
+    pub fn now(&self) -> Timestamp {
         // Slots are whole seconds.
         Timestamp::from_second(self.clock.now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
     }
@@ -316,7 +363,7 @@ impl CronService {
             }
         }
         let run = running(&new);
-        self.spawn_run(job, run.clone(), None);
+        self.spawn_run(job, run.clone(), None, None);
         Ok(run)
     }
 
@@ -330,6 +377,104 @@ impl CronService {
                 .checked_add(jiff::SignedDuration::try_from(self.lease()).unwrap_or_default())
                 .unwrap_or(now),
             owner: self.owner.clone(),
+        }
+    }
+
+    // ---- external fires -------------------------------------------------------------
+
+    /// Carries out a fire: the slot's claim is taken here, synchronously, and the run goes on
+    /// in the background. Admission comes first, so a draining gateway claims nothing
+    /// (`Draining`) and the scheduler's retry runs the slot after the drain; a replayed
+    /// `jti` or an already-claimed slot starts nothing.
+    pub async fn fire(self: &Arc<Self>, req: FireRequest) -> Result<Fired, CronError> {
+        let guard = self
+            .gate
+            .admit(&format!("cron-{}", req.job_id))
+            .map_err(|_| CronError::Draining)?;
+        let now = self.now();
+        if let Some((jti, until)) = &req.jti
+            && !self.store.remember_jti(jti, *until, now).await?
+        {
+            guard.release();
+            return Ok(Fired {
+                outcome: FireOutcome::Duplicate,
+                run_id: None,
+            });
+        }
+        let result = self.fire_claimed(&req, guard, now).await;
+        if result.is_err()
+            && let Some((jti, _)) = &req.jti
+        {
+            // Nothing was started: the scheduler's retry with this token must still work.
+            if let Err(e) = self.store.forget_jti(jti).await {
+                tracing::warn!(error = %e, "cannot forget the fire token id after a failed fire");
+            }
+        }
+        result
+    }
+
+    async fn fire_claimed(
+        self: &Arc<Self>,
+        req: &FireRequest,
+        guard: TurnGuard,
+        now: Timestamp,
+    ) -> Result<Fired, CronError> {
+        let done = |outcome, run_id| Ok(Fired { outcome, run_id });
+        // No ticker runs in the scale-to-zero mode: leases of dead processes end here.
+        self.store.expire_leases(now).await?;
+        let job = match self.store.get_job(&req.job_id).await {
+            Ok(job) => job,
+            Err(StoreError::NotFound) => {
+                guard.release();
+                return done(FireOutcome::UnknownJob, None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !job.enabled || job.state == JobState::Paused {
+            guard.release();
+            return done(FireOutcome::Paused, None);
+        }
+        if let Some(at) = req.fire_at
+            && let Some(run) = self.store.run_at_slot(&job.id, at).await?
+        {
+            guard.release();
+            return done(FireOutcome::Duplicate, Some(run.id));
+        }
+        let early = jiff::SignedDuration::try_from(FIRE_EARLY_TOLERANCE).unwrap_or_default();
+        let due = job.state == JobState::Scheduled
+            && job.next_run_at.is_some_and(|slot| {
+                req.fire_at.is_none_or(|at| at == slot)
+                    && slot <= now.checked_add(early).unwrap_or(now)
+            });
+        if !due {
+            guard.release();
+            return done(FireOutcome::NotDue, None);
+        }
+        match self.claim(&job, now).await? {
+            Some((run, RunStatus::Running)) => {
+                let finishes = self.following(&job, now).is_none();
+                let run_id = run.id.clone();
+                self.spawn_run(
+                    job,
+                    run,
+                    finishes.then_some(JobState::Completed),
+                    Some(guard),
+                );
+                // The job moved to its next slot: the provider arms it.
+                self.wake.notify_one();
+                done(FireOutcome::Started, Some(run_id))
+            }
+            Some((run, _skipped)) => {
+                guard.release();
+                self.wake.notify_one();
+                done(FireOutcome::Duplicate, Some(run.id))
+            }
+            None => {
+                guard.release();
+                let slot = job.next_run_at.unwrap_or(now);
+                let run = self.store.run_at_slot(&job.id, slot).await?;
+                done(FireOutcome::Duplicate, run.map(|r| r.id))
+            }
         }
     }
 
@@ -352,7 +497,7 @@ impl CronService {
                 Some((run, RunStatus::Running)) => {
                     report.claimed += 1;
                     let finishes = self.following(&job, now).is_none();
-                    self.spawn_run(job, run, finishes.then_some(JobState::Completed));
+                    self.spawn_run(job, run, finishes.then_some(JobState::Completed), None);
                 }
                 Some(_) => report.skipped_overlap += 1,
                 None => report.lost += 1,
@@ -425,11 +570,18 @@ impl CronService {
         Ok((outcome == ClaimOutcome::Claimed).then(|| (running(&new), status)))
     }
 
-    /// Executes a claimed run as a gated turn in the background.
-    fn spawn_run(self: &Arc<Self>, job: Job, run: Run, finish_job: Option<JobState>) {
+    /// Executes a claimed run as a gated turn in the background (admitted here unless the
+    /// caller already holds its admission).
+    fn spawn_run(
+        self: &Arc<Self>,
+        job: Job,
+        run: Run,
+        finish_job: Option<JobState>,
+        admitted: Option<TurnGuard>,
+    ) {
         let this = self.clone();
         tokio::spawn(async move {
-            let ended = this.execute(&job, run).await;
+            let ended = this.execute(&job, run, admitted).await;
             let final_state = finish_job.filter(|_| ended.status != RunStatus::Interrupted);
             match this.store.finish_run(&ended, final_state).await {
                 Ok(true) => this.deliver(&job, &ended).await,
@@ -444,9 +596,9 @@ impl CronService {
         });
     }
 
-    async fn execute(&self, job: &Job, mut run: Run) -> Run {
+    async fn execute(&self, job: &Job, mut run: Run, admitted: Option<TurnGuard>) -> Run {
         let session = format!("cron-{}", job.id);
-        let mut guard = match self.gate.admit(&session) {
+        let mut guard = match admitted.map_or_else(|| self.gate.admit(&session), Ok) {
             Ok(g) => g,
             Err(refusal) => {
                 run.status = RunStatus::Interrupted;
@@ -570,8 +722,13 @@ impl CronService {
     }
 
     fn record(&self, f: impl FnOnce(&mut CronStatus)) {
-        let mut s = self.info.cron.lock().unwrap_or_else(|e| e.into_inner());
-        f(s.get_or_insert_with(CronStatus::default));
+        self.info.update_cron(f);
+    }
+
+    /// Resolves at the next job change (a permit is kept if nobody was waiting), for the
+    /// provider that keeps an external scheduler in step.
+    pub async fn changed(&self) {
+        self.wake.notified().await;
     }
 }
 

@@ -31,6 +31,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health/detailed", get(health_detailed))
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat_completions))
+        // The fire token is this route's credential, never API_SERVER_KEY (SPEC §8).
+        .merge(super::fire::routes())
         .merge(
             super::jobs::routes().route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),

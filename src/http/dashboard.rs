@@ -28,7 +28,14 @@ const SESSION_TOKEN_HEADER: &str = "x-hermes-session-token";
 /// Where gated mode sends a browser that has no session.
 const LOGIN_URL: &str = "/login";
 /// Paths anyone may call, whatever the mode.
-const PUBLIC_PATHS: [&str; 4] = ["/api/status", "/metrics", "/openapi.json", LOGIN_URL];
+/// `/api/cron/fire` checks its own token (SPEC §8).
+const PUBLIC_PATHS: [&str; 5] = [
+    "/api/status",
+    "/metrics",
+    "/openapi.json",
+    "/api/cron/fire",
+    LOGIN_URL,
+];
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -38,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .merge(super::jobs::routes())
+        .merge(super::fire::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth_gate,

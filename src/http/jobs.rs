@@ -96,7 +96,7 @@ impl From<Run> for RunDto {
 }
 
 /// A cron failure as `{"error": ...}`.
-pub struct JobsError(CronError);
+pub(super) struct JobsError(CronError);
 
 impl From<CronError> for JobsError {
     fn from(e: CronError) -> Self {

@@ -7,6 +7,7 @@ mod api;
 mod cors;
 mod dashboard;
 mod error;
+mod fire;
 mod idempotency;
 mod jobs;
 mod openapi;

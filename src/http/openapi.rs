@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::{api, dashboard};
+use super::{api, dashboard, fire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ use super::{api, dashboard};
         dashboard::restart,
         dashboard::metrics,
         dashboard::openapi,
+        fire::fire,
     ),
     components(schemas(dashboard::DrainBegun, dashboard::DrainCancelled))
 )]

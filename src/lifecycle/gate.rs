@@ -204,7 +204,7 @@ impl TurnGate {
             Ok(id) => Ok(TurnGuard {
                 gate: self.clone(),
                 id,
-                outcome: TurnOutcome::Interrupted,
+                outcome: Some(TurnOutcome::Interrupted),
             }),
             Err(r) => {
                 self.metrics.turn(TurnOutcome::Refused);
@@ -213,7 +213,7 @@ impl TurnGate {
         }
     }
 
-    fn finish(&self, id: u64, outcome: TurnOutcome) {
+    fn finish(&self, id: u64, outcome: Option<TurnOutcome>) {
         self.update(|inner| {
             let Some(entry) = inner.turns.remove(&id) else {
                 return ((), false);
@@ -226,7 +226,9 @@ impl TurnGate {
             }
             ((), true)
         });
-        self.metrics.turn(outcome);
+        if let Some(outcome) = outcome {
+            self.metrics.turn(outcome);
+        }
     }
 
     /// `starting` → `running` (or `draining` if a drain was recorded while starting).
@@ -320,13 +322,20 @@ impl TurnGate {
 pub struct TurnGuard {
     gate: Arc<TurnGate>,
     id: u64,
-    outcome: TurnOutcome,
+    /// `None` once released: the admission was given back before any work started.
+    outcome: Option<TurnOutcome>,
 }
 
 impl TurnGuard {
     /// Records how the turn ended; without a call the turn counts as interrupted.
     pub fn set_outcome(&mut self, outcome: TurnOutcome) {
-        self.outcome = outcome;
+        self.outcome = Some(outcome);
+    }
+
+    /// Gives the admission back before any work started (e.g. a cron fire that turned out
+    /// to be a duplicate): the count falls and no turn is counted.
+    pub fn release(mut self) {
+        self.outcome = None;
     }
 }
 

@@ -43,6 +43,26 @@ pub struct CronStatus {
     pub due_jobs: usize,
     /// The last tick was skipped because the gateway is draining (due jobs stay due).
     pub skipped_while_draining: bool,
+    /// Chronos: jobs armed with the account service after the last good reconcile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub armed: Option<usize>,
+    /// Chronos: when the last reconcile ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reconcile_at: Option<String>,
+    /// Chronos: the account service refused this agent's identity (403 `invalid_client`);
+    /// reconciles stop until a job changes.
+    pub identity_rejected: bool,
+    /// Why the configured provider is not the one running, if it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+impl RuntimeInfo {
+    /// Changes the cron part of the status record.
+    pub fn update_cron(&self, f: impl FnOnce(&mut CronStatus)) {
+        let mut s = self.cron.lock().unwrap_or_else(|e| e.into_inner());
+        f(s.get_or_insert_with(CronStatus::default));
+    }
 }
 
 /// The compat status record served by `GET /api/status`.

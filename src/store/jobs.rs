@@ -447,6 +447,22 @@ impl Store {
         })
     }
 
+    /// The run of the job's `slot`, if that slot was claimed.
+    pub async fn run_at_slot(
+        &self,
+        job_id: &str,
+        slot: Timestamp,
+    ) -> Result<Option<Run>, StoreError> {
+        let q = sql(
+            self,
+            concat!(select_runs!(), " WHERE job_id = $1 AND scheduled_for = $2"),
+        );
+        on_pool!(self, pool => {
+            let row = sqlx::query(q).bind(job_id).bind(slot.as_second()).fetch_optional(pool).await?;
+            row.map(|row| Ok(run_from_row!(&row))).transpose()
+        })
+    }
+
     pub async fn get_run(&self, run_id: &str) -> Result<Run, StoreError> {
         let q = sql(self, concat!(select_runs!(), " WHERE id = $1"));
         on_pool!(self, pool => {

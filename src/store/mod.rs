@@ -9,6 +9,7 @@
 //! Errors keep "the database is unreachable" ([`StoreError::Unavailable`], a 503) apart from
 //! "no such row" and from query failures.
 
+mod fire_tokens;
 mod jobs;
 
 use std::path::Path;
@@ -23,10 +24,20 @@ pub use jobs::{ClaimOutcome, NewRun};
 use crate::config::Config;
 
 /// Migrations per backend, applied in order, each exactly once.
-const SQLITE_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/sqlite/0001_cron.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/postgres/0001_cron.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_cron.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_fire_tokens.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_cron.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_fire_tokens.sql"),
+    ),
+];
 
 /// How long a request waits for a database connection before the store counts as down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);

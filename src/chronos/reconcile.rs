@@ -1,0 +1,196 @@
+//! The `chronos` cron provider: keeps the account service's armed one-shots equal to the
+//! jobs' next slots, so the agent can scale to zero between fires.
+//!
+//! Reconciles once at start and after every job change (a fired run moves its job to the
+//! next slot, which counts): arm what is missing or moved, cancel what is no longer wanted.
+//! There is no periodic timer; a failed reconcile is retried with a capped back-off until it
+//! succeeds, except a 403 `invalid_client`, which is shown in status and waits for the next
+//! job change. It must not run jobs: firing is `POST /api/cron/fire`'s business.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::client::{AccountClient, AccountError};
+use crate::clock::iso;
+use crate::config::{ChronosConfig, CronProvider, Secrets};
+use crate::cron::{CronService, JobState};
+use crate::lifecycle::RuntimeInfo;
+use crate::metrics::Metrics;
+
+/// Back-off after a failed reconcile: doubles from the first value up to the cap.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_CAP: Duration = Duration::from_secs(300);
+
+/// What one reconcile changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub armed: usize,
+    pub provisioned: usize,
+    pub cancelled: usize,
+}
+
+/// Keeps the account service in step with the jobs.
+#[derive(Debug)]
+pub struct Reconciler {
+    client: AccountClient,
+    cron: Arc<CronService>,
+    /// `{callback_url}/api/cron/fire`.
+    callback: String,
+    info: Arc<RuntimeInfo>,
+}
+
+/// Whether `cron.provider: chronos` can run; the reason why not otherwise.
+pub fn usable(
+    provider: CronProvider,
+    chronos: &ChronosConfig,
+    secrets: &Secrets,
+) -> Result<bool, String> {
+    if provider != CronProvider::Chronos {
+        return Ok(false);
+    }
+    let mut missing = Vec::new();
+    if chronos.portal_url.is_empty() {
+        missing.push("cron.chronos.portal_url");
+    }
+    if chronos.callback_url.is_empty() {
+        missing.push("cron.chronos.callback_url");
+    }
+    if secrets.nous_access_token.is_none() {
+        missing.push("HERMES_NOUS_ACCESS_TOKEN");
+    }
+    if missing.is_empty() {
+        Ok(true)
+    } else {
+        Err(format!(
+            "cron.provider is chronos but {} is not set; the built-in ticker runs instead",
+            missing.join(", ")
+        ))
+    }
+}
+
+impl Reconciler {
+    /// The reconciler for a usable chronos configuration (see [`usable`]).
+    pub fn new(
+        chronos: &ChronosConfig,
+        token: secrecy::SecretString,
+        cron: Arc<CronService>,
+        info: Arc<RuntimeInfo>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            client: AccountClient::new(&chronos.portal_url, token, metrics),
+            cron,
+            callback: format!(
+                "{}/api/cron/fire",
+                chronos.callback_url.trim_end_matches('/')
+            ),
+            info,
+        }
+    }
+
+    /// One pass: compare the wanted slots with what is armed, then arm and cancel.
+    pub async fn reconcile(&self) -> Result<ReconcileReport, ReconcileError> {
+        let wanted: HashMap<String, jiff::Timestamp> = self
+            .cron
+            .list()
+            .await
+            .map_err(|e| ReconcileError::Jobs(e.to_string()))?
+            .into_iter()
+            .filter(|j| j.enabled && j.state == JobState::Scheduled)
+            .filter_map(|j| Some((j.id, j.next_run_at?)))
+            .collect();
+        let mut armed: HashMap<String, Vec<Option<jiff::Timestamp>>> = HashMap::new();
+        for a in self.client.list().await? {
+            armed.entry(a.job_id).or_default().push(a.fire_at);
+        }
+        let mut report = ReconcileReport {
+            armed: wanted.len(),
+            ..Default::default()
+        };
+        for (job_id, slots) in &armed {
+            let keep = wanted
+                .get(job_id)
+                .is_some_and(|at| slots.len() == 1 && slots[0] == Some(*at));
+            if !keep {
+                self.client.cancel(job_id).await?;
+                report.cancelled += 1;
+            }
+        }
+        for (job_id, at) in &wanted {
+            let already = armed
+                .get(job_id)
+                .is_some_and(|slots| slots.len() == 1 && slots[0] == Some(*at));
+            if !already {
+                self.client.provision(job_id, *at, &self.callback).await?;
+                report.provisioned += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Reconciles at start and after each job change until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        self.info.update_cron(|s| s.provider = "chronos".into());
+        let mut backoff = RETRY_FIRST;
+        loop {
+            let result = self.reconcile().await;
+            let now = iso(self.cron.now());
+            let retry = match &result {
+                Ok(report) => {
+                    tracing::info!(?report, "chronos reconcile done");
+                    backoff = RETRY_FIRST;
+                    None
+                }
+                Err(ReconcileError::Account(AccountError::IdentityRejected { .. })) => {
+                    tracing::error!(error = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+                        "chronos: the account service rejects this agent's identity; not retrying until a job changes");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "chronos reconcile failed");
+                    Some(backoff)
+                }
+            };
+            self.info.update_cron(|s| {
+                s.last_reconcile_at = Some(now);
+                match &result {
+                    Ok(report) => {
+                        s.armed = Some(report.armed);
+                        s.last_error = None;
+                        s.identity_rejected = false;
+                    }
+                    Err(e) => {
+                        s.last_error = Some(e.to_string());
+                        s.identity_rejected = matches!(
+                            e,
+                            ReconcileError::Account(AccountError::IdentityRejected { .. })
+                        );
+                    }
+                }
+            });
+            let wait = async {
+                match retry {
+                    Some(after) => tokio::time::sleep(after).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = self.cron.changed() => {}
+                () = wait => backoff = (backoff * 2).min(RETRY_CAP),
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error("cannot read the jobs: {0}")]
+    Jobs(String),
+}
