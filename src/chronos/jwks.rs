@@ -44,9 +44,9 @@ struct Cache {
 }
 
 impl Cache {
-    fn may_refetch(&self, now: Instant) -> bool {
+    fn may_refetch(&self, now: Instant, interval: Duration) -> bool {
         self.last_attempt
-            .is_none_or(|at| now.duration_since(at) >= REFETCH_INTERVAL)
+            .is_none_or(|at| now.duration_since(at) >= interval)
     }
 }
 
@@ -58,6 +58,7 @@ pub struct JwksVerifier {
     policy: FirePolicy,
     clock: SharedClock,
     metrics: Arc<Metrics>,
+    refetch_interval: Duration,
     cache: RwLock<Cache>,
     /// Held while fetching: one fetch at a time, the others wait for its result.
     fetching: tokio::sync::Mutex<()>,
@@ -88,9 +89,17 @@ impl JwksVerifier {
             policy,
             clock,
             metrics,
+            refetch_interval: REFETCH_INTERVAL,
             cache: RwLock::new(Cache::default()),
             fetching: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Changes the least time between fetches (tests of rotation shorten it; production
+    /// keeps [`REFETCH_INTERVAL`]).
+    pub fn with_refetch_interval(mut self, interval: Duration) -> Self {
+        self.refetch_interval = interval;
+        self
     }
 
     /// Verifies with the cached keys if they can decide; `None` means "fetch first".
@@ -107,7 +116,7 @@ impl JwksVerifier {
             Some(kid) => cache.by_kid.get(kid).into_iter().collect(),
             None => cache.unnamed.iter().chain(cache.by_kid.values()).collect(),
         };
-        let may_ask = refetch_allowed && cache.may_refetch(now);
+        let may_ask = refetch_allowed && cache.may_refetch(now, self.refetch_interval);
         if (keys.is_empty() || stale) && may_ask {
             return None;
         }
@@ -138,7 +147,7 @@ impl JwksVerifier {
             // Whoever held the lock may have just fetched: only fetch if still allowed.
             let due = {
                 let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
-                cache.may_refetch(Instant::now())
+                cache.may_refetch(Instant::now(), self.refetch_interval)
             };
             if due {
                 self.refresh().await;

@@ -3,6 +3,7 @@
 mod api;
 mod auth;
 mod backends;
+mod chronos;
 mod compat;
 mod cron;
 mod drain;

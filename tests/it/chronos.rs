@@ -1,0 +1,994 @@
+//! Chronos (SPEC §8): fire tokens over HTTP with real RSA-2048/P-256 keys, the JWKS cache
+//! against a real HTTP server, the account-service loop (armed → fired → run → re-armed),
+//! and exactly-once fires under concurrency, in one process and across two on PostgreSQL.
+//! The account service is a fake (an axum server in this binary); everything else is real.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hermes_gateway::chronos::{FireAuthError, FirePolicy, FireVerifier, JwksVerifier};
+use hermes_gateway::clock::SystemClock;
+use hermes_gateway::metrics::Metrics;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use crate::support::{Proc, TestApp, fresh_postgres_url};
+
+const RSA_A_KEY: &str = include_str!("../fixtures/chronos/rsa_a.key");
+const RSA_A_PUB: &str = include_str!("../fixtures/chronos/rsa_a.pub");
+const RSA_B_KEY: &str = include_str!("../fixtures/chronos/rsa_b.key");
+const EC_A_KEY: &str = include_str!("../fixtures/chronos/ec_a.key");
+const EC_A_PUB: &str = include_str!("../fixtures/chronos/ec_a.pub");
+const AUD: &str = "agent:test-instance";
+const ACCESS_TOKEN: &str = "nous-access-token-for-tests";
+/// Sent with every job-API call; only checked where a test configures it.
+const API_KEY: &str = "sk-api-server-key-0123456789";
+
+// ---- tokens -------------------------------------------------------------------------
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn encoding_key(alg: Algorithm, pem: &str) -> EncodingKey {
+    match alg {
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem.as_bytes()),
+        _ => EncodingKey::from_rsa_pem(pem.as_bytes()),
+    }
+    .unwrap()
+}
+
+/// Fresh valid claims: issuer `iss`, a new `jti`, one minute to live.
+fn claims(iss: &str) -> Value {
+    json!({
+        "exp": now() + 60, "nbf": now() - 5, "iat": now(), "aud": AUD, "iss": iss,
+        "purpose": "cron_fire", "jti": hermes_gateway::ids::random_hex128(),
+    })
+}
+
+fn sign(alg: Algorithm, pem: &str, kid: Option<&str>, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &encoding_key(alg, pem)).unwrap()
+}
+
+/// The public JWK of a private key, under `kid`.
+fn jwk(alg: Algorithm, pem: &str, kid: &str) -> Value {
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding_key(alg, pem), alg).unwrap();
+    jwk.common.key_id = Some(kid.to_owned());
+    serde_json::to_value(jwk).unwrap()
+}
+
+// ---- the fake account service ---------------------------------------------------------
+
+/// What the fake account service holds and has seen.
+#[derive(Default)]
+struct PortalState {
+    jwks: Vec<Value>,
+    cache_control: Option<&'static str>,
+    jwks_down: bool,
+    jwks_hits: usize,
+    /// `{"job_id","fire_at","dedup_key"}` as provisioned.
+    armed: Vec<Value>,
+    /// Every agent-cron call: (name, body, authorization header).
+    calls: Vec<(String, Value, String)>,
+    reject_identity: bool,
+}
+
+#[derive(Clone, Default)]
+struct Portal(Arc<Mutex<PortalState>>);
+
+impl Portal {
+    fn with<R>(&self, f: impl FnOnce(&mut PortalState) -> R) -> R {
+        f(&mut self.0.lock().unwrap())
+    }
+
+    /// Serves the fake on loopback; returns its base URL.
+    async fn serve(&self) -> String {
+        let app = Router::new()
+            .route("/jwks", get(jwks))
+            .route("/api/agent-cron/provision", post(provision))
+            .route("/api/agent-cron/cancel", post(cancel))
+            .route("/api/agent-cron/list", get(list))
+            .with_state(self.clone());
+        serve(app).await
+    }
+
+    fn calls(&self, name: &str) -> Vec<Value> {
+        self.with(|s| {
+            s.calls
+                .iter()
+                .filter(|c| c.0 == name)
+                .map(|c| c.1.clone())
+                .collect()
+        })
+    }
+}
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+async fn jwks(State(p): State<Portal>) -> Response {
+    p.with(|s| {
+        s.jwks_hits += 1;
+        if s.jwks_down {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+        let mut r = Json(json!({"keys": s.jwks})).into_response();
+        if let Some(cc) = s.cache_control {
+            r.headers_mut().insert("cache-control", cc.parse().unwrap());
+        }
+        r
+    })
+}
+
+fn record(p: &Portal, name: &str, body: Value, headers: &HeaderMap) -> Option<Response> {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    p.with(|s| {
+        s.calls.push((name.to_owned(), body, auth.clone()));
+        if s.reject_identity {
+            return Some(
+                (
+                    StatusCode::FORBIDDEN,
+                    Json(json!({"error": "invalid_client", "detail": "unknown agent"})),
+                )
+                    .into_response(),
+            );
+        }
+        (auth != format!("Bearer {ACCESS_TOKEN}")).then(|| StatusCode::UNAUTHORIZED.into_response())
+    })
+}
+
+async fn provision(
+    State(p): State<Portal>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(r) = record(&p, "provision", body.clone(), &headers) {
+        return r;
+    }
+    p.with(|s| s.armed.push(body));
+    Json(json!({"ok": true})).into_response()
+}
+
+async fn cancel(State(p): State<Portal>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if let Some(r) = record(&p, "cancel", body.clone(), &headers) {
+        return r;
+    }
+    p.with(|s| s.armed.retain(|a| a["job_id"] != body["job_id"]));
+    Json(json!({"ok": true})).into_response()
+}
+
+async fn list(State(p): State<Portal>, headers: HeaderMap) -> Response {
+    if let Some(r) = record(&p, "list", Value::Null, &headers) {
+        return r;
+    }
+    Json(json!({"armed": p.with(|s| s.armed.clone())})).into_response()
+}
+
+/// A server that must never be asked anything (targets of `jku`/`x5u`).
+async fn trap() -> (String, Arc<Mutex<usize>>) {
+    let hits = Arc::new(Mutex::new(0usize));
+    let h = hits.clone();
+    let app = Router::new().fallback(move || {
+        let h = h.clone();
+        async move {
+            *h.lock().unwrap() += 1;
+            Json(json!({"keys": []}))
+        }
+    });
+    (serve(app).await, hits)
+}
+
+// ---- helpers --------------------------------------------------------------------------
+
+fn yaml_list(pems: &[&str]) -> String {
+    let items: Vec<String> = pems
+        .iter()
+        .map(|p| serde_json::to_string(p).unwrap())
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A gateway verifying fire tokens with the pinned fixture public keys (RSA A, EC A).
+async fn pinned_app(extra: &str, env: &[(&str, &str)]) -> TestApp {
+    let yaml = format!(
+        "cron: {{chronos: {{expected_audience: {AUD:?}, nas_public_keys: {}}}}}\n{extra}",
+        yaml_list(&[RSA_A_PUB, EC_A_PUB])
+    );
+    TestApp::spawn(&yaml, env).await
+}
+
+async fn fire(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, Value, Option<String>) {
+    let mut req = http.post(format!("{base}/api/cron/fire")).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        r.status().as_u16(),
+        r.json().await.unwrap_or(Value::Null),
+        retry,
+    )
+}
+
+/// Creates a job due `in_s` seconds from now (one-shot) and returns (id, slot ISO).
+async fn one_shot(app: &TestApp, in_s: i64) -> (String, String) {
+    let at = jiff::Timestamp::from_second(now() + in_s)
+        .unwrap()
+        .to_string();
+    create(app, &at).await
+}
+
+async fn create(app: &TestApp, schedule: &str) -> (String, String) {
+    let v: Value = app
+        .http
+        .post(format!("{}/api/jobs", app.api))
+        .bearer_auth(API_KEY)
+        .json(&json!({"prompt": "fired prompt", "schedule": schedule}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        v["job"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v}"))
+            .to_owned(),
+        v["job"]["next_run_at"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn runs(http: &reqwest::Client, base: &str, id: &str) -> Vec<Value> {
+    let v: Value = http
+        .get(format!("{base}/api/jobs/{id}/runs"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["runs"].as_array().cloned().unwrap_or_default()
+}
+
+async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..500 {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+// ---- tests ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn fire_endpoint_checks_token_first_then_body_and_runs_the_job() {
+    let app = pinned_app("", &[("API_SERVER_KEY", API_KEY)]).await;
+    let (id, slot) = one_shot(&app, 20).await;
+    let body = json!({"job_id": id, "fire_at": slot});
+    let http = &app.http;
+
+    // Token first: no token, a garbage token, the API server key — 401 whatever the body.
+    for token in [None, Some("garbage"), Some(API_KEY)] {
+        let (status, v, _) = fire(http, &app.api, token, json!({})).await;
+        assert_eq!(
+            (status, v),
+            (401, json!({"error": "invalid fire token"})),
+            "{token:?}"
+        );
+    }
+    // A valid token with a bad body: 400.
+    for bad in [json!({}), json!({"job_id": ""}), json!("x")] {
+        let (status, v, _) = fire(
+            http,
+            &app.api,
+            Some(&sign(Algorithm::RS256, RSA_A_KEY, None, &claims(""))),
+            bad,
+        )
+        .await;
+        assert_eq!((status, v), (400, json!({"error": "missing job_id"})));
+    }
+    // Unknown job: accepted, nothing runs.
+    let (status, v, _) = fire(
+        http,
+        &app.api,
+        Some(&sign(Algorithm::ES256, EC_A_KEY, None, &claims(""))),
+        json!({"job_id": "nope"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(v["outcome"], "unknown_job");
+
+    // The real fire, on the API server without API_SERVER_KEY: 202 started, the run happens.
+    let token = sign(Algorithm::RS256, RSA_A_KEY, None, &claims(""));
+    let (status, v, _) = fire(http, &app.api, Some(&token), body.clone()).await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["status"], "accepted");
+    assert_eq!(v["job_id"], id.as_str());
+    assert_eq!(v["outcome"], "started");
+    let run_id = v["run_id"].as_str().unwrap().to_owned();
+    let done = wait_for("the fired run to complete", async || {
+        let r = runs(http, &app.api, &id).await;
+        (r.first().map(|r| r["status"].clone()) == Some(json!("completed"))).then_some(r)
+    })
+    .await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["id"], run_id.as_str());
+    assert_eq!(done[0]["output"], "fired prompt");
+    assert_eq!(done[0]["scheduled_for"], slot.as_str());
+
+    // The same token again (replayed jti) and a new token for the same slot: duplicates.
+    let (_, v, _) = fire(http, &app.api, Some(&token), body.clone()).await;
+    assert_eq!(v["outcome"], "duplicate");
+    let fresh = sign(Algorithm::ES256, EC_A_KEY, None, &claims(""));
+    let (_, v, _) = fire(http, &app.dash, Some(&fresh), body.clone()).await;
+    assert_eq!(v["outcome"], "duplicate", "dashboard path: {v}");
+    assert_eq!(v["run_id"], run_id.as_str());
+    assert_eq!(runs(http, &app.api, &id).await.len(), 1);
+
+    // A replayed token is refused by its jti whatever it names: a second job stays unrun.
+    let (other, other_slot) = one_shot(&app, 10).await;
+    let (_, v, _) = fire(
+        http,
+        &app.api,
+        Some(&token),
+        json!({"job_id": other, "fire_at": other_slot}),
+    )
+    .await;
+    assert_eq!(
+        (v["outcome"].clone(), v["run_id"].clone()),
+        (json!("duplicate"), Value::Null)
+    );
+    assert!(runs(http, &app.api, &other).await.is_empty());
+    // A slot far in the future is not due; a slot the job is not at is not due either.
+    let (later, later_slot) = one_shot(&app, 7200).await;
+    for body in [
+        json!({"job_id": later}),
+        json!({"job_id": later, "fire_at": slot}),
+    ] {
+        let t = sign(Algorithm::RS256, RSA_A_KEY, None, &claims(""));
+        let (_, v, _) = fire(http, &app.api, Some(&t), body).await;
+        assert_eq!(v["outcome"], "not_due");
+    }
+    let t = sign(Algorithm::RS256, RSA_A_KEY, None, &claims(""));
+    let (_, v, _) = fire(
+        http,
+        &app.api,
+        Some(&t),
+        json!({"job_id": later, "fire_at": later_slot}),
+    )
+    .await;
+    assert_eq!(v["outcome"], "not_due");
+
+    // The fire token authenticates nothing else.
+    let r = http
+        .get(format!("{}/api/jobs", app.api))
+        .bearer_auth(&fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    // Audit: accepted and rejected with reasons, never a token.
+    let audit = app.audit_text();
+    assert!(!audit.contains(&token) && !audit.contains(&fresh) && !audit.contains("sk-api-server"));
+    let events = app.audit_events();
+    let reasons: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "cron_fire_rejected")
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"missing token"), "{reasons:?}");
+    assert!(reasons.contains(&"malformed header"), "{reasons:?}");
+    assert!(reasons.contains(&"missing job_id"), "{reasons:?}");
+    let accepted: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "cron_fire_accepted")
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        accepted,
+        [
+            "unknown_job",
+            "started",
+            "duplicate",
+            "duplicate",
+            "duplicate",
+            "not_due",
+            "not_due",
+            "not_due"
+        ]
+    );
+    assert!(
+        app.metrics()
+            .await
+            .contains("hermes_cron_fires_total{outcome=\"started\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn fire_attack_matrix_over_http() {
+    let (trap_url, trap_hits) = trap().await;
+    let app = pinned_app("", &[]).await;
+    let (id, slot) = one_shot(&app, 20).await;
+    let body = json!({"job_id": id, "fire_at": slot});
+    let with = |edit: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let mut c = claims("");
+        edit(c.as_object_mut().unwrap());
+        c
+    };
+    let rs = |c: &Value| sign(Algorithm::RS256, RSA_A_KEY, None, c);
+    let b64 = |v: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+    };
+    let raw = |header: Value, c: &Value, sig: &[u8]| {
+        format!(
+            "{}.{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(c.to_string().as_bytes()),
+            b64(sig)
+        )
+    };
+    let good = rs(&claims(""));
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut header_jku = Header::new(Algorithm::RS256);
+    header_jku.jku = Some(format!("{trap_url}/jwks"));
+    header_jku.x5u = Some(format!("{trap_url}/cert"));
+    header_jku.kid = Some("attacker".into());
+    let hs256 = {
+        let input = format!(
+            "{}.{}",
+            b64(br#"{"alg":"HS256","typ":"JWT"}"#),
+            b64(claims("").to_string().as_bytes())
+        );
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, RSA_A_PUB.as_bytes());
+        format!(
+            "{input}.{}",
+            b64(aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref())
+        )
+    };
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "wrong aud",
+            rs(&with(&|c| {
+                c.insert("aud".into(), json!("agent:other"));
+            })),
+        ),
+        (
+            "missing aud",
+            rs(&with(&|c| {
+                c.remove("aud");
+            })),
+        ),
+        (
+            "expired beyond leeway",
+            rs(&with(&|c| {
+                c.insert("exp".into(), json!(now() - 31));
+            })),
+        ),
+        (
+            "future nbf",
+            rs(&with(&|c| {
+                c.insert("nbf".into(), json!(now() + 60));
+            })),
+        ),
+        (
+            "missing purpose",
+            rs(&with(&|c| {
+                c.remove("purpose");
+            })),
+        ),
+        (
+            "wrong purpose",
+            rs(&with(&|c| {
+                c.insert("purpose".into(), json!("login"));
+            })),
+        ),
+        (
+            "tampered payload",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                b64(with(&|c| {
+                    c.insert("aud".into(), json!("x"));
+                })
+                .to_string()
+                .as_bytes()),
+                parts[2]
+            ),
+        ),
+        (
+            "another key",
+            sign(Algorithm::RS256, RSA_B_KEY, Some("current"), &claims("")),
+        ),
+        ("alg none", raw(json!({"alg": "none"}), &claims(""), b"")),
+        ("alg NoNe", raw(json!({"alg": "NoNe"}), &claims(""), b"")),
+        ("HS256 with the public PEM", hs256),
+        (
+            "ES256 all-zero signature",
+            raw(json!({"alg": "ES256"}), &claims(""), &[0u8; 64]),
+        ),
+        (
+            "kid path traversal",
+            sign(
+                Algorithm::RS256,
+                RSA_B_KEY,
+                Some("../../../../etc/passwd"),
+                &claims(""),
+            ),
+        ),
+        (
+            "jku/x5u to a second server",
+            jsonwebtoken::encode(
+                &header_jku,
+                &claims(""),
+                &encoding_key(Algorithm::RS256, RSA_B_KEY),
+            )
+            .unwrap(),
+        ),
+    ];
+    for (what, token) in &cases {
+        let (status, v, _) = fire(&app.http, &app.api, Some(token), body.clone()).await;
+        assert_eq!(
+            (status, &v),
+            (401, &json!({"error": "invalid fire token"})),
+            "{what}"
+        );
+    }
+    assert_eq!(*trap_hits.lock().unwrap(), 0, "a header URL was fetched");
+    assert!(
+        runs(&app.http, &app.api, &id).await.is_empty(),
+        "a refused token ran the job"
+    );
+    // Within the leeway is fine, and the job runs exactly once.
+    let edge = rs(&with(&|c| {
+        c.insert("exp".into(), json!(now() - 20));
+    }));
+    let (status, v, _) = fire(&app.http, &app.api, Some(&edge), body).await;
+    assert_eq!((status, v["outcome"].clone()), (202, json!("started")));
+}
+
+#[tokio::test]
+async fn fifty_concurrent_deliveries_of_one_slot_start_one_run() {
+    let app = pinned_app("", &[]).await;
+    let (id, slot) = one_shot(&app, 20).await;
+    let body = json!({"job_id": id, "fire_at": slot});
+    let same_token = sign(Algorithm::ES256, EC_A_KEY, None, &claims(""));
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        // Half replay one token, half carry their own: both kinds must be refused once won.
+        let token = if i % 2 == 0 {
+            same_token.clone()
+        } else {
+            sign(Algorithm::RS256, RSA_A_KEY, None, &claims(""))
+        };
+        let (http, base, body) = (app.http.clone(), app.api.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            fire(&http, &base, Some(&token), body).await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        let (status, v, _) = t.await.unwrap();
+        assert_eq!(status, 202, "{v}");
+        outcomes.push(v["outcome"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "started").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "duplicate").count(),
+        49,
+        "{outcomes:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(runs(&app.http, &app.api, &id).await.len(), 1);
+    // Duplicates never counted as turns.
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("hermes_turns_total{outcome=\"interrupted\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_draining_gateway_refuses_fires_without_claiming_and_the_retry_runs_after() {
+    let app = pinned_app("", &[]).await;
+    let (id, slot) = one_shot(&app, 20).await;
+    let body = json!({"job_id": id, "fire_at": slot});
+    let token = sign(Algorithm::RS256, RSA_A_KEY, None, &claims(""));
+    app.state.drain.begin("test").unwrap();
+    let (status, v, retry) = fire(&app.http, &app.api, Some(&token), body.clone()).await;
+    assert_eq!(status, 503, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("draining"), "{v}");
+    assert!(retry.is_some());
+    assert!(runs(&app.http, &app.api, &id).await.is_empty());
+    app.state.drain.cancel("test").unwrap();
+    // The scheduler retries with the same token: it was not used up by the refusal.
+    let (status, v, _) = fire(&app.http, &app.api, Some(&token), body).await;
+    assert_eq!(
+        (status, v["outcome"].clone()),
+        (202, json!("started")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn jwks_keys_rotate_survive_an_outage_and_refetch_at_most_every_30s() {
+    let portal = Portal::default();
+    portal.with(|s| {
+        s.jwks = vec![jwk(Algorithm::RS256, RSA_A_KEY, "a")];
+        s.cache_control = Some("max-age=600");
+    });
+    let url = portal.serve().await;
+    let policy = FirePolicy {
+        expected_audience: AUD.into(),
+        issuer: url.clone(),
+    };
+    let verifier = |interval| {
+        JwksVerifier::new(
+            &format!("{url}/jwks"),
+            policy.clone(),
+            Arc::new(SystemClock),
+            Arc::new(Metrics::default()),
+        )
+        .with_refetch_interval(interval)
+    };
+    let v = verifier(Duration::from_millis(200));
+    let tok = |alg, pem, kid| sign(alg, pem, Some(kid), &claims(&url));
+
+    assert!(
+        v.verify(&tok(Algorithm::RS256, RSA_A_KEY, "a"))
+            .await
+            .is_ok()
+    );
+    assert!(
+        v.verify(&tok(Algorithm::RS256, RSA_A_KEY, "a"))
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        portal.with(|s| s.jwks_hits),
+        1,
+        "a cached kid needs no fetch"
+    );
+    // Wrong issuer is refused even with a good key.
+    assert_eq!(
+        v.verify(&sign(
+            Algorithm::RS256,
+            RSA_A_KEY,
+            Some("a"),
+            &claims("https://evil")
+        ))
+        .await,
+        Err(FireAuthError::BadToken("wrong iss"))
+    );
+
+    // Rotation: the set now publishes b (EC) and drops a; a token under b triggers a refetch.
+    portal.with(|s| s.jwks = vec![jwk(Algorithm::ES256, EC_A_KEY, "b")]);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        v.verify(&tok(Algorithm::ES256, EC_A_KEY, "b"))
+            .await
+            .is_ok()
+    );
+    assert_eq!(portal.with(|s| s.jwks_hits), 2);
+    // The same EC key cannot be used with an RS algorithm, nor an unlisted kid.
+    assert!(
+        v.verify(&tok(Algorithm::RS256, RSA_A_KEY, "b"))
+            .await
+            .is_err()
+    );
+
+    // Outage: the cached kid keeps working; an uncached kid is "no key" (503), not a 401.
+    portal.with(|s| s.jwks_down = true);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        v.verify(&tok(Algorithm::RS256, RSA_A_KEY, "c"))
+            .await
+            .map(drop),
+        Err(FireAuthError::NoKey(
+            "JWKS unreachable and the token's key is not cached"
+        ))
+    );
+    assert!(
+        v.verify(&tok(Algorithm::ES256, EC_A_KEY, "b"))
+            .await
+            .is_ok()
+    );
+
+    // With the production interval, a burst of unknown kids (path traversal, random) costs
+    // one fetch, shared by concurrent verifications (single flight).
+    let portal2 = Portal::default();
+    portal2.with(|s| s.jwks = vec![jwk(Algorithm::RS256, RSA_A_KEY, "a")]);
+    let url2 = portal2.serve().await;
+    let strict = Arc::new(JwksVerifier::new(
+        &format!("{url2}/jwks"),
+        FirePolicy {
+            expected_audience: AUD.into(),
+            issuer: String::new(),
+        },
+        Arc::new(SystemClock),
+        Arc::new(Metrics::default()),
+    ));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let v = strict.clone();
+        let kid = if i == 0 {
+            "../../etc/passwd".to_owned()
+        } else {
+            format!("unknown-{i}")
+        };
+        let token = sign(Algorithm::RS256, RSA_B_KEY, Some(&kid), &claims(""));
+        tasks.push(tokio::spawn(async move { v.verify(&token).await }));
+    }
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap().map(drop),
+            Err(FireAuthError::BadToken("kid not in the JWKS"))
+        );
+    }
+    assert_eq!(portal2.with(|s| s.jwks_hits), 1);
+    assert!(
+        strict
+            .verify(&sign(Algorithm::RS256, RSA_A_KEY, Some("a"), &claims("")))
+            .await
+            .is_ok()
+    );
+    assert_eq!(portal2.with(|s| s.jwks_hits), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_jwks_is_503_with_retry_after() {
+    let dead = format!("http://127.0.0.1:{}/jwks", crate::support::free_port());
+    let app = TestApp::spawn(
+        &format!("cron: {{chronos: {{expected_audience: {AUD:?}, nas_jwks_url: {dead:?}}}}}"),
+        &[],
+    )
+    .await;
+    let (id, slot) = one_shot(&app, 20).await;
+    let token = sign(Algorithm::RS256, RSA_A_KEY, Some("a"), &claims(""));
+    let (status, _, retry) = fire(
+        &app.http,
+        &app.api,
+        Some(&token),
+        json!({"job_id": id, "fire_at": slot}),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(retry.as_deref(), Some("5"));
+    // Still token first: garbage is a 401 even while the JWKS is down.
+    let (status, _, _) = fire(&app.http, &app.api, Some("garbage"), json!({})).await;
+    assert_eq!(status, 401);
+    assert!(
+        app.metrics()
+            .await
+            .contains("hermes_chronos_jwks_fetches_total{outcome=\"error\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn chronos_provider_arms_fires_runs_and_rearms() {
+    let portal = Portal::default();
+    portal.with(|s| s.jwks = vec![jwk(Algorithm::RS256, RSA_A_KEY, "k1")]);
+    let url = portal.serve().await;
+    let yaml = format!(
+        "cron: {{provider: chronos, chronos: {{portal_url: {url:?}, callback_url: 'https://agent.example/', \
+         expected_audience: {AUD:?}, nas_jwks_url: '{url}/jwks'}}}}"
+    );
+    let app = TestApp::spawn(&yaml, &[("HERMES_NOUS_ACCESS_TOKEN", ACCESS_TOKEN)]).await;
+    let (id, slot) = create(&app, "*/5 * * * * *").await;
+
+    // Armed: the job's next slot, with the compat body.
+    let armed = wait_for("the job to be armed", async || {
+        portal
+            .calls("provision")
+            .into_iter()
+            .find(|c| c["job_id"] == id.as_str())
+    })
+    .await;
+    assert_eq!(
+        armed,
+        json!({"job_id": id, "fire_at": slot, "agent_callback_url": "https://agent.example/api/cron/fire",
+               "dedup_key": format!("{id}:{slot}")})
+    );
+    assert!(portal.with(|s| {
+        s.calls
+            .iter()
+            .all(|c| c.2 == format!("Bearer {ACCESS_TOKEN}"))
+    }));
+    let status = app.status().await;
+    assert_eq!(status["cron"]["provider"], "chronos", "{status}");
+
+    // Fired (as the scheduler would, at the slot): the run happens, the next slot is armed.
+    let token = sign(Algorithm::RS256, RSA_A_KEY, Some("k1"), &claims(&url));
+    let (code, v, _) = fire(
+        &app.http,
+        &app.api,
+        Some(&token),
+        json!({"job_id": id, "fire_at": slot}),
+    )
+    .await;
+    assert_eq!((code, v["outcome"].clone()), (202, json!("started")), "{v}");
+    wait_for("the run to complete", async || {
+        let r = runs(&app.http, &app.api, &id).await;
+        (r.first().map(|r| r["status"].clone()) == Some(json!("completed"))).then_some(())
+    })
+    .await;
+    let rearmed = wait_for("the next slot to be armed", async || {
+        portal.with(|s| {
+            s.armed
+                .iter()
+                .find(|a| a["job_id"] == id.as_str() && a["fire_at"] != slot.as_str())
+                .cloned()
+        })
+    })
+    .await;
+    let next: jiff::Timestamp = rearmed["fire_at"].as_str().unwrap().parse().unwrap();
+    let gap = next.as_second() - slot.parse::<jiff::Timestamp>().unwrap().as_second();
+    assert!(gap > 0 && gap % 5 == 0, "next slot {next} after {slot}");
+    assert_eq!(
+        portal.with(|s| s.armed.len()),
+        1,
+        "the fired slot is no longer armed"
+    );
+
+    // Pausing cancels; deleting a paused job changes nothing more.
+    app.http
+        .post(format!("{}/api/jobs/{id}/pause", app.api))
+        .send()
+        .await
+        .unwrap();
+    wait_for("the paused job to be cancelled", async || {
+        portal.with(|s| s.armed.is_empty()).then_some(())
+    })
+    .await;
+    assert!(
+        portal
+            .calls("cancel")
+            .iter()
+            .any(|c| c["job_id"] == id.as_str())
+    );
+    // A paused job's fire is accepted and starts nothing.
+    let token = sign(Algorithm::RS256, RSA_A_KEY, Some("k1"), &claims(&url));
+    let (_, v, _) = fire(&app.http, &app.api, Some(&token), json!({"job_id": id})).await;
+    assert_eq!(v["outcome"], "paused");
+}
+
+#[tokio::test]
+async fn identity_rejection_is_shown_and_not_retried_and_unusable_config_falls_back() {
+    let portal = Portal::default();
+    portal.with(|s| s.reject_identity = true);
+    let url = portal.serve().await;
+    let yaml = format!(
+        "cron: {{provider: chronos, chronos: {{portal_url: {url:?}, callback_url: 'https://a.example', expected_audience: {AUD:?}}}}}"
+    );
+    let app = TestApp::spawn(&yaml, &[("HERMES_NOUS_ACCESS_TOKEN", ACCESS_TOKEN)]).await;
+    let s = app
+        .wait_until(|s| s["cron"]["identity_rejected"] == true)
+        .await;
+    assert!(
+        s["cron"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_client"),
+        "{s}"
+    );
+    assert!(
+        !s["cron"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains(ACCESS_TOKEN)
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        portal.with(|s| s.calls.len()),
+        1,
+        "retried a permanent rejection"
+    );
+
+    // chronos without a token: the built-in ticker runs, with the reason in status.
+    let app = TestApp::spawn("cron: {provider: chronos}", &[]).await;
+    let s = app.wait_until(|s| s["cron"]["provider"] == "builtin").await;
+    let warning = s["cron"]["warning"].as_str().unwrap();
+    assert!(
+        warning.contains("HERMES_NOUS_ACCESS_TOKEN") && warning.contains("cron.chronos.portal_url"),
+        "{warning}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_postgres_fire_one_slot_once() {
+    let url = fresh_postgres_url().await;
+    let env = [("HERMES_DATABASE_URL", url.as_str())];
+    let yaml = format!(
+        "agent: {{echo: {{delay_ms: 300}}}}\ncron: {{chronos: {{expected_audience: {AUD:?}, nas_public_keys: {}}}}}",
+        yaml_list(&[RSA_A_PUB, EC_A_PUB])
+    );
+    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Proc::start(home_a.path(), &yaml, &env);
+    let b = Proc::start(home_b.path(), &yaml, &env);
+    let http = reqwest::Client::new();
+    for p in [&a, &b] {
+        wait_for("the process to serve", async || {
+            let r = http
+                .get(format!("{}/api/status", p.dash))
+                .send()
+                .await
+                .ok()?;
+            let v: Value = r.json().await.ok()?;
+            (v["gateway_state"] == "running").then_some(())
+        })
+        .await;
+    }
+    let at = jiff::Timestamp::from_second(now() + 20)
+        .unwrap()
+        .to_string();
+    let v: Value = http
+        .post(format!("{}/api/jobs", a.api))
+        .json(&json!({"prompt": "once", "schedule": at}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = v["job"]["id"].as_str().unwrap().to_owned();
+    let slot = v["job"]["next_run_at"].as_str().unwrap().to_owned();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let base = if i % 2 == 0 {
+            a.api.clone()
+        } else {
+            b.api.clone()
+        };
+        let token = sign(Algorithm::RS256, RSA_A_KEY, None, &claims(""));
+        let (http, body) = (http.clone(), json!({"job_id": id, "fire_at": slot}));
+        tasks.push(tokio::spawn(async move {
+            fire(&http, &base, Some(&token), body).await
+        }));
+    }
+    let mut started = 0;
+    for t in tasks {
+        let (status, v, _) = t.await.unwrap();
+        assert_eq!(status, 202, "{v}");
+        started += usize::from(v["outcome"] == "started");
+    }
+    assert_eq!(started, 1);
+    let all = wait_for("the run to finish", async || {
+        let r = runs(&http, &b.api, &id).await;
+        (r.iter().all(|r| r["status"] == "completed") && !r.is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(all.len(), 1, "{all:?}");
+}
