@@ -1,6 +1,7 @@
 //! The cron service: job CRUD with validation, the tick (find due jobs, claim each slot
 //! once, dispatch), run execution as gated turns with a renewed lease, and delivery.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -119,6 +120,22 @@ pub struct Fired {
     pub run_id: Option<String>,
 }
 
+/// Least time between two [`CronService::upkeep`]s on the fire path.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The result of claiming a job's current slot.
+#[derive(Debug)]
+enum Claim {
+    /// Ours to execute.
+    Run(Run),
+    /// Consumed as skipped: the previous run still holds its lease.
+    Skipped(Run),
+    /// Another claimer won (or the job changed).
+    Lost,
+    /// The fire token's id was used before: nothing claimed.
+    Replayed,
+}
+
 /// What one tick did (for status, tests and benchmarks).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TickReport {
@@ -143,6 +160,10 @@ pub struct CronService {
     owner: String,
     lease: Mutex<Duration>,
     wake: Notify,
+    /// Job changes and fired slots, for an external provider that arms the next slot.
+    rearm: Notify,
+    /// When [`CronService::upkeep`] last ran (Unix seconds).
+    last_upkeep: AtomicI64,
     /// Fired at the shutdown deadline: running runs stop and are recorded interrupted.
     cancel: CancellationToken,
 }
@@ -172,6 +193,8 @@ impl CronService {
                 .unwrap_or_default(),
             lease: Mutex::new(LEASE),
             wake: Notify::new(),
+            rearm: Notify::new(),
+            last_upkeep: AtomicI64::new(i64::MIN / 2),
             cancel,
         }
     }
@@ -241,7 +264,7 @@ impl CronService {
             updated_at: now,
         };
         self.store.insert_job(&job).await?;
-        self.wake.notify_one();
+        self.job_changed();
         Ok(job)
     }
 
@@ -287,7 +310,7 @@ impl CronService {
             .update_job(&job)
             .await
             .map_err(|e| not_found(e, id))?;
-        self.wake.notify_one();
+        self.job_changed();
         Ok(job)
     }
 
@@ -335,6 +358,7 @@ impl CronService {
 
     pub async fn delete(&self, id: &str) -> Result<(), CronError> {
         if self.store.delete_job(id).await? {
+            self.job_changed();
             Ok(())
         } else {
             Err(CronError::NotFound(id.to_owned()))
@@ -354,13 +378,10 @@ impl CronService {
         }
         let now = self.now();
         let new = self.new_run(&job.id, now, now);
-        match self.store.open_run(&new, RunStatus::Running).await? {
-            ClaimOutcome::Claimed => {}
-            ClaimOutcome::Lost => {
-                return Err(CronError::Invalid(
-                    "this job was already started this second".into(),
-                ));
-            }
+        if self.store.open_run(&new, RunStatus::Running).await? != ClaimOutcome::Claimed {
+            return Err(CronError::Invalid(
+                "this job was already started this second".into(),
+            ));
         }
         let run = running(&new);
         self.spawn_run(job, run.clone(), None, None);
@@ -384,98 +405,88 @@ impl CronService {
 
     /// Carries out a fire: the slot's claim is taken here, synchronously, and the run goes on
     /// in the background. Admission comes first, so a draining gateway claims nothing
-    /// (`Draining`) and the scheduler's retry runs the slot after the drain; a replayed
-    /// `jti` or an already-claimed slot starts nothing.
+    /// (`Draining`) and the scheduler's retry runs the slot after the drain. The token's
+    /// `jti` is recorded in the claim's transaction: a replayed token or an already-claimed
+    /// slot starts nothing, and a fire that claims nothing uses up nothing.
     pub async fn fire(self: &Arc<Self>, req: FireRequest) -> Result<Fired, CronError> {
         let guard = self
             .gate
             .admit(&format!("cron-{}", req.job_id))
             .map_err(|_| CronError::Draining)?;
         let now = self.now();
-        if let Some((jti, until)) = &req.jti
-            && !self.store.remember_jti(jti, *until, now).await?
-        {
+        self.upkeep(now).await?;
+        let nothing = |guard: TurnGuard, outcome, run_id| {
             guard.release();
-            return Ok(Fired {
-                outcome: FireOutcome::Duplicate,
-                run_id: None,
-            });
-        }
-        let result = self.fire_claimed(&req, guard, now).await;
-        if result.is_err()
-            && let Some((jti, _)) = &req.jti
-        {
-            // Nothing was started: the scheduler's retry with this token must still work.
-            if let Err(e) = self.store.forget_jti(jti).await {
-                tracing::warn!(error = %e, "cannot forget the fire token id after a failed fire");
-            }
-        }
-        result
-    }
-
-    async fn fire_claimed(
-        self: &Arc<Self>,
-        req: &FireRequest,
-        guard: TurnGuard,
-        now: Timestamp,
-    ) -> Result<Fired, CronError> {
-        let done = |outcome, run_id| Ok(Fired { outcome, run_id });
-        // No ticker runs in the scale-to-zero mode: leases of dead processes end here.
-        self.store.expire_leases(now).await?;
+            Ok(Fired { outcome, run_id })
+        };
         let job = match self.store.get_job(&req.job_id).await {
             Ok(job) => job,
-            Err(StoreError::NotFound) => {
-                guard.release();
-                return done(FireOutcome::UnknownJob, None);
-            }
+            Err(StoreError::NotFound) => return nothing(guard, FireOutcome::UnknownJob, None),
             Err(e) => return Err(e.into()),
         };
         if !job.enabled || job.state == JobState::Paused {
-            guard.release();
-            return done(FireOutcome::Paused, None);
+            return nothing(guard, FireOutcome::Paused, None);
         }
         if let Some(at) = req.fire_at
-            && let Some(run) = self.store.run_at_slot(&job.id, at).await?
+            && job.next_run_at != Some(at)
         {
-            guard.release();
-            return done(FireOutcome::Duplicate, Some(run.id));
+            // Not the job's current slot: an earlier delivery claimed it, or it moved.
+            return match self.store.run_at_slot(&job.id, at).await? {
+                Some(run) => nothing(guard, FireOutcome::Duplicate, Some(run.id)),
+                None => nothing(guard, FireOutcome::NotDue, None),
+            };
         }
         let early = jiff::SignedDuration::try_from(FIRE_EARLY_TOLERANCE).unwrap_or_default();
         let due = job.state == JobState::Scheduled
-            && job.next_run_at.is_some_and(|slot| {
-                req.fire_at.is_none_or(|at| at == slot)
-                    && slot <= now.checked_add(early).unwrap_or(now)
-            });
+            && job
+                .next_run_at
+                .is_some_and(|slot| slot <= now.checked_add(early).unwrap_or(now));
         if !due {
-            guard.release();
-            return done(FireOutcome::NotDue, None);
+            return nothing(guard, FireOutcome::NotDue, None);
         }
-        match self.claim(&job, now).await? {
-            Some((run, RunStatus::Running)) => {
+        let jti = req.jti.as_ref().map(|(id, until)| (id.as_str(), *until));
+        match self.claim(&job, now, jti).await? {
+            Claim::Run(run) => {
                 let finishes = self.following(&job, now).is_none();
                 let run_id = run.id.clone();
-                self.spawn_run(
-                    job,
-                    run,
-                    finishes.then_some(JobState::Completed),
-                    Some(guard),
-                );
-                // The job moved to its next slot: the provider arms it.
-                self.wake.notify_one();
-                done(FireOutcome::Started, Some(run_id))
+                let finish = finishes.then_some(JobState::Completed);
+                self.spawn_run(job, run, finish, Some(guard));
+                // The job moved to its next slot: an external provider arms it.
+                self.rearm.notify_one();
+                Ok(Fired {
+                    outcome: FireOutcome::Started,
+                    run_id: Some(run_id),
+                })
             }
-            Some((run, _skipped)) => {
-                guard.release();
-                self.wake.notify_one();
-                done(FireOutcome::Duplicate, Some(run.id))
+            Claim::Skipped(run) => {
+                self.rearm.notify_one();
+                nothing(guard, FireOutcome::Duplicate, Some(run.id))
             }
-            None => {
-                guard.release();
+            Claim::Replayed => nothing(guard, FireOutcome::Duplicate, None),
+            Claim::Lost => {
                 let slot = job.next_run_at.unwrap_or(now);
                 let run = self.store.run_at_slot(&job.id, slot).await?;
-                done(FireOutcome::Duplicate, run.map(|r| r.id))
+                nothing(guard, FireOutcome::Duplicate, run.map(|r| r.id))
             }
         }
+    }
+
+    /// What the ticker would otherwise do, for the scale-to-zero mode where none runs:
+    /// record runs of dead processes interrupted and forget expired fire-token ids. At most
+    /// once per [`UPKEEP_INTERVAL`], so fires in a burst do not each pay for it.
+    async fn upkeep(&self, now: Timestamp) -> Result<(), CronError> {
+        let last = self.last_upkeep.load(Ordering::Relaxed);
+        if now.as_second() - last < UPKEEP_INTERVAL.as_secs() as i64
+            || self
+                .last_upkeep
+                .compare_exchange(last, now.as_second(), Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return Ok(());
+        }
+        self.store.expire_leases(now).await?;
+        self.store.sweep_fire_tokens(now).await?;
+        Ok(())
     }
 
     // ---- the tick -------------------------------------------------------------------
@@ -493,14 +504,14 @@ impl CronService {
         let due = self.store.due_jobs(now, TICK_BATCH).await?;
         report.due = due.len();
         for job in due {
-            match self.claim(&job, now).await? {
-                Some((run, RunStatus::Running)) => {
+            match self.claim(&job, now, None).await? {
+                Claim::Run(run) => {
                     report.claimed += 1;
                     let finishes = self.following(&job, now).is_none();
                     self.spawn_run(job, run, finishes.then_some(JobState::Completed), None);
                 }
-                Some(_) => report.skipped_overlap += 1,
-                None => report.lost += 1,
+                Claim::Skipped(_) => report.skipped_overlap += 1,
+                Claim::Lost | Claim::Replayed => report.lost += 1,
             }
         }
         Ok(report)
@@ -530,15 +541,15 @@ impl CronService {
         }
     }
 
-    /// Claims the job's current slot: `Some((run, Running))` to execute, `Some((_, Skipped))`
-    /// when the previous run still holds its lease, `None` when another claimer won.
+    /// Claims the job's current slot (see [`Claim`]).
     async fn claim(
         &self,
         job: &Job,
         now: Timestamp,
-    ) -> Result<Option<(Run, RunStatus)>, CronError> {
+        jti: Option<(&str, Timestamp)>,
+    ) -> Result<Claim, CronError> {
         let Some(slot) = job.next_run_at else {
-            return Ok(None);
+            return Ok(Claim::Lost);
         };
         if Schedule::parse(&job.schedule, &self.tz, slot).is_err() {
             // Unreadable stored schedule: park the job in `error`, visibly.
@@ -550,7 +561,7 @@ impl CronService {
             ));
             broken.updated_at = now;
             self.store.update_job(&broken).await?;
-            return Ok(None);
+            return Ok(Claim::Lost);
         }
         let next = self.following(job, now);
         if let Ok(s) = Schedule::parse(&job.schedule, &self.tz, slot) {
@@ -566,8 +577,16 @@ impl CronService {
         };
         let new = self.new_run(&job.id, slot, now);
         let state = JobState::Scheduled;
-        let outcome = self.store.claim_slot(&new, next, state, status).await?;
-        Ok((outcome == ClaimOutcome::Claimed).then(|| (running(&new), status)))
+        let outcome = self
+            .store
+            .claim_slot(&new, next, state, status, jti)
+            .await?;
+        Ok(match (outcome, status) {
+            (ClaimOutcome::Claimed, RunStatus::Running) => Claim::Run(running(&new)),
+            (ClaimOutcome::Claimed, _) => Claim::Skipped(running(&new)),
+            (ClaimOutcome::Lost, _) => Claim::Lost,
+            (ClaimOutcome::Replayed, _) => Claim::Replayed,
+        })
     }
 
     /// Executes a claimed run as a gated turn in the background (admitted here unless the
@@ -592,7 +611,6 @@ impl CronService {
                     tracing::error!(run = %ended.id, error = %e, "cannot record the run's end")
                 }
             }
-            this.wake.notify_one();
         });
     }
 
@@ -725,10 +743,16 @@ impl CronService {
         self.info.update_cron(f);
     }
 
-    /// Resolves at the next job change (a permit is kept if nobody was waiting), for the
-    /// provider that keeps an external scheduler in step.
+    /// Resolves at the next job change or fired slot (a permit is kept if nobody was
+    /// waiting), for the provider that keeps an external scheduler in step.
     pub async fn changed(&self) {
-        self.wake.notified().await;
+        self.rearm.notified().await;
+    }
+
+    /// Wakes the ticker and the external provider: a job changed.
+    fn job_changed(&self) {
+        self.wake.notify_one();
+        self.rearm.notify_one();
     }
 }
 

@@ -27,6 +27,8 @@ pub enum ClaimOutcome {
     Claimed,
     /// Someone else already claimed this slot (or the job changed): do nothing.
     Lost,
+    /// The fire token's id was already used: nothing was claimed.
+    Replayed,
 }
 
 /// The job columns, in the order `job_from_row!` reads them.
@@ -215,13 +217,20 @@ impl Store {
     /// `state`) only if it is still at that slot, and opens the run row, whose (job, slot)
     /// is unique — both or neither. Exactly one caller per slot gets `Claimed`.
     /// `status` is `Running`, or `Skipped` to consume the slot without running it.
+    /// With a fire token's `(jti, kept until)`, the id is recorded in the same transaction:
+    /// an id seen before claims nothing (`Replayed`), and a lost claim records no id.
     pub async fn claim_slot(
         &self,
         run: &NewRun,
         next: Option<Timestamp>,
         state: JobState,
         status: RunStatus,
+        jti: Option<(&str, Timestamp)>,
     ) -> Result<ClaimOutcome, StoreError> {
+        let remember = sql(
+            self,
+            "INSERT INTO fire_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+        );
         let advance = sql(
             self,
             "UPDATE jobs SET next_run_at = $2, state = $3, updated_at = $4 \
@@ -235,6 +244,17 @@ impl Store {
         let finished = (status != RunStatus::Running).then(|| run.started_at.as_second());
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            if let Some((jti, until)) = jti {
+                let fresh = sqlx::query(remember)
+                    .bind(jti)
+                    .bind(until.as_second())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if fresh == 0 {
+                    return Ok(ClaimOutcome::Replayed);
+                }
+            }
             let moved = sqlx::query(advance)
                 .bind(&run.job_id)
                 .bind(next.map(|t| t.as_second()))

@@ -120,6 +120,7 @@ async fn due_scan_and_claim_are_exactly_once_on_both_backends() {
                         Some(t(70)),
                         JobState::Scheduled,
                         RunStatus::Running,
+                        None,
                     )
                     .await
                     .unwrap()
@@ -193,6 +194,7 @@ async fn expired_leases_become_interrupted_runs_on_both_backends() {
                 Some(t(70)),
                 JobState::Scheduled,
                 RunStatus::Running,
+                None,
             )
             .await
             .unwrap();
