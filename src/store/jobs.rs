@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 use sqlx::Row;
 
-use super::{Store, StoreError, on_pool, sql};
+use super::{Store, StoreError, on_pool, on_read_pool, sql};
 use crate::cron::{Job, JobState, Repeat, Run, RunStatus};
 
 /// What [`Store::claim_slot`] needs to open a run.
@@ -170,7 +170,7 @@ impl Store {
 
     pub async fn get_job(&self, id: &str) -> Result<Job, StoreError> {
         let q = sql(self, concat!(select_jobs!(), " WHERE id = $1"));
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let row = sqlx::query(q).bind(id).fetch_optional(pool).await?.ok_or(StoreError::NotFound)?;
             Ok(job_from_row!(&row))
         })
@@ -179,7 +179,7 @@ impl Store {
     /// All jobs, oldest first.
     pub async fn list_jobs(&self) -> Result<Vec<Job>, StoreError> {
         let q = sql(self, concat!(select_jobs!(), " ORDER BY created_at, id"));
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let rows = sqlx::query(q).fetch_all(pool).await?;
             rows.iter().map(|row| Ok(job_from_row!(row))).collect()
         })
@@ -207,7 +207,7 @@ impl Store {
                 " WHERE enabled = 1 AND state = 'scheduled' AND next_run_at <= $1 ORDER BY next_run_at LIMIT $2"
             ),
         );
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let rows = sqlx::query(q).bind(now.as_second()).bind(limit).fetch_all(pool).await?;
             rows.iter().map(|row| Ok(job_from_row!(row))).collect()
         })
@@ -334,7 +334,7 @@ impl Store {
                 " WHERE job_id = $1 AND status = 'running' AND lease_until > $2 LIMIT 1"
             ),
         );
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let row = sqlx::query(q).bind(job_id).bind(now.as_second()).fetch_optional(pool).await?;
             row.map(|row| Ok(run_from_row!(&row))).transpose()
         })
@@ -448,7 +448,7 @@ impl Store {
             "SELECT MIN(next_run_at) FROM jobs WHERE enabled = 1 AND state = 'scheduled'",
         );
         let secs: Option<i64> =
-            on_pool!(self, pool => sqlx::query_scalar(q).fetch_one(pool).await?);
+            on_read_pool!(self, pool => sqlx::query_scalar(q).fetch_one(pool).await?);
         opt_ts(secs)
     }
 
@@ -461,7 +461,7 @@ impl Store {
                 " WHERE job_id = $1 ORDER BY started_at DESC, scheduled_for DESC LIMIT $2"
             ),
         );
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let rows = sqlx::query(q).bind(job_id).bind(limit).fetch_all(pool).await?;
             rows.iter().map(|row| Ok(run_from_row!(row))).collect()
         })
@@ -477,7 +477,7 @@ impl Store {
             self,
             concat!(select_runs!(), " WHERE job_id = $1 AND scheduled_for = $2"),
         );
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let row = sqlx::query(q).bind(job_id).bind(slot.as_second()).fetch_optional(pool).await?;
             row.map(|row| Ok(run_from_row!(&row))).transpose()
         })
@@ -485,7 +485,7 @@ impl Store {
 
     pub async fn get_run(&self, run_id: &str) -> Result<Run, StoreError> {
         let q = sql(self, concat!(select_runs!(), " WHERE id = $1"));
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let row = sqlx::query(q).bind(run_id).fetch_optional(pool).await?.ok_or(StoreError::NotFound)?;
             Ok(run_from_row!(&row))
         })

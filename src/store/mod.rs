@@ -45,8 +45,18 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The gateway's database.
 #[derive(Debug, Clone)]
 pub enum Store {
-    Sqlite(SqlitePool),
+    Sqlite(SqlitePools),
     Postgres(PgPool),
+}
+
+/// SQLite allows one writer at a time; writers on several connections wait for each other
+/// in SQLite's busy handler, which sleeps (1, 2, 5 … 25 ms). So every write goes through one
+/// connection, queued fairly and without sleeping by the pool, and reads (which WAL lets run
+/// beside the writer) through their own connections.
+#[derive(Debug, Clone)]
+pub struct SqlitePools {
+    read: SqlitePool,
+    write: SqlitePool,
 }
 
 /// Why a store operation failed.
@@ -77,16 +87,44 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Runs the same query-building code against whichever pool the store holds.
+/// Runs the same query-building code against whichever pool the store holds (on SQLite,
+/// the writer's; see [`on_read_pool`] for queries that only read).
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
-            $crate::store::Store::Sqlite($pool) => $body,
+            $crate::store::Store::Sqlite(pools) => {
+                let $pool = pools.writer();
+                $body
+            }
             $crate::store::Store::Postgres($pool) => $body,
         }
     };
 }
 pub(crate) use on_pool;
+
+/// [`on_pool`] for a query that only reads: on SQLite it runs beside the writer.
+macro_rules! on_read_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::store::Store::Sqlite(pools) => {
+                let $pool = pools.reader();
+                $body
+            }
+            $crate::store::Store::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_read_pool;
+
+impl SqlitePools {
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.write
+    }
+
+    pub(crate) fn reader(&self) -> &SqlitePool {
+        &self.read
+    }
+}
 
 impl Store {
     /// Opens the configured store and brings its schema up to date.
@@ -106,13 +144,20 @@ impl Store {
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
-        let store = Self::Sqlite(pool);
+        // A local file cannot go stale: no ping before each use (a round trip to the
+        // connection's worker thread per query, a large share of a short query's cost).
+        let pool = |n| {
+            SqlitePoolOptions::new()
+                .max_connections(n)
+                .test_before_acquire(false)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options.clone())
+        };
+        let unavailable = |e| StoreError::Unavailable(format!("{}: {e}", path.display()));
+        // The writer connects first: it creates the file and switches it to WAL.
+        let write = pool(1).await.map_err(unavailable)?;
+        let read = pool(4).await.map_err(unavailable)?;
+        let store = Self::Sqlite(SqlitePools { read, write });
         store.migrate().await?;
         Ok(store)
     }
