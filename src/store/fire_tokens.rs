@@ -1,6 +1,7 @@
 //! Accepted fire-token ids (`jti`): the replay guard of `POST /api/cron/fire`, in the store
 //! so every replica sees every token. Ids are recorded by [`Store::claim_slot`], in the
-//! claim's own transaction, so a fire that claims nothing uses up nothing.
+//! claim's own transaction: a fire refused before its claim (draining, not due, a store
+//! outage) uses up nothing.
 
 use jiff::Timestamp;
 

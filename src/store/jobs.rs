@@ -218,7 +218,9 @@ impl Store {
     /// is unique — both or neither. Exactly one caller per slot gets `Claimed`.
     /// `status` is `Running`, or `Skipped` to consume the slot without running it.
     /// With a fire token's `(jti, kept until)`, the id is recorded in the same transaction:
-    /// an id seen before claims nothing (`Replayed`), and a lost claim records no id.
+    /// an id seen before claims nothing (`Replayed`). A fresh id is recorded whether the
+    /// claim wins or loses: a lost claim means the slot was taken (or the job moved), so
+    /// the token is spent either way.
     pub async fn claim_slot(
         &self,
         run: &NewRun,
@@ -227,6 +229,9 @@ impl Store {
         status: RunStatus,
         jti: Option<(&str, Timestamp)>,
     ) -> Result<ClaimOutcome, StoreError> {
+        if let Store::Sqlite(pools) = self {
+            return claim_slot_sqlite(pools.writer(), run, next, state, status, jti).await;
+        }
         let remember = sql(
             self,
             "INSERT INTO fire_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
@@ -265,6 +270,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if moved == 0 {
+                tx.commit().await?;
                 return Ok(ClaimOutcome::Lost);
             }
             let opened = sqlx::query(open)
@@ -280,6 +286,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if opened == 0 {
+                tx.commit().await?;
                 return Ok(ClaimOutcome::Lost);
             }
             tx.commit().await?;
@@ -490,4 +497,84 @@ impl Store {
             Ok(run_from_row!(&row))
         })
     }
+}
+
+/// [`Store::claim_slot`] on SQLite as one script, so the claim costs one round trip to the
+/// writer connection's thread instead of five (the dominant cost of a claim there). Each
+/// step runs only if the one before changed a row (`changes()` is the row count of the
+/// last completed INSERT/UPDATE/DELETE); the `SELECT`s report those counts. The script
+/// always commits: the only partial outcomes are a lost claim that recorded its token id
+/// (the slot ran elsewhere, so a retry with that token is rightly a duplicate) and a slot
+/// that already had a run row (it ran). On an error the transaction is rolled back.
+async fn claim_slot_sqlite(
+    writer: &sqlx::SqlitePool,
+    run: &NewRun,
+    next: Option<Timestamp>,
+    state: JobState,
+    status: RunStatus,
+    jti: Option<(&str, Timestamp)>,
+) -> Result<ClaimOutcome, StoreError> {
+    // Every statement binds all twelve arguments through the one-row table `a`: the driver
+    // binds a script's numbered parameters statement by statement and stops at a gap.
+    macro_rules! with_args {
+        () => {
+            "WITH a(job, next, state, now, slot, run, status, lease, owner, jti, keep_until, fin) \
+             AS (VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)) "
+        };
+    }
+    const SCRIPT: &str = concat!(
+        "BEGIN IMMEDIATE;\n",
+        with_args!(),
+        "INSERT INTO fire_tokens (jti, expires_at) SELECT jti, keep_until FROM a WHERE jti IS NOT NULL \
+         ON CONFLICT (jti) DO NOTHING;\n",
+        "SELECT changes();\n",
+        with_args!(),
+        "UPDATE jobs SET next_run_at = a.next, state = a.state, updated_at = a.now FROM a \
+         WHERE jobs.id = a.job AND jobs.next_run_at = a.slot AND jobs.enabled = 1 \
+         AND jobs.state = 'scheduled' AND (a.jti IS NULL OR changes() = 1);\n",
+        with_args!(),
+        "INSERT INTO runs (id, job_id, scheduled_for, started_at, status, lease_until, owner, finished_at) \
+         SELECT run, job, slot, now, status, lease, owner, fin FROM a WHERE changes() = 1 \
+         ON CONFLICT (job_id, scheduled_for) DO NOTHING;\n",
+        "SELECT changes();\n",
+        "COMMIT;"
+    );
+    let finished = (status != RunStatus::Running).then(|| run.started_at.as_second());
+    let mut conn = writer.acquire().await?;
+    let rows = sqlx::query(SCRIPT)
+        .bind(&run.job_id)
+        .bind(next.map(|t| t.as_second()))
+        .bind(state.as_str())
+        .bind(run.started_at.as_second())
+        .bind(run.scheduled_for.as_second())
+        .bind(&run.id)
+        .bind(status.as_str())
+        .bind(run.lease_until.as_second())
+        .bind(&run.owner)
+        .bind(jti.map(|(id, _)| id))
+        .bind(jti.map(|(_, until)| until.as_second()))
+        .bind(finished)
+        .fetch_all(&mut *conn)
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            // The script may have stopped inside its transaction: end it here, on the
+            // connection that holds it, before the connection goes back to the pool.
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            return Err(e.into());
+        }
+    };
+    let count = |i: usize| -> Result<i64, StoreError> {
+        rows.get(i)
+            .ok_or_else(|| StoreError::Query(format!("claim script returned {} rows", rows.len())))
+            .and_then(|r| Ok(r.try_get::<i64, _>(0)?))
+    };
+    Ok(if jti.is_some() && count(0)? == 0 {
+        ClaimOutcome::Replayed
+    } else if count(1)? == 1 {
+        ClaimOutcome::Claimed
+    } else {
+        ClaimOutcome::Lost
+    })
 }
