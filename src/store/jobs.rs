@@ -5,6 +5,7 @@
 use jiff::Timestamp;
 use sqlx::Row;
 
+use super::sqlite_writer::{ClaimArgs, FinishArgs};
 use super::{Store, StoreError, on_pool, on_read_pool, sql};
 use crate::cron::{Job, JobState, Repeat, Run, RunStatus};
 
@@ -229,8 +230,25 @@ impl Store {
         status: RunStatus,
         jti: Option<(&str, Timestamp)>,
     ) -> Result<ClaimOutcome, StoreError> {
+        let finished = (status != RunStatus::Running).then(|| run.started_at.as_second());
         if let Store::Sqlite(pools) = self {
-            return claim_slot_sqlite(pools.writer(), run, next, state, status, jti).await;
+            return pools
+                .batch
+                .claim(ClaimArgs {
+                    job: run.job_id.clone(),
+                    next: next.map(|t| t.as_second()),
+                    state: state.as_str(),
+                    now: run.started_at.as_second(),
+                    slot: run.scheduled_for.as_second(),
+                    run: run.id.clone(),
+                    status: status.as_str(),
+                    lease: run.lease_until.as_second(),
+                    owner: run.owner.clone(),
+                    jti: jti.map(|(id, _)| id.to_owned()),
+                    keep_until: jti.map(|(_, until)| until.as_second()),
+                    finished,
+                })
+                .await;
         }
         let remember = sql(
             self,
@@ -246,7 +264,7 @@ impl Store {
             "INSERT INTO runs (id, job_id, scheduled_for, started_at, status, lease_until, owner, finished_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_id, scheduled_for) DO NOTHING",
         );
-        let finished = (status != RunStatus::Running).then(|| run.started_at.as_second());
+
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             if let Some((jti, until)) = jti {
@@ -376,6 +394,26 @@ impl Store {
              repeat_completed = repeat_completed + $5, state = COALESCE($6, state), updated_at = $7 WHERE id = $1",
         );
         let finished_at = run.finished_at.unwrap_or(run.started_at).as_second();
+        let done = i64::from(matches!(
+            run.status,
+            RunStatus::Completed | RunStatus::Failed
+        ));
+        if let Store::Sqlite(pools) = self {
+            return pools
+                .batch
+                .finish(FinishArgs {
+                    run: run.id.clone(),
+                    status: run.status.as_str(),
+                    finished_at,
+                    output: run.output.clone(),
+                    error: run.error.clone(),
+                    job: run.job_id.clone(),
+                    started_at: run.started_at.as_second(),
+                    done,
+                    job_state: finish_job.map(JobState::as_str),
+                })
+                .await;
+        }
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let ended = sqlx::query(end)
@@ -396,7 +434,7 @@ impl Store {
                 .bind(run.started_at.as_second())
                 .bind(run.status.as_str())
                 .bind(&run.error)
-                .bind(i64::from(matches!(run.status, RunStatus::Completed | RunStatus::Failed)))
+                .bind(done)
                 .bind(finish_job.map(JobState::as_str))
                 .bind(finished_at)
                 .execute(&mut *tx)
@@ -497,84 +535,4 @@ impl Store {
             Ok(run_from_row!(&row))
         })
     }
-}
-
-/// [`Store::claim_slot`] on SQLite as one script, so the claim costs one round trip to the
-/// writer connection's thread instead of five (the dominant cost of a claim there). Each
-/// step runs only if the one before changed a row (`changes()` is the row count of the
-/// last completed INSERT/UPDATE/DELETE); the `SELECT`s report those counts. The script
-/// always commits: the only partial outcomes are a lost claim that recorded its token id
-/// (the slot ran elsewhere, so a retry with that token is rightly a duplicate) and a slot
-/// that already had a run row (it ran). On an error the transaction is rolled back.
-async fn claim_slot_sqlite(
-    writer: &sqlx::SqlitePool,
-    run: &NewRun,
-    next: Option<Timestamp>,
-    state: JobState,
-    status: RunStatus,
-    jti: Option<(&str, Timestamp)>,
-) -> Result<ClaimOutcome, StoreError> {
-    // Every statement binds all twelve arguments through the one-row table `a`: the driver
-    // binds a script's numbered parameters statement by statement and stops at a gap.
-    macro_rules! with_args {
-        () => {
-            "WITH a(job, next, state, now, slot, run, status, lease, owner, jti, keep_until, fin) \
-             AS (VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)) "
-        };
-    }
-    const SCRIPT: &str = concat!(
-        "BEGIN IMMEDIATE;\n",
-        with_args!(),
-        "INSERT INTO fire_tokens (jti, expires_at) SELECT jti, keep_until FROM a WHERE jti IS NOT NULL \
-         ON CONFLICT (jti) DO NOTHING;\n",
-        "SELECT changes();\n",
-        with_args!(),
-        "UPDATE jobs SET next_run_at = a.next, state = a.state, updated_at = a.now FROM a \
-         WHERE jobs.id = a.job AND jobs.next_run_at = a.slot AND jobs.enabled = 1 \
-         AND jobs.state = 'scheduled' AND (a.jti IS NULL OR changes() = 1);\n",
-        with_args!(),
-        "INSERT INTO runs (id, job_id, scheduled_for, started_at, status, lease_until, owner, finished_at) \
-         SELECT run, job, slot, now, status, lease, owner, fin FROM a WHERE changes() = 1 \
-         ON CONFLICT (job_id, scheduled_for) DO NOTHING;\n",
-        "SELECT changes();\n",
-        "COMMIT;"
-    );
-    let finished = (status != RunStatus::Running).then(|| run.started_at.as_second());
-    let mut conn = writer.acquire().await?;
-    let rows = sqlx::query(SCRIPT)
-        .bind(&run.job_id)
-        .bind(next.map(|t| t.as_second()))
-        .bind(state.as_str())
-        .bind(run.started_at.as_second())
-        .bind(run.scheduled_for.as_second())
-        .bind(&run.id)
-        .bind(status.as_str())
-        .bind(run.lease_until.as_second())
-        .bind(&run.owner)
-        .bind(jti.map(|(id, _)| id))
-        .bind(jti.map(|(_, until)| until.as_second()))
-        .bind(finished)
-        .fetch_all(&mut *conn)
-        .await;
-    let rows = match rows {
-        Ok(rows) => rows,
-        Err(e) => {
-            // The script may have stopped inside its transaction: end it here, on the
-            // connection that holds it, before the connection goes back to the pool.
-            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-            return Err(e.into());
-        }
-    };
-    let count = |i: usize| -> Result<i64, StoreError> {
-        rows.get(i)
-            .ok_or_else(|| StoreError::Query(format!("claim script returned {} rows", rows.len())))
-            .and_then(|r| Ok(r.try_get::<i64, _>(0)?))
-    };
-    Ok(if jti.is_some() && count(0)? == 0 {
-        ClaimOutcome::Replayed
-    } else if count(1)? == 1 {
-        ClaimOutcome::Claimed
-    } else {
-        ClaimOutcome::Lost
-    })
 }

@@ -11,6 +11,7 @@
 
 mod fire_tokens;
 mod jobs;
+mod sqlite_writer;
 
 use std::path::Path;
 use std::time::Duration;
@@ -57,10 +58,12 @@ pub enum Store {
 pub struct SqlitePools {
     read: SqlitePool,
     write: SqlitePool,
+    /// Group commit for claims and run ends, on the write connection.
+    batch: sqlite_writer::Writer,
 }
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached (connect, pool timeout, I/O): retry later.
     #[error("the database is unavailable: {0}")]
@@ -157,7 +160,8 @@ impl Store {
         // The writer connects first: it creates the file and switches it to WAL.
         let write = pool(1).await.map_err(unavailable)?;
         let read = pool(4).await.map_err(unavailable)?;
-        let store = Self::Sqlite(SqlitePools { read, write });
+        let batch = sqlite_writer::Writer::spawn(write.clone());
+        let store = Self::Sqlite(SqlitePools { read, write, batch });
         store.migrate().await?;
         Ok(store)
     }
