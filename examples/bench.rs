@@ -5,8 +5,9 @@
 //! ```
 //! Subcommands: `drain-latency`, `status`, `startup`, `rss`, `upstream-overhead`,
 //! `echo-throughput`, `stream-memory`, `turns` (the last three), `cron-tick`,
-//! `cron-contention`, `cron` (the last two; need PostgreSQL from `.ci/deps`), `fire`
-//! (against `bench/fire_receiver.py`; needs python3 with aiohttp and PyJWT), `all`. Each starts its own
+//! `cron-contention`, `cron` (the last two; need PostgreSQL from `.ci/deps`), `fire` and
+//! `fire-no-claim` (against `bench/fire_receiver.py`; need python3 with aiohttp and PyJWT;
+//! `FIRE_ONLY=ES256,gateway` runs a subset), `all`. Each starts its own
 //! gateway(s) in a temporary HERMES_HOME on loopback ports and prints medians.
 
 use std::path::{Path, PathBuf};
@@ -601,7 +602,8 @@ async fn main() {
             let a: Vec<String> = std::env::args().collect();
             cron_claimer(&a[2], &a[3], &a[4]).await;
         }
-        "fire" => fire_throughput().await,
+        "fire" => fire_throughput(true).await,
+        "fire-no-claim" => fire_throughput(false).await,
         "cron" => {
             cron_tick().await;
             cron_contention().await;
@@ -622,7 +624,7 @@ async fn main() {
         }
         other => {
             eprintln!(
-                "unknown benchmark {other:?}: drain-latency | status | startup | rss | upstream-overhead | echo-throughput | stream-memory | turns | cron-tick | cron-contention | cron | fire | all"
+                "unknown benchmark {other:?}: drain-latency | status | startup | rss | upstream-overhead | echo-throughput | stream-memory | turns | cron-tick | cron-contention | cron | fire | fire-no-claim | all"
             );
             std::process::exit(2);
         }
@@ -743,8 +745,13 @@ async fn receiver(kind: &str, slot: i64, http: &reqwest::Client) -> (Receiver, S
 }
 
 /// One run: 16 keep-alive clients fire distinct due jobs for 5 s; every answer must be a
-/// 202 `started`. Returns (fires per second, latencies in ms).
-async fn fire_run(kind: &str, tokens: &std::sync::Arc<Vec<String>>) -> (f64, Vec<f64>) {
+/// 202 `started` (or, without `claim`, fire unknown jobs and get `unknown_job`). Returns
+/// (fires per second, latencies in ms).
+async fn fire_run(
+    kind: &str,
+    tokens: &std::sync::Arc<Vec<String>>,
+    claim: bool,
+) -> (f64, Vec<f64>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let http = reqwest::Client::new();
     // Due within the 30 s early tolerance, and not before the run ends (so no ticker fires them).
@@ -765,7 +772,9 @@ async fn fire_run(kind: &str, tokens: &std::sync::Arc<Vec<String>>) -> (f64, Vec
                 if i >= FIRE_JOBS.min(tokens.len()) {
                     break;
                 }
-                let body = json!({"job_id": format!("{i:012x}"), "fire_at": fire_at});
+                // Without a claim: a job id that does not exist (verify + one read + 202).
+                let prefix = if claim { "" } else { "x" };
+                let body = json!({"job_id": format!("{prefix}{i:012x}"), "fire_at": fire_at});
                 let t = Instant::now();
                 let r = http
                     .post(&url)
@@ -779,7 +788,7 @@ async fn fire_run(kind: &str, tokens: &std::sync::Arc<Vec<String>>) -> (f64, Vec
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
                 assert_eq!(
                     (status, v["outcome"].as_str()),
-                    (202, Some("started")),
+                    (202, Some(if claim { "started" } else { "unknown_job" })),
                     "{v}"
                 );
             }
@@ -795,8 +804,8 @@ async fn fire_run(kind: &str, tokens: &std::sync::Arc<Vec<String>>) -> (f64, Vec
 }
 
 /// Accepted fires per second and p99, RS256 and ES256, gateway vs. the Python receiver;
-/// three runs each, medians printed.
-async fn fire_throughput() {
+/// three runs each, medians printed. `claim: false` measures the path without the claim.
+async fn fire_throughput(claim: bool) {
     // FIRE_ONLY=ES256,gateway (say) runs a subset.
     let only = std::env::var("FIRE_ONLY").unwrap_or_default();
     for (name, alg) in [
@@ -815,7 +824,7 @@ async fn fire_throughput() {
             let mut p99s = Vec::new();
             let mut p50s = Vec::new();
             for _ in 0..3 {
-                let (rate, mut lat) = fire_run(kind, &tokens).await;
+                let (rate, mut lat) = fire_run(kind, &tokens, claim).await;
                 lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
                 println!(
                     "  {kind} {name}: {rate:.0} fires/s, p50 {:.2} ms, p99 {:.2} ms ({} fires)",

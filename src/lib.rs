@@ -5,7 +5,8 @@
 //! - [`lifecycle`]: the turn gate, drain state machine, marker contract and status record.
 //! - [`auth`]: the bearer-token seam, the drain-secret provider, dashboard session modes.
 //! - [`agent`]: backends that execute turns.
-//! - [`chronos`]: verification of externally fired cron tokens (SPEC §8).
+//! - [`chronos`]: externally fired cron (SPEC §8): fire-token verification (pinned keys or a
+//!   cached JWKS) and the account-service provider that arms each job's next slot.
 //! - [`cron`]: jobs, schedules, the ticker and run execution.
 //! - [`store`]: the database (SQLite or PostgreSQL); the only module that speaks SQL.
 //! - [`http`]: routers, DTOs and error mapping for the API server and the dashboard.
