@@ -71,13 +71,12 @@ pub fn effective(config: &Config) -> Value {
     } else {
         "loopback"
     };
-    let cron_provider = match (c.cron.provider, c.cron.chronos.portal_url.is_empty()) {
-        (crate::config::CronProvider::Chronos, true) => {
-            "builtin ticker (chronos selected but cron.chronos.portal_url is empty)"
-        }
-        (crate::config::CronProvider::Chronos, false) => "chronos",
-        _ => "builtin ticker",
-    };
+    let cron_provider =
+        match crate::chronos::reconcile::usable(c.cron.provider, &c.cron.chronos, &c.secrets) {
+            Ok(true) => "chronos".to_owned(),
+            Ok(false) => "builtin ticker".to_owned(),
+            Err(why) => format!("builtin ticker ({why})"),
+        };
     json!({
         "home": c.home,
         "agent": {
