@@ -5,8 +5,12 @@
 //! HTTP layer only extracts headers and maps [`TokenDecision`]s to responses. Secrets never
 //! leave this module except as a yes/no.
 
+pub mod basic;
 pub mod drain_secret;
+pub mod password;
+pub mod ratelimit;
 pub mod session;
+pub mod sessions;
 pub mod token;
 
 pub use drain_secret::{DrainSecretProvider, assess_secret_strength};

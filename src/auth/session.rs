@@ -5,22 +5,31 @@
 //! `/api/*`. Gated mode: any other bind; cookie sessions from registered providers are
 //! required, and until a provider exists nothing but public paths and token routes opens.
 
+use std::sync::Arc;
+
 use secrecy::{ExposeSecret, SecretString};
 
+use super::basic::BasicProvider;
 use super::constant_time_eq;
+use super::password::PasswordHash;
 use crate::config::{Config, is_loopback_host};
 
 /// How dashboard requests are authenticated.
 pub enum DashboardAuth {
-    Loopback { session_token: SecretString },
-    Gated,
+    Loopback {
+        session_token: SecretString,
+    },
+    /// Cookie sessions from the registered providers (none registered = nothing opens).
+    Gated {
+        basic: Option<Arc<BasicProvider>>,
+    },
 }
 
 impl std::fmt::Debug for DashboardAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Loopback { .. } => "Loopback",
-            Self::Gated => "Gated",
+            Self::Gated { .. } => "Gated",
         })
     }
 }
@@ -47,9 +56,12 @@ impl SessionRejection {
 impl DashboardAuth {
     /// Chooses the mode from the config.
     pub fn from_config(config: &Config) -> Self {
-        let provider_configured = !config.dashboard.basic_auth.username.is_empty()
-            && !config.dashboard.basic_auth.password_hash.is_empty();
-        if is_loopback_host(&config.dashboard.host) && !provider_configured {
+        let b = &config.dashboard.basic_auth;
+        let basic = (!b.username.is_empty())
+            .then(|| PasswordHash::parse(&b.password_hash).ok())
+            .flatten()
+            .map(|hash| Arc::new(BasicProvider::new(b.username.clone(), hash)));
+        if is_loopback_host(&config.dashboard.host) && basic.is_none() {
             let session_token = config
                 .secrets
                 .session_token
@@ -57,16 +69,25 @@ impl DashboardAuth {
                 .unwrap_or_else(|| SecretString::from(crate::ids::random_urlsafe(32)));
             Self::Loopback { session_token }
         } else {
-            Self::Gated
+            Self::Gated { basic }
         }
     }
 
     /// True in gated mode (the `auth_required` status field).
     pub fn is_gated(&self) -> bool {
-        matches!(self, Self::Gated)
+        matches!(self, Self::Gated { .. })
     }
 
-    /// Checks a non-public dashboard request given its `X-Hermes-Session-Token` header.
+    /// The password provider, when one is registered (gated mode only).
+    pub fn basic(&self) -> Option<&Arc<BasicProvider>> {
+        match self {
+            Self::Gated { basic } => basic.as_ref(),
+            Self::Loopback { .. } => None,
+        }
+    }
+
+    /// Checks a loopback-mode session token (`X-Hermes-Session-Token` header, or `?token=`
+    /// on a WebSocket). Gated mode never accepts it.
     pub fn check(&self, session_header: Option<&str>) -> Result<(), SessionRejection> {
         match self {
             Self::Loopback { session_token } => match session_header {
@@ -78,7 +99,7 @@ impl DashboardAuth {
                 }
                 Some(_) => Err(SessionRejection::InvalidSessionToken),
             },
-            Self::Gated => Err(SessionRejection::NoSession),
+            Self::Gated { .. } => Err(SessionRejection::NoSession),
         }
     }
 }

@@ -624,6 +624,18 @@ impl Reader {
             self.issue("dashboard.host", "must not be empty");
         }
         self.check_url("dashboard.public_url", &dashboard.public_url.clone(), true);
+        let basic = &dashboard.basic_auth;
+        if basic.username.is_empty() != basic.password_hash.is_empty() {
+            self.issue(
+                "dashboard.basic_auth",
+                "username and password_hash must be set together (or neither)",
+            );
+        }
+        if !basic.password_hash.is_empty()
+            && let Err(e) = crate::auth::password::PasswordHash::parse(&basic.password_hash)
+        {
+            self.issue("dashboard.basic_auth.password_hash", e.0);
+        }
         let origins = std::mem::take(&mut api.cors_origins);
         api.cors_origins = self.origins("gateway.api_server.cors_origins", origins, true);
         let origins = std::mem::take(&mut dashboard.allowed_origins);

@@ -9,6 +9,7 @@
 //! Errors keep "the database is unreachable" ([`StoreError::Unavailable`], a 503) apart from
 //! "no such row" and from query failures.
 
+mod dashboard_auth;
 mod fire_tokens;
 mod jobs;
 mod sqlite_writer;
@@ -20,6 +21,7 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+pub use dashboard_auth::{Redemption, StoredSession};
 pub use jobs::{ClaimOutcome, NewRun};
 
 use crate::config::Config;
@@ -31,12 +33,20 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/sqlite/0002_fire_tokens.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_dashboard_auth.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_cron.sql")),
     (
         2,
         include_str!("../../migrations/postgres/0002_fire_tokens.sql"),
+    ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_dashboard_auth.sql"),
     ),
 ];
 

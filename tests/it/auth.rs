@@ -167,8 +167,9 @@ async fn loopback_session_token_mode() {
 #[tokio::test]
 async fn gated_mode_refuses_without_a_session() {
     // A configured session provider makes even a loopback dashboard gated.
-    let yaml = "dashboard: {basic_auth: {username: admin, password_hash: 'x'}}";
-    let app = TestApp::spawn(yaml, &[]).await;
+    let hash = hermes_gateway::auth::password::hash_password("pw").unwrap();
+    let yaml = format!("dashboard: {{basic_auth: {{username: admin, password_hash: '{hash}'}}}}");
+    let app = TestApp::spawn(&yaml, &[]).await;
     let s = app.status().await;
     assert_eq!(s["auth_required"], true, "status is public: {s}");
     let r = app

@@ -1,0 +1,78 @@
+//! A per-client sliding-window limit for password logins (SPEC §9: the 11th attempt within
+//! 60 s gets 429). In memory, per process; monotonic time, so paused-time tests work.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Clients tracked before idle ones are dropped.
+const MAX_CLIENTS: usize = 10_000;
+
+#[derive(Debug)]
+pub struct RateLimiter {
+    max: usize,
+    window: Duration,
+    hits: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+}
+
+impl RateLimiter {
+    pub fn new(max: usize, window: Duration) -> Self {
+        Self {
+            max,
+            window,
+            hits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts an attempt by `client`; `Err(retry_after)` once it is over the limit.
+    pub fn attempt(&self, client: IpAddr) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut hits = self.hits.lock().unwrap_or_else(|e| e.into_inner());
+        if hits.len() >= MAX_CLIENTS {
+            hits.retain(|_, q| {
+                q.back()
+                    .is_some_and(|t| now.duration_since(*t) < self.window)
+            });
+        }
+        let q = hits.entry(client).or_default();
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            q.pop_front();
+        }
+        if q.len() >= self.max {
+            let oldest = q.front().copied().unwrap_or(now);
+            return Err(self.window.saturating_sub(now.duration_since(oldest)));
+        }
+        q.push_back(now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn eleventh_attempt_in_a_minute_is_refused() {
+        let limit = RateLimiter::new(10, Duration::from_secs(60));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..10 {
+            assert!(limit.attempt(a).is_ok());
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        let wait = limit.attempt(a).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(50));
+        assert!(limit.attempt(b).is_ok(), "other clients are not affected");
+        tokio::time::advance(Duration::from_secs(50)).await;
+        assert!(
+            limit.attempt(a).is_ok(),
+            "the oldest attempt left the window"
+        );
+    }
+}

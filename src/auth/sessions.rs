@@ -1,0 +1,203 @@
+//! Dashboard sessions (gated mode) and single-use WebSocket tickets (SPEC §9).
+//!
+//! A session is a random 256-bit cookie value; a ticket a random 256-bit value valid for
+//! 30 s (inclusive) and once, bound to the session that minted it. Both live in the store as
+//! SHA-256 digests, so any replica can check them and a leaked table opens nothing. In
+//! loopback mode tickets are bound to the process's session token instead. Nothing here
+//! knows HTTP; errors and logs show at most the first 8 characters of a ticket.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use secrecy::SecretString;
+
+use crate::clock::SharedClock;
+use crate::store::{Redemption, Store, StoreError, StoredSession};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "hermes_session";
+/// A ticket's lifetime (valid up to and including it).
+pub const TICKET_TTL: Duration = Duration::from_secs(30);
+/// Session lifetime when `basic_auth.session_ttl_seconds` is 0 (its default).
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// What loopback-mode tickets are bound to: the process's session token, always live.
+const LOOPBACK_SESSION: &str = "loopback";
+
+/// A signed-in dashboard user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub principal: String,
+    pub provider: String,
+    pub expires_at: Timestamp,
+    /// The digest the store keys it by (what tickets are bound to).
+    id_hash: String,
+}
+
+impl Session {
+    /// The loopback-mode pseudo-session (the process's session token was presented).
+    pub fn loopback() -> Self {
+        Self {
+            principal: "local".into(),
+            provider: "session-token".into(),
+            expires_at: Timestamp::MAX,
+            id_hash: LOOPBACK_SESSION.into(),
+        }
+    }
+}
+
+/// Why a ticket did not open a WebSocket (the audit `reason`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TicketRejection {
+    #[error("ticket {0}… is unknown")]
+    Unknown(String),
+    #[error("ticket {0}… was already used")]
+    AlreadyUsed(String),
+    #[error("ticket {0}… has expired")]
+    Expired(String),
+    #[error("ticket {0}… belongs to a session that has ended")]
+    SessionEnded(String),
+    #[error("the session store is unavailable")]
+    Unavailable,
+}
+
+impl TicketRejection {
+    /// A short machine reason for audit lines and close frames.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unknown(_) => "unknown",
+            Self::AlreadyUsed(_) => "already_used",
+            Self::Expired(_) => "expired",
+            Self::SessionEnded(_) => "session_ended",
+            Self::Unavailable => "store_unavailable",
+        }
+    }
+}
+
+/// The first 8 characters of a ticket: all that errors and logs may show.
+pub fn ticket_prefix(ticket: &str) -> String {
+    ticket.chars().take(8).collect()
+}
+
+fn digest(secret: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Sessions and tickets over the store.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    store: Store,
+    clock: SharedClock,
+    ttl: Duration,
+    /// Loopback mode: tickets are bound to the process's session token.
+    loopback: bool,
+}
+
+impl Sessions {
+    pub fn new(store: Store, clock: SharedClock, ttl: Duration, loopback: bool) -> Self {
+        Self {
+            store,
+            clock,
+            ttl,
+            loopback,
+        }
+    }
+
+    /// The session lifetime (the cookie's `Max-Age`).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Starts a session; returns the cookie value (shown once, never stored) and the session.
+    pub async fn create(
+        &self,
+        principal: &str,
+        provider: &str,
+    ) -> Result<(SecretString, Session), StoreError> {
+        let token = crate::ids::random_urlsafe(32);
+        let now = self.clock.now();
+        let expires_at = now
+            .checked_add(jiff::SignedDuration::try_from(self.ttl).unwrap_or_default())
+            .unwrap_or(Timestamp::MAX);
+        let id_hash = digest(&token);
+        let stored = StoredSession {
+            principal: principal.to_owned(),
+            provider: provider.to_owned(),
+            expires_at,
+        };
+        self.store.insert_session(&id_hash, &stored, now).await?;
+        Ok((
+            SecretString::from(token),
+            Session {
+                principal: stored.principal,
+                provider: stored.provider,
+                expires_at,
+                id_hash,
+            },
+        ))
+    }
+
+    /// The live session a cookie value names, if any.
+    pub async fn lookup(&self, token: &str) -> Result<Option<Session>, StoreError> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        self.by_hash(digest(token)).await
+    }
+
+    async fn by_hash(&self, id_hash: String) -> Result<Option<Session>, StoreError> {
+        if id_hash == LOOPBACK_SESSION {
+            // Only a loopback-mode gateway honours loopback tickets.
+            return Ok(self.loopback.then(Session::loopback));
+        }
+        Ok(self
+            .store
+            .live_session(&id_hash, self.clock.now())
+            .await?
+            .map(|s| Session {
+                principal: s.principal,
+                provider: s.provider,
+                expires_at: s.expires_at,
+                id_hash,
+            }))
+    }
+
+    /// Ends the session a cookie value names (its tickets die with it).
+    pub async fn revoke(&self, token: &str) -> Result<bool, StoreError> {
+        self.store
+            .revoke_session(&digest(token), self.clock.now())
+            .await
+    }
+
+    /// Mints a ticket for `session`: 256 random bits, 30 s, one use.
+    pub async fn mint_ticket(&self, session: &Session) -> Result<String, StoreError> {
+        let ticket = crate::ids::random_urlsafe(32);
+        let now = self.clock.now().as_millisecond();
+        let ttl = i64::try_from(TICKET_TTL.as_millis()).unwrap_or(30_000);
+        self.store
+            .insert_ticket(&digest(&ticket), &session.id_hash, now, now + ttl)
+            .await?;
+        Ok(ticket)
+    }
+
+    /// Redeems a ticket once, anywhere; the session it was minted for must still be live.
+    pub async fn redeem_ticket(&self, ticket: &str) -> Result<Session, TicketRejection> {
+        let prefix = ticket_prefix(ticket);
+        let now = self.clock.now().as_millisecond();
+        let redeemed = self
+            .store
+            .redeem_ticket(&digest(ticket), now)
+            .await
+            .map_err(|_| TicketRejection::Unavailable)?;
+        let session_hash = match redeemed {
+            Redemption::Redeemed { session_hash } => session_hash,
+            Redemption::Unknown => return Err(TicketRejection::Unknown(prefix)),
+            Redemption::AlreadyUsed => return Err(TicketRejection::AlreadyUsed(prefix)),
+            Redemption::Expired => return Err(TicketRejection::Expired(prefix)),
+        };
+        self.by_hash(session_hash)
+            .await
+            .map_err(|_| TicketRejection::Unavailable)?
+            .ok_or(TicketRejection::SessionEnded(prefix))
+    }
+}

@@ -1,0 +1,148 @@
+//! Dashboard sessions and WebSocket tickets: rows keyed by SHA-256 digests of the secrets
+//! (the store never holds a usable cookie or ticket). A ticket is redeemed with a
+//! compare-and-swap, so it works once on any replica and never twice anywhere.
+
+use jiff::Timestamp;
+use sqlx::Row;
+
+use super::{Store, StoreError, on_pool, on_read_pool, sql};
+
+/// A live session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub principal: String,
+    pub provider: String,
+    pub expires_at: Timestamp,
+}
+
+/// What redeeming a ticket found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redemption {
+    /// Redeemed now; the session it was minted for.
+    Redeemed {
+        session_hash: String,
+    },
+    Unknown,
+    AlreadyUsed,
+    Expired,
+}
+
+impl Store {
+    pub async fn insert_session(
+        &self,
+        id_hash: &str,
+        session: &StoredSession,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let q = sql(
+            self,
+            "INSERT INTO sessions (id_hash, principal, provider, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        );
+        let sweep = sql(self, "DELETE FROM sessions WHERE expires_at < $1");
+        on_pool!(self, pool => {
+            sqlx::query(sweep).bind(now.as_second()).execute(pool).await?;
+            sqlx::query(q)
+                .bind(id_hash)
+                .bind(&session.principal)
+                .bind(&session.provider)
+                .bind(now.as_second())
+                .bind(session.expires_at.as_second())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The session if it exists, is not revoked and has not expired at `now`.
+    pub async fn live_session(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let q = sql(
+            self,
+            "SELECT principal, provider, expires_at FROM sessions \
+             WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > $2",
+        );
+        on_read_pool!(self, pool => {
+            let row = sqlx::query(q).bind(id_hash).bind(now.as_second()).fetch_optional(pool).await?;
+            row.map(|r| {
+                let expires: i64 = r.try_get("expires_at")?;
+                Ok(StoredSession {
+                    principal: r.try_get("principal")?,
+                    provider: r.try_get("provider")?,
+                    expires_at: Timestamp::from_second(expires)
+                        .map_err(|e| StoreError::Corrupt(format!("session expiry {expires}: {e}")))?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// Ends a session (logout); false if it was not live.
+    pub async fn revoke_session(&self, id_hash: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let q = sql(
+            self,
+            "UPDATE sessions SET revoked_at = $2 WHERE id_hash = $1 AND revoked_at IS NULL",
+        );
+        Ok(on_pool!(self, pool => {
+            sqlx::query(q).bind(id_hash).bind(now.as_second()).execute(pool).await?.rows_affected()
+        }) == 1)
+    }
+
+    pub async fn insert_ticket(
+        &self,
+        ticket_hash: &str,
+        session_hash: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let q = sql(
+            self,
+            "INSERT INTO ws_tickets (ticket_hash, session_hash, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)",
+        );
+        // Tickets a minute past their expiry are of no use, not even to say why they failed.
+        let sweep = sql(self, "DELETE FROM ws_tickets WHERE expires_at_ms < $1");
+        on_pool!(self, pool => {
+            sqlx::query(sweep).bind(now_ms - 60_000).execute(pool).await?;
+            sqlx::query(q)
+                .bind(ticket_hash)
+                .bind(session_hash)
+                .bind(now_ms)
+                .bind(expires_at_ms)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Redeems a ticket once: marks it used only if unused and not expired at `now_ms`
+    /// (valid up to and including its expiry).
+    pub async fn redeem_ticket(
+        &self,
+        ticket_hash: &str,
+        now_ms: i64,
+    ) -> Result<Redemption, StoreError> {
+        let cas = sql(
+            self,
+            "UPDATE ws_tickets SET used_at_ms = $2 \
+             WHERE ticket_hash = $1 AND used_at_ms IS NULL AND expires_at_ms >= $2 \
+             RETURNING session_hash",
+        );
+        let why = sql(
+            self,
+            "SELECT used_at_ms, expires_at_ms FROM ws_tickets WHERE ticket_hash = $1",
+        );
+        on_pool!(self, pool => {
+            if let Some(row) = sqlx::query(cas).bind(ticket_hash).bind(now_ms).fetch_optional(pool).await? {
+                return Ok(Redemption::Redeemed { session_hash: row.try_get("session_hash")? });
+            }
+            let row = sqlx::query(why).bind(ticket_hash).fetch_optional(pool).await?;
+            Ok(match row {
+                None => Redemption::Unknown,
+                Some(r) if r.try_get::<Option<i64>, _>("used_at_ms")?.is_some() => Redemption::AlreadyUsed,
+                Some(_) => Redemption::Expired,
+            })
+        })
+    }
+}
