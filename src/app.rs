@@ -125,7 +125,7 @@ pub enum StartupError {
     #[error("cannot open the store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
-    FireKeys(#[from] crate::chronos::KeyParseError),
+    FireVerifier(#[from] crate::chronos::VerifierError),
 }
 
 /// The bound sockets; `None` where a listener is disabled.
@@ -359,16 +359,24 @@ async fn cron_provider(state: AppState, stop: CancellationToken) {
         crate::chronos::reconcile::usable(cron.provider, &cron.chronos, &state.config.secrets),
         token,
     ) {
-        (Ok(true), Some(token)) => {
-            let reconciler = crate::chronos::Reconciler::new(
-                &cron.chronos,
-                token,
-                state.cron.clone(),
-                state.info.clone(),
-                state.metrics.clone(),
-            );
-            reconciler.run(stop).await;
-        }
+        (Ok(true), Some(token)) => match crate::chronos::Reconciler::new(
+            &cron.chronos,
+            token,
+            state.cron.clone(),
+            state.info.clone(),
+            state.metrics.clone(),
+        ) {
+            Ok(reconciler) => reconciler.run(stop).await,
+            Err(e) => {
+                let why = format!(
+                    "chronos: cannot set up an HTTP client ({e}); the built-in ticker runs instead"
+                );
+                tracing::error!("{why}");
+                state.info.update_cron(|s| s.warning = Some(why));
+                let interval = Duration::from_secs(cron.tick_interval_seconds);
+                state.cron.clone().run_ticker(interval, stop).await;
+            }
+        },
         (usable, _) => {
             if let Err(why) = usable {
                 tracing::warn!("{why}");

@@ -64,17 +64,21 @@ pub struct AccountClient {
 }
 
 impl AccountClient {
-    pub fn new(portal_url: &str, token: SecretString, metrics: Arc<Metrics>) -> Self {
-        Self {
+    /// Fails only if no HTTP client can be set up (the TLS backend would not start).
+    pub fn new(
+        portal_url: &str,
+        token: SecretString,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(CALL_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+                .build()?,
             portal: portal_url.trim_end_matches('/').to_owned(),
             token,
             metrics,
-        }
+        })
     }
 
     /// Arms a one-shot: at `fire_at` the scheduler POSTs `callback_url` with a fire token.
@@ -263,7 +267,8 @@ mod tests {
             "http://x",
             SecretString::from("tok-123"),
             Arc::new(Metrics::default()),
-        );
+        )
+        .unwrap();
         let long = format!("{{\"error\":\"bad tok-123\"}}\n{}", "x".repeat(500));
         let e = c.excerpt(long.as_bytes());
         assert!(!e.contains("tok-123"), "{e}");

@@ -24,6 +24,8 @@ pub const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 /// The bounds on a key set's lifetime, whatever `Cache-Control` says.
 pub const MIN_TTL: Duration = Duration::from_secs(60);
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
+/// The refusal of a token whose `kid` the JWKS, just asked, does not publish.
+const UNKNOWN_KID: &str = "kid not in the JWKS";
 /// Lifetime when the JWKS response has no `max-age`.
 const DEFAULT_TTL: Duration = Duration::from_secs(300);
 /// A JWKS larger than this is refused.
@@ -78,21 +80,26 @@ enum FetchError {
 }
 
 impl JwksVerifier {
-    pub fn new(url: &str, policy: FirePolicy, clock: SharedClock, metrics: Arc<Metrics>) -> Self {
-        Self {
+    /// Fails only if no HTTP client can be set up (the TLS backend would not start).
+    pub fn new(
+        url: &str,
+        policy: FirePolicy,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
             url: url.to_owned(),
             http: reqwest::Client::builder()
                 .timeout(FETCH_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+                .build()?,
             policy,
             clock,
             metrics,
             refetch_interval: REFETCH_INTERVAL,
             cache: RwLock::new(Cache::default()),
             fetching: tokio::sync::Mutex::new(()),
-        }
+        })
     }
 
     /// Changes the least time between fetches (tests of rotation shorten it; production
@@ -132,15 +139,23 @@ impl JwksVerifier {
         Some(Err(if cache.last_failed || cache.last_attempt.is_none() {
             FireAuthError::NoKey("JWKS unreachable and the token's key is not cached")
         } else {
-            FireAuthError::BadToken("kid not in the JWKS")
+            FireAuthError::BadToken(UNKNOWN_KID)
         }))
     }
 
     async fn verify_token(&self, token: &str) -> Result<FireClaims, FireAuthError> {
         let header = super::verify::header(token)?;
         let kid = header.kid.as_deref();
-        if let Some(done) = self.try_cached(token, kid, true) {
-            return done;
+        match self.try_cached(token, kid, true) {
+            // The JWKS was not asked for this token (a refetch is at most every 30 s): the
+            // key may well be published, so this is "cannot check now", not a bad token.
+            Some(Err(FireAuthError::BadToken(UNKNOWN_KID))) => {
+                return Err(FireAuthError::NoKey(
+                    "kid not in the cached JWKS; it is asked again within 30 s",
+                ));
+            }
+            Some(done) => return done,
+            None => {}
         }
         {
             let _one = self.fetching.lock().await;

@@ -24,13 +24,22 @@ use crate::clock::SharedClock;
 use crate::config::ChronosConfig;
 use crate::metrics::Metrics;
 
+/// Why no fire-token verifier could be set up (the gateway does not start).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    #[error(transparent)]
+    Key(#[from] KeyParseError),
+    #[error("cron.chronos.nas_jwks_url: cannot set up an HTTP client: {0}")]
+    Http(String),
+}
+
 /// The fire-token verifier the configuration asks for: JWKS when `nas_jwks_url` is set,
 /// else the pinned `nas_public_keys`; with neither, a verifier that refuses every token.
 pub fn verifier_from_config(
     chronos: &ChronosConfig,
     clock: SharedClock,
     metrics: Arc<Metrics>,
-) -> Result<Arc<dyn FireVerifier>, KeyParseError> {
+) -> Result<Arc<dyn FireVerifier>, VerifierError> {
     let policy = FirePolicy {
         expected_audience: chronos.expected_audience.clone(),
         issuer: chronos.portal_url.clone(),
@@ -41,12 +50,9 @@ pub fn verifier_from_config(
                 "cron.chronos: both nas_jwks_url and nas_public_keys are set; the JWKS is used and the pinned keys are ignored"
             );
         }
-        return Ok(Arc::new(JwksVerifier::new(
-            &chronos.nas_jwks_url,
-            policy,
-            clock,
-            metrics,
-        )));
+        let jwks = JwksVerifier::new(&chronos.nas_jwks_url, policy, clock, metrics)
+            .map_err(|e| VerifierError::Http(e.to_string()))?;
+        return Ok(Arc::new(jwks));
     }
     Ok(Arc::new(PinnedKeyVerifier::new(
         &chronos.nas_public_keys,

@@ -72,27 +72,36 @@ pub fn usable(
 }
 
 impl Reconciler {
-    /// The reconciler for a usable chronos configuration (see [`usable`]).
+    /// The reconciler for a usable chronos configuration (see [`usable`]); fails only if
+    /// no HTTP client can be set up.
     pub fn new(
         chronos: &ChronosConfig,
         token: secrecy::SecretString,
         cron: Arc<CronService>,
         info: Arc<RuntimeInfo>,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            client: AccountClient::new(&chronos.portal_url, token, metrics),
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            client: AccountClient::new(&chronos.portal_url, token, metrics)?,
             cron,
             callback: format!(
                 "{}/api/cron/fire",
                 chronos.callback_url.trim_end_matches('/')
             ),
             info,
-        }
+        })
     }
 
     /// One pass: compare the wanted slots with what is armed, then arm and cancel.
+    ///
+    /// The armed list is read before the jobs, so the jobs are never older than it: when
+    /// replicas reconcile at once, each acts only where its (newer) jobs differ from the
+    /// (older) list, never re-arming a slot another replica already moved past.
     pub async fn reconcile(&self) -> Result<ReconcileReport, ReconcileError> {
+        let mut armed: HashMap<String, Vec<Option<jiff::Timestamp>>> = HashMap::new();
+        for a in self.client.list().await? {
+            armed.entry(a.job_id).or_default().push(a.fire_at);
+        }
         let wanted: HashMap<String, jiff::Timestamp> = self
             .cron
             .list()
@@ -102,10 +111,6 @@ impl Reconciler {
             .filter(|j| j.enabled && j.state == JobState::Scheduled)
             .filter_map(|j| Some((j.id, j.next_run_at?)))
             .collect();
-        let mut armed: HashMap<String, Vec<Option<jiff::Timestamp>>> = HashMap::new();
-        for a in self.client.list().await? {
-            armed.entry(a.job_id).or_default().push(a.fire_at);
-        }
         let mut report = ReconcileReport {
             armed: wanted.len(),
             ..Default::default()

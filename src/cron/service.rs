@@ -28,6 +28,8 @@ const MAX_PROMPT_CHARS: usize = 100_000;
 /// Webhook delivery attempts and the first back-off.
 const DELIVERY_ATTEMPTS: u32 = 3;
 const DELIVERY_BACKOFF: Duration = Duration::from_millis(500);
+/// Attempts to record a run's end (backing off like deliveries).
+const FINISH_ATTEMPTS: u32 = 5;
 
 /// A new job, as a client describes it.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -409,32 +411,48 @@ impl CronService {
     /// `jti` is recorded in the claim's transaction: a replayed token or an already-claimed
     /// slot starts nothing, and a fire that claims nothing uses up nothing.
     pub async fn fire(self: &Arc<Self>, req: FireRequest) -> Result<Fired, CronError> {
+        // The claim and the run's start happen in a task of their own: a caller that goes
+        // away (its request dropped) cannot leave a claimed slot without its run.
+        let this = self.clone();
+        let fired = tokio::spawn(async move { this.fire_here(req).await })
+            .await
+            .map_err(|e| {
+                CronError::Store(StoreError::Query(format!("the fire task failed: {e}")))
+            })??;
+        // Whatever the outcome, an external provider looks again: a fire that started
+        // nothing (early, stale, for a moved slot) may have used up the scheduler's one-shot.
+        self.rearm.notify_one();
+        Ok(fired)
+    }
+
+    async fn fire_here(self: &Arc<Self>, req: FireRequest) -> Result<Fired, CronError> {
         let guard = self
             .gate
             .admit(&format!("cron-{}", req.job_id))
             .map_err(|_| CronError::Draining)?;
         let now = self.now();
         self.upkeep(now).await?;
-        let nothing = |guard: TurnGuard, outcome, run_id| {
-            guard.release();
-            Ok(Fired { outcome, run_id })
-        };
         let job = match self.store.get_job(&req.job_id).await {
             Ok(job) => job,
-            Err(StoreError::NotFound) => return nothing(guard, FireOutcome::UnknownJob, None),
+            Err(StoreError::NotFound) => {
+                return self
+                    .no_claim(guard, &req, FireOutcome::UnknownJob, None)
+                    .await;
+            }
             Err(e) => return Err(e.into()),
         };
         if !job.enabled || job.state == JobState::Paused {
-            return nothing(guard, FireOutcome::Paused, None);
+            return self.no_claim(guard, &req, FireOutcome::Paused, None).await;
         }
         if let Some(at) = req.fire_at
             && job.next_run_at != Some(at)
         {
             // Not the job's current slot: an earlier delivery claimed it, or it moved.
-            return match self.store.run_at_slot(&job.id, at).await? {
-                Some(run) => nothing(guard, FireOutcome::Duplicate, Some(run.id)),
-                None => nothing(guard, FireOutcome::NotDue, None),
+            let (outcome, run) = match self.store.run_at_slot(&job.id, at).await? {
+                Some(run) => (FireOutcome::Duplicate, Some(run.id)),
+                None => (FireOutcome::NotDue, None),
             };
+            return self.no_claim(guard, &req, outcome, run).await;
         }
         let early = jiff::SignedDuration::try_from(FIRE_EARLY_TOLERANCE).unwrap_or_default();
         let due = job.state == JobState::Scheduled
@@ -442,33 +460,56 @@ impl CronService {
                 .next_run_at
                 .is_some_and(|slot| slot <= now.checked_add(early).unwrap_or(now));
         if !due {
-            return nothing(guard, FireOutcome::NotDue, None);
+            return self.no_claim(guard, &req, FireOutcome::NotDue, None).await;
         }
         let jti = req.jti.as_ref().map(|(id, until)| (id.as_str(), *until));
+        let nothing = |guard: TurnGuard, run_id| {
+            guard.release();
+            Ok(Fired {
+                outcome: FireOutcome::Duplicate,
+                run_id,
+            })
+        };
         match self.claim(&job, now, jti).await? {
             Claim::Run(run) => {
                 let finishes = self.following(&job, now).is_none();
                 let run_id = run.id.clone();
                 let finish = finishes.then_some(JobState::Completed);
                 self.spawn_run(job, run, finish, Some(guard));
-                // The job moved to its next slot: an external provider arms it.
-                self.rearm.notify_one();
                 Ok(Fired {
                     outcome: FireOutcome::Started,
                     run_id: Some(run_id),
                 })
             }
-            Claim::Skipped(run) => {
-                self.rearm.notify_one();
-                nothing(guard, FireOutcome::Duplicate, Some(run.id))
-            }
-            Claim::Replayed => nothing(guard, FireOutcome::Duplicate, None),
+            Claim::Skipped(run) => nothing(guard, Some(run.id)),
+            Claim::Replayed => nothing(guard, None),
             Claim::Lost => {
                 let slot = job.next_run_at.unwrap_or(now);
                 let run = self.store.run_at_slot(&job.id, slot).await?;
-                nothing(guard, FireOutcome::Duplicate, run.map(|r| r.id))
+                nothing(guard, run.map(|r| r.id))
             }
         }
+    }
+
+    /// Answers a fire that claims nothing. Its token id is recorded all the same (the
+    /// answer is final), and a token seen before is a `duplicate` whatever it names.
+    async fn no_claim(
+        &self,
+        guard: TurnGuard,
+        req: &FireRequest,
+        outcome: FireOutcome,
+        run_id: Option<String>,
+    ) -> Result<Fired, CronError> {
+        guard.release();
+        if let Some((jti, until)) = &req.jti
+            && !self.store.remember_jti(jti, *until).await?
+        {
+            return Ok(Fired {
+                outcome: FireOutcome::Duplicate,
+                run_id: None,
+            });
+        }
+        Ok(Fired { outcome, run_id })
     }
 
     /// What the ticker would otherwise do, for the scale-to-zero mode where none runs:
@@ -602,13 +643,23 @@ impl CronService {
         tokio::spawn(async move {
             let ended = this.execute(&job, run, admitted).await;
             let final_state = finish_job.filter(|_| ended.status != RunStatus::Interrupted);
-            match this.store.finish_run(&ended, final_state).await {
-                Ok(true) => this.deliver(&job, &ended).await,
-                Ok(false) => {
-                    tracing::warn!(run = %ended.id, "run was already ended elsewhere (lease expired)")
-                }
-                Err(e) => {
-                    tracing::error!(run = %ended.id, error = %e, "cannot record the run's end")
+            // Recording the end is retried: a store hiccup must not leave a finished run
+            // to be called interrupted when its lease runs out.
+            let mut attempt = 1;
+            loop {
+                match this.store.finish_run(&ended, final_state).await {
+                    Ok(true) => break this.deliver(&job, &ended).await,
+                    Ok(false) => {
+                        break tracing::warn!(run = %ended.id, "run was already ended elsewhere (lease expired)");
+                    }
+                    Err(e) if attempt < FINISH_ATTEMPTS => {
+                        tracing::warn!(run = %ended.id, error = %e, attempt, "cannot record the run's end yet; retrying");
+                        tokio::time::sleep(DELIVERY_BACKOFF * attempt).await;
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        break tracing::error!(run = %ended.id, error = %e, "cannot record the run's end");
+                    }
                 }
             }
         });

@@ -95,6 +95,16 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_) => Self::Unavailable(e.to_string()),
+            // SQLite's BUSY and LOCKED (and their extended codes): another writer held the
+            // database past the busy timeout. Retry later, like a pool timeout.
+            sqlx::Error::Database(ref db)
+                if db
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(|c| matches!(c & 0xff, 5 | 6)) =>
+            {
+                Self::Unavailable(e.to_string())
+            }
             other => Self::Query(other.to_string()),
         }
     }

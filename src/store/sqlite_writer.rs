@@ -4,9 +4,10 @@
 //! claim per commit caps fires at a few thousand per second however fast the rest is. So
 //! claims and run ends go to one task that takes whatever is queued (up to
 //! [`MAX_BATCH`]), runs each as one script inside a single `BEGIN IMMEDIATE … COMMIT`, and
-//! answers each caller after the commit: nothing is acknowledged before it is durable, and
-//! a batch that fails is rolled back whole and every caller in it gets the error (a claim
-//! that fails claims nothing, so the caller's retry is safe).
+//! answers each caller after the commit: nothing is acknowledged before it is committed
+//! (WAL with `synchronous=NORMAL`: a commit survives the process crashing; a power loss may
+//! take the last ones), and a batch that fails is rolled back whole and every caller in it
+//! gets the error (a claim that fails claims nothing, so the caller's retry is safe).
 //!
 //! Each op's statements are data-dependent on the one before through `changes()` (the row
 //! count of the last completed INSERT/UPDATE/DELETE), so an op needs one round trip to the

@@ -386,6 +386,10 @@ async fn fire_endpoint_checks_token_first_then_body_and_runs_the_job() {
     )
     .await;
     assert_eq!(v["outcome"], "not_due");
+    // Every final answer spends its token: replayed, even for an unknown job, it is a
+    // duplicate.
+    let (_, v, _) = fire(http, &app.api, Some(&t), json!({"job_id": "nope"})).await;
+    assert_eq!(v["outcome"], "duplicate");
 
     // The fire token authenticates nothing else.
     let r = http
@@ -423,7 +427,8 @@ async fn fire_endpoint_checks_token_first_then_body_and_runs_the_job() {
             "duplicate",
             "not_due",
             "not_due",
-            "not_due"
+            "not_due",
+            "duplicate"
         ]
     );
     assert!(
@@ -662,6 +667,7 @@ async fn jwks_keys_rotate_survive_an_outage_and_refetch_at_most_every_30s() {
             Arc::new(SystemClock),
             Arc::new(Metrics::default()),
         )
+        .unwrap()
         .with_refetch_interval(interval)
     };
     let v = verifier(Duration::from_millis(200));
@@ -732,15 +738,18 @@ async fn jwks_keys_rotate_survive_an_outage_and_refetch_at_most_every_30s() {
     let portal2 = Portal::default();
     portal2.with(|s| s.jwks = vec![jwk(Algorithm::RS256, RSA_A_KEY, "a")]);
     let url2 = portal2.serve().await;
-    let strict = Arc::new(JwksVerifier::new(
-        &format!("{url2}/jwks"),
-        FirePolicy {
-            expected_audience: AUD.into(),
-            issuer: String::new(),
-        },
-        Arc::new(SystemClock),
-        Arc::new(Metrics::default()),
-    ));
+    let strict = Arc::new(
+        JwksVerifier::new(
+            &format!("{url2}/jwks"),
+            FirePolicy {
+                expected_audience: AUD.into(),
+                issuer: String::new(),
+            },
+            Arc::new(SystemClock),
+            Arc::new(Metrics::default()),
+        )
+        .unwrap(),
+    );
     let mut tasks = Vec::new();
     for i in 0..20 {
         let v = strict.clone();
@@ -752,13 +761,35 @@ async fn jwks_keys_rotate_survive_an_outage_and_refetch_at_most_every_30s() {
         let token = sign(Algorithm::RS256, RSA_B_KEY, Some(&kid), &claims(""));
         tasks.push(tokio::spawn(async move { v.verify(&token).await }));
     }
+    // Those that shared the fetch learn the kid is not published (401); any that came
+    // after it cannot ask again for 30 s (503, retry later). None is accepted.
     for t in tasks {
-        assert_eq!(
-            t.await.unwrap().map(drop),
-            Err(FireAuthError::BadToken("kid not in the JWKS"))
+        let got = t.await.unwrap().map(drop);
+        assert!(
+            got == Err(FireAuthError::BadToken("kid not in the JWKS"))
+                || got
+                    == Err(FireAuthError::NoKey(
+                        "kid not in the cached JWKS; it is asked again within 30 s"
+                    )),
+            "{got:?}"
         );
     }
     assert_eq!(portal2.with(|s| s.jwks_hits), 1);
+    assert_eq!(
+        strict
+            .verify(&sign(
+                Algorithm::RS256,
+                RSA_B_KEY,
+                Some("rotated"),
+                &claims("")
+            ))
+            .await
+            .map(drop),
+        Err(FireAuthError::NoKey(
+            "kid not in the cached JWKS; it is asked again within 30 s"
+        )),
+        "a kid unknown within 30 s of a fetch is not called bad"
+    );
     assert!(
         strict
             .verify(&sign(Algorithm::RS256, RSA_A_KEY, Some("a"), &claims("")))
@@ -863,6 +894,39 @@ async fn chronos_provider_arms_fires_runs_and_rearms() {
         "the fired slot is no longer armed"
     );
 
+    // A fire that arrives early (our clock behind the scheduler's) starts nothing, and the
+    // one-shot it used up is armed again at once.
+    let (later, later_slot) = create(&app, "every 1h").await;
+    wait_for("the hourly job to be armed", async || {
+        portal.with(|s| {
+            s.armed
+                .iter()
+                .any(|a| a["job_id"] == later.as_str())
+                .then_some(())
+        })
+    })
+    .await;
+    let before = portal.calls("provision").len();
+    portal.with(|s| s.armed.retain(|a| a["job_id"] != later.as_str()));
+    let token = sign(Algorithm::RS256, RSA_A_KEY, Some("k1"), &claims(&url));
+    let (_, v, _) = fire(
+        &app.http,
+        &app.api,
+        Some(&token),
+        json!({"job_id": later, "fire_at": later_slot}),
+    )
+    .await;
+    assert_eq!(v["outcome"], "not_due");
+    let again = wait_for("the used-up one-shot to be armed again", async || {
+        portal
+            .calls("provision")
+            .into_iter()
+            .skip(before)
+            .find(|c| c["job_id"] == later.as_str())
+    })
+    .await;
+    assert_eq!(again["fire_at"], later_slot.as_str());
+
     // Pausing cancels; deleting a paused job changes nothing more.
     app.http
         .post(format!("{}/api/jobs/{id}/pause", app.api))
@@ -870,7 +934,9 @@ async fn chronos_provider_arms_fires_runs_and_rearms() {
         .await
         .unwrap();
     wait_for("the paused job to be cancelled", async || {
-        portal.with(|s| s.armed.is_empty()).then_some(())
+        portal
+            .with(|s| s.armed.iter().all(|a| a["job_id"] != id.as_str()))
+            .then_some(())
     })
     .await;
     assert!(
