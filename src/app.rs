@@ -35,6 +35,10 @@ pub struct AppState {
     pub info: Arc<RuntimeInfo>,
     pub token_auth: Arc<TokenAuth>,
     pub dashboard_auth: Arc<DashboardAuth>,
+    /// Dashboard sessions and WebSocket tickets (in the store, shared by replicas).
+    pub sessions: Arc<crate::auth::sessions::Sessions>,
+    /// Password logins per client: the 11th within 60 s is refused.
+    pub login_limiter: Arc<crate::auth::ratelimit::RateLimiter>,
     /// Why each auth provider is or is not active (shown by `config check`).
     pub providers: Arc<Vec<ProviderStatus>>,
     /// The database (SQLite or PostgreSQL).
@@ -45,6 +49,8 @@ pub struct AppState {
     pub fire_verifier: Arc<dyn crate::chronos::FireVerifier>,
     /// Remembered `Idempotency-Key`s of non-streaming chat requests.
     pub idempotency: Arc<crate::http::Idempotency>,
+    /// Live audit and cron-run events for `/api/events`.
+    pub events: crate::events::Events,
     /// Fired when the shutdown deadline passes: running turns stop and count as interrupted.
     pub turns_cancel: CancellationToken,
     pub shutdown: Shutdown,
@@ -143,7 +149,9 @@ impl AppState {
             source,
         })?;
         let metrics = Arc::new(Metrics::default());
-        let audit = Arc::new(AuditLog::new(config.audit_path(), clock.clone()));
+        let events = crate::events::Events::default();
+        let audit =
+            Arc::new(AuditLog::new(config.audit_path(), clock.clone()).with_events(events.clone()));
         let backend = Arc::new(Backend::from_config(
             &config.agent,
             config.secrets.openai_api_key.clone(),
@@ -186,6 +194,17 @@ impl AppState {
             turns_cancel.clone(),
         ));
         cron.set_lease(std::time::Duration::from_secs(config.cron.lease_seconds));
+        cron.set_events(events.clone());
+        let session_ttl = match config.dashboard.basic_auth.session_ttl_seconds {
+            0 => crate::auth::sessions::DEFAULT_SESSION_TTL,
+            n => Duration::from_secs(n),
+        };
+        let sessions = Arc::new(crate::auth::sessions::Sessions::new(
+            store.clone(),
+            clock.clone(),
+            session_ttl,
+            !dashboard_auth.is_gated(),
+        ));
         let fire_verifier = crate::chronos::verifier_from_config(
             &config.cron.chronos,
             clock.clone(),
@@ -206,9 +225,15 @@ impl AppState {
             info,
             token_auth: Arc::new(token_auth),
             dashboard_auth: Arc::new(dashboard_auth),
+            sessions,
+            login_limiter: Arc::new(crate::auth::ratelimit::RateLimiter::new(
+                LOGIN_ATTEMPTS_PER_MINUTE,
+                Duration::from_secs(60),
+            )),
             providers: Arc::new(providers),
             idempotency: Arc::default(),
             turns_cancel,
+            events,
             shutdown: Shutdown::default(),
         })
     }
@@ -264,6 +289,9 @@ fn bracket_v6(host: &str) -> String {
         host.to_owned()
     }
 }
+
+/// Password-login attempts a client may make per minute (SPEC §9).
+const LOGIN_ATTEMPTS_PER_MINUTE: usize = 10;
 
 /// Longest the servers get to close connections after the turns are done.
 const SERVER_CLOSE_GRACE: Duration = Duration::from_secs(3);

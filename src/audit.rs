@@ -58,15 +58,23 @@ pub struct AuditLog {
     path: PathBuf,
     clock: SharedClock,
     file: Mutex<Option<File>>,
+    events: Option<crate::events::Events>,
 }
 
 impl AuditLog {
+    /// Also publishes every record (they hold no secrets) to the dashboard's live events.
+    pub fn with_events(mut self, events: crate::events::Events) -> Self {
+        self.events = Some(events);
+        self
+    }
+
     /// An audit log writing to `path` (opened lazily, created with its directory).
     pub fn new(path: PathBuf, clock: SharedClock) -> Self {
         Self {
             path,
             clock,
             file: Mutex::new(None),
+            events: None,
         }
     }
 
@@ -82,6 +90,9 @@ impl AuditLog {
         obj.insert("event".into(), Value::String(event.as_str().into()));
         for (k, v) in fields {
             obj.insert((*k).to_owned(), v.clone());
+        }
+        if let Some(events) = &self.events {
+            events.publish("audit", obj.clone());
         }
         let mut line = Value::Object(obj).to_string();
         line.push('\n');

@@ -11,7 +11,7 @@
 //! - [`store`]: the database (SQLite or PostgreSQL); the only module that speaks SQL.
 //! - [`http`]: routers, DTOs and error mapping for the API server and the dashboard.
 //! - [`app`]: wiring, listeners, background tasks and the shutdown drain.
-//! - [`audit`], [`metrics`], [`clock`], [`ids`]: cross-cutting pieces.
+//! - [`audit`], [`events`], [`metrics`], [`clock`], [`ids`]: cross-cutting pieces.
 //! - [`cli`]: the `hermes-gateway` command line.
 //!
 //! See `ARCHITECTURE.md` for the invariants.
@@ -25,6 +25,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod cron;
+pub mod events;
 pub mod http;
 pub mod ids;
 pub mod lifecycle;

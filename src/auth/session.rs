@@ -40,6 +40,8 @@ pub enum SessionRejection {
     MissingSessionToken,
     InvalidSessionToken,
     NoSession,
+    /// A session cookie that names no live session (unknown, expired or logged out).
+    InvalidSession,
 }
 
 impl SessionRejection {
@@ -49,6 +51,7 @@ impl SessionRejection {
             Self::MissingSessionToken => "missing_session_token",
             Self::InvalidSessionToken => "invalid_session_token",
             Self::NoSession => "no_session",
+            Self::InvalidSession => "invalid_session",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Commands other than `run` are small clients: they read the config, then talk to the
 //! running gateway over HTTP or act on files in `HERMES_HOME` (the drain marker).
 
+mod auth;
 mod client;
 mod cron;
 mod drain;
@@ -50,6 +51,9 @@ enum Command {
     /// Check or show the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Dashboard sign-in helpers.
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Manage cron jobs on the running gateway.
     #[command(subcommand)]
     Cron(cron::CronCommand),
@@ -83,6 +87,13 @@ enum DrainCommand {
         #[arg(long, default_value_t = 300.0, value_name = "S")]
         timeout: f64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthCommand {
+    /// Read a password on stdin (no echo on a terminal) and print its argon2id hash for
+    /// HERMES_DASHBOARD_BASIC_AUTH_PASSWORD_HASH.
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +135,7 @@ pub fn main() -> i32 {
         Command::Status(t) => with_config(load(), |c| client::block_on(inspect::status(&c, &t))),
         Command::Drain(cmd) => with_config(load(), |c| client::block_on(drain::command(&c, cmd))),
         Command::Cron(cmd) => with_config(load(), |c| client::block_on(cron::command(&c, cmd))),
+        Command::Auth(AuthCommand::HashPassword) => auth::hash_password(),
         Command::Secret(SecretCommand::Generate) => {
             println!("{}", crate::auth::drain_secret::generate_secret());
             0

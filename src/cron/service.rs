@@ -164,6 +164,8 @@ pub struct CronService {
     wake: Notify,
     /// Job changes and fired slots, for an external provider that arms the next slot.
     rearm: Notify,
+    /// Where run starts and ends are announced (the dashboard's live events).
+    events: std::sync::OnceLock<crate::events::Events>,
     /// When [`CronService::upkeep`] last ran (Unix seconds).
     last_upkeep: AtomicI64,
     /// Fired at the shutdown deadline: running runs stop and are recorded interrupted.
@@ -196,6 +198,7 @@ impl CronService {
             lease: Mutex::new(LEASE),
             wake: Notify::new(),
             rearm: Notify::new(),
+            events: std::sync::OnceLock::new(),
             last_upkeep: AtomicI64::new(i64::MIN / 2),
             cancel,
         }
@@ -204,6 +207,23 @@ impl CronService {
     /// Shortens the run lease (tests of crash recovery; never in production config).
     pub fn set_lease(&self, lease: Duration) {
         *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease;
+    }
+
+    /// Announces run starts and ends on `events` from now on.
+    pub fn set_events(&self, events: crate::events::Events) {
+        let _ = self.events.set(events);
+    }
+
+    fn announce(&self, run: &Run) {
+        if let Some(events) = self.events.get() {
+            let mut m = serde_json::Map::new();
+            m.insert("run_id".into(), json!(run.id));
+            m.insert("job_id".into(), json!(run.job_id));
+            m.insert("status".into(), json!(run.status.as_str()));
+            m.insert("scheduled_for".into(), json!(iso(run.scheduled_for)));
+            m.insert("finished_at".into(), json!(run.finished_at.map(iso)));
+            events.publish("run", m);
+        }
     }
 
     fn lease(&self) -> Duration {
@@ -640,8 +660,10 @@ impl CronService {
         admitted: Option<TurnGuard>,
     ) {
         let this = self.clone();
+        self.announce(&run);
         tokio::spawn(async move {
             let ended = this.execute(&job, run, admitted).await;
+            this.announce(&ended);
             let final_state = finish_job.filter(|_| ended.status != RunStatus::Interrupted);
             // Recording the end is retried: a store hiccup must not leave a finished run
             // to be called interrupted when its lease runs out.

@@ -17,7 +17,9 @@ use utoipa::ToSchema;
 use super::ApiError;
 use crate::app::AppState;
 use crate::audit::AuditEvent;
+use crate::auth::DashboardAuth;
 use crate::auth::session::SessionRejection;
+use crate::auth::sessions::Session;
 use crate::auth::{TokenDecision, TokenPrincipal, bearer_token};
 use crate::clock::iso;
 use crate::lifecycle::{DrainDetail, StatusRecord};
@@ -46,6 +48,9 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .merge(super::jobs::routes())
         .merge(super::fire::routes())
+        .merge(super::session::routes())
+        .merge(super::ws::routes())
+        .merge(super::page::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth_gate,
@@ -116,33 +121,89 @@ async fn auth_gate(State(s): State<AppState>, mut req: Request, next: Next) -> R
             }
         };
     }
-    if PUBLIC_PATHS.contains(&path.as_str()) {
+    if is_public(&s, &path) {
         return next.run(req).await;
     }
-    let presented = req
-        .headers()
-        .get(SESSION_TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok());
-    match s.dashboard_auth.check(presented) {
-        Ok(()) => {
-            s.metrics.auth_decision("session", "accepted");
-            next.run(req).await
+    let session = match &*s.dashboard_auth {
+        DashboardAuth::Loopback { .. } => {
+            let presented = req
+                .headers()
+                .get(SESSION_TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok());
+            match s.dashboard_auth.check(presented) {
+                Ok(()) => Session::loopback(),
+                Err(rejection) => {
+                    s.metrics.auth_decision("session", "rejected");
+                    return reject_session(&s, rejection, &path);
+                }
+            }
         }
-        Err(rejection) => {
-            s.metrics.auth_decision("session", "rejected");
-            reject_session(&s, rejection, &path)
+        DashboardAuth::Gated { .. } => {
+            let Some(token) = super::session::session_cookie(req.headers()) else {
+                s.metrics.auth_decision("session", "rejected");
+                return reject_session(&s, SessionRejection::NoSession, &path);
+            };
+            match s.sessions.lookup(token).await {
+                Ok(Some(session)) => session,
+                Ok(None) => {
+                    s.metrics.auth_decision("session", "rejected");
+                    s.audit.record(
+                        AuditEvent::SessionRejected,
+                        &[
+                            ("reason", json!("invalid_session")),
+                            ("path", json!(path)),
+                            ("ip", json!(client_ip(&req))),
+                        ],
+                    );
+                    return reject_session(&s, SessionRejection::InvalidSession, &path);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "session store unavailable");
+                    return ApiError::ProviderUnreachable("session store".into()).into_response();
+                }
+            }
         }
-    }
+    };
+    s.metrics.auth_decision("session", "accepted");
+    req.extensions_mut().insert(session);
+    next.run(req).await
+}
+
+/// Paths the gate lets through: public ones, the sign-in routes, static assets, the
+/// WebSocket endpoints (they check their own ticket or token), and in loopback mode the
+/// page itself (it carries the session token).
+fn is_public(s: &AppState, path: &str) -> bool {
+    PUBLIC_PATHS.contains(&path)
+        || super::session::PUBLIC.contains(&path)
+        || super::ws::PATHS.contains(&path)
+        || path.starts_with("/assets/")
+        || (path == "/" && !s.dashboard_auth.is_gated())
+}
+
+/// Where a browser signs in, under the dashboard's public path prefix.
+pub fn login_url(s: &AppState) -> String {
+    format!(
+        "{}{LOGIN_URL}",
+        public_prefix(&s.config.dashboard.public_url)
+    )
+}
+
+/// The path part of `dashboard.public_url` (`https://h/hermes/` → `/hermes`), for a
+/// dashboard behind a reverse proxy with a path prefix.
+pub fn public_prefix(public_url: &str) -> String {
+    reqwest::Url::parse(public_url)
+        .map(|u| u.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default()
 }
 
 fn reject_session(s: &AppState, rejection: SessionRejection, path: &str) -> Response {
     let gated = s.dashboard_auth.is_gated();
     if gated && !path.starts_with("/api/") {
-        return Redirect::to(LOGIN_URL).into_response();
+        return Redirect::to(&login_url(s)).into_response();
     }
     ApiError::Unauthenticated {
         reason: Some(rejection.as_str()),
-        login_url: gated.then(|| LOGIN_URL.to_owned()),
+        login_url: gated.then(|| login_url(s)),
     }
     .into_response()
 }
@@ -159,6 +220,15 @@ pub async fn status(State(s): State<AppState>) -> Json<StatusRecord> {
               (status = 503, description = "an auth provider is unreachable")))]
 pub async fn drain_status(State(s): State<AppState>) -> Json<DrainDetail> {
     Json(DrainDetail::build(&s.gate.snapshot(), &s.info))
+}
+
+/// Who asked: the token provider's principal, a signed-in user, or the loopback page.
+fn caller(token: Option<Extension<TokenPrincipal>>, session: Option<Extension<Session>>) -> String {
+    match (token, session) {
+        (Some(p), _) => p.0.principal,
+        (None, Some(s)) if s.0 != Session::loopback() => s.0.principal,
+        _ => "dashboard".to_owned(),
+    }
 }
 
 /// `POST /api/gateway/drain` body; a missing or non-JSON body means `drain`.
@@ -224,10 +294,11 @@ fn parse_drain_action(body: &[u8]) -> Result<DrainAction, ApiError> {
 pub async fn drain_action(
     State(s): State<AppState>,
     principal: Option<Extension<TokenPrincipal>>,
+    session: Option<Extension<Session>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let action = parse_drain_action(&body)?;
-    let who = principal.map_or_else(|| "dashboard".to_owned(), |p| p.0.principal);
+    let who = caller(principal, session);
     let internal = |e: crate::lifecycle::DrainError| ApiError::Internal { log: e.to_string() };
     Ok(match action {
         DrainAction::Drain => {
@@ -266,8 +337,9 @@ pub struct RestartAccepted {
 pub async fn restart(
     State(s): State<AppState>,
     principal: Option<Extension<TokenPrincipal>>,
+    session: Option<Extension<Session>>,
 ) -> (StatusCode, Json<RestartAccepted>) {
-    let who = principal.map_or_else(|| "dashboard".to_owned(), |p| p.0.principal);
+    let who = caller(principal, session);
     tracing::info!(principal = %who, "restart requested over HTTP; draining then exiting 75");
     s.shutdown.restart();
     (

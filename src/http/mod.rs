@@ -11,6 +11,9 @@ mod fire;
 mod idempotency;
 mod jobs;
 mod openapi;
+mod page;
+mod session;
+mod ws;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};

@@ -1,0 +1,65 @@
+//! The dashboard page, served by the binary itself (no CDN): `/` and its `/assets/`.
+//!
+//! In loopback mode the page carries the process's session token (SPEC §9), which its
+//! script sends as `X-Hermes-Session-Token`; in gated mode it carries none and relies on
+//! the session cookie (the gate sends a browser without one to `/login`).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use secrecy::ExposeSecret;
+
+use crate::app::AppState;
+use crate::auth::DashboardAuth;
+
+const INDEX: &str = include_str!("page/index.html");
+const APP_JS: &str = include_str!("page/app.js");
+const APP_CSS: &str = include_str!("page/app.css");
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route(
+            "/assets/app.js",
+            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/assets/app.css",
+            get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
+        )
+}
+
+async fn index(State(s): State<AppState>) -> Response {
+    let token = match &*s.dashboard_auth {
+        DashboardAuth::Loopback { session_token } => session_token.expose_secret().to_owned(),
+        DashboardAuth::Gated { .. } => String::new(),
+    };
+    // The token is URL-safe base64, but escape it anyway: it goes into an attribute.
+    let escaped = token
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;");
+    let mut r = axum::response::Html(INDEX.replace("{{SESSION_TOKEN}}", &escaped)).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'none'",
+        ),
+    );
+    r
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}

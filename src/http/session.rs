@@ -1,0 +1,235 @@
+//! Dashboard sign-in (SPEC §9): `/login`, `POST /auth/password-login`, `POST /auth/logout`,
+//! `GET /api/auth/me`, `GET /api/auth/providers`, `POST /api/auth/ws-ticket`, and the
+//! session cookie. The rules (hashes, sessions, tickets, the rate limit) live in `auth`.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ApiError;
+use crate::app::AppState;
+use crate::audit::AuditEvent;
+use crate::auth::sessions::{SESSION_COOKIE, Session, TICKET_TTL};
+use crate::clock::iso;
+
+/// Paths of this module that anyone may call.
+pub const PUBLIC: [&str; 4] = [
+    "/login",
+    "/auth/password-login",
+    "/auth/logout",
+    "/api/auth/providers",
+];
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login_page))
+        .route("/auth/password-login", post(password_login))
+        .route("/auth/logout", post(logout))
+        .route("/api/auth/me", get(me))
+        .route("/api/auth/providers", get(providers))
+        .route("/api/auth/ws-ticket", post(ws_ticket))
+}
+
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
+
+fn cookie(s: &AppState, value: &str, max_age: u64) -> HeaderValue {
+    let secure = if s.config.dashboard.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let text = format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn error(status: StatusCode, error: &str, detail: String) -> Response {
+    (status, Json(json!({"error": error, "detail": detail}))).into_response()
+}
+
+async fn login_page() -> Html<&'static str> {
+    Html(include_str!("page/login.html"))
+}
+
+#[derive(Deserialize)]
+struct PasswordLogin {
+    username: String,
+    password: String,
+}
+
+/// Signs in with the `basic` provider; sets the session cookie.
+async fn password_login(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    let ip = peer.ip();
+    let failure = |reason: &str, username: Option<&str>| {
+        s.audit.record(
+            AuditEvent::LoginFailure,
+            &[
+                ("provider", json!("basic")),
+                ("reason", json!(reason)),
+                ("username", json!(username)),
+                ("ip", json!(ip.to_string())),
+            ],
+        );
+    };
+    if let Err(wait) = s.login_limiter.attempt(ip) {
+        failure("rate_limited", None);
+        let secs = wait.as_secs().max(1);
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many login attempts from this client; retry in {secs} s"),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return r;
+    }
+    let Some(basic) = s.dashboard_auth.basic() else {
+        failure("no_password_provider", None);
+        return error(
+            StatusCode::NOT_FOUND,
+            "no_password_provider",
+            "password login is not configured (dashboard.basic_auth)".into(),
+        );
+    };
+    let Ok(login) = serde_json::from_slice::<PasswordLogin>(&body) else {
+        failure("invalid_body", None);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            r#"expected a JSON body {"username": "...", "password": "..."}"#.into(),
+        );
+    };
+    let Some(principal) = basic.authenticate(&login.username, &login.password).await else {
+        failure("invalid_credentials", Some(&login.username));
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "Invalid username or password".into(),
+        );
+    };
+    match s.sessions.create(&principal, "basic").await {
+        Ok((token, session)) => {
+            s.audit.record(
+                AuditEvent::LoginSuccess,
+                &[
+                    ("provider", json!("basic")),
+                    ("principal", json!(principal)),
+                    ("ip", json!(ip.to_string())),
+                ],
+            );
+            let mut r = Json(json!({
+                "ok": true,
+                "user": {"id": session.principal, "provider": session.provider},
+                "expires_at": iso(session.expires_at),
+            }))
+            .into_response();
+            let cookie = cookie(&s, token.expose_secret(), s.sessions.ttl().as_secs());
+            r.headers_mut().insert(header::SET_COOKIE, cookie);
+            r
+        }
+        Err(e) => ApiError::Internal {
+            log: format!("cannot store the session: {e}"),
+        }
+        .into_response(),
+    }
+}
+
+/// Ends the session (its tickets die with it) and clears the cookie.
+async fn logout(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(token) = session_cookie(&headers)
+        && let Ok(true) = s.sessions.revoke(token).await
+    {
+        s.audit
+            .record(AuditEvent::Logout, &[("ip", json!(peer.ip().to_string()))]);
+    }
+    let mut r = Json(json!({"ok": true})).into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, cookie(&s, "", 0));
+    r
+}
+
+/// Who is signed in.
+async fn me(State(s): State<AppState>, Extension(session): Extension<Session>) -> Response {
+    Json(json!({
+        "user": {"id": session.principal, "provider": session.provider},
+        "expires_at": (session.expires_at != jiff::Timestamp::MAX).then(|| iso(session.expires_at)),
+        "mode": if s.dashboard_auth.is_gated() { "gated" } else { "loopback" },
+    }))
+    .into_response()
+}
+
+/// The sign-in methods this dashboard offers (public).
+async fn providers(State(s): State<AppState>) -> Response {
+    let list: Vec<_> = s
+        .dashboard_auth
+        .basic()
+        .map(|_| json!({"name": "basic", "type": "password", "login_url": "/auth/password-login"}))
+        .into_iter()
+        .collect();
+    Json(json!({
+        "mode": if s.dashboard_auth.is_gated() { "gated" } else { "loopback" },
+        "providers": list,
+    }))
+    .into_response()
+}
+
+/// Mints a single-use, 30-second WebSocket ticket bound to the caller's session. POST
+/// only: a GET (which a link or an image could trigger) mints nothing.
+async fn ws_ticket(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    match s.sessions.mint_ticket(&session).await {
+        Ok(ticket) => {
+            s.audit.record(
+                AuditEvent::WsTicketMinted,
+                &[
+                    ("principal", json!(session.principal)),
+                    ("provider", json!(session.provider)),
+                    ("ip", json!(peer.ip().to_string())),
+                ],
+            );
+            Json(json!({"ticket": ticket, "ttl_seconds": TICKET_TTL.as_secs()})).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store a WebSocket ticket");
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the session store is unavailable; retry later".into(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
+        }
+    }
+}

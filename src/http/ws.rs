@@ -1,0 +1,382 @@
+//! The dashboard's WebSockets (SPEC §9): `/api/events` (live status, drain changes, turns,
+//! cron runs and audit events) and `/api/ws` (chat: each message is a turn through the gate).
+//!
+//! Browsers cannot set headers on an upgrade, so these endpoints authenticate themselves:
+//! gated mode accepts only `?ticket=` (single use, 30 s, bound to a live session) and refuses
+//! `?token=`; loopback mode also accepts the process's session token as `?token=`. A browser's
+//! Origin must be the dashboard's own or in `dashboard.allowed_origins`. Idle sockets get a
+//! ping every 20 s so proxies keep them open.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::agent::{Message, TurnEvent, TurnRequest};
+use crate::app::AppState;
+use crate::audit::AuditEvent;
+use crate::auth::sessions::{Session, ticket_prefix};
+use crate::lifecycle::{DrainDetail, StatusRecord};
+use crate::metrics::TurnOutcome;
+
+/// The WebSocket paths (the gate lets them through; they authenticate themselves).
+pub const PATHS: [&str; 2] = ["/api/events", "/api/ws"];
+/// How often an idle socket is pinged.
+const HEARTBEAT: Duration = Duration::from_secs(20);
+/// Least time between two status messages (a busy gateway changes state constantly).
+const STATUS_EVERY: Duration = Duration::from_millis(100);
+/// Longest chat message accepted.
+const MAX_CHAT_CHARS: usize = 100_000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/events", get(events))
+        .route("/api/ws", get(chat))
+}
+
+#[derive(Deserialize)]
+struct WsAuth {
+    ticket: Option<String>,
+    token: Option<String>,
+}
+
+fn refuse(status: StatusCode, reason: &str, detail: String) -> Response {
+    (
+        status,
+        Json(json!({"error": "unauthenticated", "detail": detail, "reason": reason})),
+    )
+        .into_response()
+}
+
+/// Whether a browser on `origin` may open a socket here.
+fn origin_allowed(s: &AppState, headers: &HeaderMap, origin: &str) -> bool {
+    let dash = &s.config.dashboard;
+    if dash.allowed_origins.iter().any(|o| o == origin) {
+        return true;
+    }
+    if let Ok(public) = reqwest::Url::parse(&dash.public_url)
+        && public.origin().ascii_serialization() == origin
+    {
+        return true;
+    }
+    // The dashboard's own origin: the Host it was reached at, but only under a name that
+    // is ours (loopback or the bound host), so a rebound DNS name is not "own".
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let Ok(url) = reqwest::Url::parse(&format!("http://{host}")) else {
+        return false;
+    };
+    let name = url.host_str().unwrap_or_default();
+    let ours = crate::config::is_loopback_host(name.trim_matches(['[', ']']))
+        || name == dash.host
+        || name == "localhost";
+    ours && [format!("http://{host}"), format!("https://{host}")]
+        .iter()
+        .any(|o| o == origin)
+}
+
+/// Decides who opens the socket, before the upgrade: an error answers the HTTP request.
+fn authorize_origin(s: &AppState, headers: &HeaderMap, ip: &str) -> Result<(), Box<Response>> {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        // Not a browser (a browser always sends Origin on an upgrade): nothing to forge.
+        return Ok(());
+    };
+    if origin_allowed(s, headers, origin) {
+        return Ok(());
+    }
+    s.audit.record(
+        AuditEvent::WsTicketRejected,
+        &[
+            ("reason", json!("foreign_origin")),
+            ("origin", json!(origin)),
+            ("ip", json!(ip)),
+        ],
+    );
+    Err(Box::new(refuse(
+        StatusCode::FORBIDDEN,
+        "foreign_origin",
+        format!("Origin {origin} may not open dashboard WebSockets"),
+    )))
+}
+
+async fn authorize(
+    s: &AppState,
+    auth: &WsAuth,
+    headers: &HeaderMap,
+    ip: &str,
+) -> Result<Session, Box<Response>> {
+    authorize_origin(s, headers, ip)?;
+    let rejected = |reason: &str, detail: String| {
+        s.audit.record(
+            AuditEvent::WsTicketRejected,
+            &[("reason", json!(reason)), ("ip", json!(ip))],
+        );
+        Box::new(refuse(StatusCode::UNAUTHORIZED, reason, detail))
+    };
+    let gated = s.dashboard_auth.is_gated();
+    if gated && auth.token.is_some() {
+        return Err(rejected(
+            "token_not_accepted",
+            "this dashboard requires a ticket from POST /api/auth/ws-ticket; ?token= is not accepted".into(),
+        ));
+    }
+    if let Some(ticket) = auth.ticket.as_deref() {
+        return s.sessions.redeem_ticket(ticket).await.map_err(|e| {
+            tracing::info!(ticket = %ticket_prefix(ticket), reason = e.reason(), "WebSocket ticket refused");
+            rejected(e.reason(), e.to_string())
+        });
+    }
+    match auth.token.as_deref() {
+        Some(token) if s.dashboard_auth.check(Some(token)).is_ok() => Ok(Session::loopback()),
+        Some(_) => Err(rejected(
+            "invalid_session_token",
+            "the session token is not valid".into(),
+        )),
+        None => Err(rejected(
+            "missing_ticket",
+            "open this socket with ?ticket= from POST /api/auth/ws-ticket".into(),
+        )),
+    }
+}
+
+async fn events(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(auth): Query<WsAuth>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    match authorize(&s, &auth, &headers, &peer.ip().to_string()).await {
+        Ok(_) => ws.on_upgrade(move |socket| events_socket(socket, s)),
+        Err(r) => *r,
+    }
+}
+
+fn status_message(s: &AppState) -> String {
+    let snap = s.gate.snapshot();
+    json!({
+        "type": "status",
+        "status": StatusRecord::build(&snap, &s.info),
+        "drain": DrainDetail::build(&snap, &s.info),
+    })
+    .to_string()
+}
+
+/// Sends the status now and whenever it changes (at most every 100 ms), every live event,
+/// and a ping when idle; ends when the client leaves or the gateway stops.
+async fn events_socket(mut socket: WebSocket, s: AppState) {
+    let mut status = s.gate.subscribe();
+    let mut feed = s.events.subscribe();
+    let mut dirty = true;
+    let mut status_tick = tokio::time::interval(STATUS_EVERY);
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
+    loop {
+        let out = tokio::select! {
+            changed = status.changed() => {
+                if changed.is_err() { break; }
+                dirty = true;
+                continue;
+            }
+            _ = status_tick.tick(), if dirty => {
+                dirty = false;
+                WsMessage::Text(status_message(&s).into())
+            }
+            event = feed.recv() => match event {
+                Ok(text) => WsMessage::Text(text.as_ref().into()),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    WsMessage::Text(json!({"type": "lagged", "skipped": n}).to_string().into())
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            _ = heartbeat.tick() => WsMessage::Ping(Vec::new().into()),
+            incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => continue,
+            },
+            () = s.shutdown.requested() => break,
+        };
+        if socket.send(out).await.is_err() {
+            break;
+        }
+    }
+    let _ = socket.send(WsMessage::Close(None)).await;
+}
+
+async fn chat(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(auth): Query<WsAuth>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    match authorize(&s, &auth, &headers, &peer.ip().to_string()).await {
+        Ok(session) => ws.on_upgrade(move |socket| chat_socket(socket, s, session)),
+        Err(r) => *r,
+    }
+}
+
+fn frame(v: Value) -> WsMessage {
+    WsMessage::Text(v.to_string().into())
+}
+
+/// The text of a chat message: `{"message": "..."}` or plain text.
+fn chat_text(raw: &str) -> Result<String, String> {
+    let text = match serde_json::from_str::<Value>(raw) {
+        Ok(Value::Object(m)) => match m.get("message").or_else(|| m.get("content")) {
+            Some(Value::String(t)) => t.clone(),
+            _ => return Err(r#"expected {"message": "..."} or plain text"#.into()),
+        },
+        _ => raw.to_owned(),
+    };
+    let text = text.trim().to_owned();
+    if text.is_empty() {
+        return Err("the message is empty".into());
+    }
+    if text.chars().count() > MAX_CHAT_CHARS {
+        return Err(format!(
+            "the message is longer than {MAX_CHAT_CHARS} characters"
+        ));
+    }
+    Ok(text)
+}
+
+/// One conversation: every message is a turn through the gate, streamed back as
+/// `start`, `delta`…, then `done` or `error`. A client that leaves cancels its turn.
+async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
+    let session_id = format!("dash-{}", &crate::ids::random_hex128()[..16]);
+    let mut history: Vec<Message> = Vec::new();
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
+    loop {
+        let raw = tokio::select! {
+            incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Text(t))) => t.to_string(),
+                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => continue,
+            },
+            _ = heartbeat.tick() => {
+                if socket.send(WsMessage::Ping(Vec::new().into())).await.is_err() { break; }
+                continue;
+            }
+            () = s.shutdown.requested() => break,
+        };
+        let text = match chat_text(&raw) {
+            Ok(t) => t,
+            Err(problem) => {
+                let v = json!({"type": "error", "code": "invalid_message", "message": problem});
+                if socket.send(frame(v)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let mut guard = match s.gate.admit(&session_id) {
+            Ok(g) => g,
+            Err(refusal) => {
+                let v = json!({"type": "error", "code": "gateway_draining",
+                    "message": format!("The gateway is {}: it is finishing the turns in flight and not starting new ones. Try again later.",
+                        if matches!(refusal, crate::lifecycle::Refusal::NotReady) { "starting" } else { "draining" })});
+                if socket.send(frame(v)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        history.push(Message {
+            role: "user".into(),
+            content: text,
+        });
+        let turn_id = format!("turn_{}", &crate::ids::random_hex128()[..16]);
+        let mut stream = s.backend.start(TurnRequest {
+            messages: history.clone(),
+            model: s.config.api_server.model_name.clone(),
+            session_id: session_id.clone(),
+            turn_id: turn_id.clone(),
+        });
+        tracing::debug!(principal = %session.principal, turn = %turn_id, "dashboard chat turn");
+        if socket
+            .send(frame(json!({"type": "start", "turn_id": turn_id})))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        let mut reply = String::new();
+        let ended = loop {
+            let event = tokio::select! {
+                e = stream.next() => e,
+                incoming = socket.recv() => match incoming {
+                    // The client left mid-turn: dropping the stream cancels the turn.
+                    Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break false,
+                    Some(Ok(_)) => continue,
+                },
+                () = s.turns_cancel.cancelled() => break false,
+            };
+            let (msg, done) = match event {
+                Some(TurnEvent::Delta(t)) => {
+                    reply.push_str(&t);
+                    (json!({"type": "delta", "text": t}), false)
+                }
+                Some(TurnEvent::Usage(_)) => continue,
+                Some(TurnEvent::Done) => {
+                    guard.set_outcome(TurnOutcome::Completed);
+                    (json!({"type": "done", "turn_id": turn_id}), true)
+                }
+                Some(TurnEvent::Failed(m)) => {
+                    guard.set_outcome(TurnOutcome::Failed);
+                    (
+                        json!({"type": "error", "code": "turn_failed", "message": m}),
+                        true,
+                    )
+                }
+                None => (
+                    json!({"type": "error", "code": "turn_interrupted", "message": "the turn ended without an answer"}),
+                    true,
+                ),
+            };
+            if socket.send(frame(msg)).await.is_err() {
+                break false;
+            }
+            if done {
+                break true;
+            }
+        };
+        drop(stream);
+        drop(guard);
+        if !ended {
+            break;
+        }
+        history.push(Message {
+            role: "assistant".into(),
+            content: reply,
+        });
+    }
+    let _ = socket.send(WsMessage::Close(None)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chat_text;
+
+    #[test]
+    fn chat_messages() {
+        assert_eq!(chat_text(r#"{"message": " hi "}"#).unwrap(), "hi");
+        assert_eq!(chat_text("plain words").unwrap(), "plain words");
+        assert!(chat_text("   ").unwrap_err().contains("empty"));
+        assert!(
+            chat_text(r#"{"message": 5}"#)
+                .unwrap_err()
+                .contains("expected")
+        );
+    }
+}
