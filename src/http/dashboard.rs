@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
@@ -199,7 +199,8 @@ pub fn public_prefix(public_url: &str) -> String {
 fn reject_session(s: &AppState, rejection: SessionRejection, path: &str) -> Response {
     let gated = s.dashboard_auth.is_gated();
     if gated && !path.starts_with("/api/") {
-        return Redirect::to(&login_url(s)).into_response();
+        // SPEC §9: a page without a session gets 302 to the login page.
+        return (StatusCode::FOUND, [(header::LOCATION, login_url(s))]).into_response();
     }
     ApiError::Unauthenticated {
         reason: Some(rejection.as_str()),

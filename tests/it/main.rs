@@ -6,6 +6,7 @@ mod backends;
 mod chronos;
 mod compat;
 mod cron;
+mod dashboard;
 mod drain;
 mod process;
 mod support;

@@ -40,6 +40,24 @@ impl TestApp {
 
     /// Like [`TestApp::spawn`] but in an existing home (e.g. with a marker already there).
     pub async fn spawn_in(home: tempfile::TempDir, yaml: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(home, yaml, env, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`TestApp::spawn`] with an injected wall clock (e.g. a `ManualClock`).
+    pub async fn spawn_with_clock(
+        yaml: &str,
+        env: &[(&str, &str)],
+        clock: hermes_gateway::clock::SharedClock,
+    ) -> Self {
+        Self::spawn_with(tempfile::tempdir().unwrap(), yaml, env, clock).await
+    }
+
+    async fn spawn_with(
+        home: tempfile::TempDir,
+        yaml: &str,
+        env: &[(&str, &str)],
+        clock: hermes_gateway::clock::SharedClock,
+    ) -> Self {
         let text = merge_yaml(yaml);
         let env: HashMap<String, String> = env
             .iter()
@@ -47,9 +65,7 @@ impl TestApp {
             .collect();
         let config = config::load(home.path(), Some((Path::new("test.yaml"), &text)), &env)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let state = AppState::prepare(config, Arc::new(SystemClock))
-            .await
-            .unwrap();
+        let state = AppState::prepare(config, clock).await.unwrap();
         let listeners = state.bind().await.unwrap();
         let api = format!(
             "http://{}",
