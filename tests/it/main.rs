@@ -3,6 +3,7 @@
 mod api;
 mod auth;
 mod backends;
+mod browser;
 mod chronos;
 mod compat;
 mod cron;
