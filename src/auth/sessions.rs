@@ -84,13 +84,15 @@ fn digest(secret: &str) -> String {
 }
 
 /// Sessions and tickets over the store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Sessions {
     store: Store,
     clock: SharedClock,
     ttl: Duration,
     /// Loopback mode: tickets are bound to the process's session token.
     loopback: bool,
+    /// When old tickets were last swept (Unix ms); at most once a minute.
+    last_sweep_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Sessions {
@@ -100,6 +102,7 @@ impl Sessions {
             clock,
             ttl,
             loopback,
+            last_sweep_ms: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -171,8 +174,18 @@ impl Sessions {
 
     /// Mints a ticket for `session`: 256 random bits, 30 s, one use.
     pub async fn mint_ticket(&self, session: &Session) -> Result<String, StoreError> {
+        use std::sync::atomic::Ordering;
         let ticket = crate::ids::random_urlsafe(32);
         let now = self.clock.now().as_millisecond();
+        let last = self.last_sweep_ms.load(Ordering::Relaxed);
+        if now - last > 60_000
+            && self
+                .last_sweep_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.store.sweep_tickets(now - 60_000).await?;
+        }
         let ttl = i64::try_from(TICKET_TTL.as_millis()).unwrap_or(30_000);
         self.store
             .insert_ticket(&digest(&ticket), &session.id_hash, now, now + ttl)

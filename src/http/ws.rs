@@ -176,7 +176,16 @@ fn status_message(s: &AppState) -> String {
 async fn events_socket(mut socket: WebSocket, s: AppState) {
     let mut status = s.gate.subscribe();
     let mut feed = s.events.subscribe();
-    let mut dirty = true;
+    // The first frame is always the status, whatever else is going on.
+    status.borrow_and_update();
+    if socket
+        .send(WsMessage::Text(status_message(&s).into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut dirty = false;
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;

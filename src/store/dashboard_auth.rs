@@ -101,10 +101,7 @@ impl Store {
             self,
             "INSERT INTO ws_tickets (ticket_hash, session_hash, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)",
         );
-        // Tickets a minute past their expiry are of no use, not even to say why they failed.
-        let sweep = sql(self, "DELETE FROM ws_tickets WHERE expires_at_ms < $1");
         on_pool!(self, pool => {
-            sqlx::query(sweep).bind(now_ms - 60_000).execute(pool).await?;
             sqlx::query(q)
                 .bind(ticket_hash)
                 .bind(session_hash)
@@ -114,6 +111,15 @@ impl Store {
                 .await?;
         });
         Ok(())
+    }
+
+    /// Forgets tickets that expired before `before_ms` (of no use, not even to say why a
+    /// redemption failed).
+    pub async fn sweep_tickets(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let q = sql(self, "DELETE FROM ws_tickets WHERE expires_at_ms < $1");
+        Ok(on_pool!(self, pool => {
+            sqlx::query(q).bind(before_ms).execute(pool).await?.rows_affected()
+        }))
     }
 
     /// Redeems a ticket once: marks it used only if unused and not expired at `now_ms`
