@@ -156,9 +156,15 @@ async fn events(
     ws: WebSocketUpgrade,
 ) -> Response {
     match authorize(&s, &auth, &headers, &peer.ip().to_string()).await {
-        Ok(_) => ws.on_upgrade(move |socket| events_socket(socket, s)),
+        Ok(_) => small_buffers(ws).on_upgrade(move |socket| events_socket(socket, s)),
         Err(r) => *r,
     }
+}
+
+/// Dashboard frames are small: the library's default 128 KiB read buffer per socket would
+/// make a thousand idle sockets cost over 100 MiB. Writes go out as they are sent.
+fn small_buffers(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.read_buffer_size(4096).write_buffer_size(0)
 }
 
 fn status_message(s: &AppState) -> String {
@@ -229,7 +235,9 @@ async fn chat(
     ws: WebSocketUpgrade,
 ) -> Response {
     match authorize(&s, &auth, &headers, &peer.ip().to_string()).await {
-        Ok(session) => ws.on_upgrade(move |socket| chat_socket(socket, s, session)),
+        Ok(session) => small_buffers(ws)
+            .max_message_size(4 * MAX_CHAT_CHARS + 1024)
+            .on_upgrade(move |socket| chat_socket(socket, s, session)),
         Err(r) => *r,
     }
 }
