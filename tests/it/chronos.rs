@@ -1005,18 +1005,8 @@ async fn two_processes_on_one_postgres_fire_one_slot_once() {
     let a = Proc::start(home_a.path(), &yaml, &env);
     let b = Proc::start(home_b.path(), &yaml, &env);
     let http = reqwest::Client::new();
-    for p in [&a, &b] {
-        wait_for("the process to serve", async || {
-            let r = http
-                .get(format!("{}/api/status", p.dash))
-                .send()
-                .await
-                .ok()?;
-            let v: Value = r.json().await.ok()?;
-            (v["gateway_state"] == "running").then_some(())
-        })
-        .await;
-    }
+    a.wait_running().await;
+    b.wait_running().await;
     let at = jiff::Timestamp::from_second(now() + 20)
         .unwrap()
         .to_string();

@@ -495,19 +495,8 @@ async fn two_processes_on_one_postgres_run_each_slot_once_and_survive_a_sigkill(
     let mut a = Proc::start(home_a.path(), yaml, &env);
     let b = Proc::start(home_b.path(), yaml, &env);
     let http = reqwest::Client::new();
-    for p in [&a, &b] {
-        for _ in 0..500 {
-            if http
-                .get(format!("{}/api/status", p.dash))
-                .send()
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    a.wait_running().await;
+    b.wait_running().await;
     let mut ids = Vec::new();
     for i in 0..4 {
         let v: Value = http

@@ -638,19 +638,8 @@ async fn a_ticket_minted_on_one_process_opens_once_on_another() {
     let a = Proc::start(home_a.path(), "", &env);
     let b = Proc::start(home_b.path(), "", &env);
     let http = reqwest::Client::new();
-    for p in [&a, &b] {
-        for _ in 0..1000 {
-            if http
-                .get(format!("{}/api/status", p.dash))
-                .send()
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    a.wait_running().await;
+    b.wait_running().await;
     // Signed in on A; the session works on B too (it lives in the store).
     let cookie = login(&http, &a.dash).await;
     let me = http

@@ -337,6 +337,21 @@ impl Proc {
         }
     }
 
+    /// Waits (10 s at most) until the process serves `/api/status` in state `running`.
+    pub async fn wait_running(&self) {
+        let http = reqwest::Client::new();
+        for _ in 0..1000 {
+            if let Ok(r) = http.get(format!("{}/api/status", self.dash)).send().await
+                && let Ok(v) = r.json::<Value>().await
+                && v["gateway_state"] == "running"
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the gateway never came up; stderr:\n{}", self.stderr());
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.home.join("stderr.log")).unwrap_or_default()
     }
