@@ -172,6 +172,7 @@ impl AppState {
         });
 
         let gate = TurnGate::new(clock.clone(), metrics.clone());
+        gate.set_events(events.clone());
         let drain = Arc::new(DrainControl::new(
             gate.clone(),
             Marker::new(config.marker_path()),

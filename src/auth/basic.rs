@@ -9,19 +9,28 @@ use std::sync::Arc;
 use super::constant_time_eq;
 use super::password::PasswordHash;
 
+/// Hash checks running at once (each takes ~19 MiB and a core for tens of ms); more wait.
+const CONCURRENT_CHECKS: usize = 4;
+
 #[derive(Debug)]
 pub struct BasicProvider {
     username: String,
     hash: PasswordHash,
+    checks: tokio::sync::Semaphore,
 }
 
 impl BasicProvider {
     pub fn new(username: String, hash: PasswordHash) -> Self {
-        Self { username, hash }
+        Self {
+            username,
+            hash,
+            checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+        }
     }
 
     /// The principal on success.
     pub async fn authenticate(self: &Arc<Self>, username: &str, password: &str) -> Option<String> {
+        let _permit = self.checks.acquire().await.ok()?;
         let this = self.clone();
         let (username, password) = (username.to_owned(), password.to_owned());
         tokio::task::spawn_blocking(move || {

@@ -1,5 +1,7 @@
 //! A per-client sliding-window limit for password logins (SPEC §9: the 11th attempt within
-//! 60 s gets 429). In memory, per process; monotonic time, so paused-time tests work.
+//! 60 s gets 429). In memory, per process; monotonic time, so paused-time tests work. An
+//! IPv6 client is its /64 (one host can rotate through a whole /64). The table is bounded:
+//! when full of active clients, unknown clients are refused until entries age out.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -29,13 +31,24 @@ impl RateLimiter {
 
     /// Counts an attempt by `client`; `Err(retry_after)` once it is over the limit.
     pub fn attempt(&self, client: IpAddr) -> Result<(), Duration> {
+        let client = match client {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(seg.into())
+            }
+            other => other,
+        };
         let now = Instant::now();
         let mut hits = self.hits.lock().unwrap_or_else(|e| e.into_inner());
-        if hits.len() >= MAX_CLIENTS {
+        if hits.len() >= MAX_CLIENTS && !hits.contains_key(&client) {
             hits.retain(|_, q| {
                 q.back()
                     .is_some_and(|t| now.duration_since(*t) < self.window)
             });
+            if hits.len() >= MAX_CLIENTS {
+                return Err(self.window);
+            }
         }
         let q = hits.entry(client).or_default();
         while q
@@ -74,5 +87,14 @@ mod tests {
             limit.attempt(a).is_ok(),
             "the oldest attempt left the window"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ipv6_client_is_its_64() {
+        let limit = RateLimiter::new(2, Duration::from_secs(60));
+        assert!(limit.attempt("2001:db8::1".parse().unwrap()).is_ok());
+        assert!(limit.attempt("2001:db8::ffff:2".parse().unwrap()).is_ok());
+        assert!(limit.attempt("2001:db8::3:3:3:3".parse().unwrap()).is_err());
+        assert!(limit.attempt("2001:db8:0:1::1".parse().unwrap()).is_ok());
     }
 }

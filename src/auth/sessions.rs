@@ -165,6 +165,14 @@ impl Sessions {
             }))
     }
 
+    /// Whether `session` is still live (not logged out, not expired). A store outage
+    /// counts as live: the socket it guards was authorised, and stays until we know.
+    pub async fn still_live(&self, session: &Session) -> bool {
+        self.by_hash(session.id_hash.clone())
+            .await
+            .map_or(true, |s| s.is_some())
+    }
+
     /// Ends the session a cookie value names (its tickets die with it).
     pub async fn revoke(&self, token: &str) -> Result<bool, StoreError> {
         self.store

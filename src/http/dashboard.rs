@@ -68,6 +68,15 @@ fn client_ip(req: &Request) -> String {
 /// Decides who may reach a dashboard route.
 async fn auth_gate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
+    // Loopback mode trusts whoever can reach the socket, so it answers only to its own
+    // names: a page on a rebound DNS name must not read the session token or call the API.
+    if !s.dashboard_auth.is_gated() && super::origin::own_host(&s, req.headers()).is_none() {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "forbidden_host", "detail": "this dashboard answers only to its own host names (set dashboard.public_url for another)"})),
+        )
+            .into_response();
+    }
     if s.token_auth.is_token_route(&path) {
         let header = req
             .headers()
@@ -144,6 +153,15 @@ async fn auth_gate(State(s): State<AppState>, mut req: Request, next: Next) -> R
                 return reject_session(&s, SessionRejection::NoSession, &path);
             };
             match s.sessions.lookup(token).await {
+                // A cookie rides along on cross-site requests: a browser's state-changing
+                // request must come from our own origin (CSRF).
+                Ok(Some(_)) if !same_origin_write(&s, &req) => {
+                    return (
+                        StatusCode::FORBIDDEN,
+                        Json(json!({"error": "forbidden_origin", "detail": "this request must come from the dashboard's own origin"})),
+                    )
+                        .into_response();
+                }
                 Ok(Some(session)) => session,
                 Ok(None) => {
                     s.metrics.auth_decision("session", "rejected");
@@ -167,6 +185,22 @@ async fn auth_gate(State(s): State<AppState>, mut req: Request, next: Next) -> R
     s.metrics.auth_decision("session", "accepted");
     req.extensions_mut().insert(session);
     next.run(req).await
+}
+
+/// A read, a non-browser client (no Origin), or a browser on an allowed origin.
+fn same_origin_write(s: &AppState, req: &Request) -> bool {
+    use axum::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return true;
+    }
+    match req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+    {
+        None => true,
+        Some(origin) => super::origin::origin_allowed(s, req.headers(), origin),
+    }
 }
 
 /// Paths the gate lets through: public ones, the sign-in routes, static assets, the

@@ -11,6 +11,7 @@ mod fire;
 mod idempotency;
 mod jobs;
 mod openapi;
+mod origin;
 mod page;
 mod session;
 mod ws;

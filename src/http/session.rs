@@ -20,6 +20,10 @@ use crate::audit::AuditEvent;
 use crate::auth::sessions::{SESSION_COOKIE, Session, TICKET_TTL};
 use crate::clock::iso;
 
+/// Longest username and password a login may carry (the username is audited).
+const MAX_USERNAME_BYTES: usize = 128;
+const MAX_PASSWORD_BYTES: usize = 1024;
+
 /// Paths of this module that anyone may call.
 pub const PUBLIC: [&str; 4] = [
     "/login",
@@ -31,7 +35,10 @@ pub const PUBLIC: [&str; 4] = [
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/login", get(login_page))
-        .route("/auth/password-login", post(password_login))
+        .route(
+            "/auth/password-login",
+            post(password_login).layer(axum::extract::DefaultBodyLimit::max(16 * 1024)),
+        )
         .route("/auth/logout", post(logout))
         .route("/api/auth/me", get(me))
         .route("/api/auth/providers", get(providers))
@@ -67,8 +74,13 @@ fn error(status: StatusCode, error: &str, detail: String) -> Response {
     (status, Json(json!({"error": error, "detail": detail}))).into_response()
 }
 
-async fn login_page() -> Html<&'static str> {
-    Html(include_str!("page/login.html"))
+async fn login_page() -> Response {
+    let mut r = Html(include_str!("page/login.html")).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"),
+    );
+    r
 }
 
 #[derive(Deserialize)]
@@ -115,12 +127,19 @@ async fn password_login(
             "password login is not configured (dashboard.basic_auth)".into(),
         );
     };
-    let Ok(login) = serde_json::from_slice::<PasswordLogin>(&body) else {
+    let login = serde_json::from_slice::<PasswordLogin>(&body)
+        .ok()
+        .filter(|l| {
+            l.username.len() <= MAX_USERNAME_BYTES && l.password.len() <= MAX_PASSWORD_BYTES
+        });
+    let Some(login) = login else {
         failure("invalid_body", None);
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_body",
-            r#"expected a JSON body {"username": "...", "password": "..."}"#.into(),
+            format!(
+                r#"expected a JSON body {{"username": "...", "password": "..."}} (at most {MAX_USERNAME_BYTES} and {MAX_PASSWORD_BYTES} bytes)"#
+            ),
         );
     };
     let Some(principal) = basic.authenticate(&login.username, &login.password).await else {

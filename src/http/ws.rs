@@ -33,6 +33,8 @@ pub const PATHS: [&str; 2] = ["/api/events", "/api/ws"];
 const HEARTBEAT: Duration = Duration::from_secs(20);
 /// Least time between two status messages (a busy gateway changes state constantly).
 const STATUS_EVERY: Duration = Duration::from_millis(100);
+/// Messages of a conversation sent with each turn (the oldest are dropped).
+const MAX_HISTORY: usize = 40;
 /// Longest chat message accepted.
 const MAX_CHAT_CHARS: usize = 100_000;
 
@@ -56,41 +58,13 @@ fn refuse(status: StatusCode, reason: &str, detail: String) -> Response {
         .into_response()
 }
 
-/// Whether a browser on `origin` may open a socket here.
-fn origin_allowed(s: &AppState, headers: &HeaderMap, origin: &str) -> bool {
-    let dash = &s.config.dashboard;
-    if dash.allowed_origins.iter().any(|o| o == origin) {
-        return true;
-    }
-    if let Ok(public) = reqwest::Url::parse(&dash.public_url)
-        && public.origin().ascii_serialization() == origin
-    {
-        return true;
-    }
-    // The dashboard's own origin: the Host it was reached at, but only under a name that
-    // is ours (loopback or the bound host), so a rebound DNS name is not "own".
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
-    let Ok(url) = reqwest::Url::parse(&format!("http://{host}")) else {
-        return false;
-    };
-    let name = url.host_str().unwrap_or_default();
-    let ours = crate::config::is_loopback_host(name.trim_matches(['[', ']']))
-        || name == dash.host
-        || name == "localhost";
-    ours && [format!("http://{host}"), format!("https://{host}")]
-        .iter()
-        .any(|o| o == origin)
-}
-
 /// Decides who opens the socket, before the upgrade: an error answers the HTTP request.
 fn authorize_origin(s: &AppState, headers: &HeaderMap, ip: &str) -> Result<(), Box<Response>> {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         // Not a browser (a browser always sends Origin on an upgrade): nothing to forge.
         return Ok(());
     };
-    if origin_allowed(s, headers, origin) {
+    if super::origin::origin_allowed(s, headers, origin) {
         return Ok(());
     }
     s.audit.record(
@@ -156,7 +130,9 @@ async fn events(
     ws: WebSocketUpgrade,
 ) -> Response {
     match authorize(&s, &auth, &headers, &peer.ip().to_string()).await {
-        Ok(_) => small_buffers(ws).on_upgrade(move |socket| events_socket(socket, s)),
+        Ok(session) => {
+            small_buffers(ws).on_upgrade(move |socket| events_socket(socket, s, session))
+        }
         Err(r) => *r,
     }
 }
@@ -164,7 +140,9 @@ async fn events(
 /// Dashboard frames are small: the library's default 128 KiB read buffer per socket would
 /// make a thousand idle sockets cost over 100 MiB. Writes go out as they are sent.
 fn small_buffers(ws: WebSocketUpgrade) -> WebSocketUpgrade {
-    ws.read_buffer_size(4096).write_buffer_size(0)
+    ws.read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(64 * 1024)
 }
 
 fn status_message(s: &AppState) -> String {
@@ -179,7 +157,7 @@ fn status_message(s: &AppState) -> String {
 
 /// Sends the status now and whenever it changes (at most every 100 ms), every live event,
 /// and a ping when idle; ends when the client leaves or the gateway stops.
-async fn events_socket(mut socket: WebSocket, s: AppState) {
+async fn events_socket(mut socket: WebSocket, s: AppState, session: Session) {
     let mut status = s.gate.subscribe();
     let mut feed = s.events.subscribe();
     // The first frame is always the status, whatever else is going on.
@@ -213,7 +191,11 @@ async fn events_socket(mut socket: WebSocket, s: AppState) {
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
-            _ = heartbeat.tick() => WsMessage::Ping(Vec::new().into()),
+            _ = heartbeat.tick() => {
+                // A socket lives no longer than the session that opened it.
+                if !s.sessions.still_live(&session).await { break; }
+                WsMessage::Ping(Vec::new().into())
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => continue,
@@ -282,11 +264,20 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
                 Some(Ok(_)) => continue,
             },
             _ = heartbeat.tick() => {
-                if socket.send(WsMessage::Ping(Vec::new().into())).await.is_err() { break; }
+                if !s.sessions.still_live(&session).await
+                    || socket.send(WsMessage::Ping(Vec::new().into())).await.is_err()
+                {
+                    break;
+                }
                 continue;
             }
             () = s.shutdown.requested() => break,
         };
+        if !s.sessions.still_live(&session).await {
+            let v = json!({"type": "error", "code": "session_ended", "message": "your session has ended; sign in again"});
+            let _ = socket.send(frame(v)).await;
+            break;
+        }
         let text = match chat_text(&raw) {
             Ok(t) => t,
             Err(problem) => {
@@ -335,6 +326,12 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
                 incoming = socket.recv() => match incoming {
                     // The client left mid-turn: dropping the stream cancels the turn.
                     Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break false,
+                    Some(Ok(WsMessage::Text(_))) => {
+                        let v = json!({"type": "error", "code": "turn_in_progress",
+                            "message": "the previous message is still being answered; send this one when it is done"});
+                        if socket.send(frame(v)).await.is_err() { break false; }
+                        continue;
+                    }
                     Some(Ok(_)) => continue,
                 },
                 () = s.turns_cancel.cancelled() => break false,
@@ -377,6 +374,9 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
             role: "assistant".into(),
             content: reply,
         });
+        if history.len() > MAX_HISTORY {
+            history.drain(..history.len() - MAX_HISTORY);
+        }
     }
     let _ = socket.send(WsMessage::Close(None)).await;
 }

@@ -135,9 +135,28 @@ pub struct TurnGate {
     tx: watch::Sender<Snapshot>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
+    /// Where turn starts and ends are announced (the dashboard's live events), once set.
+    events: std::sync::OnceLock<crate::events::Events>,
 }
 
 impl TurnGate {
+    /// Announces every turn's start and end on `events` from now on.
+    pub fn set_events(&self, events: crate::events::Events) {
+        let _ = self.events.set(events);
+    }
+
+    fn announce(&self, id: u64, phase: &str, outcome: Option<TurnOutcome>) {
+        if let Some(events) = self.events.get() {
+            let mut m = serde_json::Map::new();
+            m.insert("turn".into(), id.into());
+            m.insert("phase".into(), phase.into());
+            if let Some(o) = outcome {
+                m.insert("outcome".into(), o.as_str().into());
+            }
+            events.publish("turn", m);
+        }
+    }
+
     /// A gate in the `starting` state: nothing is admitted until [`TurnGate::mark_serving`].
     pub fn new(clock: SharedClock, metrics: Arc<Metrics>) -> Arc<Self> {
         let inner = Inner {
@@ -154,6 +173,7 @@ impl TurnGate {
             tx,
             clock,
             metrics,
+            events: std::sync::OnceLock::new(),
         })
     }
 
@@ -201,11 +221,14 @@ impl TurnGate {
             (Ok(id), true)
         });
         match admitted {
-            Ok(id) => Ok(TurnGuard {
-                gate: self.clone(),
-                id,
-                outcome: Some(TurnOutcome::Interrupted),
-            }),
+            Ok(id) => {
+                self.announce(id, "started", None);
+                Ok(TurnGuard {
+                    gate: self.clone(),
+                    id,
+                    outcome: Some(TurnOutcome::Interrupted),
+                })
+            }
             Err(r) => {
                 self.metrics.turn(TurnOutcome::Refused);
                 Err(r)
@@ -214,6 +237,7 @@ impl TurnGate {
     }
 
     fn finish(&self, id: u64, outcome: Option<TurnOutcome>) {
+        self.announce(id, "ended", outcome);
         self.update(|inner| {
             let Some(entry) = inner.turns.remove(&id) else {
                 return ((), false);

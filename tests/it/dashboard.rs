@@ -207,6 +207,17 @@ async fn gated_mode_signs_in_with_basic_and_keeps_sessions_in_the_store() {
         (me["user"]["id"].as_str(), me["mode"].as_str()),
         (Some(USER), Some("gated"))
     );
+    // A cookie-borne write from a foreign origin is refused (CSRF); nothing changes.
+    let r = http
+        .post(format!("{dash}/api/gateway/drain"))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(app.status().await["gateway_state"], "running");
     // The session drives the dashboard: a drain is recorded under the user's name.
     let r = http
         .post(format!("{dash}/api/gateway/drain"))
@@ -242,7 +253,12 @@ async fn gated_mode_signs_in_with_basic_and_keeps_sessions_in_the_store() {
             && page.contains("name=\"hermes-session-token\" content=\"\"")
     );
 
-    // Logout ends the session everywhere; the old cookie is refused and audited.
+    // Logout ends the session everywhere: an open chat socket says so at its next message,
+    // the old cookie is refused and audited.
+    let t = mint(http, dash, &cookie).await;
+    let mut chat = connect(dash, &format!("/api/ws?ticket={t}"), Some(dash))
+        .await
+        .unwrap();
     let r = http
         .post(format!("{dash}/auth/logout"))
         .header("cookie", &cookie)
@@ -255,6 +271,10 @@ async fn gated_mode_signs_in_with_basic_and_keeps_sessions_in_the_store() {
             .unwrap()
             .contains("Max-Age=0")
     );
+    chat.send(tungstenite::Message::Text("still there?".into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut chat).await["code"], "session_ended");
     let r = http
         .get(format!("{dash}/api/auth/me"))
         .header("cookie", &cookie)
@@ -506,6 +526,21 @@ async fn loopback_mode_serves_the_token_in_the_page_and_chats_and_streams_events
         page.contains("content=\"local-session-token-123\""),
         "the page carries the session token"
     );
+    // Only under its own names: a rebound DNS name gets nothing, not even the page.
+    let port = app.dash.rsplit(':').next().unwrap().to_owned();
+    for (host, want) in [
+        (format!("evil.example:{port}"), 403),
+        (format!("localhost:{port}"), 200),
+    ] {
+        let r = app
+            .http
+            .get(format!("{}/", app.dash))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{host}");
+    }
     let js = app
         .http
         .get(format!("{}/assets/app.js", app.dash))
@@ -562,11 +597,16 @@ async fn loopback_mode_serves_the_token_in_the_page_and_chats_and_streams_events
         .await
         .unwrap();
     assert_eq!(next_json(&mut chat).await["type"], "start");
-    let busy = until(&mut events, |v| {
-        v["type"] == "status" && v["status"]["active_agents"] == 1
-    })
-    .await;
-    assert_eq!(busy["status"]["gateway_busy"], true);
+    // The turn's start event and a status with it in flight, in whichever order.
+    let (mut started, mut busy) = (false, false);
+    while !(started && busy) {
+        let v = next_json(&mut events).await;
+        started |= v["type"] == "turn" && v["phase"] == "started";
+        if v["type"] == "status" && v["status"]["active_agents"] == 1 {
+            assert_eq!(v["status"]["gateway_busy"], true);
+            busy = true;
+        }
+    }
     let mut text = String::new();
     loop {
         let v = next_json(&mut chat).await;
