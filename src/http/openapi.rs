@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::{api, dashboard, fire};
+use super::{api, dashboard, fire, session, ws};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,14 @@ use super::{api, dashboard, fire};
         dashboard::metrics,
         dashboard::openapi,
         fire::fire,
+        session::login_page,
+        session::password_login,
+        session::logout,
+        session::me,
+        session::providers,
+        session::ws_ticket,
+        ws::events,
+        ws::chat,
     ),
     components(schemas(dashboard::DrainBegun, dashboard::DrainCancelled))
 )]

@@ -74,7 +74,9 @@ fn error(status: StatusCode, error: &str, detail: String) -> Response {
     (status, Json(json!({"error": error, "detail": detail}))).into_response()
 }
 
-async fn login_page() -> Response {
+/// The sign-in page (public).
+#[utoipa::path(get, path = "/login", tag = "auth", responses((status = 200, description = "HTML sign-in form")))]
+pub async fn login_page() -> Response {
     let mut r = Html(include_str!("page/login.html")).into_response();
     r.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
@@ -90,7 +92,11 @@ struct PasswordLogin {
 }
 
 /// Signs in with the `basic` provider; sets the session cookie.
-async fn password_login(
+#[utoipa::path(post, path = "/auth/password-login", tag = "auth",
+    responses((status = 200, description = "{ok, user, expires_at} and Set-Cookie hermes_session"),
+              (status = 400, description = "invalid_body"), (status = 401, description = "invalid_credentials"),
+              (status = 404, description = "no_password_provider"), (status = 429, description = "rate_limited, with Retry-After")))]
+pub async fn password_login(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
@@ -178,7 +184,8 @@ async fn password_login(
 }
 
 /// Ends the session (its tickets die with it) and clears the cookie.
-async fn logout(
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 200, description = "{ok: true}; the cookie is cleared")))]
+pub async fn logout(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -196,7 +203,9 @@ async fn logout(
 }
 
 /// Who is signed in.
-async fn me(State(s): State<AppState>, Extension(session): Extension<Session>) -> Response {
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth",
+    responses((status = 200, description = "{user: {id, provider}, expires_at, mode}"), (status = 401, description = "unauthenticated")))]
+pub async fn me(State(s): State<AppState>, Extension(session): Extension<Session>) -> Response {
     Json(json!({
         "user": {"id": session.principal, "provider": session.provider},
         "expires_at": (session.expires_at != jiff::Timestamp::MAX).then(|| iso(session.expires_at)),
@@ -206,7 +215,8 @@ async fn me(State(s): State<AppState>, Extension(session): Extension<Session>) -
 }
 
 /// The sign-in methods this dashboard offers (public).
-async fn providers(State(s): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/api/auth/providers", tag = "auth", responses((status = 200, description = "{mode, providers: [{name, type, login_url}]}")))]
+pub async fn providers(State(s): State<AppState>) -> Response {
     let list: Vec<_> = s
         .dashboard_auth
         .basic()
@@ -222,7 +232,10 @@ async fn providers(State(s): State<AppState>) -> Response {
 
 /// Mints a single-use, 30-second WebSocket ticket bound to the caller's session. POST
 /// only: a GET (which a link or an image could trigger) mints nothing.
-async fn ws_ticket(
+#[utoipa::path(post, path = "/api/auth/ws-ticket", tag = "auth",
+    responses((status = 200, description = "{ticket, ttl_seconds: 30}"), (status = 401, description = "unauthenticated"),
+              (status = 503, description = "the session store is unavailable")))]
+pub async fn ws_ticket(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(session): Extension<Session>,

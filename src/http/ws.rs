@@ -44,8 +44,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/ws", get(chat))
 }
 
+/// How a socket authenticates (query parameters: browsers cannot set upgrade headers).
 #[derive(Deserialize)]
-struct WsAuth {
+pub struct WsAuth {
     ticket: Option<String>,
     token: Option<String>,
 }
@@ -122,7 +123,13 @@ async fn authorize(
     }
 }
 
-async fn events(
+/// Live status, drain changes, turn and run events, audit events (WebSocket upgrade).
+#[utoipa::path(get, path = "/api/events", tag = "dashboard",
+    params(("ticket" = Option<String>, Query, description = "single-use ticket from POST /api/auth/ws-ticket"),
+           ("token" = Option<String>, Query, description = "loopback mode only: the session token")),
+    responses((status = 101, description = "WebSocket: JSON frames with a `type`"), (status = 401, description = "no valid ticket or token"),
+              (status = 403, description = "foreign Origin")))]
+pub async fn events(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(auth): Query<WsAuth>,
@@ -209,7 +216,13 @@ async fn events_socket(mut socket: WebSocket, s: AppState, session: Session) {
     let _ = socket.send(WsMessage::Close(None)).await;
 }
 
-async fn chat(
+/// Chat with the agent: each text frame is a turn (WebSocket upgrade).
+#[utoipa::path(get, path = "/api/ws", tag = "dashboard",
+    params(("ticket" = Option<String>, Query, description = "single-use ticket from POST /api/auth/ws-ticket"),
+           ("token" = Option<String>, Query, description = "loopback mode only: the session token")),
+    responses((status = 101, description = "WebSocket: send {\"message\"}; receive start, delta…, done or error"),
+              (status = 401, description = "no valid ticket or token"), (status = 403, description = "foreign Origin")))]
+pub async fn chat(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(auth): Query<WsAuth>,
