@@ -68,12 +68,17 @@ fn client_ip(req: &Request) -> String {
 /// Decides who may reach a dashboard route.
 async fn auth_gate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    // Loopback mode trusts whoever can reach the socket, so it answers only to its own
-    // names: a page on a rebound DNS name must not read the session token or call the API.
-    if !s.dashboard_auth.is_gated() && super::origin::own_host(&s, req.headers()).is_none() {
+    // In loopback mode the page carries the session token, so it is served only under
+    // the dashboard's own names: a page on a rebound DNS name cannot read it. (No Host at
+    // all is not a browser, so not a rebinding page.)
+    if path == "/"
+        && !s.dashboard_auth.is_gated()
+        && req.headers().contains_key(header::HOST)
+        && super::origin::own_host(&s, req.headers()).is_none()
+    {
         return (
             StatusCode::FORBIDDEN,
-            Json(json!({"error": "forbidden_host", "detail": "this dashboard answers only to its own host names (set dashboard.public_url for another)"})),
+            Json(json!({"error": "forbidden_host", "detail": "this dashboard page is served only under its own host names (set dashboard.public_url for another)"})),
         )
             .into_response();
     }
