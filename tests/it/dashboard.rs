@@ -556,6 +556,28 @@ async fn loopback_mode_serves_the_token_in_the_page_and_chats_and_streams_events
             .await
             .is_err()
     );
+    // The page's way: a ticket minted with the session token opens a socket, once.
+    let v: Value = app
+        .http
+        .post(format!("{}/api/auth/ws-ticket", app.dash))
+        .header("x-hermes-session-token", "local-session-token-123")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let t = v["ticket"].as_str().unwrap();
+    assert!(
+        connect(&app.dash, &format!("/api/events?ticket={t}"), None)
+            .await
+            .is_ok()
+    );
+    assert!(
+        connect(&app.dash, &format!("/api/events?ticket={t}"), None)
+            .await
+            .is_err()
+    );
 
     // Live events: the status, then the drain change, then the audit record of it.
     let mut events = connect(&app.dash, "/api/events?token=local-session-token-123", None)
