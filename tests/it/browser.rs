@@ -257,3 +257,26 @@ async fn the_dashboard_page_signs_in_drains_cancels_and_chats_in_chromium() {
     browser.screenshot(&shot).await;
     assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loopback_page_uses_its_injected_token_for_api_calls_and_sockets() {
+    let app = TestApp::spawn("", &[]).await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/", app.dash)).await;
+    browser.wait_text("#who", |t| t == "Local session").await;
+    browser.wait_text("#state", |t| t == "running").await;
+    browser.wait_text("#live", |t| t == "live").await;
+    // A drain begun elsewhere (the marker, as an orchestrator's CLI would) shows up live.
+    app.state.drain.begin("orchestrator").unwrap();
+    browser.wait_text("#state", |t| t == "draining").await;
+    browser
+        .wait_text("#drain-by", |t| t.starts_with("orchestrator at "))
+        .await;
+    app.state.drain.cancel("orchestrator").unwrap();
+    browser.wait_text("#state", |t| t == "running").await;
+    browser.type_into("#chat-input", "loopback hello").await;
+    browser.click("#chat-send").await;
+    browser
+        .wait_text(".messages li.assistant", |t| t == "loopback hello")
+        .await;
+}
