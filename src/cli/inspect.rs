@@ -94,6 +94,7 @@ pub fn effective(config: &Config) -> Value {
         "dashboard": {
             "enabled": c.dashboard.enabled, "host": c.dashboard.host, "port": c.dashboard.port,
             "public_url": c.dashboard.public_url, "allowed_origins": c.dashboard.allowed_origins,
+            "ws_heartbeat_seconds": c.dashboard.ws_heartbeat_seconds,
             "drain_auth": {"scope": c.dashboard.drain_auth.scope, "min_secret_chars": c.dashboard.drain_auth.min_secret_chars},
             "basic_auth": {
                 "username": c.dashboard.basic_auth.username,

@@ -448,6 +448,7 @@ impl Reader {
                 "allowed_origins",
                 "drain_auth",
                 "basic_auth",
+                "ws_heartbeat_seconds",
             ],
         );
         let d = self.section(&s, "drain_auth", &["scope", "min_secret_chars"]);
@@ -477,6 +478,7 @@ impl Reader {
             allowed_origins: self.strings(&s, "allowed_origins"),
             drain_auth,
             basic_auth,
+            ws_heartbeat_seconds: self.uint(&s, "ws_heartbeat_seconds", 20, 1, 3600),
         }
     }
 

@@ -163,6 +163,9 @@ pub struct DashboardConfig {
     pub allowed_origins: Vec<String>,
     pub drain_auth: DrainAuthConfig,
     pub basic_auth: BasicAuthConfig,
+    /// Seconds between pings on an idle dashboard WebSocket (an extension; proxies close
+    /// sockets that stay silent too long).
+    pub ws_heartbeat_seconds: u64,
 }
 
 #[derive(Debug, Clone)]

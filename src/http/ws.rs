@@ -5,7 +5,7 @@
 //! gated mode accepts only `?ticket=` (single use, 30 s, bound to a live session) and refuses
 //! `?token=`; loopback mode also accepts the process's session token as `?token=`. A browser's
 //! Origin must be the dashboard's own or in `dashboard.allowed_origins`. Idle sockets get a
-//! ping every 20 s so proxies keep them open.
+//! ping every `dashboard.ws_heartbeat_seconds` (20) so proxies keep them open.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -29,8 +29,6 @@ use crate::metrics::TurnOutcome;
 
 /// The WebSocket paths (the gate lets them through; they authenticate themselves).
 pub const PATHS: [&str; 2] = ["/api/events", "/api/ws"];
-/// How often an idle socket is pinged.
-const HEARTBEAT: Duration = Duration::from_secs(20);
 /// Least time between two status messages (a busy gateway changes state constantly).
 const STATUS_EVERY: Duration = Duration::from_millis(100);
 /// Messages of a conversation sent with each turn (the oldest are dropped).
@@ -144,6 +142,11 @@ pub async fn events(
     }
 }
 
+/// How often an idle socket is pinged (`dashboard.ws_heartbeat_seconds`, default 20).
+fn heartbeat_every(s: &AppState) -> Duration {
+    Duration::from_secs(s.config.dashboard.ws_heartbeat_seconds)
+}
+
 /// Dashboard frames are small: the library's default 128 KiB read buffer per socket would
 /// make a thousand idle sockets cost over 100 MiB. Writes go out as they are sent.
 fn small_buffers(ws: WebSocketUpgrade) -> WebSocketUpgrade {
@@ -178,7 +181,7 @@ async fn events_socket(mut socket: WebSocket, s: AppState, session: Session) {
     }
     let mut dirty = false;
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut heartbeat = tokio::time::interval(heartbeat_every(&s));
     heartbeat.tick().await;
     loop {
         let out = tokio::select! {
@@ -267,7 +270,7 @@ fn chat_text(raw: &str) -> Result<String, String> {
 async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
     let session_id = format!("dash-{}", &crate::ids::random_hex128()[..16]);
     let mut history: Vec<Message> = Vec::new();
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut heartbeat = tokio::time::interval(heartbeat_every(&s));
     heartbeat.tick().await;
     loop {
         let raw = tokio::select! {

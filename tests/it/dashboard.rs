@@ -733,3 +733,26 @@ async fn a_ticket_minted_on_one_process_opens_once_on_another() {
         401
     );
 }
+
+#[tokio::test]
+async fn idle_sockets_are_pinged() {
+    let app = TestApp::spawn(
+        "dashboard: {ws_heartbeat_seconds: 1}",
+        &[("HERMES_DASHBOARD_SESSION_TOKEN", "tok-heartbeat")],
+    )
+    .await;
+    for path in ["/api/events", "/api/ws"] {
+        let mut socket = connect(&app.dash, &format!("{path}?token=tok-heartbeat"), None)
+            .await
+            .unwrap();
+        let ping = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                if let Some(Ok(tungstenite::Message::Ping(_))) = socket.next().await {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(ping.is_ok(), "{path}: no ping within 3 s");
+    }
+}
