@@ -195,7 +195,7 @@ impl Browser {
 async fn the_dashboard_page_signs_in_drains_cancels_and_chats_in_chromium() {
     let hash = hermes_gateway::auth::password::hash_password("page-test-password").unwrap();
     let app = TestApp::spawn(
-        "agent: {echo: {delay_ms: 300}}",
+        "agent: {echo: {delay_ms: 2500}}",
         &[
             ("HERMES_DASHBOARD_BASIC_AUTH_USERNAME", "operator"),
             ("HERMES_DASHBOARD_BASIC_AUTH_PASSWORD_HASH", &hash),

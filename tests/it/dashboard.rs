@@ -509,7 +509,7 @@ async fn a_ticket_is_valid_at_30_seconds_and_dead_at_31() {
 #[tokio::test]
 async fn loopback_mode_serves_the_token_in_the_page_and_chats_and_streams_events() {
     let app = TestApp::spawn(
-        "agent: {echo: {delay_ms: 600}}",
+        "agent: {echo: {delay_ms: 1500}}",
         &[("HERMES_DASHBOARD_SESSION_TOKEN", "local-session-token-123")],
     )
     .await;
