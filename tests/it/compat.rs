@@ -167,21 +167,11 @@ async fn restart_endpoint_drains_and_exits_75() {
     let secret = strong_secret();
     let mut p = Proc::start(
         home.path(),
-        "agent: {echo: {delay_ms: 500}}",
+        "agent: {echo: {delay_ms: 1500}}",
         &[("HERMES_DASHBOARD_DRAIN_SECRET", &secret)],
     );
     let http = reqwest::Client::new();
-    for _ in 0..500 {
-        if http
-            .get(format!("{}/api/status", p.dash))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    p.wait_running().await;
     let url = format!("{}/api/gateway/restart", p.dash);
     let r = http.post(&url).bearer_auth("wrong").send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -199,7 +189,22 @@ async fn restart_endpoint_drains_and_exits_75() {
             .await
             .unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The turn must be in flight before the restart is asked for (a sleep is not enough on
+    // a loaded machine).
+    for _ in 0..500 {
+        let s: Value = http
+            .get(format!("{}/api/status", p.dash))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["active_agents"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let r = http.post(&url).bearer_auth(&secret).send().await.unwrap();
     assert_eq!(r.status(), 202);
     let v: Value = r.json().await.unwrap();
