@@ -191,20 +191,7 @@ async fn restart_endpoint_drains_and_exits_75() {
     });
     // The turn must be in flight before the restart is asked for (a sleep is not enough on
     // a loaded machine).
-    for _ in 0..500 {
-        let s: Value = http
-            .get(format!("{}/api/status", p.dash))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["active_agents"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    p.wait_status(|s| s["active_agents"] == 1).await;
     let r = http.post(&url).bearer_auth(&secret).send().await.unwrap();
     assert_eq!(r.status(), 202);
     let v: Value = r.json().await.unwrap();

@@ -533,18 +533,9 @@ async fn two_processes_on_one_postgres_run_each_slot_once_and_survive_a_sigkill(
         .await
         .unwrap();
     let killed_run = started["run"]["id"].as_str().unwrap().to_owned();
-    let mut in_flight = false;
-    for _ in 0..500 {
-        if get(&http, format!("{}/api/status", a.dash)).await["active_agents"].as_u64() > Some(0) {
-            in_flight = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        in_flight,
-        "the manual run never started on the process to kill"
-    );
+    // The manual run must be in flight on the process to kill.
+    a.wait_status(|s| s["active_agents"].as_u64() > Some(0))
+        .await;
     a.child.kill().unwrap();
     let _ = a.child.wait();
     tokio::time::sleep(Duration::from_secs(6)).await;

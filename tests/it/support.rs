@@ -339,17 +339,22 @@ impl Proc {
 
     /// Waits (10 s at most) until the process serves `/api/status` in state `running`.
     pub async fn wait_running(&self) {
+        self.wait_status(|s| s["gateway_state"] == "running").await;
+    }
+
+    /// Polls `/api/status` (10 s at most) until `pred` holds; returns that status.
+    pub async fn wait_status(&self, pred: impl Fn(&Value) -> bool) -> Value {
         let http = reqwest::Client::new();
         for _ in 0..1000 {
             if let Ok(r) = http.get(format!("{}/api/status", self.dash)).send().await
                 && let Ok(v) = r.json::<Value>().await
-                && v["gateway_state"] == "running"
+                && pred(&v)
             {
-                return;
+                return v;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("the gateway never came up; stderr:\n{}", self.stderr());
+        panic!("the status never matched; stderr:\n{}", self.stderr());
     }
 
     pub fn stderr(&self) -> String {
