@@ -14,6 +14,14 @@ use crate::lifecycle::Refusal;
 /// Seconds a refused client is told to wait before retrying.
 pub const RETRY_AFTER_SECONDS: u64 = 5;
 
+/// A 503 with `body` and `Retry-After`: something we need is down for now.
+pub fn unavailable(body: Value) -> Response {
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    r
+}
+
 /// A failed request.
 #[derive(Debug)]
 pub enum ApiError {

@@ -10,14 +10,14 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::error::RETRY_AFTER_SECONDS;
+use super::error::unavailable;
 use super::jobs::JobsError;
 use crate::app::AppState;
 use crate::audit::AuditEvent;
@@ -74,7 +74,9 @@ pub async fn fire(
         }
         Err(FireAuthError::NoKey(reason)) => {
             reject("unavailable", reason, None);
-            return unavailable("no fire-token key can be obtained right now; retry later");
+            return unavailable(
+                json!({"error": "no fire-token key can be obtained right now; retry later"}),
+            );
         }
     };
     let (job_id, fire_at) = match parse_body(&body) {
@@ -161,17 +163,6 @@ fn unauthorized() -> Response {
         Json(json!({"error": "invalid fire token"})),
     )
         .into_response()
-}
-
-fn unavailable(message: &str) -> Response {
-    let mut r = (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"error": message})),
-    )
-        .into_response();
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-    r
 }
 
 #[cfg(test)]

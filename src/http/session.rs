@@ -254,14 +254,10 @@ pub async fn ws_ticket(
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot store a WebSocket ticket");
-            let mut r = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the session store is unavailable; retry later".into(),
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            r
+            super::error::unavailable(json!({
+                "error": "store_unavailable",
+                "detail": "the session store is unavailable; retry later",
+            }))
         }
     }
 }
