@@ -383,31 +383,27 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
 /// built-in ticker otherwise (with a warning in status when chronos was asked for).
 async fn cron_provider(state: AppState, stop: CancellationToken) {
     let cron = &state.config.cron;
-    let token = state.config.secrets.nous_access_token.clone();
-    match (
-        crate::chronos::reconcile::usable(cron.provider, &cron.chronos, &state.config.secrets),
-        token,
-    ) {
-        (Ok(true), Some(token)) => match crate::chronos::Reconciler::new(
-            &cron.chronos,
-            token,
-            state.cron.clone(),
-            state.info.clone(),
-            state.metrics.clone(),
-        ) {
-            Ok(reconciler) => reconciler.run(stop).await,
-            Err(e) => {
-                let why = format!(
-                    "chronos: cannot set up an HTTP client ({e}); the built-in ticker runs instead"
-                );
-                tracing::error!("{why}");
-                state.info.update_cron(|s| s.warning = Some(why));
-                let interval = Duration::from_secs(cron.tick_interval_seconds);
-                state.cron.clone().run_ticker(interval, stop).await;
-            }
-        },
-        (usable, _) => {
-            if let Err(why) = usable {
+    let chronos = crate::chronos::reconcile::usable(cron.provider, &cron.chronos, &state.config.secrets)
+        .and_then(|token| {
+            token
+                .map(|token| {
+                    crate::chronos::Reconciler::new(
+                        &cron.chronos,
+                        token,
+                        state.cron.clone(),
+                        state.info.clone(),
+                        state.metrics.clone(),
+                    )
+                    .map_err(|e| {
+                        format!("chronos: cannot set up an HTTP client ({e}); the built-in ticker runs instead")
+                    })
+                })
+                .transpose()
+        });
+    match chronos {
+        Ok(Some(reconciler)) => reconciler.run(stop).await,
+        other => {
+            if let Err(why) = other {
                 tracing::warn!("{why}");
                 state.info.update_cron(|s| s.warning = Some(why));
             }

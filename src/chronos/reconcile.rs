@@ -42,14 +42,15 @@ pub struct Reconciler {
     info: Arc<RuntimeInfo>,
 }
 
-/// Whether `cron.provider: chronos` can run; the reason why not otherwise.
+/// The account-service token when `cron.provider: chronos` can run, `None` when another
+/// provider is chosen, the reason why not otherwise.
 pub fn usable(
     provider: CronProvider,
     chronos: &ChronosConfig,
     secrets: &Secrets,
-) -> Result<bool, String> {
+) -> Result<Option<secrecy::SecretString>, String> {
     if provider != CronProvider::Chronos {
-        return Ok(false);
+        return Ok(None);
     }
     let mut missing = Vec::new();
     if chronos.portal_url.is_empty() {
@@ -58,11 +59,12 @@ pub fn usable(
     if chronos.callback_url.is_empty() {
         missing.push("cron.chronos.callback_url");
     }
-    if secrets.nous_access_token.is_none() {
+    let token = secrets.nous_access_token.clone();
+    if token.is_none() {
         missing.push("HERMES_NOUS_ACCESS_TOKEN");
     }
     if missing.is_empty() {
-        Ok(true)
+        Ok(token)
     } else {
         Err(format!(
             "cron.provider is chronos but {} is not set; the built-in ticker runs instead",

@@ -73,8 +73,8 @@ pub fn effective(config: &Config) -> Value {
     };
     let cron_provider =
         match crate::chronos::reconcile::usable(c.cron.provider, &c.cron.chronos, &c.secrets) {
-            Ok(true) => "chronos".to_owned(),
-            Ok(false) => "builtin ticker".to_owned(),
+            Ok(Some(_)) => "chronos".to_owned(),
+            Ok(None) => "builtin ticker".to_owned(),
             Err(why) => format!("builtin ticker ({why})"),
         };
     json!({
