@@ -128,8 +128,8 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// The result of claiming a job's current slot.
 #[derive(Debug)]
 enum Claim {
-    /// Ours to execute.
-    Run(Run),
+    /// Ours to execute; with `Completed` when this was the job's last slot.
+    Run(Run, Option<JobState>),
     /// Consumed as skipped: the previous run still holds its lease.
     Skipped(Run),
     /// Another claimer won (or the job changed).
@@ -491,10 +491,8 @@ impl CronService {
             })
         };
         match self.claim(&job, now, jti).await? {
-            Claim::Run(run) => {
-                let finishes = self.following(&job, now).is_none();
+            Claim::Run(run, finish) => {
                 let run_id = run.id.clone();
-                let finish = finishes.then_some(JobState::Completed);
                 self.spawn_run(job, run, finish, Some(guard));
                 Ok(Fired {
                     outcome: FireOutcome::Started,
@@ -566,10 +564,9 @@ impl CronService {
         report.due = due.len();
         for job in due {
             match self.claim(&job, now, None).await? {
-                Claim::Run(run) => {
+                Claim::Run(run, finish) => {
                     report.claimed += 1;
-                    let finishes = self.following(&job, now).is_none();
-                    self.spawn_run(job, run, finishes.then_some(JobState::Completed), None);
+                    self.spawn_run(job, run, finish, None);
                 }
                 Claim::Skipped(_) => report.skipped_overlap += 1,
                 Claim::Lost | Claim::Replayed => report.lost += 1,
@@ -612,7 +609,7 @@ impl CronService {
         let Some(slot) = job.next_run_at else {
             return Ok(Claim::Lost);
         };
-        if Schedule::parse(&job.schedule, &self.tz, slot).is_err() {
+        let Ok(schedule) = Schedule::parse(&job.schedule, &self.tz, slot) else {
             // Unreadable stored schedule: park the job in `error`, visibly.
             let mut broken = job.clone();
             broken.state = JobState::Error;
@@ -623,13 +620,11 @@ impl CronService {
             broken.updated_at = now;
             self.store.update_job(&broken).await?;
             return Ok(Claim::Lost);
-        }
+        };
         let next = self.following(job, now);
-        if let Ok(s) = Schedule::parse(&job.schedule, &self.tz, slot) {
-            let late = Duration::try_from(now.duration_since(slot)).unwrap_or_default();
-            if late > s.grace(slot) {
-                tracing::info!(job = %job.id, late_s = late.as_secs(), "job missed its slot(s); firing once and fast-forwarding");
-            }
+        let late = Duration::try_from(now.duration_since(slot)).unwrap_or_default();
+        if late > schedule.grace(slot) {
+            tracing::info!(job = %job.id, late_s = late.as_secs(), "job missed its slot(s); firing once and fast-forwarding");
         }
         let status = if self.store.running_run(&job.id, now).await?.is_some() {
             RunStatus::Skipped
@@ -643,7 +638,9 @@ impl CronService {
             .claim_slot(&new, next, state, status, jti)
             .await?;
         Ok(match (outcome, status) {
-            (ClaimOutcome::Claimed, RunStatus::Running) => Claim::Run(running(&new)),
+            (ClaimOutcome::Claimed, RunStatus::Running) => {
+                Claim::Run(running(&new), next.is_none().then_some(JobState::Completed))
+            }
             (ClaimOutcome::Claimed, _) => Claim::Skipped(running(&new)),
             (ClaimOutcome::Lost, _) => Claim::Lost,
             (ClaimOutcome::Replayed, _) => Claim::Replayed,

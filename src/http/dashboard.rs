@@ -31,13 +31,7 @@ const SESSION_TOKEN_HEADER: &str = "x-hermes-session-token";
 const LOGIN_URL: &str = "/login";
 /// Paths anyone may call, whatever the mode.
 /// `/api/cron/fire` checks its own token (SPEC §8).
-const PUBLIC_PATHS: [&str; 5] = [
-    "/api/status",
-    "/metrics",
-    "/openapi.json",
-    "/api/cron/fire",
-    LOGIN_URL,
-];
+const PUBLIC_PATHS: [&str; 4] = ["/api/status", "/metrics", "/openapi.json", "/api/cron/fire"];
 
 pub fn router(state: AppState) -> Router {
     Router::new()
