@@ -91,7 +91,7 @@ impl AuditLog {
         for (k, v) in fields {
             obj.insert((*k).to_owned(), v.clone());
         }
-        if let Some(events) = &self.events {
+        if let Some(events) = self.events.as_ref().filter(|e| e.has_listeners()) {
             events.publish("audit", obj.clone());
         }
         let mut line = Value::Object(obj).to_string();

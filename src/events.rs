@@ -29,12 +29,17 @@ impl Default for Events {
 impl Events {
     /// Publishes `{"type": kind, ...fields}` to every connected socket (if any).
     pub fn publish(&self, kind: &str, fields: Map<String, Value>) {
-        if self.tx.receiver_count() == 0 {
+        if !self.has_listeners() {
             return;
         }
         let mut obj = fields;
         obj.insert("type".into(), Value::String(kind.into()));
         let _ = self.tx.send(Arc::from(Value::Object(obj).to_string()));
+    }
+
+    /// Whether any socket listens (so callers can skip building an event nobody reads).
+    pub fn has_listeners(&self) -> bool {
+        self.tx.receiver_count() > 0
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {

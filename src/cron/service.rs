@@ -215,7 +215,7 @@ impl CronService {
     }
 
     fn announce(&self, run: &Run) {
-        if let Some(events) = self.events.get() {
+        if let Some(events) = self.events.get().filter(|e| e.has_listeners()) {
             let mut m = serde_json::Map::new();
             m.insert("run_id".into(), json!(run.id));
             m.insert("job_id".into(), json!(run.job_id));

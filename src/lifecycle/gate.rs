@@ -146,7 +146,7 @@ impl TurnGate {
     }
 
     fn announce(&self, id: u64, phase: &str, outcome: Option<TurnOutcome>) {
-        if let Some(events) = self.events.get() {
+        if let Some(events) = self.events.get().filter(|e| e.has_listeners()) {
             let mut m = serde_json::Map::new();
             m.insert("turn".into(), id.into());
             m.insert("phase".into(), phase.into());
