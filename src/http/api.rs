@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/v1/health", get(health))
         .route("/health/detailed", get(health_detailed))
+        .route("/health/ready", get(ready))
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat_completions))
         // The fire token is this route's credential, never API_SERVER_KEY (SPEC §8).
@@ -76,6 +77,41 @@ pub async fn health_detailed(State(s): State<AppState>) -> Json<DetailedHealth> 
         pid: s.info.pid,
         record: StatusRecord::build(&s.gate.snapshot(), &s.info),
     })
+}
+
+/// `GET /health/ready`: whether this gateway takes new turns now.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// The lifecycle state (`starting|running|draining|stopping|stopped|startup_failed`).
+    #[schema(value_type = String, example = "running")]
+    status: &'static str,
+    /// True only while `running`.
+    ready: bool,
+    /// In-flight turns.
+    active_agents: usize,
+}
+
+/// Readiness for load balancers: 200 only while `running`, else 503 with the state. Not
+/// the drain mechanism: a drain is begun with `POST /api/gateway/drain`.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses((status = 200, description = "running: new turns are admitted", body = Readiness),
+              (status = 503, description = "not running (starting, draining, stopping, ...)", body = Readiness)))]
+pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let snap = s.gate.snapshot();
+    let ready = snap.state == crate::lifecycle::GatewayState::Running;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Readiness {
+            status: snap.state.as_str(),
+            ready,
+            active_agents: snap.active_agents,
+        }),
+    )
 }
 
 /// Guards API-server routes other than chat (the job API) with `API_SERVER_KEY`.

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,7 +23,7 @@ use crate::auth::sessions::Session;
 use crate::auth::{TokenDecision, TokenPrincipal, bearer_token};
 use crate::clock::iso;
 use crate::lifecycle::{DrainDetail, StatusRecord};
-use crate::metrics::LiveGauges;
+use crate::metrics::{Format, LiveGauges};
 
 /// Header carrying the loopback-mode session token (compat).
 const SESSION_TOKEN_HEADER: &str = "x-hermes-session-token";
@@ -31,11 +31,18 @@ const SESSION_TOKEN_HEADER: &str = "x-hermes-session-token";
 const LOGIN_URL: &str = "/login";
 /// Paths anyone may call, whatever the mode.
 /// `/api/cron/fire` checks its own token (SPEC §8).
-const PUBLIC_PATHS: [&str; 4] = ["/api/status", "/metrics", "/openapi.json", "/api/cron/fire"];
+const PUBLIC_PATHS: [&str; 5] = [
+    "/api/status",
+    "/health/ready",
+    "/metrics",
+    "/openapi.json",
+    "/api/cron/fire",
+];
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/status", get(status))
+        .route("/health/ready", get(super::api::ready))
         .route("/api/gateway/drain", get(drain_status).post(drain_action))
         .route("/api/gateway/restart", post(restart))
         .route("/metrics", get(metrics))
@@ -389,17 +396,21 @@ pub async fn restart(
 
 /// Prometheus metrics (public).
 #[utoipa::path(get, path = "/metrics", tag = "dashboard", responses((status = 200, description = "OpenMetrics text")))]
-pub async fn metrics(State(s): State<AppState>) -> Response {
+pub async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let snap = s.gate.snapshot();
-    let text = s.metrics.render(LiveGauges {
-        in_flight: snap.active_agents,
-        state: snap.state.as_str(),
-    });
+    let text = s.metrics.render_as(
+        LiveGauges {
+            in_flight: snap.active_agents,
+            state: snap.state.as_str(),
+        },
+        format,
+    );
     (
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            HeaderValue::from_static(format.content_type()),
         )],
         text,
     )

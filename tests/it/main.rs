@@ -11,3 +11,4 @@ mod dashboard;
 mod drain;
 mod process;
 mod support;
+mod wire;

@@ -1,0 +1,122 @@
+//! The wire's self-description: readiness, the Prometheus text formats (checked by
+//! `promtool`), the OpenAPI documents (checked by `openapi-spec-validator` and fuzzed by
+//! `schemathesis` against the real binary) and the committed copies under `docs/`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::support::{TestApp, strong_secret};
+
+/// Runs `program args` with `stdin`; (exit code, stdout + stderr). A missing tool is a
+/// clear failure pointing at `.ci/deps`, which installs it.
+fn run_tool(program: &str, args: &[&str], stdin: &[u8]) -> (i32, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} is needed for this test: run .ci/deps ({e})"));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn ready(app: &TestApp, base: &str) -> (u16, Value) {
+    let r = app
+        .http
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn readiness_is_200_only_while_running_on_both_listeners() {
+    let secret = strong_secret();
+    let app = TestApp::spawn("", &[("HERMES_DASHBOARD_DRAIN_SECRET", &secret)]).await;
+    for base in [&app.api, &app.dash] {
+        let (status, v) = ready(&app, base).await;
+        assert_eq!(
+            (status, &v["status"], &v["ready"]),
+            (200, &"running".into(), &true.into()),
+            "{base}: {v}"
+        );
+    }
+    let (status, _) = app.drain_post(Some(&secret), r#"{"action":"drain"}"#).await;
+    assert_eq!(status, 200);
+    for base in [&app.api, &app.dash] {
+        let (status, v) = ready(&app, base).await;
+        assert_eq!(status, 503, "{base}: {v}");
+        assert_eq!(v["status"], "draining", "{base}: {v}");
+        assert_eq!(v["ready"], false, "{base}: {v}");
+    }
+    // Liveness stays up: a draining gateway is healthy, just not taking turns.
+    let live = app
+        .http
+        .get(format!("{}/health", app.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let (status, _) = app
+        .drain_post(Some(&secret), r#"{"action":"cancel"}"#)
+        .await;
+    assert_eq!(status, 200);
+    let (status, v) = ready(&app, &app.api).await;
+    assert_eq!((status, &v["status"]), (200, &"running".into()), "{v}");
+}
+
+async fn metrics_with(app: &TestApp, accept: Option<&str>) -> (String, String) {
+    let mut req = app.http.get(format!("{}/metrics", app.dash));
+    if let Some(a) = accept {
+        req = req.header("accept", a);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+    (ct, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn metrics_are_classic_text_that_promtool_accepts_unless_openmetrics_is_asked_for() {
+    let app = TestApp::spawn("", &[]).await;
+    let (status, _, _) = app.chat("count me").await;
+    assert_eq!(status, 200);
+    for accept in [None, Some("text/plain"), Some("*/*")] {
+        let (ct, text) = metrics_with(&app, accept).await;
+        assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8", "{accept:?}");
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(text.contains("# TYPE hermes_turns_total counter"), "{text}");
+        assert!(
+            text.contains("hermes_turns_total{outcome=\"completed\"} 1"),
+            "{text}"
+        );
+        let (code, out) = run_tool("promtool", &["check", "metrics"], text.as_bytes());
+        assert_eq!(
+            code, 0,
+            "promtool check metrics refused:\n{out}\n---\n{text}"
+        );
+    }
+    let (ct, text) = metrics_with(
+        &app,
+        Some("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3"),
+    )
+    .await;
+    assert_eq!(
+        ct,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(text.contains("# TYPE hermes_turns counter"), "{text}");
+}
