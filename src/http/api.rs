@@ -27,11 +27,12 @@ const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
-        .route("/v1/health", get(health))
+        .route("/v1/health", get(v1_health))
         .route("/health/detailed", get(health_detailed))
         .route("/health/ready", get(ready))
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/openapi.json", get(openapi))
         // The fire token is this route's credential, never API_SERVER_KEY (SPEC §8).
         .merge(super::fire::routes())
         .merge(
@@ -46,13 +47,19 @@ pub fn router(state: AppState) -> Router {
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
+    /// Always `ok`.
+    #[schema(value_type = String, example = "ok")]
     status: &'static str,
+    /// Always `hermes-agent`.
+    #[schema(value_type = String, example = "hermes-agent")]
     platform: &'static str,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct DetailedHealth {
+    #[schema(value_type = String, example = "ok")]
     status: &'static str,
+    #[schema(value_type = String, example = "hermes-agent")]
     platform: &'static str,
     pid: u32,
     #[serde(flatten)]
@@ -60,7 +67,7 @@ pub struct DetailedHealth {
 }
 
 /// Liveness (compat shape).
-#[utoipa::path(get, path = "/health", tag = "api", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "alive", body = Health)))]
 pub async fn health() -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -68,8 +75,28 @@ pub async fn health() -> Json<Health> {
     })
 }
 
+/// Liveness (compat shape), under `/v1`.
+#[utoipa::path(get, path = "/v1/health", tag = "health", responses((status = 200, description = "alive", body = Health)))]
+pub async fn v1_health() -> Json<Health> {
+    health().await
+}
+
+/// This listener's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "the API server's OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+pub async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        super::openapi::api_document(),
+    )
+        .into_response()
+}
+
 /// Liveness plus the status record and pid.
-#[utoipa::path(get, path = "/health/detailed", tag = "api", responses((status = 200, body = DetailedHealth)))]
+#[utoipa::path(get, path = "/health/detailed", tag = "health", responses((status = 200, description = "alive, with the status record", body = DetailedHealth)))]
 pub async fn health_detailed(State(s): State<AppState>) -> Json<DetailedHealth> {
     Json(DetailedHealth {
         status: "ok",
@@ -144,7 +171,7 @@ fn check_api_key(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// The one model this gateway serves.
 #[utoipa::path(get, path = "/v1/models", tag = "api",
-    responses((status = 200, description = "OpenAI model list"), (status = 401, description = "invalid_api_key")))]
+    responses((status = 200, description = "OpenAI model list", body = super::openapi::schemas::ModelList)))]
 pub async fn models(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -164,18 +191,37 @@ pub async fn models(
 /// `POST /v1/chat/completions` body (the fields the gateway reads; others are ignored).
 #[derive(Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
+    /// Echoed back; empty or absent = `gateway.api_server.model_name`.
     #[serde(default)]
+    #[schema(nullable = false)]
     model: Option<String>,
+    /// The conversation, oldest first; at least one message.
+    #[schema(min_items = 1)]
     messages: Vec<ChatMessage>,
+    /// Stream the answer as server-sent `chat.completion.chunk` events ending in `[DONE]`.
     #[serde(default)]
+    #[schema(nullable = false)]
     stream: Option<bool>,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct ChatMessage {
+    #[schema(value_type = Role)]
     role: String,
     #[serde(default)]
     content: Option<Content>,
+}
+
+/// A message's author.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+    Developer,
 }
 
 /// Plain text or a list of content parts (only `text` parts carry text).
@@ -188,6 +234,7 @@ pub enum Content {
 
 #[derive(Deserialize, ToSchema)]
 pub struct ContentPart {
+    /// `text`, `input_text`, `image_url`, ...
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
@@ -267,10 +314,24 @@ fn session_id(headers: &HeaderMap, messages: &[Message]) -> Result<String, ApiEr
 
 /// One chat turn through the gate and the backend, streamed (SSE) or not.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "api", request_body = ChatCompletionRequest,
-    responses((status = 200, description = "chat.completion, or an SSE stream of chat.completion.chunk ending in [DONE]"),
-              (status = 400, description = "invalid request"), (status = 401, description = "invalid_api_key"),
-              (status = 413, description = "body over 10 MB"),
-              (status = 503, description = "gateway_draining, with Retry-After")))]
+    params(
+        ("X-Hermes-Session-Id" = Option<String>, Header, description = "the conversation's session id (1 to 128 visible ASCII characters); derived from the conversation's start when absent, and answered in the same header"),
+        ("Idempotency-Key" = Option<String>, Header, description = "non-streaming only: a retry with the same key and body gets the first answer without a second turn"),
+    ),
+    responses(
+        (status = 200, description = "the answer",
+            headers(("X-Hermes-Session-Id" = String, description = "the conversation's session id")),
+            content(
+                (super::openapi::schemas::ChatCompletion = "application/json"),
+                (String = "text/event-stream", example = "data: {\"object\":\"chat.completion.chunk\",...}\n\ndata: [DONE]\n\n"),
+            )),
+        (status = 400, description = "invalid request: the message names the field", body = super::openapi::schemas::OpenAiError),
+        (status = 413, description = "body over 10 MB", body = super::openapi::schemas::OpenAiError),
+        (status = 422, description = "Idempotency-Key reused with a different body", body = super::openapi::schemas::OpenAiError),
+        (status = 502, description = "the backend failed before producing any text", body = super::openapi::schemas::OpenAiError),
+        (status = 503, description = "gateway_draining (or starting, or the turn was cut by shutdown), with Retry-After",
+            headers(("Retry-After" = u64, description = "seconds")), body = super::openapi::schemas::OpenAiError),
+    ))]
 pub async fn chat_completions(
     State(s): State<AppState>,
     headers: HeaderMap,

@@ -140,12 +140,22 @@ fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, JobsError> {
 
 type Reply = Result<Response, JobsError>;
 
-async fn list(State(s): State<AppState>) -> Reply {
+/// Every job.
+#[utoipa::path(get, path = "/api/jobs", tag = "cron",
+    responses((status = 200, description = "the jobs", body = super::openapi::schemas::JobList), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn list(State(s): State<AppState>) -> Reply {
     let jobs: Vec<JobDto> = s.cron.list().await?.into_iter().map(JobDto::from).collect();
     Ok(Json(json!({ "jobs": jobs })).into_response())
 }
 
-async fn create(State(s): State<AppState>, spec: Result<Json<JobSpec>, JsonRejection>) -> Reply {
+/// Creates a job.
+#[utoipa::path(post, path = "/api/jobs", tag = "cron", request_body = super::openapi::schemas::JobCreate,
+    responses((status = 201, description = "created", body = super::openapi::schemas::JobEnvelope),
+              (status = 400, description = "a bad or missing field, named", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn create(
+    State(s): State<AppState>,
+    spec: Result<Json<JobSpec>, JsonRejection>,
+) -> Reply {
     let job = s.cron.create(body(spec)?).await?;
     Ok((
         StatusCode::CREATED,
@@ -154,11 +164,17 @@ async fn create(State(s): State<AppState>, spec: Result<Json<JobSpec>, JsonRejec
         .into_response())
 }
 
-async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+/// One job.
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
+    responses((status = 200, description = "the job", body = super::openapi::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format, or a bad field (named)", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
     Ok(Json(json!({ "job": JobDto::from(s.cron.get(&id).await?) })).into_response())
 }
 
-async fn update(
+/// Changes a job; absent fields stay as they are.
+#[utoipa::path(patch, path = "/api/jobs/{id}", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")), request_body = super::openapi::schemas::JobPatch,
+    responses((status = 200, description = "the changed job", body = super::openapi::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format, or a bad field (named)", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn update(
     State(s): State<AppState>,
     Path(id): Path<String>,
     patch: Result<Json<JobPatch>, JsonRejection>,
@@ -167,20 +183,33 @@ async fn update(
     Ok(Json(json!({ "job": JobDto::from(job) })).into_response())
 }
 
-async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+/// Deletes a job and its runs.
+#[utoipa::path(delete, path = "/api/jobs/{id}", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
+    responses((status = 200, description = "deleted", body = super::openapi::schemas::JobDeleted), (status = 400, description = "Invalid job ID format, or a bad field (named)", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
     s.cron.delete(&id).await?;
     Ok(Json(json!({"ok": true, "deleted": id})).into_response())
 }
 
-async fn pause(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+/// Pauses a job (it keeps its schedule).
+#[utoipa::path(post, path = "/api/jobs/{id}/pause", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
+    responses((status = 200, description = "the paused job", body = super::openapi::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format, or a bad field (named)", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn pause(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
     Ok(Json(json!({ "job": JobDto::from(s.cron.pause(&id).await?) })).into_response())
 }
 
-async fn resume(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+/// Resumes a paused job.
+#[utoipa::path(post, path = "/api/jobs/{id}/resume", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
+    responses((status = 200, description = "the resumed job", body = super::openapi::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format, or a bad field (named)", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn resume(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
     Ok(Json(json!({ "job": JobDto::from(s.cron.resume(&id).await?) })).into_response())
 }
 
-async fn run_now(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+/// Runs a job now, in the background, as a turn through the gate.
+#[utoipa::path(post, path = "/api/jobs/{id}/run", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
+    responses((status = 202, description = "the run has started", body = super::openapi::schemas::RunEnvelope), (status = 400, description = "Invalid job ID format, or a bad field (named)", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError),
+              (status = 503, description = "draining (no run starts), or the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn run_now(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
     let run = s.cron.run_now(&id).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -190,11 +219,16 @@ async fn run_now(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
 }
 
 #[derive(Deserialize)]
-struct RunsQuery {
+pub(super) struct RunsQuery {
     limit: Option<i64>,
 }
 
-async fn runs(
+/// The job's runs, newest first.
+#[utoipa::path(get, path = "/api/jobs/{id}/runs", tag = "cron",
+    params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$"),
+           ("limit" = Option<i64>, Query, description = "at most this many runs (default 50; clamped to 1..=1000)")),
+    responses((status = 200, description = "the runs", body = super::openapi::schemas::RunList), (status = 400, description = "Invalid job ID format, or a bad field (named)", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn runs(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<RunsQuery>,

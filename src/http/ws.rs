@@ -125,8 +125,10 @@ async fn authorize(
 #[utoipa::path(get, path = "/api/events", tag = "dashboard",
     params(("ticket" = Option<String>, Query, description = "single-use ticket from POST /api/auth/ws-ticket"),
            ("token" = Option<String>, Query, description = "loopback mode only: the session token")),
-    responses((status = 101, description = "WebSocket: JSON frames with a `type`"), (status = 401, description = "no valid ticket or token"),
-              (status = 403, description = "foreign Origin")))]
+    responses((status = 101, description = "WebSocket: JSON frames with a `type`"),
+              (status = 400, description = "not a WebSocket upgrade (the Connection/Upgrade/Sec-WebSocket-* headers are missing or wrong), or a malformed query", content_type = "text/plain", body = String),
+              (status = 401, description = "no valid ticket or token", body = super::openapi::schemas::DashboardError),
+              (status = 403, description = "foreign Origin", body = super::openapi::schemas::DashboardError)))]
 pub async fn events(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -224,7 +226,9 @@ async fn events_socket(mut socket: WebSocket, s: AppState, session: Session) {
     params(("ticket" = Option<String>, Query, description = "single-use ticket from POST /api/auth/ws-ticket"),
            ("token" = Option<String>, Query, description = "loopback mode only: the session token")),
     responses((status = 101, description = "WebSocket: send {\"message\"}; receive start, delta…, done or error"),
-              (status = 401, description = "no valid ticket or token"), (status = 403, description = "foreign Origin")))]
+              (status = 400, description = "not a WebSocket upgrade (the Connection/Upgrade/Sec-WebSocket-* headers are missing or wrong), or a malformed query", content_type = "text/plain", body = String),
+              (status = 401, description = "no valid ticket or token", body = super::openapi::schemas::DashboardError),
+              (status = 403, description = "foreign Origin", body = super::openapi::schemas::DashboardError)))]
 pub async fn chat(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
