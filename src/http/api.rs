@@ -315,15 +315,15 @@ fn session_id(headers: &HeaderMap, messages: &[Message]) -> Result<String, ApiEr
 /// One chat turn through the gate and the backend, streamed (SSE) or not.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "api", request_body = ChatCompletionRequest,
     params(
-        ("X-Hermes-Session-Id" = Option<String>, Header, description = "the conversation's session id (1 to 128 visible ASCII characters); derived from the conversation's start when absent, and answered in the same header"),
-        ("Idempotency-Key" = Option<String>, Header, description = "non-streaming only: a retry with the same key and body gets the first answer without a second turn"),
+        ("X-Hermes-Session-Id" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "the conversation's session id (1 to 128 visible ASCII characters); derived from the conversation's start when absent, and answered in the same header"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~ ]{1,255}$", description = "non-streaming only: a retry with the same key and body gets the first answer without a second turn"),
     ),
     responses(
         (status = 200, description = "the answer",
             headers(("X-Hermes-Session-Id" = String, description = "the conversation's session id")),
             content(
                 (super::openapi::schemas::ChatCompletion = "application/json"),
-                (String = "text/event-stream", example = "data: {\"object\":\"chat.completion.chunk\",...}\n\ndata: [DONE]\n\n"),
+                (super::openapi::schemas::SseEvent = "text/event-stream"),
             )),
         (status = 400, description = "invalid request: the message names the field", body = super::openapi::schemas::OpenAiError),
         (status = 413, description = "body over 10 MB", body = super::openapi::schemas::OpenAiError),

@@ -2,7 +2,7 @@
 //! API server (behind `API_SERVER_KEY`) and on the dashboard (behind its session gate).
 //! Errors are `{"error": message}` with 400/404/503; the DTOs here are the wire shapes.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -226,13 +226,19 @@ pub(super) struct RunsQuery {
 /// The job's runs, newest first.
 #[utoipa::path(get, path = "/api/jobs/{id}/runs", tag = "cron",
     params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$"),
-           ("limit" = Option<i64>, Query, description = "at most this many runs (default 50; clamped to 1..=1000)")),
+           ("limit" = Option<i64>, Query, format = Int64, description = "at most this many runs (default 50; clamped to 1..=1000)")),
     responses((status = 200, description = "the runs", body = super::openapi::schemas::RunList), (status = 400, description = "Invalid job ID format, or a bad field (named)", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
 pub async fn runs(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<RunsQuery>,
+    q: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Reply {
+    let Query(q) = q.map_err(|e| {
+        JobsError(CronError::Invalid(format!(
+            "limit: expected a whole number ({})",
+            e.body_text()
+        )))
+    })?;
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let runs: Vec<RunDto> = s
         .cron

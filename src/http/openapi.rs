@@ -400,8 +400,9 @@ pub mod schemas {
         /// phrase such as `weekdays at 9am`.
         #[schema(min_length = 1)]
         pub schedule: String,
-        #[schema(max_length = 5000, nullable = false)]
-        pub prompt: Option<String>,
+        /// What the agent is asked at each run.
+        #[schema(min_length = 1, max_length = 5000)]
+        pub prompt: String,
         #[schema(nullable = false)]
         pub enabled: Option<bool>,
         /// Times to run; absent = forever.
@@ -412,15 +413,17 @@ pub mod schemas {
         pub deliver: Option<String>,
     }
 
-    /// `PATCH /api/jobs/{id}` body: at least one field; absent fields stay as they are.
-    #[derive(ToSchema)]
+    /// `PATCH /api/jobs/{id}` body: at least one field; absent fields stay as they are;
+    /// any other field is a 400.
+    #[derive(ToSchema, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     #[schema(min_properties = 1)]
     pub struct JobPatch {
         #[schema(min_length = 1, max_length = 200, nullable = false)]
         pub name: Option<String>,
         #[schema(min_length = 1, nullable = false)]
         pub schedule: Option<String>,
-        #[schema(max_length = 5000, nullable = false)]
+        #[schema(min_length = 1, max_length = 5000, nullable = false)]
         pub prompt: Option<String>,
         #[schema(nullable = false)]
         pub deliver: Option<String>,
@@ -509,6 +512,17 @@ pub mod schemas {
         NotDue,
         UnknownJob,
         Paused,
+    }
+
+    /// One server-sent event of a streamed chat completion: `data` is a
+    /// `chat.completion.chunk` JSON object, an error object, or `[DONE]` last.
+    #[derive(ToSchema)]
+    pub struct SseEvent {
+        pub data: String,
+        #[schema(nullable = false)]
+        pub event: Option<String>,
+        #[schema(nullable = false)]
+        pub id: Option<String>,
     }
 
     /// The model list (OpenAI shape).
