@@ -87,7 +87,11 @@ struct Reader {
 /// is checked against this list.
 pub fn known_keys() -> Vec<(String, Value)> {
     let mut r = Reader::default();
-    r.config(PathBuf::new(), &Value::Null, &std::collections::HashMap::new());
+    r.config(
+        PathBuf::new(),
+        &Value::Null,
+        &std::collections::HashMap::new(),
+    );
     r.known
 }
 

@@ -445,13 +445,16 @@ pub async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response 
 /// This listener's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "the dashboard's OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
-pub async fn openapi() -> Response {
+pub async fn openapi(State(s): State<AppState>) -> Response {
+    let drain_secret = s
+        .token_auth
+        .is_token_route(crate::auth::drain_secret::DRAIN_ROUTE);
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        super::openapi::dashboard_document(),
+        super::openapi::dashboard_document(s.dashboard_auth.is_gated(), drain_secret),
     )
         .into_response()
 }

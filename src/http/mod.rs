@@ -48,9 +48,9 @@ pub fn api_openapi_json() -> String {
     openapi::api_document()
 }
 
-/// The dashboard's OpenAPI 3.1 document (served at its `/openapi.json`).
-pub fn dashboard_openapi_json() -> String {
-    openapi::dashboard_document()
+/// The dashboard's OpenAPI 3.1 document (served at its `/openapi.json`) for its auth mode.
+pub fn dashboard_openapi_json(gated: bool, drain_secret: bool) -> String {
+    openapi::dashboard_document(gated, drain_secret)
 }
 
 async fn security_headers(mut response: Response) -> Response {

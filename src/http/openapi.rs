@@ -92,7 +92,6 @@ struct ApiServerDoc;
         page::app_css,
     ),
     components(schemas(schemas::DashboardError, schemas::JobsError)),
-    modifiers(&DashboardGate),
     tags(
         (name = "health", description = "Readiness"),
         (name = "dashboard", description = "Status, drain control and metrics"),
@@ -109,9 +108,17 @@ pub fn api_document() -> String {
     render(ApiServerDoc::openapi())
 }
 
-/// The dashboard's document as JSON text.
-pub fn dashboard_document() -> String {
-    render(DashboardDoc::openapi())
+/// The dashboard's document as JSON text, for its auth mode: loopback (the session token
+/// header) or gated (the session cookie), and whether the drain secret guards the drain
+/// and restart routes.
+pub fn dashboard_document(gated: bool, drain_secret: bool) -> String {
+    let mut doc = DashboardDoc::openapi();
+    DashboardGate {
+        gated,
+        drain_secret,
+    }
+    .modify(&mut doc);
+    render(doc)
 }
 
 fn render(doc: Document) -> String {
@@ -220,34 +227,42 @@ impl Modify for ApiServerGate {
     }
 }
 
-/// The dashboard's gate: public paths pass; the drain and restart routes take the drain
-/// secret when one is configured; everything else a session (cookie or loopback token).
-struct DashboardGate;
+/// The dashboard's gate: public paths pass; the drain and restart routes take only the
+/// drain secret when one is configured; everything else the mode's session (the cookie in
+/// gated mode, the loopback token header otherwise).
+struct DashboardGate {
+    gated: bool,
+    drain_secret: bool,
+}
 
 impl Modify for DashboardGate {
     fn modify(&self, doc: &mut Document) {
         let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            SESSION_COOKIE,
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                crate::auth::sessions::SESSION_COOKIE,
-                "gated mode: the session cookie set by POST /auth/password-login",
-            ))),
-        );
-        components.add_security_scheme(
-            SESSION_TOKEN,
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
-                "X-Hermes-Session-Token",
-                "loopback mode: the per-process session token (HERMES_DASHBOARD_SESSION_TOKEN, or random; carried by the page)",
-            ))),
-        );
-        components.add_security_scheme(
-            DRAIN_SECRET,
-            bearer(
-                "HERMES_DASHBOARD_DRAIN_SECRET (or _NEXT), when a strong one is configured",
-                None,
-            ),
-        );
+        let session_scheme = if self.gated {
+            components.add_security_scheme(
+                SESSION_COOKIE,
+                SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                    crate::auth::sessions::SESSION_COOKIE,
+                    "gated mode: the session cookie set by POST /auth/password-login",
+                ))),
+            );
+            SESSION_COOKIE
+        } else {
+            components.add_security_scheme(
+                SESSION_TOKEN,
+                SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                    "X-Hermes-Session-Token",
+                    "loopback mode: the per-process session token (HERMES_DASHBOARD_SESSION_TOKEN, or random; carried by the page)",
+                ))),
+            );
+            SESSION_TOKEN
+        };
+        if self.drain_secret {
+            components.add_security_scheme(
+                DRAIN_SECRET,
+                bearer("HERMES_DASHBOARD_DRAIN_SECRET (or _NEXT)", None),
+            );
+        }
         components.add_security_scheme(
             FIRE_TOKEN,
             bearer(
@@ -255,30 +270,29 @@ impl Modify for DashboardGate {
                 Some("JWT"),
             ),
         );
-        let session = || vec![requirement(SESSION_COOKIE), requirement(SESSION_TOKEN)];
+        let (gated, drain_secret) = (self.gated, self.drain_secret);
         each_operation(doc, |path, op| {
             if path == "/api/cron/fire" {
                 op.security = Some(vec![requirement(FIRE_TOKEN)]);
                 return;
             }
-            if path == "/" {
-                // Public in loopback mode; gated mode sends a browser without a session to /login.
-                let mut any = vec![SecurityRequirement::default()];
-                any.extend(session());
-                op.security = Some(any);
-                return;
-            }
-            if dashboard::is_public_path(path) {
+            // The page is public in loopback mode; gated mode sends a browser without a
+            // session to /login.
+            if dashboard::is_public_path(path) || (path == "/" && !gated) {
                 op.security = Some(vec![SecurityRequirement::default()]);
                 return;
             }
-            let mut security = session();
-            if path == crate::auth::drain_secret::DRAIN_ROUTE
-                || path == crate::auth::drain_secret::RESTART_ROUTE
-            {
-                security.insert(0, requirement(DRAIN_SECRET));
+            let token_route = path == crate::auth::drain_secret::DRAIN_ROUTE
+                || path == crate::auth::drain_secret::RESTART_ROUTE;
+            let scheme = if token_route && drain_secret {
+                DRAIN_SECRET
+            } else {
+                session_scheme
+            };
+            op.security = Some(vec![requirement(scheme)]);
+            if path == "/" {
+                return;
             }
-            op.security = Some(security);
             op.responses.responses.insert(
                 "401".into(),
                 response_ref(
@@ -286,15 +300,17 @@ impl Modify for DashboardGate {
                     "unauthenticated: no valid session or token",
                 ),
             );
-            op.responses
-                .responses
-                .entry("403".into())
-                .or_insert_with(|| {
-                    response_ref(
-                        "DashboardError",
-                        "forbidden_origin: a cookie-borne write from a foreign Origin (gated mode)",
-                    )
-                });
+            if gated {
+                op.responses
+                    .responses
+                    .entry("403".into())
+                    .or_insert_with(|| {
+                        response_ref(
+                            "DashboardError",
+                            "forbidden_origin: a cookie-borne write from a foreign Origin",
+                        )
+                    });
+            }
             op.responses
                 .responses
                 .entry("503".into())
@@ -740,7 +756,7 @@ mod tests {
             "API server document vs its routes"
         );
         assert_eq!(
-            documented(&dashboard_document()),
+            documented(&dashboard_document(false, false)),
             dash,
             "dashboard document vs its routes"
         );
@@ -751,8 +767,12 @@ mod tests {
         for (doc, schemes) in [
             (api_document(), &[API_KEY, FIRE_TOKEN][..]),
             (
-                dashboard_document(),
-                &[SESSION_COOKIE, SESSION_TOKEN, DRAIN_SECRET, FIRE_TOKEN][..],
+                dashboard_document(false, false),
+                &[SESSION_TOKEN, FIRE_TOKEN][..],
+            ),
+            (
+                dashboard_document(true, true),
+                &[SESSION_COOKIE, DRAIN_SECRET, FIRE_TOKEN][..],
             ),
         ] {
             let v: Value = serde_json::from_str(&doc).unwrap();

@@ -132,7 +132,8 @@ fn documented_keys(doc: &str) -> Vec<(String, String)> {
         .filter_map(|l| {
             let (key, rest) = l.split_once("` |")?;
             let default = rest.split(" | ").next()?.trim().trim_matches('`');
-            key.contains('.').then(|| (key.to_owned(), default.to_owned()))
+            key.contains('.')
+                .then(|| (key.to_owned(), default.to_owned()))
         })
         .collect()
 }
@@ -147,24 +148,32 @@ fn same_default(documented: &str, known: &Value) -> bool {
 
 #[test]
 fn the_configuration_reference_lists_every_key_with_its_default_and_env_override() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
     let documented = documented_keys(&doc);
     let known = hermes_gateway::config::known_keys();
     assert!(known.len() > 30, "the schema walk found only {known:?}");
     let mut problems = Vec::new();
     for (key, default) in &known {
         match documented.iter().find(|(k, _)| k == key) {
-            None => problems.push(format!("{key} (default {default}) is not in docs/configuration.md")),
-            Some((_, d)) if !same_default(d, default) => {
-                problems.push(format!("{key}: documented default {d}, the reader's is {default}"))
-            }
+            None => problems.push(format!(
+                "{key} (default {default}) is not in docs/configuration.md"
+            )),
+            Some((_, d)) if !same_default(d, default) => problems.push(format!(
+                "{key}: documented default {d}, the reader's is {default}"
+            )),
             Some(_) => {}
         }
     }
     for (key, _) in &documented {
         let is_known = known.iter().any(|(k, _)| k == key);
         if !is_known && !KEYS_PENDING_IN_READER.contains(&key.as_str()) {
-            problems.push(format!("{key} is documented but the config reader does not know it"));
+            problems.push(format!(
+                "{key} is documented but the config reader does not know it"
+            ));
         }
     }
     // Every environment variable the reader consults is documented.
@@ -181,8 +190,113 @@ fn the_configuration_reference_lists_every_key_with_its_default_and_env_override
     assert!(names.contains(&"API_SERVER_KEY".to_owned()), "{names:?}");
     for name in names {
         if !doc.contains(&format!("`{name}`")) {
-            problems.push(format!("environment variable {name} is not in docs/configuration.md"));
+            problems.push(format!(
+                "environment variable {name} is not in docs/configuration.md"
+            ));
         }
     }
-    assert!(problems.is_empty(), "docs/configuration.md is out of date:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "docs/configuration.md is out of date:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+async fn fetch(http: &reqwest::Client, url: String) -> String {
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{url}");
+    assert_eq!(r.headers()["content-type"], "application/json", "{url}");
+    r.text().await.unwrap()
+}
+
+/// Both listeners serve their own valid OpenAPI 3.1 document, equal to the copy committed
+/// under `docs/openapi/` (`HERMES_UPDATE_OPENAPI=1` rewrites the copies).
+#[tokio::test]
+async fn committed_openapi_documents_are_what_each_listener_serves_and_are_valid() {
+    let app = TestApp::spawn("", &[]).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi");
+    let scratch = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (base, name) in [(&app.api, "api-server.json"), (&app.dash, "dashboard.json")] {
+        let served = fetch(&app.http, format!("{base}/openapi.json")).await;
+        let v: Value = serde_json::from_str(&served).unwrap();
+        assert!(v["openapi"].as_str().unwrap().starts_with("3.1"), "{name}");
+        let committed = dir.join(name);
+        if std::env::var_os("HERMES_UPDATE_OPENAPI").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&committed, format!("{served}\n")).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(&committed).unwrap_or_default();
+        assert!(
+            on_disk.trim_end() == served.trim_end(),
+            "docs/openapi/{name} differs from what the server serves: run HERMES_UPDATE_OPENAPI=1 cargo test --test it wire::committed_openapi"
+        );
+        let file = scratch.path().join(name);
+        std::fs::write(&file, &served).unwrap();
+        files.push(file);
+    }
+    // The two documents differ: each lists its own listener's routes.
+    let api: Value = serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(&files[1]).unwrap()).unwrap();
+    assert!(api["paths"].get("/v1/chat/completions").is_some());
+    assert!(dash["paths"].get("/v1/chat/completions").is_none());
+    assert!(dash["paths"].get("/api/gateway/drain").is_some());
+    for doc in [&api, &dash] {
+        assert!(doc["paths"].get("/api/jobs/{id}/runs").is_some());
+        assert!(doc["paths"].get("/health/ready").is_some());
+    }
+    let args: Vec<&str> = files.iter().map(|f| f.to_str().unwrap()).collect();
+    let (code, out) = run_tool("openapi-spec-validator", &args, b"");
+    assert_eq!(code, 0, "openapi-spec-validator refused a document:\n{out}");
+}
+
+/// `schemathesis run --checks all` against both listeners of the real binary: every
+/// request it generates from the documents gets an answer the document describes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_failure_on_either_listener() {
+    let home = tempfile::tempdir().unwrap();
+    let (key, token, drain) = (
+        "schemathesis-api-key",
+        "schemathesis-session-token",
+        strong_secret(),
+    );
+    // The drain secret guards drain and restart: schemathesis holds no credential for
+    // them, so its requests there are 401s and the process is never restarted mid-run.
+    let mut proc = crate::support::Proc::start(
+        home.path(),
+        "",
+        &[
+            ("API_SERVER_KEY", key),
+            ("HERMES_DASHBOARD_SESSION_TOKEN", token),
+            ("HERMES_DASHBOARD_DRAIN_SECRET", &drain),
+        ],
+    );
+    proc.wait_running().await;
+    let seed = std::env::var("HERMES_SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261201".into());
+    let scratch = tempfile::tempdir().unwrap();
+    let api_auth = format!("Authorization: Bearer {key}");
+    let dash_auth = format!("X-Hermes-Session-Token: {token}");
+    for (base, header) in [(&proc.api, &api_auth), (&proc.dash, &dash_auth)] {
+        let url = format!("{base}/openapi.json");
+        let out = Command::new("schemathesis")
+            .current_dir(scratch.path())
+            .args(["run", &url, "--checks", "all", "-H", header])
+            .args(["--max-examples", "10", "--seed", &seed, "--workers", "1"])
+            .args(["--request-timeout", "10", "--no-color"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("schemathesis is needed for this test: run .ci/deps ({e})"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "schemathesis found failures against {url} (seed {seed}):\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Nothing it sent stopped or crashed the gateway.
+    assert!(
+        proc.child.try_wait().unwrap().is_none(),
+        "{}",
+        proc.stderr()
+    );
 }
