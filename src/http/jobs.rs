@@ -129,13 +129,22 @@ impl IntoResponse for JobsError {
     }
 }
 
-fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, JobsError> {
-    parsed.map(|Json(v)| v).map_err(|e| {
-        JobsError(CronError::Invalid(format!(
-            "invalid JSON body: {}",
-            e.body_text()
-        )))
-    })
+fn body<T: serde::de::DeserializeOwned>(
+    parsed: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<T, JobsError> {
+    let invalid = |e: String| JobsError(CronError::Invalid(format!("invalid JSON body: {e}")));
+    let Json(mut v) = parsed.map_err(|e| invalid(e.body_text()))?;
+    // JSON's `3.0` is the integer 3 (JSON Schema's `integer` includes it): a whole-number
+    // `repeat` written as a float is taken as that integer.
+    if let Some(r) = v.get_mut("repeat")
+        && r.is_f64()
+        && let Some(f) = r.as_f64()
+        && f.fract() == 0.0
+        && (0.0..=f64::from(u32::MAX)).contains(&f)
+    {
+        *r = serde_json::Value::from(f as u64);
+    }
+    serde_json::from_value(v).map_err(|e| invalid(e.to_string()))
 }
 
 type Reply = Result<Response, JobsError>;
@@ -154,9 +163,9 @@ pub async fn list(State(s): State<AppState>) -> Reply {
               (status = 400, description = "a bad or missing field, named", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
 pub async fn create(
     State(s): State<AppState>,
-    spec: Result<Json<JobSpec>, JsonRejection>,
+    spec: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Reply {
-    let job = s.cron.create(body(spec)?).await?;
+    let job = s.cron.create(body::<JobSpec>(spec)?).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "job": JobDto::from(job) })),
@@ -177,9 +186,9 @@ pub async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
 pub async fn update(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    patch: Result<Json<JobPatch>, JsonRejection>,
+    patch: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Reply {
-    let job = s.cron.update(&id, body(patch)?).await?;
+    let job = s.cron.update(&id, body::<JobPatch>(patch)?).await?;
     Ok(Json(json!({ "job": JobDto::from(job) })).into_response())
 }
 

@@ -245,6 +245,20 @@ async fn committed_openapi_documents_are_what_each_listener_serves_and_are_valid
         assert!(doc["paths"].get("/api/jobs/{id}/runs").is_some());
         assert!(doc["paths"].get("/health/ready").is_some());
     }
+    // A WebSocket route asked without an upgrade answers its documented 400 (text/plain).
+    for path in ["/api/events", "/api/ws"] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.dash))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        assert!(
+            dash["paths"][path]["get"]["responses"]["400"]["content"]["text/plain"].is_object(),
+            "{path}"
+        );
+    }
     let args: Vec<&str> = files.iter().map(|f| f.to_str().unwrap()).collect();
     let (code, out) = run_tool("openapi-spec-validator", &args, b"");
     assert_eq!(code, 0, "openapi-spec-validator refused a document:\n{out}");
@@ -280,6 +294,11 @@ async fn schemathesis_finds_no_failure_on_either_listener() {
         let url = format!("{base}/openapi.json");
         let out = Command::new("schemathesis")
             .current_dir(scratch.path())
+            .arg("--config-file")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/it/schemathesis.toml"
+            ))
             .args(["run", &url, "--checks", "all", "-H", header])
             .args(["--max-examples", "10", "--seed", &seed, "--workers", "1"])
             .args(["--request-timeout", "10", "--no-color"])
