@@ -280,7 +280,7 @@ fn caller(token: Option<Extension<TokenPrincipal>>, session: Option<Extension<Se
 pub struct DrainActionRequest {
     /// `drain` or `cancel`; trimmed and case-insensitive, so ` Cancel ` is `cancel`.
     #[allow(dead_code)]
-    #[schema(value_type = Option<String>, pattern = "^\\s*(?i:drain|cancel)\\s*$")]
+    #[schema(value_type = Option<String>, pattern = "^\\s*([Dd][Rr][Aa][Ii][Nn]|[Cc][Aa][Nn][Cc][Ee][Ll])\\s*$")]
     action: Option<String>,
 }
 
