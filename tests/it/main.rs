@@ -10,4 +10,5 @@ mod cron;
 mod dashboard;
 mod drain;
 mod process;
+mod soak;
 mod support;
