@@ -171,8 +171,11 @@ pub struct TurnProcesses {
     tracked: HashMap<i32, u64>,
     /// Process groups and sessions that attributed processes belong to or created.
     ids: HashSet<i32>,
-    /// Gateway children already judged not to be this turn's (pid, start time).
+    /// Gateway children carrying another turn's marker (pid, start time): never ours.
     foreign: HashSet<(i32, u64)>,
+    /// Gateway children without a marker (pid, start time): judged by group and session at
+    /// every scan, as those sets grow, without reading their environment again.
+    unmarked: HashSet<(i32, u64)>,
 }
 
 impl TurnProcesses {
@@ -187,6 +190,7 @@ impl TurnProcesses {
             tracked: HashMap::new(),
             ids: HashSet::new(),
             foreign: HashSet::new(),
+            unmarked: HashSet::new(),
         }
     }
 
@@ -227,19 +231,30 @@ impl TurnProcesses {
                 continue;
             }
             let Some(st) = read_stat(pid) else { continue };
-            if self.foreign.contains(&(pid, st.start)) {
+            let key = (pid, st.start);
+            if self.foreign.contains(&key) {
                 continue;
             }
-            let ours = match marker_of(pid, &self.marker) {
+            let marked = if self.unmarked.contains(&key) {
+                Marked::Unmarked
+            } else {
+                marker_of(pid, &self.marker)
+            };
+            let ours = match marked {
                 Marked::Ours => true,
-                Marked::OtherTurn => false,
-                Marked::Unmarked => self.ids.contains(&st.pgrp) || self.ids.contains(&st.session),
+                Marked::OtherTurn => {
+                    self.foreign.insert(key);
+                    false
+                }
+                Marked::Unmarked => {
+                    self.unmarked.insert(key);
+                    self.ids.contains(&st.pgrp) || self.ids.contains(&st.session)
+                }
             };
             if ours {
+                self.unmarked.remove(&key);
                 self.add(pid, st);
                 queue.push(pid);
-            } else {
-                self.foreign.insert((pid, st.start));
             }
         }
         while let Some(parent) = queue.pop() {

@@ -617,6 +617,57 @@ async fn a_client_that_disconnects_kills_setsid_descendants_too() {
     assert!(left.is_empty(), "outlived the turn: {left:?}");
 }
 
+#[tokio::test]
+async fn ending_one_turn_leaves_the_daemons_of_another_running_turn_alone() {
+    // One agent; each turn's daemon writes its pid to a file named by the turn's message.
+    let dir = tempfile::tempdir().unwrap();
+    let s = sleeper(dir.path());
+    let d = dir.path().display();
+    let argv = agent(
+        dir.path(),
+        "agent.sh",
+        &format!(
+            "name=$(sed 's/.*\"content\":\"\\([a-z]*\\)\".*/\\1/')\n\
+             (setsid sh -c \"echo \\$\\$ > {d}/$name.pid; exec {s} 60\" >/dev/null 2>&1 </dev/null &)\n\
+             while [ ! -s {d}/$name.pid ]; do sleep 0.01; done\n\
+             printf started; sleep 60"
+        ),
+    );
+    let app = TestApp::spawn(
+        &format!("agent: {{backend: command, command: {{argv: [{argv:?}]}}}}"),
+        &[],
+    )
+    .await;
+    let turn = |name: &'static str| {
+        let (api, http) = (app.api.clone(), app.http.clone());
+        tokio::spawn(async move {
+            let mut r = http
+                .post(format!("{api}/v1/chat/completions"))
+                .json(&json!({"stream": true, "messages": [{"role": "user", "content": name}]}))
+                .send()
+                .await
+                .unwrap();
+            while let Ok(Some(_)) = r.chunk().await {}
+        })
+    };
+    let (first, second) = (turn("first"), turn("second"));
+    let first_daemon = wait_for_file(&dir.path().join("first.pid")).await;
+    let second_daemon = wait_for_file(&dir.path().join("second.pid")).await;
+    app.wait_until(|s| s["active_agents"] == 2).await;
+    first.abort();
+    let _ = first.await;
+    app.wait_until(|s| s["active_agents"] == 1).await;
+    assert_gone(&first_daemon).await;
+    assert!(
+        pid_alive(&second_daemon),
+        "the other turn's daemon was killed"
+    );
+    second.abort();
+    let _ = second.await;
+    app.wait_until(|s| s["active_agents"] == 0).await;
+    assert_gone(&second_daemon).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_kills_setsid_descendants_too() {
     let home = tempfile::tempdir().unwrap();
