@@ -38,7 +38,11 @@ const STDOUT_LINGER: Duration = Duration::from_millis(200);
 
 /// How often a running turn looks for the processes it started (so one that leaves the
 /// agent's group and loses its parent is still known to be the turn's).
-const SCAN_EVERY: Duration = Duration::from_millis(100);
+const SCAN_EVERY: Duration = Duration::from_millis(200);
+
+/// Every how many scans the gateway's orphan children are examined too (once a second;
+/// each turn reads all of them, so this part costs turns × orphans).
+const ORPHAN_SCAN_EVERY_TICKS: u32 = 5;
 
 /// Longest a turn's clean-up waits for killed processes to be reaped.
 const REAP_GRACE: Duration = Duration::from_secs(2);
@@ -240,6 +244,7 @@ impl CommandBackend {
         let mut status = None;
         let mut linger_until: Option<Instant> = None;
         let mut eof = false;
+        let mut ticks = 0u32;
         let status = loop {
             if let (Some(status), true) = (status, eof) {
                 break status;
@@ -276,7 +281,8 @@ impl CommandBackend {
                     }
                 }
                 _ = scan.tick() => {
-                    lock(procs).scan();
+                    ticks += 1;
+                    lock(procs).scan(ticks % ORPHAN_SCAN_EVERY_TICKS == 1);
                 }
             }
         };

@@ -11,7 +11,8 @@
 //!   when it has no marker at all, whose process group or session is one of the turn's.
 //!
 //! The turn rescans while it runs (a process seen once stays attributed after it leaves
-//! the group and loses its parent) and at its end [`TurnProcesses::kill_all`] stops every
+//! the group and loses its parent; descendants often, the gateway's orphans less often,
+//! since every turn would read all of them) and at its end [`TurnProcesses::kill_all`] stops every
 //! attributed process (SIGSTOP, so none can fork while the set is completed), rescans until
 //! nothing new appears, then kills them all. [`TurnProcesses::reap`] waits for those
 //! re-parented to the gateway, by pid: statuses of children that tokio or std spawned
@@ -218,15 +219,23 @@ impl TurnProcesses {
         }
     }
 
-    /// Finds the turn's processes now; returns how many were newly attributed.
-    pub fn scan(&mut self) -> usize {
+    /// Finds the turn's processes now; returns how many were newly attributed. With
+    /// `orphans`, the gateway's children are examined too (for the marker, group and
+    /// session); without, only descendants of what is already attributed, which costs only
+    /// the turn's own subtree however many turns run.
+    pub fn scan(&mut self, orphans: bool) -> usize {
         // Forget pids that are gone or reused (a different start time).
         self.tracked
             .retain(|pid, start| read_stat(*pid).is_some_and(|st| st.start == *start));
         let before = self.tracked.len();
         let children = Children::snapshot();
         let mut queue: Vec<i32> = self.tracked.keys().copied().collect();
-        for pid in children.of(self.gateway) {
+        let gateway_children = if orphans {
+            children.of(self.gateway)
+        } else {
+            Vec::new()
+        };
+        for pid in gateway_children {
             if self.tracked.contains_key(&pid) {
                 continue;
             }
@@ -287,10 +296,10 @@ impl TurnProcesses {
     /// Kills every process of the turn: stop all, rescan until no new one appears (a
     /// stopped process cannot fork), then SIGKILL. Synchronous, so it also runs in `Drop`.
     pub fn kill_all(&mut self) {
-        self.scan();
+        self.scan(true);
         for _ in 0..MAX_KILL_ROUNDS {
             self.signal_all(Signal::SIGSTOP);
-            if self.scan() == 0 {
+            if self.scan(true) == 0 {
                 break;
             }
         }
