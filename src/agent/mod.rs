@@ -7,6 +7,7 @@
 mod command;
 mod echo;
 mod openai;
+mod procs;
 
 use std::pin::Pin;
 
@@ -19,6 +20,7 @@ use crate::config::{AgentConfig, BackendKind};
 pub use command::{CommandBackend, MAX_OUTPUT_BYTES};
 pub use echo::EchoBackend;
 pub use openai::OpenAiBackend;
+pub use procs::MARKER_VAR;
 
 /// One chat message as backends see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

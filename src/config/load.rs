@@ -280,7 +280,8 @@ impl Reader {
             root,
             &["agent", "gateway", "dashboard", "drain", "cron", "storage"],
         );
-        let agent = self.agent(&top);
+        let mut agent = self.agent(&top);
+        agent.command.environment = agent_environment(&agent.command.env, env);
         let mut api_server = self.api_server(&top);
         let mut dashboard = self.dashboard(&top);
         let drain = {
@@ -391,12 +392,34 @@ impl Reader {
                 ),
             );
         }
-        let c = self.section(&s, "command", &["argv", "timeout_seconds", "workdir"]);
+        let c = self.section(
+            &s,
+            "command",
+            &["argv", "timeout_seconds", "workdir", "env"],
+        );
         let command = CommandConfig {
             argv: self.strings(&c, "argv"),
             timeout_seconds: self.uint(&c, "timeout_seconds", 600, 1, 86_400),
             workdir: self.optional_string(&c, "workdir").map(PathBuf::from),
+            env: self.strings(&c, "env"),
+            environment: Vec::new(),
         };
+        for (i, name) in command.env.iter().enumerate() {
+            let at = format!("agent.command.env[{i}]");
+            if !is_env_name(name) {
+                self.issue(
+                    at,
+                    format!(
+                        "{name:?} is not an environment variable name (letters, digits, underscore)"
+                    ),
+                );
+            } else if is_gateway_secret(name) {
+                self.issue(
+                    at,
+                    format!("{name} is one of the gateway's own secrets and is never passed to the agent"),
+                );
+            }
+        }
         if backend == BackendKind::Command && command.argv.is_empty() {
             self.issue(
                 "agent.command.argv",
@@ -707,6 +730,43 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// Variables every `command` agent gets when they are set (SPEC §3), besides `LC_*`.
+const AGENT_BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER"];
+
+/// True for the names of the gateway's own credentials, which no agent may receive. Every
+/// `HERMES_DASHBOARD_*` name counts (fail closed: the dashboard's secrets share the prefix).
+fn is_gateway_secret(name: &str) -> bool {
+    matches!(
+        name,
+        "API_SERVER_KEY" | "HERMES_NOUS_ACCESS_TOKEN" | "HERMES_DATABASE_URL"
+    ) || name.starts_with("HERMES_DASHBOARD_")
+}
+
+/// The `command` agent's environment: the base variables, `LC_*`, then the configured
+/// names, each once and only when set. Secret names never get here (refused at load).
+fn agent_environment(extra: &[String], env: &dyn Env) -> Vec<(String, SecretString)> {
+    let mut out: Vec<(String, SecretString)> = Vec::new();
+    let mut add = |name: &str, value: String| {
+        if !is_gateway_secret(name) && !out.iter().any(|(n, _)| n == name) {
+            out.push((name.to_owned(), SecretString::from(value)));
+        }
+    };
+    for name in AGENT_BASE_ENV {
+        if let Some(v) = env.var(name) {
+            add(name, v);
+        }
+    }
+    for (name, v) in env.vars_with_prefix("LC_") {
+        add(&name, v);
+    }
+    for name in extra {
+        if let Some(v) = env.var(name) {
+            add(name, v);
+        }
+    }
+    out
+}
+
 fn is_env_name(v: &str) -> bool {
     !v.is_empty()
         && !v.starts_with(|c: char| c.is_ascii_digit())
@@ -895,6 +955,29 @@ storage: {url: "postgres://u:p@127.0.0.1/db"}
                 &[("agent.command.timeout_seconds", "from 1")],
             ),
             (
+                "agent: {command: {env: [OPENAI_API_KEY, API_SERVER_KEY, HERMES_DASHBOARD_DRAIN_SECRET]}}",
+                &[],
+                &[
+                    ("agent.command.env[1]", "the gateway's own secrets"),
+                    ("agent.command.env[2]", "the gateway's own secrets"),
+                ],
+            ),
+            (
+                "agent: {command: {env: [HERMES_NOUS_ACCESS_TOKEN, HERMES_DATABASE_URL, HERMES_DASHBOARD_SESSION_TOKEN, 'A B']}}",
+                &[],
+                &[
+                    ("agent.command.env[0]", "never passed to the agent"),
+                    ("agent.command.env[1]", "never passed to the agent"),
+                    ("agent.command.env[2]", "never passed to the agent"),
+                    ("agent.command.env[3]", "not an environment variable name"),
+                ],
+            ),
+            (
+                "agent: {command: {env: OPENAI_API_KEY}}",
+                &[],
+                &[("agent.command.env", "expected a list of strings")],
+            ),
+            (
                 "agent: {openai: {base_url: ftp://x}}",
                 &[],
                 &[("agent.openai.base_url", "not an http(s) URL")],
@@ -1014,6 +1097,49 @@ storage: {url: "postgres://u:p@127.0.0.1/db"}
         for (yaml, vars, expected) in table {
             check_err(yaml, vars, expected);
         }
+    }
+
+    #[test]
+    fn the_command_agent_environment_is_built_not_inherited() {
+        let c = parse(
+            "agent: {command: {env: [OPENAI_API_KEY, UNSET_ONE, PATH]}}",
+            &[
+                ("PATH", "/usr/bin:/bin"),
+                ("HOME", "/home/h"),
+                ("LC_ALL", "C.UTF-8"),
+                ("LC_TIME", "de_DE.UTF-8"),
+                ("TZ", "UTC"),
+                ("OPENAI_API_KEY", "sk-model"),
+                ("API_SERVER_KEY", "k-api"),
+                ("HERMES_DASHBOARD_DRAIN_SECRET", "d-secret"),
+                ("HERMES_DASHBOARD_SESSION_TOKEN", "s-token"),
+                ("HERMES_NOUS_ACCESS_TOKEN", "n-token"),
+                ("HERMES_DATABASE_URL", "postgres://u:p@h/db"),
+                ("SOMETHING_ELSE", "x"),
+                ("LANG", ""),
+            ],
+        )
+        .unwrap();
+        let got: Vec<(&str, &str)> = c
+            .agent
+            .command
+            .environment
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose_secret()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("PATH", "/usr/bin:/bin"),
+                ("HOME", "/home/h"),
+                ("TZ", "UTC"),
+                ("LC_ALL", "C.UTF-8"),
+                ("LC_TIME", "de_DE.UTF-8"),
+                ("OPENAI_API_KEY", "sk-model"),
+            ]
+        );
+        assert_eq!(c.agent.command.env, ["OPENAI_API_KEY", "UNSET_ONE", "PATH"]);
+        assert!(!format!("{c:?}").contains("sk-model"));
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub const EXIT_CONFIG: i32 = 78;
 pub trait Env {
     /// Returns the variable's value, treating an empty value as unset.
     fn var(&self, name: &str) -> Option<String>;
+
+    /// Every variable whose name starts with `prefix` (empty values left out), sorted by
+    /// name; how the `command` agent's `LC_*` locale variables are found.
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)>;
 }
 
 /// The real process environment.
@@ -32,11 +36,30 @@ impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok().filter(|v| !v.is_empty())
     }
+
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut out: Vec<_> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, v)| k.starts_with(prefix) && !v.is_empty())
+            .collect();
+        out.sort();
+        out
+    }
 }
 
 impl Env for HashMap<String, String> {
     fn var(&self, name: &str) -> Option<String> {
         self.get(name).filter(|v| !v.is_empty()).cloned()
+    }
+
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut out: Vec<_> = self
+            .iter()
+            .filter(|(k, v)| k.starts_with(prefix) && !v.is_empty())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.sort();
+        out
     }
 }
 
@@ -143,6 +166,13 @@ pub struct CommandConfig {
     pub argv: Vec<String>,
     pub timeout_seconds: u64,
     pub workdir: Option<PathBuf>,
+    /// `agent.command.env`: names of extra variables passed through to the agent (never a
+    /// gateway secret; the loader refuses those).
+    pub env: Vec<String>,
+    /// The agent's whole environment, built at load time: the base variables of SPEC §3
+    /// (`PATH`, `HOME`, `LANG`, `LC_*`, `TZ`, `TMPDIR`, `USER`) and the `env` names that are
+    /// set. Values are secrets because a passed-through one may be a model key.
+    pub environment: Vec<(String, SecretString)>,
 }
 
 #[derive(Debug, Clone)]
