@@ -5,9 +5,10 @@
 //! Exit 0 completes the turn; a non-zero exit, a signal or the timeout fails it, and the
 //! text already streamed stays with the client, marked incomplete by the caller.
 //!
-//! The process runs in its own process group. Dropping the turn stream (a client that went
-//! away, a shutdown past its deadline) kills the whole group, so helpers the agent spawned
-//! die with it. This module must not know HTTP or the gate.
+//! The agent runs under a [`keeper`](super::keeper) in its own process group: the turn ends
+//! when the agent exits, and then, or on a timeout, a dropped stream (a client that went
+//! away, a shutdown past its deadline) or the gateway's death, the keeper kills every process
+//! the turn started. This module must not know HTTP or the gate.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -21,7 +22,10 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::procs::{MARKER_VAR, TurnProcesses, become_subreaper};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::keeper;
 use super::{TurnEvent, TurnRequest, TurnStream};
 use crate::config::CommandConfig;
 
@@ -32,20 +36,13 @@ pub const MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
 /// How much of the agent's stderr is kept for the log when it fails.
 const STDERR_TAIL_BYTES: usize = 2048;
 
-/// How long stdout is still read after the agent exited: a helper it left behind may hold
-/// the pipe open, and must not hold the turn with it.
+/// How long stdout is still read after the agent (its keeper) exited; the keeper has killed
+/// every writer by then, so this only bounds a pipe someone else holds.
 const STDOUT_LINGER: Duration = Duration::from_millis(200);
 
-/// How often a running turn looks for the processes it started (so one that leaves the
-/// agent's group and loses its parent is still known to be the turn's).
-const SCAN_EVERY: Duration = Duration::from_millis(200);
-
-/// Every how many scans the gateway's orphan children are examined too (once a second;
-/// each turn reads all of them, so this part costs turns × orphans).
-const ORPHAN_SCAN_EVERY_TICKS: u32 = 5;
-
-/// Longest a turn's clean-up waits for killed processes to be reaped.
-const REAP_GRACE: Duration = Duration::from_secs(2);
+/// Longest a turn waits for its keeper to kill and reap the turn's processes after a
+/// SIGTERM, before it kills the keeper itself.
+const KEEPER_GRACE: Duration = Duration::from_secs(3);
 
 /// Runs `argv` once per turn.
 #[derive(Debug, Clone)]
@@ -55,17 +52,18 @@ pub struct CommandBackend {
     workdir: Option<PathBuf>,
     /// The agent's whole environment (built by `config`; nothing is inherited).
     environment: Vec<(String, SecretString)>,
+    /// The executable run as `keeper_exe __agent-keeper <pid> argv...`.
+    keeper_exe: PathBuf,
 }
 
 impl CommandBackend {
-    /// Also makes the gateway a child subreaper, so that orphans of a turn stay findable.
     pub fn new(config: &CommandConfig) -> Self {
-        become_subreaper();
         Self {
             argv: config.argv.clone(),
             timeout: Duration::from_secs(config.timeout_seconds),
             workdir: config.workdir.clone(),
             environment: config.environment.clone(),
+            keeper_exe: config.keeper_exe.clone(),
         }
     }
 
@@ -73,17 +71,16 @@ impl CommandBackend {
     /// stream.
     pub fn start(&self, request: TurnRequest) -> TurnStream {
         let (tx, mut rx) = mpsc::channel(16);
-        let nonce = crate::ids::random_hex128();
-        let procs = Arc::new(Mutex::new(TurnProcesses::new(&nonce)));
+        let keeper = Arc::new(Mutex::new(None));
         let backend = self.clone();
-        let task_procs = procs.clone();
+        let task_keeper = keeper.clone();
         tokio::spawn(async move {
-            let event = backend.run(request, &nonce, &tx, &task_procs).await;
+            let event = backend.run(request, &tx, &task_keeper).await;
             let _ = tx.send(event).await;
         });
-        // Dropping the stream kills at once, before the caller goes on; the task then
-        // notices the closed channel and reaps.
-        let guard = KillOnDrop(procs);
+        // Dropping the stream tells the keeper at once, before the caller goes on; the
+        // task then notices the closed channel and waits for the keeper to finish.
+        let guard = KillOnDrop(keeper);
         Box::pin(futures_util::stream::poll_fn(move |cx| {
             let _ = &guard;
             rx.poll_recv(cx)
@@ -95,43 +92,40 @@ impl CommandBackend {
     async fn run(
         &self,
         request: TurnRequest,
-        nonce: &str,
         tx: &mpsc::Sender<TurnEvent>,
-        procs: &Mutex<TurnProcesses>,
+        keeper: &Mutex<Option<i32>>,
     ) -> TurnEvent {
         if tx.is_closed() {
             return TurnEvent::Failed("the turn was cancelled".into());
         }
-        let mut cmd = Command::new(&self.argv[0]);
-        cmd.args(&self.argv[1..])
+        // The keeper is not killed on drop: it must live to kill the turn's processes, and
+        // it ends by itself once the agent is gone, or when this process dies.
+        let mut cmd = Command::new(&self.keeper_exe);
+        cmd.args(keeper::args(&self.argv))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true)
             .env_clear()
             .envs(
                 self.environment
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.expose_secret())),
-            )
-            .env(MARKER_VAR, nonce);
+            );
         if let Some(dir) = &self.workdir {
             cmd.current_dir(dir);
         }
         let mut child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) => {
-                tracing::error!(program = %self.argv[0], error = %e, "cannot start the agent command");
+                tracing::error!(keeper = %self.keeper_exe.display(), error = %e, "cannot start the agent's keeper");
                 return TurnEvent::Failed(format!(
-                    "the agent command could not be started: {}",
+                    "the agent command could not be started: {:?}",
                     e.kind()
                 ));
             }
         };
-        if let Some(pid) = child.id() {
-            lock(procs).set_agent(pid);
-        }
+        *lock(keeper) = child.id().and_then(|pid| i32::try_from(pid).ok());
         let input = json!({
             "messages": request.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
             "session_id": request.session_id,
@@ -164,24 +158,22 @@ impl CommandBackend {
         });
 
         let outcome = tokio::select! {
-            outcome = self.pump(&mut child, tx, procs) => outcome,
+            outcome = self.pump(&mut child, tx) => outcome,
             () = tokio::time::sleep(self.timeout) => Outcome::TimedOut,
             () = tx.closed() => Outcome::Cancelled,
         };
-        // Whatever happened, nothing the turn started may outlive it.
-        lock(procs).kill_all();
-        let _ = tokio::time::timeout(REAP_GRACE, child.wait()).await;
-        let deadline = Instant::now() + REAP_GRACE;
-        loop {
-            let done = lock(procs).reap();
-            if done || Instant::now() >= deadline {
-                if !done {
-                    tracing::warn!(turn = %request.turn_id, left = lock(procs).len(), "agent processes were killed but have not exited yet");
-                }
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        // Whatever happened, nothing the turn started may outlive it: the keeper kills it
+        // all when told to (or by itself, once the agent exited), then exits.
+        signal_keeper(keeper);
+        if tokio::time::timeout(KEEPER_GRACE, child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(turn = %request.turn_id, "the agent's keeper did not finish in time; killing it");
+            let _ = child.start_kill();
+            let _ = child.wait().await;
         }
+        *lock(keeper) = None;
         if let Some(task) = stdin {
             task.abort();
         }
@@ -202,6 +194,18 @@ impl CommandBackend {
         };
         match outcome {
             Outcome::Exited(status) if status.success() => TurnEvent::Done,
+            Outcome::Exited(status)
+                if status.code() == Some(keeper::EXIT_SPAWN_FAILED)
+                    && stderr_tail.contains(keeper::SPAWN_FAILED) =>
+            {
+                let why = stderr_tail
+                    .split(keeper::SPAWN_FAILED)
+                    .nth(1)
+                    .unwrap_or_default()
+                    .trim();
+                tracing::error!(program = %self.argv[0], error = %why, "cannot start the agent command");
+                TurnEvent::Failed(format!("the agent command could not be started: {why}"))
+            }
             Outcome::Exited(status) => {
                 tracing::warn!(turn = %request.turn_id, %status, stderr = %stderr_tail.trim(), "agent command failed");
                 TurnEvent::Failed(format!("the agent command failed ({status})"))
@@ -224,27 +228,18 @@ impl CommandBackend {
         }
     }
 
-    /// Forwards stdout until the agent exits (then at most [`STDOUT_LINGER`] more, since a
-    /// helper it left behind may hold the pipe open), rescanning the turn's processes on
-    /// the way.
-    async fn pump(
-        &self,
-        child: &mut Child,
-        tx: &mpsc::Sender<TurnEvent>,
-        procs: &Mutex<TurnProcesses>,
-    ) -> Outcome {
+    /// Forwards stdout until the agent (its keeper) exits, then at most [`STDOUT_LINGER`]
+    /// more.
+    async fn pump(&self, child: &mut Child, tx: &mpsc::Sender<TurnEvent>) -> Outcome {
         let Some(mut stdout) = child.stdout.take() else {
             return Outcome::Io(std::io::Error::other("stdout was not captured"));
         };
         let mut decoder = Utf8Stream::default();
         let mut total = 0usize;
         let mut buf = vec![0u8; 16 * 1024];
-        let mut scan = tokio::time::interval(SCAN_EVERY);
-        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut status = None;
         let mut linger_until: Option<Instant> = None;
         let mut eof = false;
-        let mut ticks = 0u32;
         let status = loop {
             if let (Some(status), true) = (status, eof) {
                 break status;
@@ -280,10 +275,6 @@ impl CommandBackend {
                         break status;
                     }
                 }
-                _ = scan.tick() => {
-                    ticks += 1;
-                    lock(procs).scan(ticks % ORPHAN_SCAN_EVERY_TICKS == 1);
-                }
             }
         };
         let rest = decoder.finish();
@@ -302,18 +293,26 @@ enum Outcome {
     Io(std::io::Error),
 }
 
-/// Kills the turn's processes when the turn stream is dropped.
-struct KillOnDrop(Arc<Mutex<TurnProcesses>>);
+/// Tells the keeper to end the turn when the turn stream is dropped.
+struct KillOnDrop(Arc<Mutex<Option<i32>>>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        lock(&self.0).kill_all();
+        signal_keeper(&self.0);
+    }
+}
+
+/// Sends SIGTERM to a keeper not yet reaped (so its pid is still its own); it then kills
+/// and reaps the turn's processes and exits.
+fn signal_keeper(keeper: &Mutex<Option<i32>>) {
+    if let Some(pid) = *lock(keeper) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     }
 }
 
 /// The lock holds no invariant a panic could break, so a poisoned one is used as is.
-fn lock(procs: &Mutex<TurnProcesses>) -> std::sync::MutexGuard<'_, TurnProcesses> {
-    procs
+fn lock(keeper: &Mutex<Option<i32>>) -> std::sync::MutexGuard<'_, Option<i32>> {
+    keeper
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

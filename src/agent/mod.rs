@@ -6,8 +6,8 @@
 
 mod command;
 mod echo;
+pub mod keeper;
 mod openai;
-mod procs;
 
 use std::pin::Pin;
 
@@ -20,7 +20,6 @@ use crate::config::{AgentConfig, BackendKind};
 pub use command::{CommandBackend, MAX_OUTPUT_BYTES};
 pub use echo::EchoBackend;
 pub use openai::OpenAiBackend;
-pub use procs::MARKER_VAR;
 
 /// One chat message as backends see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -124,6 +124,14 @@ enum ConfigCommand {
 
 /// Parses arguments, runs the command, returns the process exit status.
 pub fn main() -> i32 {
+    // A turn's keeper runs before anything else (no runtime, no threads): see agent::keeper.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::agent::keeper::SUBCOMMAND)
+    {
+        return crate::agent::keeper::main(&args[2..]);
+    }
     let cli = Cli::parse();
     let home = home_dir(cli.home.clone());
     let load = || config::load_file(&home, cli.config.as_deref(), &ProcessEnv);

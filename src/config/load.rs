@@ -403,6 +403,7 @@ impl Reader {
             workdir: self.optional_string(&c, "workdir").map(PathBuf::from),
             env: self.strings(&c, "env"),
             environment: Vec::new(),
+            keeper_exe: PathBuf::from("/proc/self/exe"),
         };
         for (i, name) in command.env.iter().enumerate() {
             let at = format!("agent.command.env[{i}]");

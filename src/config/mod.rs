@@ -173,6 +173,10 @@ pub struct CommandConfig {
     /// (`PATH`, `HOME`, `LANG`, `LC_*`, `TZ`, `TMPDIR`, `USER`) and the `env` names that are
     /// set. Values are secrets because a passed-through one may be a model key.
     pub environment: Vec<(String, SecretString)>,
+    /// The executable that runs as each turn's keeper (`agent::keeper`): not a YAML key.
+    /// `/proc/self/exe` (this very binary, even if its file was replaced since) unless a
+    /// test process, which is not the gateway binary, names the binary.
+    pub keeper_exe: PathBuf,
 }
 
 #[derive(Debug, Clone)]

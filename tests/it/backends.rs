@@ -697,6 +697,41 @@ async fn a_shutdown_kills_setsid_descendants_too() {
     assert!(left.is_empty(), "outlived the gateway: {left:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_gateway_takes_its_agents_and_their_daemons_with_it() {
+    let home = tempfile::tempdir().unwrap();
+    let s = sleeper(home.path());
+    let d = home.path().display();
+    // The hardest escapee: a double-forked daemon that leaves the session and clears its
+    // environment, so neither group, session nor environment ties it to the turn.
+    let argv = agent(
+        home.path(),
+        "agent.sh",
+        &format!(
+            "cat >/dev/null\n\
+             (setsid env -i sh -c 'echo $$ > {d}/daemon.pid; exec {s} 60' >/dev/null 2>&1 </dev/null &)\n\
+             while [ ! -s {d}/daemon.pid ]; do sleep 0.01; done\n\
+             printf started; sleep 60"
+        ),
+    );
+    let mut p = Proc::start(
+        home.path(),
+        &format!("agent: {{backend: command, command: {{argv: [{argv:?}]}}}}"),
+        &[],
+    );
+    p.wait_running().await;
+    let (_task, seen) = stream_turn(p.api.clone(), None, "started");
+    assert!(seen.await.unwrap().contains("started"));
+    let daemon = wait_for_file(&home.path().join("daemon.pid")).await;
+    assert!(pid_alive(&daemon));
+    // No clean-up code of the gateway runs: only the kernel and the turn's keeper act.
+    p.signal("KILL");
+    p.wait_exit();
+    assert_gone(&daemon).await;
+    let left = processes_with(&home.path().display().to_string());
+    assert!(left.is_empty(), "outlived the gateway: {left:?}");
+}
+
 // ---- the openai backend against a fake upstream -------------------------------------
 
 #[derive(Clone, Default)]
