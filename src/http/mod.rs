@@ -13,6 +13,7 @@ mod jobs;
 mod openapi;
 mod origin;
 mod page;
+mod serve;
 mod session;
 mod ws;
 
@@ -22,6 +23,7 @@ use axum::response::Response;
 
 pub use error::ApiError;
 pub use idempotency::Idempotency;
+pub use serve::{ConnLimits, serve};
 
 use crate::app::AppState;
 

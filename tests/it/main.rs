@@ -9,5 +9,6 @@ mod compat;
 mod cron;
 mod dashboard;
 mod drain;
+mod net;
 mod process;
 mod support;

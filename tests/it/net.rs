@@ -1,0 +1,253 @@
+//! Hostile network clients (SPEC §10, §4, §9, §2): headers that never finish, idle
+//! keep-alive connections, more connections than the cap, oversized WebSocket frames, a
+//! rebound DNS name on the keyless API server, login attempts through a proxy, and a
+//! `--url` client pointed at something that is not the gateway.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite;
+
+use crate::support::TestApp;
+
+/// Generous cap for anything the server should do within about a second.
+const CAP: Duration = Duration::from_secs(10);
+
+fn addr(base: &str) -> String {
+    base.trim_start_matches("http://").to_owned()
+}
+
+/// Reads until the peer closes (EOF or reset); returns what arrived. Panics after `CAP`.
+async fn read_until_closed(stream: &mut TcpStream, what: &str) -> Vec<u8> {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(CAP, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "{what}: the server kept the connection open");
+    got
+}
+
+/// One keep-alive request on `stream`; `None` if the server closed without answering.
+async fn request(stream: &mut TcpStream, path: &str) -> Option<String> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(CAP, async {
+        loop {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    return Some(text);
+                }
+            }
+        }
+    })
+    .await
+    .expect("an answer or a close within the cap")
+}
+
+/// A new connection with one answered request on it (the server holds it afterwards).
+async fn served(base: &str, path: &str) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(addr(base)).await.unwrap();
+    let answer = request(&mut stream, path).await?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    Some(stream)
+}
+
+/// Retries `served` until it succeeds (a freed slot is noticed asynchronously).
+async fn served_eventually(base: &str, path: &str) -> TcpStream {
+    let deadline = tokio::time::Instant::now() + CAP;
+    loop {
+        if let Some(s) = served(base, path).await {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no connection slot was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn headers_that_never_finish_and_silent_clients_are_disconnected_on_both_listeners() {
+    let app = TestApp::spawn("gateway: {connections: {header_timeout_seconds: 1}}", &[]).await;
+    for base in [&app.api, &app.dash] {
+        // Slowloris: a request line and one header, then nothing more.
+        let mut slow = TcpStream::connect(addr(base)).await.unwrap();
+        slow.write_all(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let got = read_until_closed(&mut slow, "unfinished headers").await;
+        let answer = String::from_utf8_lossy(&got);
+        assert!(
+            got.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "closed or 408, got {answer:?}"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "not before the timeout"
+        );
+        // A client that connects and says nothing at all.
+        let mut silent = TcpStream::connect(addr(base)).await.unwrap();
+        read_until_closed(&mut silent, "a silent client").await;
+    }
+    // The server is fine afterwards.
+    assert_eq!(app.status().await["gateway_state"], "running");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_but_an_sse_stream_and_a_websocket_outlive_the_timeout()
+ {
+    let app = TestApp::spawn(
+        "gateway: {connections: {header_timeout_seconds: 1}}\nagent: {echo: {delay_ms: 2500}}",
+        &[("HERMES_DASHBOARD_SESSION_TOKEN", "tok-net-idle")],
+    )
+    .await;
+    for (base, path) in [(&app.api, "/health"), (&app.dash, "/api/status")] {
+        let mut idle = served(base, path).await.unwrap();
+        read_until_closed(&mut idle, "an idle keep-alive connection").await;
+    }
+    let ws_url = format!(
+        "{}/api/ws?token=tok-net-idle",
+        app.dash.replacen("http://", "ws://", 1)
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    // A streamed turn that takes 2.5 s, over twice the header timeout.
+    let (status, content, done) = app.chat_stream("still streaming").await;
+    assert_eq!(
+        (status, content.as_str(), done),
+        (200, "still streaming", true)
+    );
+    // The socket, open all that time, still chats.
+    socket
+        .send(tungstenite::Message::Text(
+            json!({"message": "hello"}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    while let Some(msg) = tokio::time::timeout(CAP, socket.next()).await.unwrap() {
+        if let tungstenite::Message::Text(t) = msg.unwrap() {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            match v["type"].as_str() {
+                Some("delta") => reply.push_str(v["text"].as_str().unwrap_or_default()),
+                Some("done") => break,
+                Some("error") => panic!("{v}"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(reply, "hello");
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_and_a_freed_slot_is_reused() {
+    let app = TestApp::spawn("gateway: {connections: {max_per_listener: 2}}", &[]).await;
+    let a = served(&app.api, "/health").await.expect("first");
+    let _b = served(&app.api, "/health").await.expect("second");
+    assert!(
+        served(&app.api, "/health").await.is_none(),
+        "a third connection is over the cap"
+    );
+    drop(a);
+    let _c = served_eventually(&app.api, "/health").await;
+}
+
+#[tokio::test]
+async fn websockets_count_against_the_cap_until_they_close() {
+    let app = TestApp::spawn(
+        "gateway: {connections: {max_per_listener: 2, header_timeout_seconds: 1}}",
+        &[("HERMES_DASHBOARD_SESSION_TOKEN", "tok-net-cap")],
+    )
+    .await;
+    let url = format!(
+        "{}/api/events?token=tok-net-cap",
+        app.dash.replacen("http://", "ws://", 1)
+    );
+    let open = || async { tokio_tungstenite::connect_async(url.clone()).await.ok() };
+    let first = open().await.expect("first socket");
+    // The harness's own pooled connection holds a slot until the 1 s header timeout ends it.
+    let deadline = tokio::time::Instant::now() + CAP;
+    let second = loop {
+        if let Some(s) = open().await {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no slot freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        served(&app.dash, "/api/status").await.is_none(),
+        "two open sockets fill the cap"
+    );
+    drop(first.0);
+    drop(second);
+    let _ok = served_eventually(&app.dash, "/api/status").await;
+}
+
+/// A masked client frame header announcing `len` payload bytes.
+fn frame_header(opcode: u8, len: u64) -> Vec<u8> {
+    let mut h = vec![0x80 | opcode, 0x80 | 127];
+    h.extend_from_slice(&len.to_be_bytes());
+    h.extend_from_slice(&[1, 2, 3, 4]);
+    h
+}
+
+#[tokio::test]
+async fn a_websocket_frame_over_64_kib_closes_the_socket_before_its_payload_is_read() {
+    let app = TestApp::spawn("", &[("HERMES_DASHBOARD_SESSION_TOKEN", "tok-net-frame")]).await;
+    for path in ["/api/ws", "/api/events"] {
+        let mut stream = TcpStream::connect(addr(&app.dash)).await.unwrap();
+        let upgrade = format!(
+            "GET {path}?token=tok-net-frame HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        stream.write_all(upgrade.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "{path}: upgrade");
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{path}");
+        // A 100 KiB text frame: its header and the first 1 KiB, then the client waits. The
+        // server must refuse on the header, not wait for (and buffer) the whole payload.
+        stream
+            .write_all(&frame_header(0x1, 100 * 1024))
+            .await
+            .unwrap();
+        stream.write_all(&[b'a' ^ 1; 1024]).await.unwrap();
+        read_until_closed(&mut stream, path).await;
+    }
+    assert_eq!(app.status().await["gateway_state"], "running");
+    let url = format!(
+        "{}/api/events?token=tok-net-frame",
+        app.dash.replacen("http://", "ws://", 1)
+    );
+    assert!(tokio_tungstenite::connect_async(url).await.is_ok());
+}
