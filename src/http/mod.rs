@@ -35,8 +35,10 @@ pub fn api_router(state: AppState) -> Router {
     let cors = cors::Cors(std::sync::Arc::new(
         state.config.api_server.cors_origins.clone(),
     ));
+    let host_guard = axum::middleware::from_fn_with_state(state.clone(), origin::api_host_guard);
     api::router(state)
         .layer(axum::middleware::from_fn_with_state(cors, cors::layer))
+        .layer(host_guard)
         .layer(axum::middleware::map_response(security_headers))
 }
 

@@ -251,3 +251,77 @@ async fn a_websocket_frame_over_64_kib_closes_the_socket_before_its_payload_is_r
     );
     assert!(tokio_tungstenite::connect_async(url).await.is_ok());
 }
+
+/// Sends `GET path` to `base` with this `Host` header (`None`: an HTTP/1.0 request without
+/// one); returns (status, body).
+async fn with_host(base: &str, method: &str, path: &str, host: Option<&str>) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr(base)).await.unwrap();
+    let req = match host {
+        Some(h) => format!(
+            "{method} {path} HTTP/1.1\r\nHost: {h}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+        None => format!("{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n"),
+    };
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let got = read_until_closed(&mut stream, "a Connection: close request").await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| serde_json::from_str(b).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_keyless_api_server_refuses_a_rebound_dns_name() {
+    let app = TestApp::spawn("", &[]).await;
+    let port = app.api.rsplit(':').next().unwrap().to_owned();
+    for path in ["/api/jobs", "/v1/models", "/health", "/v1/nope"] {
+        let (status, body) = with_host(
+            &app.api,
+            "GET",
+            path,
+            Some(&format!("attacker.example:{port}")),
+        )
+        .await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "host_not_allowed", "{path}: {body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+    }
+    let (status, body) = with_host(
+        &app.api,
+        "POST",
+        "/v1/chat/completions",
+        Some("attacker.example"),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("host_not_allowed"))
+    );
+    for host in [
+        Some(format!("127.0.0.1:{port}")),
+        Some(format!("localhost:{port}")),
+        Some("LOCALHOST".to_owned()),
+        Some(format!("[::1]:{port}")),
+        Some("127.0.0.2".to_owned()),
+        None,
+    ] {
+        let (status, body) = with_host(&app.api, "GET", "/api/jobs", host.as_deref()).await;
+        assert_eq!(status, 200, "{host:?}: {body}");
+    }
+    for bad in [
+        "attacker.example",
+        "127.0.0.1.attacker.example",
+        "localhost.attacker.example",
+        "",
+    ] {
+        let (status, _) = with_host(&app.api, "GET", "/health", Some(bad)).await;
+        assert_eq!(status, 403, "Host {bad:?}");
+    }
+    // With a key the key is the guard: any name may be used.
+    let keyed = TestApp::spawn("", &[("API_SERVER_KEY", "k-net-host")]).await;
+    let (status, _) = with_host(&keyed.api, "GET", "/health", Some("gateway.example")).await;
+    assert_eq!(status, 200);
+}
