@@ -138,7 +138,8 @@ pub async fn events(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    match authorize(&s, &auth, &headers, &peer.ip().to_string()).await {
+    let ip = super::dashboard::client_addr(&s, peer, &headers).to_string();
+    match authorize(&s, &auth, &headers, &ip).await {
         Ok(session) => {
             small_buffers(ws).on_upgrade(move |socket| events_socket(socket, s, session))
         }
@@ -238,7 +239,8 @@ pub async fn chat(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    match authorize(&s, &auth, &headers, &peer.ip().to_string()).await {
+    let ip = super::dashboard::client_addr(&s, peer, &headers).to_string();
+    match authorize(&s, &auth, &headers, &ip).await {
         Ok(session) => small_buffers(ws).on_upgrade(move |socket| chat_socket(socket, s, session)),
         Err(r) => *r,
     }

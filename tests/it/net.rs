@@ -325,3 +325,62 @@ async fn the_keyless_api_server_refuses_a_rebound_dns_name() {
     let (status, _) = with_host(&keyed.api, "GET", "/health", Some("gateway.example")).await;
     assert_eq!(status, 200);
 }
+
+/// A gated dashboard (the `basic` provider) with `yaml`.
+async fn gated(yaml: &str) -> TestApp {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = HASH.get_or_init(|| hermes_gateway::auth::password::hash_password("right").unwrap());
+    TestApp::spawn(
+        yaml,
+        &[
+            ("HERMES_DASHBOARD_BASIC_AUTH_USERNAME", "admin"),
+            ("HERMES_DASHBOARD_BASIC_AUTH_PASSWORD_HASH", hash),
+        ],
+    )
+    .await
+}
+
+/// A failed login claiming to come from `xff`; the status.
+async fn bad_login(app: &TestApp, xff: &str) -> u16 {
+    app.http
+        .post(format!("{}/auth/password-login", app.dash))
+        .header("x-forwarded-for", xff)
+        .json(&json!({"username": "admin", "password": "wrong"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_login_budget() {
+    let app = gated("dashboard: {trusted_proxies: [127.0.0.1/32]}").await;
+    for i in 0..10 {
+        // A client-supplied entry to the left does not change who the proxy says it is.
+        let xff = format!("192.0.2.{i}, 198.51.100.1");
+        assert_eq!(bad_login(&app, &xff).await, 401, "attempt {}", i + 1);
+    }
+    assert_eq!(
+        bad_login(&app, "198.51.100.1").await,
+        429,
+        "client A's 11th"
+    );
+    assert_eq!(
+        bad_login(&app, "198.51.100.2").await,
+        401,
+        "client B is not limited"
+    );
+    let audit = app.audit_text();
+    assert!(audit.contains("\"ip\":\"198.51.100.2\""), "{audit}");
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_a_forged_x_forwarded_for_does_not_escape_the_login_limit() {
+    let app = gated("").await;
+    for i in 0..10 {
+        assert_eq!(bad_login(&app, &format!("192.0.2.{i}")).await, 401);
+    }
+    assert_eq!(bad_login(&app, "192.0.2.200").await, 429);
+    assert!(!app.audit_text().contains("192.0.2."));
+}
