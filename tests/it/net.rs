@@ -384,3 +384,121 @@ async fn without_trusted_proxies_a_forged_x_forwarded_for_does_not_escape_the_lo
     assert_eq!(bad_login(&app, "192.0.2.200").await, 429);
     assert!(!app.audit_text().contains("192.0.2."));
 }
+
+/// A loopback HTTP server answering every request with `answer`; records each request's
+/// credential headers. Returns its base URL and the record.
+async fn recording_server(
+    answer: axum::response::Response,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::response::IntoResponse;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (record, parts) = (seen.clone(), answer.into_parts());
+    let (status, headers) = (parts.0.status, parts.0.headers);
+    let app = axum::Router::new().fallback(move |h: axum::http::HeaderMap| {
+        let (record, headers) = (record.clone(), headers.clone());
+        async move {
+            let credential = ["authorization", "x-hermes-session-token"]
+                .iter()
+                .filter_map(|name| h.get(*name).map(|v| format!("{name}: {v:?}")))
+                .collect::<Vec<_>>()
+                .join("; ");
+            record.lock().unwrap().push(credential);
+            (status, headers, "{\"ok\": true}").into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, seen)
+}
+
+fn cli_credentials() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "HERMES_DASHBOARD_DRAIN_SECRET",
+            crate::support::strong_secret(),
+        ),
+        ("HERMES_DASHBOARD_SESSION_TOKEN", "tok-net-cli".to_owned()),
+    ]
+}
+
+async fn run_cli(args: Vec<String>) -> (i32, String, String) {
+    let home = tempfile::tempdir().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let env = cli_credentials();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::support::cli(home.path(), &args, &env, "")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_client_never_follows_a_redirect_with_its_credentials() {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let (elsewhere, seen_elsewhere) = recording_server(StatusCode::OK.into_response()).await;
+    let target = format!("{elsewhere}/api/gateway/drain");
+    let (redirector, seen_redirector) = recording_server(
+        (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, target.clone())],
+        )
+            .into_response(),
+    )
+    .await;
+    for args in [
+        vec!["drain", "begin", "--url", &redirector],
+        vec!["drain", "status", "--url", &redirector],
+    ] {
+        let (code, out, err) = run_cli(args.iter().map(|a| a.to_string()).collect()).await;
+        assert_eq!(code, 1, "{args:?}: {out} {err}");
+        assert!(
+            err.contains("307") && err.contains(&target),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("tok-net-cli"), "{err}");
+    }
+    assert_eq!(
+        seen_redirector.lock().unwrap().len(),
+        2,
+        "the gateway address was asked"
+    );
+    let leaked = seen_elsewhere.lock().unwrap().clone();
+    assert!(leaked.is_empty(), "the redirect target got {leaked:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_client_refuses_to_send_credentials_over_plain_http_to_another_host() {
+    for args in [
+        vec!["drain", "begin", "--url", "http://192.0.2.1:9119"],
+        vec!["drain", "cancel", "--url", "http://gateway.example:9119"],
+        vec!["drain", "status", "--url", "http://192.0.2.1:9119"],
+    ] {
+        let started = std::time::Instant::now();
+        let (code, out, err) = run_cli(args.iter().map(|a| a.to_string()).collect()).await;
+        assert_eq!(code, 2, "{args:?}: {out} {err}");
+        assert!(err.contains("refusing to send"), "{err}");
+        assert!(err.contains("https://"), "says what to use instead: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused before any connection attempt"
+        );
+    }
+    // Without a credential to protect, a plain-http status check still works as before
+    // (here: nothing listens, so it is the ordinary "unreachable").
+    let home = tempfile::tempdir().unwrap();
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        crate::support::cli(
+            home.path(),
+            &["status", "--url", "http://127.0.0.1:9"],
+            &[],
+            "",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot reach"), "{err}");
+}
