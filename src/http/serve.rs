@@ -49,6 +49,11 @@ impl ConnLimits {
     }
 }
 
+/// Largest request head (request line and headers) and per-connection buffer: a client
+/// trickling an endless header is cut off here (431) instead of costing ~400 KiB (hyper's
+/// default) for the whole header timeout, so a full cap of slow clients stays small.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Least time between two "connection cap reached" warnings in the log.
 const CAP_WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -124,6 +129,7 @@ async fn connection(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);

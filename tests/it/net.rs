@@ -122,6 +122,20 @@ async fn headers_that_never_finish_and_silent_clients_are_disconnected_on_both_l
 }
 
 #[tokio::test]
+async fn a_request_head_over_64_kib_is_refused_with_431_before_the_header_timeout() {
+    let app = TestApp::spawn("", &[]).await;
+    let mut stream = TcpStream::connect(addr(&app.api)).await.unwrap();
+    let filler = "a".repeat(100 * 1024);
+    // The head never ends: the server must stop buffering it at its limit.
+    let head = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: {filler}");
+    let _ = stream.write_all(head.as_bytes()).await;
+    let got = read_until_closed(&mut stream, "an oversized head").await;
+    let answer = String::from_utf8_lossy(&got);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    assert_eq!(app.chat("still fine").await.0, 200);
+}
+
+#[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_but_an_sse_stream_and_a_websocket_outlive_the_timeout()
  {
     let app = TestApp::spawn(
