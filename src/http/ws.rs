@@ -417,5 +417,15 @@ mod tests {
                 .unwrap_err()
                 .contains("expected")
         );
+        // The longest message, in 4-byte characters and wrapped in JSON, fits in a frame.
+        let longest = "😀".repeat(super::MAX_CHAT_CHARS);
+        let framed = serde_json::json!({ "message": longest }).to_string();
+        assert!(framed.len() <= super::MAX_FRAME_BYTES, "{}", framed.len());
+        assert!(chat_text(&framed).is_ok());
+        assert!(
+            chat_text(&"a".repeat(super::MAX_CHAT_CHARS + 1))
+                .unwrap_err()
+                .contains("longer than 16000")
+        );
     }
 }
