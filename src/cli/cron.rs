@@ -92,6 +92,8 @@ pub struct Out {
 
 struct Api {
     base: String,
+    /// The base came from `--url` (the configured address is this machine's own).
+    from_flag: bool,
     http: reqwest::Client,
     key: Option<String>,
 }
@@ -116,8 +118,10 @@ impl Api {
             });
         Self {
             base,
+            from_flag: url.is_some(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
             key: config
@@ -137,6 +141,16 @@ impl Api {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(k) = &self.key {
+            // API_SERVER_KEY goes only over https or to loopback (SPEC §2).
+            if self.from_flag
+                && !reqwest::Url::parse(&self.base)
+                    .is_ok_and(|u| super::client::may_carry_credentials(&u))
+            {
+                return Err(format!(
+                    "refusing to send API_SERVER_KEY to {} over plain http: use an https:// URL or a loopback one",
+                    self.base
+                ));
+            }
             req = req.bearer_auth(k);
         }
         if let Some(b) = body {
@@ -150,6 +164,17 @@ impl Api {
             )
         })?;
         let status = resp.status();
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("(no Location)");
+            return Err(format!(
+                "{} answered {status}, a redirect to {location}; redirects are not followed",
+                self.base
+            ));
+        }
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(v);

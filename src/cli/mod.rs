@@ -18,6 +18,8 @@ use crate::config::{self, Config, ConfigError, EXIT_CONFIG, ProcessEnv};
 
 /// Exit status for "the command ran but the answer is no" (unreachable, timed out, weak).
 pub const EXIT_FAILURE: i32 = 1;
+/// Exit status for a command used the wrong way (also clap's for bad arguments).
+pub const EXIT_USAGE: i32 = 2;
 
 #[derive(Debug, Parser)]
 #[command(

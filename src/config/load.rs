@@ -283,6 +283,7 @@ impl Reader {
         let mut agent = self.agent(&top);
         agent.command.environment = agent_environment(&agent.command.env, env);
         let mut api_server = self.api_server(&top);
+        let connections = self.connections(&top);
         let mut dashboard = self.dashboard(&top);
         let drain = {
             let s = self.section(&top, "drain", &["marker_max_age_seconds"]);
@@ -331,6 +332,7 @@ impl Reader {
             home,
             agent,
             api_server,
+            connections,
             dashboard,
             drain,
             cron,
@@ -437,7 +439,7 @@ impl Reader {
     }
 
     fn api_server(&mut self, top: &Section) -> ApiServerConfig {
-        let g = self.section(top, "gateway", &["api_server"]);
+        let g = self.section(top, "gateway", &["api_server", "connections"]);
         let s = self.section(
             &g,
             "api_server",
@@ -460,6 +462,60 @@ impl Reader {
         }
     }
 
+    /// `gateway.connections` (its parent's keys are checked by `api_server`).
+    fn connections(&mut self, top: &Section) -> ConnectionsConfig {
+        let gateway = Section {
+            path: "gateway".into(),
+            map: Self::value(top, "gateway").and_then(Value::as_object),
+        };
+        let s = self.section(
+            &gateway,
+            "connections",
+            &["max_per_listener", "header_timeout_seconds"],
+        );
+        ConnectionsConfig {
+            max_per_listener: self.uint(&s, "max_per_listener", 1024, 1, 1_000_000) as usize,
+            header_timeout_seconds: self.uint(&s, "header_timeout_seconds", 30, 1, 3600),
+        }
+    }
+
+    /// `dashboard.trusted_proxies`: CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses.
+    fn trusted_proxies(&mut self, s: &Section) -> Vec<ipnet::IpNet> {
+        let path = s.key_path("trusted_proxies");
+        let items = match Self::value(s, "trusted_proxies") {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.issue(
+                    path,
+                    format!("expected a list of CIDRs, got {}", describe(other)),
+                );
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let Some(v) = item.as_str().map(str::trim) else {
+                self.issue(
+                    format!("{path}[{i}]"),
+                    format!("expected a string, got {}", describe(item)),
+                );
+                continue;
+            };
+            let parsed = v
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => out.push(net.trunc()),
+                Err(_) => self.issue(
+                    format!("{path}[{i}]"),
+                    format!("{v:?} is not a CIDR like 10.0.0.0/8 or fd00::/8, nor an IP address"),
+                ),
+            }
+        }
+        out
+    }
+
     fn dashboard(&mut self, top: &Section) -> DashboardConfig {
         let s = self.section(
             top,
@@ -473,6 +529,7 @@ impl Reader {
                 "drain_auth",
                 "basic_auth",
                 "ws_heartbeat_seconds",
+                "trusted_proxies",
             ],
         );
         let d = self.section(&s, "drain_auth", &["scope", "min_secret_chars"]);
@@ -503,6 +560,7 @@ impl Reader {
             drain_auth,
             basic_auth,
             ws_heartbeat_seconds: self.uint(&s, "ws_heartbeat_seconds", 20, 1, 3600),
+            trusted_proxies: self.trusted_proxies(&s),
         }
     }
 
@@ -1169,5 +1227,49 @@ storage: {url: "postgres://u:p@127.0.0.1/db"}
     fn storage_url_error_never_echoes_the_url() {
         let err = parse("storage: {url: 'mysql://user:hunter2@db'}", &[]).unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn connection_limits_and_trusted_proxies() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.connections.max_per_listener, 1024);
+        assert_eq!(c.connections.header_timeout_seconds, 30);
+        assert!(c.dashboard.trusted_proxies.is_empty());
+        let c = parse(
+            "gateway: {connections: {max_per_listener: 8, header_timeout_seconds: 2}}\n\
+             dashboard: {trusted_proxies: ['10.0.0.0/8', ' 192.168.1.7 ', 'fd00::1/8', '::1']}",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.connections.max_per_listener, 8);
+        assert_eq!(c.connections.header_timeout_seconds, 2);
+        let nets: Vec<String> = c
+            .dashboard
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(
+            nets,
+            ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "::1/128"]
+        );
+        check_err(
+            "gateway: {connections: {max_per_listener: 0, header_timeout_seconds: 0, idle: 1}}",
+            &[],
+            &[
+                ("gateway.connections.idle", "unknown key"),
+                ("gateway.connections.max_per_listener", "from 1"),
+                ("gateway.connections.header_timeout_seconds", "from 1"),
+            ],
+        );
+        check_err(
+            "dashboard: {trusted_proxies: ['10.0.0.0/8', 7, '10.0.0.0/33', 'proxy.local']}",
+            &[],
+            &[
+                ("dashboard.trusted_proxies[1]", "expected a string"),
+                ("dashboard.trusted_proxies[2]", "not a CIDR"),
+                ("dashboard.trusted_proxies[3]", "not a CIDR"),
+            ],
+        );
     }
 }

@@ -107,6 +107,8 @@ pub struct Config {
     pub home: PathBuf,
     pub agent: AgentConfig,
     pub api_server: ApiServerConfig,
+    /// Connection limits of both listeners (`gateway.connections`).
+    pub connections: ConnectionsConfig,
     pub dashboard: DashboardConfig,
     pub drain: DrainConfig,
     pub cron: CronConfig,
@@ -188,6 +190,17 @@ pub struct ApiServerConfig {
     pub model_name: String,
 }
 
+/// How both listeners treat their connections (an extension, SPEC §10): slow or idle
+/// clients cannot hold the server.
+#[derive(Debug, Clone)]
+pub struct ConnectionsConfig {
+    /// Open connections per listener (WebSockets included); more are closed at once.
+    pub max_per_listener: usize,
+    /// Seconds a client has to send a request's headers, from connecting or from the end
+    /// of its previous response (so it also ends idle keep-alive connections).
+    pub header_timeout_seconds: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct DashboardConfig {
     pub enabled: bool,
@@ -200,6 +213,9 @@ pub struct DashboardConfig {
     /// Seconds between pings on an idle dashboard WebSocket (an extension; proxies close
     /// sockets that stay silent too long).
     pub ws_heartbeat_seconds: u64,
+    /// Proxies whose `X-Forwarded-For` names the real client (for the login rate limit
+    /// and the audit log's `ip`); empty = the TCP peer is always the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]

@@ -1,11 +1,11 @@
 //! The dashboard listener: status, drain control, metrics, the OpenAPI document, and the
 //! auth gate in front of them (token routes first, then public paths, then sessions).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -52,11 +52,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn client_ip(req: &Request) -> String {
+fn client_ip(s: &AppState, req: &Request) -> String {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| client_addr(s, c.0, req.headers()).to_string())
         .unwrap_or_default()
+}
+
+/// Who sent a dashboard request: the TCP peer, or, when the peer is one of
+/// `dashboard.trusted_proxies`, the client its `X-Forwarded-For` names.
+pub fn client_addr(s: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        // An unreadable value stays in the chain as garbage, which ends the walk there.
+        .map(|v| v.to_str().unwrap_or(""));
+    crate::auth::proxy::client_ip(peer.ip(), forwarded, &s.config.dashboard.trusted_proxies)
 }
 
 /// Decides who may reach a dashboard route.
@@ -82,7 +93,7 @@ async fn auth_gate(State(s): State<AppState>, mut req: Request, next: Next) -> R
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let decision = s.token_auth.authenticate(bearer_token(header)).await;
-        let ip = client_ip(&req);
+        let ip = client_ip(&s, &req);
         return match decision {
             TokenDecision::Accepted(principal) => {
                 s.metrics.auth_decision("token", "accepted");
@@ -169,7 +180,7 @@ async fn auth_gate(State(s): State<AppState>, mut req: Request, next: Next) -> R
                         &[
                             ("reason", json!("invalid_session")),
                             ("path", json!(path)),
-                            ("ip", json!(client_ip(&req))),
+                            ("ip", json!(client_ip(&s, &req))),
                         ],
                     );
                     return reject_session(&s, SessionRejection::InvalidSession, &path);

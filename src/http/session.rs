@@ -99,9 +99,10 @@ struct PasswordLogin {
 pub async fn password_login(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let ip = peer.ip();
+    let ip = super::dashboard::client_addr(&s, peer, &headers);
     let failure = |reason: &str, username: Option<&str>| {
         s.audit.record(
             AuditEvent::LoginFailure,
