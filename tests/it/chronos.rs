@@ -850,7 +850,7 @@ async fn chronos_provider_arms_fires_runs_and_rearms() {
     .await;
     assert_eq!(
         armed,
-        json!({"job_id": id, "fire_at": slot, "agent_callback_url": "https://agent.example/api/cron/fire",
+        json!({"job_id": id, "fire_at": slot, "agent_callback_url": "https://agent.example",
                "dedup_key": format!("{id}:{slot}")})
     );
     assert!(portal.with(|s| {
