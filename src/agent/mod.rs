@@ -6,6 +6,7 @@
 
 mod command;
 mod echo;
+pub mod input;
 mod openai;
 
 use std::pin::Pin;
