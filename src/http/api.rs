@@ -32,7 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/health", get(health))
         .route("/health/detailed", get(health_detailed))
         .route("/v1/models", get(models))
-        .route("/v1/models/{id}", get(model))
+        .route("/v1/models/{*id}", get(model))
         .route("/v1/capabilities", get(capabilities))
         .route("/v1/chat/completions", post(chat_completions))
         // The fire token is this route's credential, never API_SERVER_KEY (SPEC §8).
@@ -212,13 +212,14 @@ pub async fn capabilities(
 }
 
 /// `POST /v1/chat/completions` body (the fields the gateway reads; others are ignored).
-/// `messages` is checked by [`crate::agent::input::chat_messages`] (SPEC §4 compat).
+// `messages` is read as JSON and checked by `agent::input::chat_messages`, so each
+// refusal names its message and part; `ChatMessage` documents what it accepts.
 #[derive(Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Vec<ChatMessage>, min_items = 1)]
+    #[schema(value_type = Vec<ChatMessage>, min_items = 1, required = true)]
     messages: Option<Value>,
     #[serde(default)]
     stream: Option<bool>,

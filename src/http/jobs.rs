@@ -240,6 +240,18 @@ fn patch(parsed: Result<Json<Value>, JsonRejection>) -> Result<JobPatch, JobsErr
             FIELDS.join(", ")
         )));
     }
+    // `null` clears only what has a cleared state (repeat: forever; skills: none).
+    for (key, want) in [
+        ("name", "a string"),
+        ("prompt", "a string"),
+        ("schedule", "a string"),
+        ("deliver", "a string"),
+        ("enabled", "true or false"),
+    ] {
+        if map.get(key).is_some_and(Value::is_null) {
+            return Err(invalid(format!("{key}: must be {want}, not null")));
+        }
+    }
     let mut f = Fields(map);
     f.no_skills()?;
     Ok(JobPatch {

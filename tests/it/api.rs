@@ -311,11 +311,13 @@ async fn models_by_id_capabilities_and_unknown_routes_answer_in_the_openai_shape
         (&v["id"], &v["object"]),
         (&json!("hermes-agent"), &json!("model"))
     );
-    let r = get("/v1/models/gpt-4o").await.unwrap();
-    assert_eq!(r.status(), 404);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "model_not_found", "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("gpt-4o"));
+    for id in ["gpt-4o", "org/some-model"] {
+        let r = get(&format!("/v1/models/{id}")).await.unwrap();
+        assert_eq!(r.status(), 404, "{id}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "model_not_found", "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(id), "{v}");
+    }
 
     let v: Value = get("/v1/capabilities").await.unwrap().json().await.unwrap();
     assert_eq!(v["object"], "hermes.api_server.capabilities");

@@ -484,6 +484,11 @@ async fn job_api_refuses_malformed_ids_missing_names_long_fields_and_empty_patch
         ),
         (json!({"repeat": 0}), "repeat: must be an integer"),
         (json!({"enabled": "yes"}), "enabled: must be true or false"),
+        (json!({"name": null}), "name: must be a string, not null"),
+        (
+            json!({"enabled": null}),
+            "enabled: must be true or false, not null",
+        ),
         (json!({"schedule": "every 5 parsecs"}), "schedule:"),
     ] {
         let (s, v) = api(&app, Method::PATCH, &path, Some(body.clone())).await;
