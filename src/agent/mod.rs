@@ -6,6 +6,7 @@
 
 mod command;
 mod echo;
+pub mod input;
 pub mod keeper;
 mod openai;
 

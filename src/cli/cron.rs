@@ -202,9 +202,11 @@ pub async fn command(config: &Config, cmd: CronCommand) -> i32 {
             prompt,
             out,
         } => {
-            let mut body = json!({"prompt": prompt.join(" "), "schedule": schedule});
+            let prompt = prompt.join(" ");
+            // The API requires a name; without --name the job is named after its prompt.
+            let name = name.unwrap_or_else(|| default_name(&prompt));
+            let mut body = json!({"prompt": prompt, "schedule": schedule, "name": name});
             for (k, v) in [
-                ("name", name.map(Value::from)),
                 ("repeat", repeat.map(Value::from)),
                 ("deliver", deliver.map(Value::from)),
             ] {
@@ -229,11 +231,11 @@ pub async fn command(config: &Config, cmd: CronCommand) -> i32 {
         }
         CronCommand::Rm { id, out } => {
             let api = Api::new(config, out.url.as_deref());
-            (
-                out,
-                api.call(Method::DELETE, &format!("/api/jobs/{id}"), None)
-                    .await,
-            )
+            let result = api
+                .call(Method::DELETE, &format!("/api/jobs/{id}"), None)
+                .await
+                .map(|_| json!({"ok": true, "deleted": id}));
+            (out, result)
         }
         CronCommand::Pause { id, out } => {
             let api = Api::new(config, out.url.as_deref());
@@ -363,6 +365,13 @@ fn print_human(v: &Value) {
     }
 }
 
+/// A job's name when none is given (the API requires one): the prompt's first 50
+/// characters, on one line.
+fn default_name(prompt: &str) -> String {
+    let one_line = prompt.split_whitespace().collect::<Vec<_>>().join(" ");
+    one_line.chars().take(50).collect()
+}
+
 /// One Hermes job as a create request: `schedule` may be a string or Hermes's object form.
 pub fn hermes_job_to_spec(j: &Value) -> Result<Value, String> {
     let schedule = match &j["schedule"] {
@@ -386,9 +395,10 @@ pub fn hermes_job_to_spec(j: &Value) -> Result<Value, String> {
         "prompt": j["prompt"].as_str().ok_or("prompt: missing")?,
         "schedule": schedule,
     });
-    if let Some(n) = j["name"].as_str() {
-        spec["name"] = json!(n);
-    }
+    spec["name"] = match j["name"].as_str().filter(|n| !n.trim().is_empty()) {
+        Some(n) => json!(n),
+        None => json!(default_name(spec["prompt"].as_str().unwrap_or_default())),
+    };
     if let Some(t) = j["repeat"]["times"].as_u64().or(j["repeat"].as_u64()) {
         spec["repeat"] = json!(t);
     }

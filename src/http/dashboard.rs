@@ -45,11 +45,33 @@ pub fn router(state: AppState) -> Router {
         .merge(super::session::routes())
         .merge(super::ws::routes())
         .merge(super::page::routes())
+        // Unknown routes and methods answer in JSON (behind the gate, like any route).
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth_gate,
         ))
         .with_state(state)
+}
+
+/// A JSON 404 (dashboard shape) for a path the dashboard does not serve.
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "not_found", "detail": format!("no route {method} {}", uri.path())})),
+    )
+        .into_response()
+}
+
+/// A JSON 405 (dashboard shape) for a method a path does not take.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"error": "method_not_allowed",
+            "detail": format!("{method} is not allowed on {}", uri.path())})),
+    )
+        .into_response()
 }
 
 fn client_ip(s: &AppState, req: &Request) -> String {
