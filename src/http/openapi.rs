@@ -31,6 +31,8 @@ const SESSION_TOKEN: &str = "sessionToken";
         api::health_detailed,
         api::ready,
         api::models,
+        api::model,
+        api::capabilities,
         api::chat_completions,
         api::openapi,
         fire::fire,
@@ -121,8 +123,12 @@ pub fn dashboard_document(gated: bool, drain_secret: bool) -> String {
     render(doc)
 }
 
+/// The document as JSON text, its keys sorted: the hand-written schemas carry their
+/// keywords in a hash map, so sorting is what keeps the text the same from run to run (the
+/// committed copies under docs/ are compared with it).
 fn render(doc: Document) -> String {
-    doc.to_pretty_json()
+    serde_json::to_value(&doc)
+        .and_then(|v| serde_json::to_string_pretty(&v))
         .unwrap_or_else(|e| format!("{{\"error\":\"cannot render the OpenAPI document: {e}\"}}"))
 }
 
@@ -197,6 +203,17 @@ impl Modify for ApiServerGate {
             ),
         );
         each_operation(doc, |path, op| {
+            // Foreign browser origins and, without API_SERVER_KEY, foreign Host names are
+            // refused before routing, on every route.
+            op.responses
+                .responses
+                .entry("403".into())
+                .or_insert_with(|| {
+                    response_ref(
+                        "OpenAiError",
+                        "origin_not_allowed: an Origin not in cors_origins; host_not_allowed: without API_SERVER_KEY, a Host that is neither a loopback name nor gateway.api_server.host",
+                    )
+                });
             if path == "/api/cron/fire" {
                 op.security = Some(vec![requirement(FIRE_TOKEN)]);
                 return;
@@ -213,16 +230,6 @@ impl Modify for ApiServerGate {
                     "invalid_api_key: the bearer key is missing or wrong",
                 ),
             );
-            // Foreign browser origins and rebound host names are refused before routing.
-            op.responses
-                .responses
-                .entry("403".into())
-                .or_insert_with(|| {
-                    response_ref(
-                        "OpenAiError",
-                        "origin_not_allowed: an Origin not in cors_origins",
-                    )
-                });
         });
     }
 }
@@ -328,8 +335,58 @@ impl Modify for DashboardGate {
 /// live server by the schemathesis test.
 #[allow(dead_code)]
 pub mod schemas {
-    use serde_json::Value;
-    use utoipa::ToSchema;
+    use std::borrow::Cow;
+
+    use serde_json::{Value, json};
+    use utoipa::openapi::schema::{Object, Schema, SchemaType};
+    use utoipa::openapi::{Ref, RefOr};
+    use utoipa::{PartialSchema, ToSchema};
+
+    /// What Rust's `str::trim` removes (Unicode White_Space), as a regex class body, so a
+    /// pattern judges "blank" exactly as the handlers do.
+    const WS: &str = r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+    /// A schema written as JSON Schema text, for what the derive cannot say (`anyOf`,
+    /// `contains`, `const`, type unions): every keyword is carried as is.
+    fn raw(v: Value) -> RefOr<Schema> {
+        let Value::Object(map) = v else {
+            unreachable!("a schema is a JSON object")
+        };
+        let mut o = Object::with_type(SchemaType::AnyValue);
+        o.extensions = Some(map.into_iter().collect());
+        RefOr::T(Schema::Object(o))
+    }
+
+    fn reference(name: &str) -> Value {
+        json!({"$ref": Ref::from_schema_name(name).ref_location})
+    }
+
+    /// A hand-written component: `$name`, described, with `$schema`, which references `$deps`.
+    macro_rules! raw_schema {
+        ($name:ident, $description:literal, [$($dep:ident),*], $schema:expr) => {
+            #[doc = $description]
+            pub struct $name;
+            impl PartialSchema for $name {
+                fn schema() -> RefOr<Schema> {
+                    let mut schema: Value = $schema;
+                    schema["description"] = Value::from($description);
+                    raw(schema)
+                }
+            }
+            impl ToSchema for $name {
+                fn name() -> Cow<'static, str> {
+                    Cow::Borrowed(stringify!($name))
+                }
+                #[allow(unused_variables)]
+                fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+                    $(
+                        schemas.push(($dep::name().into(), <$dep as PartialSchema>::schema()));
+                        <$dep as ToSchema>::schemas(schemas);
+                    )*
+                }
+            }
+        };
+    }
 
     /// The OpenAI error shape of the API server.
     #[derive(ToSchema)]
@@ -407,47 +464,53 @@ pub mod schemas {
         pub completed: u32,
     }
 
-    /// `POST /api/jobs` body.
-    #[derive(ToSchema)]
-    pub struct JobCreate {
-        #[schema(min_length = 1, max_length = 200)]
-        pub name: String,
-        /// A 5/6-field cron expression, `every 30m|2h|1d`, `in 30m`, an ISO time, or a
-        /// phrase such as `weekdays at 9am`.
-        #[schema(min_length = 1)]
-        pub schedule: String,
-        /// What the agent is asked at each run.
-        #[schema(min_length = 1, max_length = 5000)]
-        pub prompt: String,
-        #[schema(nullable = false)]
-        pub enabled: Option<bool>,
-        /// Times to run; absent = forever.
-        #[schema(minimum = 1, nullable = false)]
-        pub repeat: Option<u32>,
-        /// `local` (default) or a webhook URL.
-        #[schema(nullable = false)]
-        pub deliver: Option<String>,
+    /// One job field's schema, for create (`null` = absent) or PATCH (`null` refused but
+    /// for what has a cleared state: `repeat` forever, no skills).
+    fn job_fields(create: bool) -> Value {
+        let nullable = |t: &str| if create { json!([t, "null"]) } else { json!(t) };
+        let not_blank = format!("[^{WS}]");
+        json!({
+            "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": not_blank,
+                     "description": "1 to 200 characters (surrounding white space is trimmed)"},
+            "schedule": {"type": "string", "minLength": 1,
+                         "description": "a 5/6-field cron expression, `every 30m|2h|1d`, `in 30m`, an ISO time, or a phrase such as `weekdays at 9am` (a grammar no schema says: a string that is none of these is a 400 naming `schedule`)"},
+            "prompt": {"type": "string", "minLength": 1, "maxLength": 5000, "pattern": not_blank,
+                       "description": "what the agent is asked at each run: at most 5,000 characters, not blank"},
+            "deliver": {"type": nullable("string"),
+                        "description": "`local` (default) or an http(s) webhook URL"},
+            "enabled": {"type": nullable("boolean")},
+            "repeat": {"type": ["integer", "null"], "minimum": 1, "maximum": u32::MAX,
+                       "description": "times to run; absent or null = forever"},
+            "skills": {"type": ["array", "null"], "items": {"type": "string"}, "maxItems": 0,
+                       "description": "this gateway's agent backends load no skills: a job naming one is refused (400); empty = none"},
+            "skill": {"type": ["string", "null"], "pattern": format!("^[{WS}]*$"),
+                      "description": "as `skills`: only an empty name is accepted"},
+        })
     }
 
-    /// `PATCH /api/jobs/{id}` body: at least one field; absent fields stay as they are;
-    /// any other field is a 400.
-    #[derive(ToSchema, serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[schema(min_properties = 1)]
-    pub struct JobPatch {
-        #[schema(min_length = 1, max_length = 200, nullable = false)]
-        pub name: Option<String>,
-        #[schema(min_length = 1, nullable = false)]
-        pub schedule: Option<String>,
-        #[schema(min_length = 1, max_length = 5000, nullable = false)]
-        pub prompt: Option<String>,
-        #[schema(nullable = false)]
-        pub deliver: Option<String>,
-        #[schema(minimum = 1, nullable = false)]
-        pub repeat: Option<u32>,
-        #[schema(nullable = false)]
-        pub enabled: Option<bool>,
-    }
+    raw_schema!(
+        JobCreate,
+        "`POST /api/jobs` body: exactly these fields (any other is a 400).",
+        [],
+        json!({
+            "type": "object",
+            "required": ["name", "schedule", "prompt"],
+            "properties": job_fields(true),
+            "additionalProperties": false,
+        })
+    );
+
+    raw_schema!(
+        JobPatch,
+        "`PATCH /api/jobs/{id}` body: at least one of these fields (any other is a 400); absent fields stay as they are.",
+        [],
+        json!({
+            "type": "object",
+            "minProperties": 1,
+            "properties": job_fields(false),
+            "additionalProperties": false,
+        })
+    );
 
     #[derive(ToSchema)]
     pub struct JobEnvelope {
@@ -462,7 +525,6 @@ pub mod schemas {
     #[derive(ToSchema)]
     pub struct JobDeleted {
         pub ok: bool,
-        pub deleted: String,
     }
 
     /// One run of a job.
@@ -596,6 +658,125 @@ pub mod schemas {
         pub total_tokens: u64,
     }
 
+    raw_schema!(
+        ChatMessages,
+        "A chat request's `messages`: oldest first, at least one, one of them from the user.",
+        [ChatMessage],
+        json!({
+            "type": "array",
+            "minItems": 1,
+            "items": reference("ChatMessage"),
+            "contains": {"type": "object", "required": ["role"], "properties": {"role": {"const": "user"}}},
+        })
+    );
+
+    raw_schema!(
+        ChatMessage,
+        "One message: its author and its content (other fields are ignored).",
+        [ContentPart],
+        json!({
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "role": {"enum": crate::agent::input::ROLES},
+                "content": {
+                    "oneOf": [
+                        {"type": "string"},
+                        {"type": "array", "maxItems": crate::agent::input::MAX_PARTS,
+                         "items": reference("ContentPart")},
+                    ],
+                    "description": "plain text, or at most 1,000 content parts",
+                },
+            },
+        })
+    );
+
+    raw_schema!(
+        ContentPart,
+        "A content part: text (a bare string, or `text`/`input_text`/`output_text` with a `text` of at most 65,536 UTF-8 bytes: `maxLength` counts characters, so text with multi-byte characters meets the limit sooner), or an image (`image_url`/`input_image`: an http(s) or `data:image/...;...,` URL, as a string or `{url, detail}`), which is checked but carries no text to the agent. Files and other part types are refused (400 `unsupported_content_type`).",
+        [],
+        {
+            let text =
+                json!({"type": "string", "maxLength": crate::agent::input::MAX_TEXT_PART_BYTES});
+            let ws = format!("[{WS}]*");
+            let url = json!({"type": "string", "pattern": format!(
+                "^{ws}([hH][tT][tT][pP][sS]?://|[dD][aA][tT][aA]:[iI][mM][aA][gG][eE]/[^,]*,)"
+            )});
+            let detail = json!({"type": ["string", "null"], "pattern": format!("[^{WS}]")});
+            let kind = json!({"enum": ["image_url", "input_image"]});
+            json!({"anyOf": [
+                text,
+                {"type": "object", "required": ["type", "text"], "properties": {
+                    "type": {"enum": ["text", "input_text", "output_text"]}, "text": text}},
+                // The URL as a string; `detail` beside it.
+                {"type": "object", "required": ["type", "image_url"], "properties": {
+                    "type": kind, "image_url": url, "detail": detail}},
+                // `{url, detail}`: its own `detail` wins over one beside it.
+                {"type": "object", "required": ["type", "image_url"], "properties": {
+                    "type": kind,
+                    "image_url": {"type": "object", "required": ["url", "detail"],
+                                  "properties": {"url": url, "detail": detail}}}},
+                {"type": "object", "required": ["type", "image_url"], "properties": {
+                    "type": kind, "detail": detail,
+                    "image_url": {"type": "object", "required": ["url"],
+                                  "properties": {"url": url},
+                                  "not": {"required": ["detail"]}}}},
+            ]})
+        }
+    );
+
+    raw_schema!(
+        ChatRequestError,
+        "A refused chat request (OpenAI shape): `param` names the message or part (`messages`, `messages[2].content`, ...) when the refusal is about one.",
+        [],
+        json!({
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {
+                "type": "object",
+                "required": ["message", "type", "code"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"const": "invalid_request_error"},
+                    "param": {"type": "string"},
+                    "code": {"enum": ["unsupported_content_type", "invalid_image_url",
+                                      "invalid_content_part", "invalid_session_id",
+                                      "invalid_idempotency_key", null]},
+                },
+            }},
+        })
+    );
+
+    raw_schema!(
+        Capabilities,
+        "`GET /v1/capabilities`: what this server offers.",
+        [],
+        {
+            let endpoint = json!({"type": "object", "required": ["method", "path"],
+                "properties": {"method": {"type": "string"}, "path": {"type": "string"}}});
+            json!({
+                "type": "object",
+                "required": ["object", "platform", "model", "auth", "runtime", "features", "endpoints"],
+                "properties": {
+                    "object": {"const": "hermes.api_server.capabilities"},
+                    "platform": {"const": "hermes-agent"},
+                    "model": {"type": "string"},
+                    "auth": {"type": "object", "required": ["type", "required"], "properties": {
+                        "type": {"const": "bearer"}, "required": {"type": "boolean"}}},
+                    "runtime": {"type": "object", "required": ["mode", "tool_execution", "split_runtime", "backend"],
+                        "properties": {"mode": {"type": "string"}, "tool_execution": {"type": "string"},
+                                       "split_runtime": {"type": "boolean"}, "backend": {"type": "string"}}},
+                    "features": {"type": "object", "properties": {
+                        "limits": {"type": "object", "properties": {
+                            "body_bytes": {"type": "integer"}, "text_part_bytes": {"type": "integer"},
+                            "content_parts": {"type": "integer"}}}},
+                        "additionalProperties": {"type": ["boolean", "string", "object"]}},
+                    "endpoints": {"type": "object", "additionalProperties": endpoint},
+                },
+            })
+        }
+    );
+
     /// `POST /auth/password-login` body.
     #[derive(ToSchema)]
     pub struct PasswordLogin {
@@ -623,28 +804,51 @@ pub mod schemas {
         pub ok: bool,
     }
 
+    /// `GET /api/auth/me`: the compat fields, plus `user` and `mode` for the page.
     #[derive(ToSchema)]
     pub struct Me {
+        pub user_id: String,
+        /// The password and session-token providers know no e-mail address.
+        #[schema(value_type = Option<String>)]
+        pub email: Option<String>,
+        pub display_name: String,
+        #[schema(value_type = Option<String>)]
+        pub org_id: Option<String>,
+        pub provider: String,
+        /// Unix seconds; null in loopback mode (the session never expires).
+        pub expires_at: Option<i64>,
         pub user: User,
-        /// Null in loopback mode (the session never expires).
-        pub expires_at: Option<String>,
-        /// `gated` or `loopback`.
+        #[schema(value_type = Mode)]
         pub mode: String,
     }
 
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum Mode {
+        Gated,
+        Loopback,
+    }
+
+    /// A sign-in method.
     #[derive(ToSchema)]
     pub struct Provider {
+        /// `basic` (the password form).
         pub name: String,
-        #[schema(rename = "type")]
-        pub kind: String,
-        pub login_url: String,
+        pub display_name: String,
+        pub supports_password: bool,
     }
 
+    /// `GET /api/auth/providers` (compat shape).
     #[derive(ToSchema)]
     pub struct Providers {
-        /// `gated` or `loopback`.
-        pub mode: String,
+        #[schema(min_items = 1)]
         pub providers: Vec<Provider>,
+    }
+
+    /// `{"detail": ...}` (compat shape of some refusals).
+    #[derive(ToSchema)]
+    pub struct Detail {
+        pub detail: String,
     }
 
     #[derive(ToSchema)]
@@ -672,6 +876,8 @@ mod tests {
             let Some((path, rest)) = rest.split_once('"') else {
                 continue;
             };
+            // A catch-all segment (`{*id}`) is one path parameter in OpenAPI.
+            let path = path.replace("{*", "{");
             // The method router is the rest of the `.route(` call: up to its closing paren.
             let mut depth = 1;
             let end = rest
@@ -693,7 +899,7 @@ mod tests {
                     format!("({method}("),
                 ];
                 if calls.iter().any(|c| body.contains(c.as_str())) {
-                    out.insert((method.to_uppercase(), path.to_owned()));
+                    out.insert((method.to_uppercase(), path.clone()));
                 }
             }
         }
@@ -750,6 +956,17 @@ mod tests {
             dash.contains(&("PATCH".into(), "/api/jobs/{id}".into())),
             "{dash:?}"
         );
+        for route in [
+            "/v1/models/{id}",
+            "/v1/capabilities",
+            "/openapi.json",
+            "/health/ready",
+        ] {
+            assert!(api.contains(&("GET".into(), route.into())), "{route}");
+        }
+        for route in ["/openapi.json", "/health/ready", "/api/auth/providers"] {
+            assert!(dash.contains(&("GET".into(), route.into())), "{route}");
+        }
         assert_eq!(
             documented(&api_document()),
             api,
@@ -760,6 +977,20 @@ mod tests {
             dash,
             "dashboard document vs its routes"
         );
+    }
+
+    #[test]
+    fn documents_render_the_same_text_every_time() {
+        // The hand-written schemas keep their keywords in hash maps, whose order differs
+        // from one map to the next.
+        let first = api_document();
+        for _ in 0..5 {
+            assert_eq!(api_document(), first);
+            assert_eq!(
+                dashboard_document(true, true),
+                dashboard_document(true, true)
+            );
+        }
     }
 
     #[test]

@@ -104,9 +104,10 @@ struct PasswordLogin {
 pub async fn password_login(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let ip = peer.ip();
+    let ip = super::dashboard::client_addr(&s, peer, &headers);
     let failure = |reason: &str, username: Option<&str>| {
         s.audit.record(
             AuditEvent::LoginFailure,
@@ -207,32 +208,48 @@ pub async fn logout(
     r
 }
 
-/// Who is signed in.
+/// Who is signed in: the compat fields (`user_id`, `email`, `display_name`, `org_id`,
+/// `provider`, `expires_at` in Unix seconds, `null` for the loopback session), plus `user`
+/// and `mode` for the dashboard page.
 #[utoipa::path(get, path = "/api/auth/me", tag = "auth",
-    responses((status = 200, description = "the session's user", body = super::openapi::schemas::Me)))]
+    responses((status = 200, description = "the session's user (compat fields, plus `user` and `mode` for the page)", body = super::openapi::schemas::Me)))]
 pub async fn me(State(s): State<AppState>, Extension(session): Extension<Session>) -> Response {
+    let expires_at =
+        (session.expires_at != jiff::Timestamp::MAX).then(|| session.expires_at.as_second());
     Json(json!({
+        "user_id": session.principal,
+        // The password and session-token providers know no e-mail address or organisation.
+        "email": null,
+        "display_name": session.principal,
+        "org_id": null,
+        "provider": session.provider,
+        "expires_at": expires_at,
         "user": {"id": session.principal, "provider": session.provider},
-        "expires_at": (session.expires_at != jiff::Timestamp::MAX).then(|| iso(session.expires_at)),
         "mode": if s.dashboard_auth.is_gated() { "gated" } else { "loopback" },
     }))
     .into_response()
 }
 
-/// The sign-in methods this dashboard offers (public).
-#[utoipa::path(get, path = "/api/auth/providers", tag = "auth", responses((status = 200, description = "the sign-in methods", body = super::openapi::schemas::Providers)))]
+/// The sign-in methods this dashboard offers (public), compat shape; 503 when none is
+/// registered (loopback mode, or a gated dashboard without a provider).
+#[utoipa::path(get, path = "/api/auth/providers", tag = "auth",
+    responses((status = 200, description = "the sign-in methods", body = super::openapi::schemas::Providers),
+              (status = 503, description = "no auth providers registered (loopback mode)", body = super::openapi::schemas::Detail)))]
 pub async fn providers(State(s): State<AppState>) -> Response {
     let list: Vec<_> = s
         .dashboard_auth
         .basic()
-        .map(|_| json!({"name": "basic", "type": "password", "login_url": "/auth/password-login"}))
+        .map(|_| json!({"name": "basic", "display_name": "Password", "supports_password": true}))
         .into_iter()
         .collect();
-    Json(json!({
-        "mode": if s.dashboard_auth.is_gated() { "gated" } else { "loopback" },
-        "providers": list,
-    }))
-    .into_response()
+    if list.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"detail": "no auth providers registered"})),
+        )
+            .into_response();
+    }
+    Json(json!({ "providers": list })).into_response()
 }
 
 /// Mints a single-use, 30-second WebSocket ticket bound to the caller's session. POST

@@ -9,6 +9,8 @@ mod compat;
 mod cron;
 mod dashboard;
 mod drain;
+mod net;
 mod process;
+mod soak;
 mod support;
 mod wire;

@@ -183,6 +183,10 @@ fn the_configuration_reference_lists_every_key_with_its_default_and_env_override
             self.0.lock().unwrap().push(name.to_owned());
             None
         }
+        fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+            self.0.lock().unwrap().push(format!("{prefix}*"));
+            Vec::new()
+        }
     }
     let env = Recorder(Default::default());
     hermes_gateway::config::load(std::path::Path::new("/nonexistent"), None, &env).unwrap();
