@@ -177,12 +177,17 @@ impl Fields {
         }
     }
 
-    /// `repeat`: absent, `null` (forever) or an integer ≥ 1.
+    /// `repeat`: absent, `null` (forever) or an integer ≥ 1. JSON's `3.0` is the integer 3
+    /// (JSON Schema's `integer` includes it, and the OpenAPI document says `integer`).
     fn repeat(&mut self) -> Result<Option<Option<u32>>, JobsError> {
         match self.0.remove("repeat") {
             None => Ok(None),
             Some(Value::Null) => Ok(Some(None)),
-            Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(v) => match v
+                .as_u64()
+                .or_else(|| whole_number(&v))
+                .and_then(|n| u32::try_from(n).ok())
+            {
                 Some(n) if n >= 1 => Ok(Some(Some(n))),
                 _ => Err(invalid(REPEAT_RULE)),
             },
@@ -217,6 +222,12 @@ impl Fields {
         }
         Ok(())
     }
+}
+
+/// A float that is a whole, non-negative number (`3.0`), as that integer.
+fn whole_number(v: &Value) -> Option<u64> {
+    let f = v.as_f64()?;
+    (f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f)).then_some(f as u64)
 }
 
 fn spec(parsed: Result<Json<Value>, JsonRejection>) -> Result<JobSpec, JobsError> {
