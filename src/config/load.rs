@@ -506,6 +506,7 @@ impl Reader {
     /// `dashboard.trusted_proxies`: CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses.
     fn trusted_proxies(&mut self, s: &Section) -> Vec<ipnet::IpNet> {
         let path = s.key_path("trusted_proxies");
+        self.known.push((path.clone(), Value::Array(Vec::new())));
         let items = match Self::value(s, "trusted_proxies") {
             None | Some(Value::Null) => return Vec::new(),
             Some(Value::Array(items)) => items,
