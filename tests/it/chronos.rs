@@ -1239,3 +1239,101 @@ fn plain_http_jwks_or_portal_urls_off_loopback_are_a_config_error() {
         assert!(err.contains("https"), "{err}");
     }
 }
+
+/// A burst of 200 fires while the account service drops every connection: the reconciler
+/// waits out its back-off instead of calling once per fire, and logs the failure once, not
+/// once per attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_burst_against_a_down_account_service_costs_a_handful_of_calls_and_log_lines() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Accepts and drops every connection, counting them.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let portal = format!("http://{}", listener.local_addr().unwrap());
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counter = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let home = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "cron: {{provider: chronos, chronos: {{portal_url: {portal:?}, callback_url: 'https://agent.example', \
+         expected_audience: {AUD:?}, nas_public_keys: {}}}}}",
+        yaml_list(&[RSA_A_PUB])
+    );
+    let gw = Proc::start(
+        home.path(),
+        &yaml,
+        &[("HERMES_NOUS_ACCESS_TOKEN", ACCESS_TOKEN)],
+    );
+    gw.wait_running().await;
+    let http = reqwest::Client::new();
+    let v: Value = http
+        .post(format!("{}/api/jobs", gw.api))
+        .json(&json!({"prompt": "p", "schedule": "every 1h"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = v["job"]["id"].as_str().unwrap().to_owned();
+    wait_for("the first reconcile to fail", async || {
+        (attempts.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+
+    let burst = std::time::Instant::now();
+    for _ in 0..200 {
+        let token = sign(Algorithm::RS256, RSA_A_KEY, None, &claims(&portal));
+        let (status, v, _) = fire(
+            &http,
+            &gw.api,
+            Some(&token),
+            json!({"job_id": id, "fire_at": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
+        assert_eq!(
+            (status, v["outcome"].clone()),
+            (202, json!("not_due")),
+            "{v}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = burst.elapsed();
+    let calls = attempts.load(Ordering::SeqCst);
+    // Back-off 1 s, 2 s, 4 s ...: a few seconds of fires allow a few attempts at most.
+    let allowed = 3 + (took.as_secs() as usize) / 2;
+    assert!(
+        calls <= allowed,
+        "{calls} account-service connections during a {took:?} burst (at most {allowed})"
+    );
+    let status: Value = http
+        .get(format!("{}/api/status", gw.dash))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["cron"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unreachable")),
+        "the failure is in status: {status}"
+    );
+    let stderr = gw.stderr();
+    let warns: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+    eprintln!(
+        "{calls} account-service connections and {} WARN lines for 200 fires in {took:?}",
+        warns.len()
+    );
+    assert!(
+        (1..=3).contains(&warns.len()),
+        "{} WARN lines:\n{}",
+        warns.len(),
+        warns.join("\n")
+    );
+}
