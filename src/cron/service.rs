@@ -397,18 +397,28 @@ impl CronService {
     /// Runs a job now, outside its schedule (the job's slots are untouched).
     pub async fn run_now(self: &Arc<Self>, id: &str) -> Result<Run, CronError> {
         let job = self.get(id).await?;
-        if self.gate.snapshot().state != GatewayState::Running {
-            return Err(CronError::Draining);
-        }
+        // Admitted before the run is opened: a drain never turns it into an interrupted run.
+        let guard = self
+            .gate
+            .admit(&format!("cron-{}", job.id))
+            .map_err(|_| CronError::Draining)?;
         let now = self.now();
         let new = self.new_run(&job.id, now, now);
-        if self.store.open_run(&new, RunStatus::Running).await? != ClaimOutcome::Claimed {
-            return Err(CronError::Invalid(
-                "this job was already started this second".into(),
-            ));
+        match self.store.open_run(&new, RunStatus::Running).await {
+            Ok(ClaimOutcome::Claimed) => {}
+            Ok(_) => {
+                guard.release();
+                return Err(CronError::Invalid(
+                    "this job was already started this second".into(),
+                ));
+            }
+            Err(e) => {
+                guard.release();
+                return Err(e.into());
+            }
         }
         let run = running(&new);
-        self.spawn_run(job, run.clone(), None, None);
+        self.spawn_run(job, run.clone(), None, Some(guard));
         Ok(run)
     }
 
