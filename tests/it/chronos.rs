@@ -1225,16 +1225,15 @@ async fn key_independent_checks_are_401_even_while_the_jwks_is_down() {
 #[test]
 fn plain_http_jwks_or_portal_urls_off_loopback_are_a_config_error() {
     let home = tempfile::tempdir().unwrap();
-    std::fs::write(
-        home.path().join("config.yaml"),
-        "cron: {chronos: {portal_url: 'http://portal.example', nas_jwks_url: 'http://portal.example/jwks'}}\n",
-    )
-    .unwrap();
-    for args in [&["run"][..], &["config", "check"][..]] {
-        let (code, _, err) = crate::support::cli(home.path(), args, &[], "");
-        assert_eq!(code, 78, "{args:?}: {err}");
+    let yaml = "cron: {chronos: {portal_url: 'http://portal.example', nas_jwks_url: 'http://portal.example/jwks'}}";
+    // `run` must refuse to start (bounded: a gateway that starts is killed after 10 s).
+    let mut gw = Proc::start(home.path(), yaml, &[]);
+    assert_eq!(gw.wait_exit(), 78, "{}", gw.stderr());
+    let (code, _, check) = crate::support::cli(home.path(), &["config", "check"], &[], "");
+    assert_eq!(code, 78, "{check}");
+    for err in [gw.stderr(), check] {
         for path in ["cron.chronos.portal_url", "cron.chronos.nas_jwks_url"] {
-            assert!(err.contains(path), "{args:?} did not name {path}: {err}");
+            assert!(err.contains(path), "did not name {path}: {err}");
         }
         assert!(err.contains("https"), "{err}");
     }
