@@ -23,21 +23,45 @@ pub struct Owner {
     scope: Option<String>,
 }
 
-/// What is known about a process of this scope, for [`Owner::is_dead`].
-pub trait ProcessTable {
-    /// The start time (clock ticks since boot, `/proc/<pid>/stat` field 22) of `pid`, or
-    /// `None` when no such process exists.
-    fn start_time(&self, pid: u32) -> Option<u64>;
+/// What is known about a pid of this scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    /// No process has this pid.
+    Gone,
+    /// A process with this pid started at this time (clock ticks since boot,
+    /// `/proc/<pid>/stat` field 22).
+    Started(u64),
+    /// A process has this pid but its start time cannot be read (e.g. `/proc` mounted with
+    /// `hidepid` and the process is another user's): it may be the owner, so it is alive.
+    Unknown,
 }
 
-/// The real process table under `/proc`.
+/// The processes of this scope, for [`Owner::is_dead`].
+pub trait ProcessTable {
+    fn process(&self, pid: u32) -> Process;
+}
+
+/// The real process table: `/proc`, and `kill(pid, 0)` where `/proc` does not show a pid.
 #[derive(Debug, Clone, Copy)]
 pub struct Procfs;
 
 impl ProcessTable for Procfs {
-    fn start_time(&self, pid: u32) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        parse_start_time(&stat)
+    fn process(&self, pid: u32) -> Process {
+        if let Some(start) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| parse_start_time(&stat))
+        {
+            return Process::Started(start);
+        }
+        // `/proc` may hide other users' processes; signal 0 still tells "no such process"
+        // (ESRCH) from "not yours" (EPERM).
+        let Ok(raw) = i32::try_from(pid) else {
+            return Process::Unknown;
+        };
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
+            Err(nix::errno::Errno::ESRCH) => Process::Gone,
+            _ => Process::Unknown,
+        }
     }
 }
 
@@ -74,7 +98,10 @@ impl Owner {
         let pidns = std::fs::read_link("/proc/self/ns/pid")
             .ok()
             .map(|p| clean(&p.to_string_lossy().replace("pid:", "")));
-        let start = Procfs.start_time(pid);
+        let start = match Procfs.process(pid) {
+            Process::Started(t) => Some(t),
+            _ => None,
+        };
         Self::from_parts(pid, boot, pidns, start, nonce, &host)
     }
 
@@ -119,7 +146,11 @@ impl Owner {
         ) else {
             return false;
         };
-        procs.start_time(pid) != Some(start)
+        match procs.process(pid) {
+            Process::Gone => true,
+            Process::Started(t) => t != start,
+            Process::Unknown => false,
+        }
     }
 }
 
@@ -129,11 +160,11 @@ mod tests {
 
     use super::*;
 
-    struct Table(HashMap<u32, u64>);
+    struct Table(HashMap<u32, Process>);
 
     impl ProcessTable for Table {
-        fn start_time(&self, pid: u32) -> Option<u64> {
-            self.0.get(&pid).copied()
+        fn process(&self, pid: u32) -> Process {
+            self.0.get(&pid).copied().unwrap_or(Process::Gone)
         }
     }
 
@@ -152,7 +183,12 @@ mod tests {
     fn owners_of_this_scope_are_judged_by_pid_and_start_time() {
         let me = me();
         assert_eq!(me.id, "v1/boot-a:4026531836/100/5000/aaaa1111@host1");
-        let procs = Table(HashMap::from([(100, 5000), (200, 7000), (300, 9999)]));
+        let procs = Table(HashMap::from([
+            (100, Process::Started(5000)),
+            (200, Process::Started(7000)),
+            (300, Process::Started(9999)),
+            (500, Process::Unknown),
+        ]));
         let check = |owner: &str, dead: bool| {
             assert_eq!(me.is_dead(owner, &procs), dead, "{owner}");
         };
@@ -162,6 +198,8 @@ mod tests {
         // Gone, or the pid reused by a process started at another time.
         check("v1/boot-a:4026531836/400/7000/dddd4444@host1", true);
         check("v1/boot-a:4026531836/300/1234/eeee5555@host1", true);
+        // A pid that exists but whose start time is hidden may be the owner: alive.
+        check("v1/boot-a:4026531836/500/1234/eeee5555@host1", false);
         // Not ours to judge: another boot, another pid namespace, old or foreign ids.
         check("v1/boot-b:4026531836/400/7000/ffff6666@host1", false);
         check("v1/boot-a:4026532000/400/7000/ffff6666@host1", false);
@@ -183,8 +221,11 @@ mod tests {
         let stat = "1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10 18446744073709551615";
         assert_eq!(parse_start_time(stat), Some(98765));
         assert_eq!(parse_start_time("garbage"), None);
-        let own = Procfs.start_time(std::process::id());
-        assert!(own.is_some(), "this process has a start time");
-        assert_eq!(Procfs.start_time(u32::MAX - 1), None);
+        assert!(
+            matches!(Procfs.process(std::process::id()), Process::Started(_)),
+            "this process has a start time"
+        );
+        // Above any pid_max (2^22): no such process.
+        assert_eq!(Procfs.process(5_000_000), Process::Gone);
     }
 }
