@@ -379,6 +379,10 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
 /// Runs the configured cron provider: the chronos reconciler when it is usable, the
 /// built-in ticker otherwise (with a warning in status when chronos was asked for).
 async fn cron_provider(state: AppState, stop: CancellationToken) {
+    // A restart records its own dead runs (this host, a process that is gone) at once.
+    if let Err(e) = state.cron.interrupt_own_dead_runs().await {
+        tracing::warn!(error = %e, "cannot check for runs of dead processes; their leases will expire");
+    }
     let cron = &state.config.cron;
     let chronos = crate::chronos::reconcile::usable(cron.provider, &cron.chronos, &state.config.secrets)
         .and_then(|token| {

@@ -3,7 +3,8 @@
 //! Owns the fetch policy of SPEC §8: the last good key set is kept; an unknown `kid`
 //! triggers at most one refetch per 30 s, and concurrent verifications share one fetch
 //! (single flight); the set's lifetime comes from `Cache-Control: max-age`, clamped to
-//! [1 min, 1 h]. When no key can be obtained (the JWKS is unreachable and the `kid` is not
+//! [1 min, 1 h]. A fetched set that is too large (over 1 MiB, counted while it streams) or
+//! holds no usable key is a failed fetch: the last good set stays. When no key can be obtained (the JWKS is unreachable and the `kid` is not
 //! cached) the answer is `NoKey` (503), never `BadToken`. Only the configured URL is ever
 //! fetched: `jku`/`x5u`/`jwk` in a token header are ignored. Redirects are not followed.
 
@@ -77,6 +78,9 @@ enum FetchError {
     Shape,
     #[error("JWKS is larger than {MAX_JWKS_BYTES} bytes")]
     TooLarge,
+    /// A well-formed set without one usable signing key: never replaces a good set.
+    #[error("JWKS holds no usable signing key (RSA or EC P-256/P-384)")]
+    NoUsableKey,
 }
 
 impl JwksVerifier {
@@ -144,7 +148,8 @@ impl JwksVerifier {
     }
 
     async fn verify_token(&self, token: &str) -> Result<FireClaims, FireAuthError> {
-        let header = super::verify::header(token)?;
+        // A token that is bad whatever the key is refused before any key is looked up.
+        let header = super::verify::precheck(token)?;
         let kid = header.kid.as_deref();
         match self.try_cached(token, kid, true) {
             // The JWKS was not asked for this token (a refetch is at most every 30 s): the
@@ -213,17 +218,26 @@ impl JwksVerifier {
             .get(reqwest::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
             .map_or(DEFAULT_TTL, ttl_from_cache_control);
+        let mut resp = resp;
         if resp
             .content_length()
             .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
         {
             return Err(FetchError::TooLarge);
         }
-        let body = resp.bytes().await.map_err(http)?;
-        if body.len() > MAX_JWKS_BYTES {
-            return Err(FetchError::TooLarge);
+        // Counted as it streams: a body without (or lying about) its length is cut off at
+        // the limit, never buffered whole.
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(http)? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
         }
         let (by_kid, unnamed) = parse_jwks(&body)?;
+        if by_kid.is_empty() && unnamed.is_empty() {
+            return Err(FetchError::NoUsableKey);
+        }
         Ok((by_kid, unnamed, ttl))
     }
 }

@@ -4,8 +4,9 @@
 //! Reconciles once at start and after every job change (a fired run moves its job to the
 //! next slot, which counts): arm what is missing or moved, cancel what is no longer wanted.
 //! There is no periodic timer; a failed reconcile is retried with a capped back-off until it
-//! succeeds, except a 403 `invalid_client`, which is shown in status and waits for the next
-//! job change. It must not run jobs: firing is `POST /api/cron/fire`'s business.
+//! succeeds (changes during the back-off wait for it, coalesced), except a 403
+//! `invalid_client`, which is shown in status and waits for the back-off and then the next
+//! job change. Failures are logged when they start and then at most once a minute. It must not run jobs: firing is `POST /api/cron/fire`'s business.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -137,26 +138,36 @@ impl Reconciler {
     }
 
     /// Reconciles at start and after each job change until `stop`.
+    ///
+    /// After a failure the next attempt waits for the back-off (doubling from
+    /// [`RETRY_FIRST`] to [`RETRY_CAP`]); job changes and fires during it are coalesced into
+    /// that one attempt, so a burst of fires against a down account service costs a
+    /// handful of calls, not one each. After an identity rejection the back-off is waited
+    /// out too, and then the next job change. Failures are logged once when they start and
+    /// then at most once per [`FAILURE_LOG_INTERVAL`], with how many were not logged.
     pub async fn run(self, stop: CancellationToken) {
         self.info.update_cron(|s| s.provider = "chronos".into());
         let mut backoff = RETRY_FIRST;
+        let mut failures = FailureLog::default();
         loop {
+            // This pass covers every change made before it: forget the wake-up they left.
+            let _ = futures_util::FutureExt::now_or_never(self.cron.changed());
             let result = self.reconcile().await;
             let now = iso(self.cron.now());
             let retry = match &result {
                 Ok(report) => {
+                    failures.recovered();
                     tracing::info!(?report, "chronos reconcile done");
                     backoff = RETRY_FIRST;
                     None
                 }
-                Err(ReconcileError::Account(AccountError::IdentityRejected { .. })) => {
-                    tracing::error!(error = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(),
-                        "chronos: the account service rejects this agent's identity; not retrying until a job changes");
-                    None
-                }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "chronos reconcile failed");
-                    Some(backoff)
+                    let rejected = matches!(
+                        e,
+                        ReconcileError::Account(AccountError::IdentityRejected { .. })
+                    );
+                    failures.failed(e, rejected, backoff);
+                    Some((backoff, rejected))
                 }
             };
             self.info.update_cron(|s| {
@@ -176,18 +187,70 @@ impl Reconciler {
                     }
                 }
             });
-            let wait = async {
-                match retry {
-                    Some(after) => tokio::time::sleep(after).await,
-                    None => std::future::pending().await,
+            if let Some((after, rejected)) = retry {
+                tokio::select! {
+                    () = tokio::time::sleep(after) => {}
+                    () = stop.cancelled() => return,
                 }
-            };
+                backoff = (backoff * 2).min(RETRY_CAP);
+                if !rejected {
+                    continue;
+                }
+            }
             tokio::select! {
                 () = self.cron.changed() => {}
-                () = wait => backoff = (backoff * 2).min(RETRY_CAP),
                 () = stop.cancelled() => return,
             }
         }
+    }
+}
+
+/// Least time between two log lines about a run of failed reconciles.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Rate-limits the log of failing reconciles: the first failure is logged, then at most
+/// one line per [`FAILURE_LOG_INTERVAL`] saying how many were not.
+#[derive(Debug, Default)]
+struct FailureLog {
+    /// Failures since the last success.
+    failures: u64,
+    /// When the last line was logged, and how many failures went unlogged since.
+    last_logged: Option<tokio::time::Instant>,
+    suppressed: u64,
+}
+
+impl FailureLog {
+    fn failed(&mut self, error: &ReconcileError, rejected: bool, retry_in: Duration) {
+        self.failures += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|at| now.duration_since(at) < FAILURE_LOG_INTERVAL)
+        {
+            self.suppressed += 1;
+            tracing::debug!(error = %error, "chronos reconcile failed again");
+            return;
+        }
+        let (suppressed, failures) = (self.suppressed, self.failures);
+        if rejected {
+            tracing::error!(error = %error, failures, failures_not_logged = suppressed,
+                "chronos: the account service rejects this agent's identity; retrying only after a job changes");
+        } else {
+            tracing::warn!(error = %error, failures, failures_not_logged = suppressed,
+                retry_in_s = retry_in.as_secs(), "chronos reconcile failed; retrying with back-off");
+        }
+        self.last_logged = Some(now);
+        self.suppressed = 0;
+    }
+
+    fn recovered(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(
+                failures = self.failures,
+                "chronos reconcile succeeded again"
+            );
+        }
+        *self = Self::default();
     }
 }
 

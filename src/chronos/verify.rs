@@ -249,8 +249,50 @@ pub fn header(token: &str) -> Result<jsonwebtoken::Header, FireAuthError> {
     jsonwebtoken::decode_header(token).map_err(|_| FireAuthError::BadToken("malformed header"))
 }
 
+/// The algorithms a fire token may be signed with, whatever the key (SPEC §8).
+const ALLOWED_ALGS: [Algorithm; 5] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+];
+
+/// What can be decided without a key, decided before any key is looked up (so a bad
+/// token is a 401 even while no key can be obtained): the token's shape, its algorithm
+/// against the allow-list (never `none`, never HS*), and the presence of `exp` and `aud`.
+/// Returns the header. Nothing here is trusted: the claims are checked again once a
+/// configured key has verified the signature.
+pub fn precheck(token: &str) -> Result<jsonwebtoken::Header, FireAuthError> {
+    use FireAuthError::BadToken;
+    let header = header(token)?;
+    if !ALLOWED_ALGS.contains(&header.alg) {
+        return Err(BadToken("algorithm not allowed"));
+    }
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(BadToken("malformed token"));
+    };
+    use base64::Engine;
+    let raw: RawClaims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or(BadToken("malformed claims"))?;
+    if raw.exp.is_none() {
+        return Err(BadToken("missing exp"));
+    }
+    if raw.aud.is_none() {
+        return Err(BadToken("missing aud"));
+    }
+    Ok(header)
+}
+
 /// Verifies `token` against `keys` (the candidates for its `kid`, or all pinned keys).
-/// Signature first; claims are only looked at once a configured key signed them.
+/// Key-independent checks first ([`precheck`]), then the signature; the claims' values
+/// are only looked at once a configured key signed them.
 pub fn verify_with_keys<'k>(
     token: &str,
     keys: impl IntoIterator<Item = &'k PublicKey>,
@@ -258,7 +300,7 @@ pub fn verify_with_keys<'k>(
     now: Timestamp,
 ) -> Result<FireClaims, FireAuthError> {
     use FireAuthError::BadToken;
-    let alg = header(token)?.alg;
+    let alg = precheck(token)?.alg;
     let mut any_key = false;
     let mut any_allowed = false;
     for key in keys {

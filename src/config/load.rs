@@ -651,6 +651,21 @@ impl Reader {
         ] {
             self.check_url(&format!("cron.chronos.{key}"), value, true);
         }
+        // Keys and the agent's token travel over these: https, or plain http to loopback.
+        for (key, value) in [
+            ("portal_url", &chronos.portal_url),
+            ("nas_jwks_url", &chronos.nas_jwks_url),
+        ] {
+            if let Ok(u) = reqwest::Url::parse(value)
+                && u.scheme() == "http"
+                && !u.host_str().is_some_and(is_loopback_host)
+            {
+                self.issue(
+                    format!("cron.chronos.{key}"),
+                    format!("{value:?} must be an https URL (plain http only to a loopback host such as 127.0.0.1)"),
+                );
+            }
+        }
         for (i, pem) in chronos.nas_public_keys.iter().enumerate() {
             let path = format!("cron.chronos.nas_public_keys[{i}]");
             if crate::chronos::verify::PublicKey::from_pem(pem, &path).is_err() {
@@ -898,6 +913,20 @@ mod tests {
                 "{:?} should contain {fragment:?}",
                 issue.message
             );
+        }
+    }
+
+    #[test]
+    fn chronos_urls_are_https_or_loopback_http() {
+        for (portal, jwks) in [
+            ("https://portal.example", "https://portal.example/jwks"),
+            ("http://127.0.0.1:9", "http://localhost:9/jwks"),
+            ("http://[::1]:9", "http://127.5.0.1/jwks"),
+        ] {
+            let yaml =
+                format!("cron: {{chronos: {{portal_url: {portal:?}, nas_jwks_url: {jwks:?}}}}}");
+            let c = parse(&yaml, &[]).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            assert_eq!(c.cron.chronos.nas_jwks_url, jwks);
         }
     }
 
@@ -1176,6 +1205,14 @@ storage: {url: "postgres://u:p@127.0.0.1/db"}
                 "",
                 &[("HERMES_DATABASE_URL", "sqlite://x")],
                 &[("storage.url", "postgres://")],
+            ),
+            (
+                "cron: {chronos: {nas_jwks_url: 'http://keys.example/jwks', portal_url: 'http://10.0.0.5'}}",
+                &[],
+                &[
+                    ("cron.chronos.portal_url", "must be an https URL"),
+                    ("cron.chronos.nas_jwks_url", "must be an https URL"),
+                ],
             ),
         ];
         for (yaml, vars, expected) in table {

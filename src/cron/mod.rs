@@ -5,6 +5,7 @@
 //! nothing about HTTP: handlers call [`CronService`] and map its [`CronError`]. Runs are
 //! turns: they pass the same gate as API turns and run on the same backend.
 
+mod owner;
 mod schedule;
 mod service;
 

@@ -143,6 +143,8 @@ pub struct TickReport {
     pub skipped_overlap: usize,
     pub lost: usize,
     pub expired: usize,
+    /// Due jobs left due because a drain (or shutdown) began during the tick.
+    pub refused: usize,
 }
 
 /// Jobs, ticks and runs of one gateway process.
@@ -155,8 +157,8 @@ pub struct CronService {
     tz: TimeZone,
     info: Arc<RuntimeInfo>,
     http: reqwest::Client,
-    /// Identifies this process in run leases.
-    owner: String,
+    /// Identifies this process in run leases (and judges other owners of its host).
+    owner: super::owner::Owner,
     lease: Mutex<Duration>,
     wake: Notify,
     /// Job changes and fired slots, for an external provider that arms the next slot.
@@ -186,7 +188,7 @@ impl CronService {
             backend,
             clock,
             tz,
-            owner: format!("pid-{}-{}", info.pid, &crate::ids::random_hex128()[..8]),
+            owner: super::owner::Owner::current(info.pid),
             info,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
@@ -390,18 +392,28 @@ impl CronService {
     /// Runs a job now, outside its schedule (the job's slots are untouched).
     pub async fn run_now(self: &Arc<Self>, id: &str) -> Result<Run, CronError> {
         let job = self.get(id).await?;
-        if self.gate.snapshot().state != GatewayState::Running {
-            return Err(CronError::Draining);
-        }
+        // Admitted before the run is opened: a drain never turns it into an interrupted run.
+        let guard = self
+            .gate
+            .admit(&format!("cron-{}", job.id))
+            .map_err(|_| CronError::Draining)?;
         let now = self.now();
         let new = self.new_run(&job.id, now, now);
-        if self.store.open_run(&new, RunStatus::Running).await? != ClaimOutcome::Claimed {
-            return Err(CronError::Invalid(
-                "this job was already started this second".into(),
-            ));
+        match self.store.open_run(&new, RunStatus::Running).await {
+            Ok(ClaimOutcome::Claimed) => {}
+            Ok(_) => {
+                guard.release();
+                return Err(CronError::Invalid(
+                    "this job was already started this second".into(),
+                ));
+            }
+            Err(e) => {
+                guard.release();
+                return Err(e.into());
+            }
         }
         let run = running(&new);
-        self.spawn_run(job, run.clone(), None, None);
+        self.spawn_run(job, run.clone(), None, Some(guard));
         Ok(run)
     }
 
@@ -414,7 +426,7 @@ impl CronService {
             lease_until: now
                 .checked_add(jiff::SignedDuration::try_from(self.lease()).unwrap_or_default())
                 .unwrap_or(now),
-            owner: self.owner.clone(),
+            owner: self.owner.id.clone(),
         }
     }
 
@@ -543,10 +555,35 @@ impl CronService {
         Ok(())
     }
 
+    /// Records the runs of this host's dead processes (a gateway that was killed before
+    /// this one started) interrupted at once, without waiting for their leases; called
+    /// at startup. Each is ended only if its dead owner still holds it and it is still
+    /// running, so a run swept by another process, or already ended, is not recorded twice.
+    /// Returns how many were recorded.
+    pub async fn interrupt_own_dead_runs(&self) -> Result<usize, CronError> {
+        let now = self.now();
+        let mut ended = 0;
+        for (run_id, owner) in self.store.running_owners().await? {
+            if !self.owner.is_dead(&owner, &super::owner::Procfs) {
+                continue;
+            }
+            if self.store.interrupt_dead_run(&run_id, &owner, now).await? {
+                tracing::info!(run = %run_id, owner = %owner, "recorded a run of a process that is gone as interrupted");
+                ended += 1;
+            }
+        }
+        if ended > 0 {
+            // The jobs' next slots may be free to run now (overlap no longer blocks them).
+            self.job_changed();
+        }
+        Ok(ended)
+    }
+
     // ---- the tick -------------------------------------------------------------------
 
     /// One tick: expire dead leases, then claim and dispatch every due slot (skipped while
-    /// draining: due jobs stay due).
+    /// draining: due jobs stay due). Each slot's turn is admitted before it is claimed, so
+    /// a drain begun mid-tick stops the claiming and leaves the remaining jobs due.
     pub async fn tick(self: &Arc<Self>) -> Result<TickReport, CronError> {
         let mut report = TickReport::default();
         if self.gate.snapshot().state != GatewayState::Running {
@@ -558,13 +595,24 @@ impl CronService {
         let due = self.store.due_jobs(now, TICK_BATCH).await?;
         report.due = due.len();
         for job in due {
+            let Ok(guard) = self.gate.admit(&format!("cron-{}", job.id)) else {
+                report.refused = report.due - report.claimed - report.skipped_overlap - report.lost;
+                self.record(|s| s.skipped_while_draining = true);
+                break;
+            };
             match self.claim(&job, now, None).await? {
                 Claim::Run(run, finish) => {
                     report.claimed += 1;
-                    self.spawn_run(job, run, finish, None);
+                    self.spawn_run(job, run, finish, Some(guard));
                 }
-                Claim::Skipped(_) => report.skipped_overlap += 1,
-                Claim::Lost | Claim::Replayed => report.lost += 1,
+                Claim::Skipped(_) => {
+                    guard.release();
+                    report.skipped_overlap += 1;
+                }
+                Claim::Lost | Claim::Replayed => {
+                    guard.release();
+                    report.lost += 1;
+                }
             }
         }
         Ok(report)
@@ -654,17 +702,24 @@ impl CronService {
         let this = self.clone();
         self.announce(&run);
         tokio::spawn(async move {
-            let ended = this.execute(&job, run, admitted).await;
+            let Some(ended) = this.execute(&job, run, admitted).await else {
+                // The lease was taken over: the run is another owner's to record.
+                return;
+            };
             this.announce(&ended);
             let final_state = finish_job.filter(|_| ended.status != RunStatus::Interrupted);
             // Recording the end is retried: a store hiccup must not leave a finished run
             // to be called interrupted when its lease runs out.
             let mut attempt = 1;
             loop {
-                match this.store.finish_run(&ended, final_state).await {
+                match this
+                    .store
+                    .finish_run(&ended, &this.owner.id, final_state)
+                    .await
+                {
                     Ok(true) => break this.deliver(&job, &ended).await,
                     Ok(false) => {
-                        break tracing::warn!(run = %ended.id, "run was already ended elsewhere (lease expired)");
+                        break tracing::warn!(run = %ended.id, "run was already ended or taken over elsewhere (lease lost); not recorded again");
                     }
                     Err(e) if attempt < FINISH_ATTEMPTS => {
                         tracing::warn!(run = %ended.id, error = %e, attempt, "cannot record the run's end yet; retrying");
@@ -679,7 +734,9 @@ impl CronService {
         });
     }
 
-    async fn execute(&self, job: &Job, mut run: Run, admitted: Option<TurnGuard>) -> Run {
+    /// Runs the turn, renewing the lease; `None` when the lease was lost (the turn is then
+    /// cancelled and the run is not this process's to record).
+    async fn execute(&self, job: &Job, mut run: Run, admitted: Option<TurnGuard>) -> Option<Run> {
         let session = format!("cron-{}", job.id);
         let mut guard = match admitted.map_or_else(|| self.gate.admit(&session), Ok) {
             Ok(g) => g,
@@ -687,7 +744,7 @@ impl CronService {
                 run.status = RunStatus::Interrupted;
                 run.error = Some(refusal.to_string());
                 run.finished_at = Some(self.now());
-                return run;
+                return Some(run);
             }
         };
         let mut events = self.backend.start(TurnRequest {
@@ -700,6 +757,8 @@ impl CronService {
             turn_id: run.id.clone(),
         });
         let mut text = String::new();
+        let lease = jiff::SignedDuration::try_from(self.lease()).unwrap_or_default();
+        let mut lease_until = run.started_at.checked_add(lease).unwrap_or(run.started_at);
         let mut renew = tokio::time::interval(self.lease() / 3);
         renew.tick().await;
         let (status, error) = loop {
@@ -712,9 +771,25 @@ impl CronService {
                     None => break (RunStatus::Interrupted, Some("the turn ended without an outcome".into())),
                 },
                 _ = renew.tick() => {
-                    let until = self.now().checked_add(jiff::SignedDuration::try_from(self.lease()).unwrap_or_default()).unwrap_or(self.now());
-                    if let Err(e) = self.store.renew_lease(&run.id, until).await {
-                        tracing::warn!(run = %run.id, error = %e, "cannot renew the run lease");
+                    let now = self.now();
+                    let until = now.checked_add(lease).unwrap_or(now);
+                    match self.store.renew_lease(&run.id, &self.owner.id, until).await {
+                        Ok(true) => lease_until = until,
+                        Ok(false) => {
+                            // Dropping the turn stream cancels the turn (the agent process
+                            // group is killed); whoever holds the run now records it.
+                            tracing::warn!(run = %run.id, job = %job.id, "the run's lease was taken over (or the run ended elsewhere); stopping it without recording it");
+                            drop(events);
+                            guard.set_outcome(TurnOutcome::Interrupted);
+                            return None;
+                        }
+                        Err(e) if now >= lease_until => {
+                            // Another process may now call it interrupted; stop rather
+                            // than run on beside it (the end is written only if still ours).
+                            tracing::warn!(run = %run.id, error = %e, "cannot renew the run lease and it has run out; stopping the run");
+                            break (RunStatus::Interrupted, Some("the run's lease could not be renewed".into()));
+                        }
+                        Err(e) => tracing::warn!(run = %run.id, error = %e, "cannot renew the run lease"),
                     }
                 }
                 () = self.cancel.cancelled() => break (RunStatus::Interrupted, Some("the gateway shut down before the run finished".into())),
@@ -729,7 +804,7 @@ impl CronService {
         run.error = error;
         run.output = Some(text);
         run.finished_at = Some(self.now());
-        run
+        Some(run)
     }
 
     /// Posts the run to the job's webhook (retried with back-off); failures are recorded.
@@ -778,8 +853,9 @@ impl CronService {
                     s.last_tick_at = Some(iso(started));
                     s.due_jobs = report.due;
                     s.last_error = None;
-                    s.skipped_while_draining = report == TickReport::default()
-                        && self.gate.snapshot().state != GatewayState::Running;
+                    s.skipped_while_draining = report.refused > 0
+                        || (report == TickReport::default()
+                            && self.gate.snapshot().state != GatewayState::Running);
                 }),
                 Err(e) => {
                     tracing::error!(error = %e, "cron tick failed");

@@ -365,28 +365,94 @@ impl Store {
         })
     }
 
-    /// Extends a running run's lease.
-    pub async fn renew_lease(&self, run_id: &str, until: Timestamp) -> Result<(), StoreError> {
+    /// Extends a running run's lease if `owner` still holds it; false when it does not
+    /// (the lease was taken over, or the run was ended elsewhere): the run must stop.
+    pub async fn renew_lease(
+        &self,
+        run_id: &str,
+        owner: &str,
+        until: Timestamp,
+    ) -> Result<bool, StoreError> {
         let q = sql(
             self,
-            "UPDATE runs SET lease_until = $2 WHERE id = $1 AND status = 'running'",
+            "UPDATE runs SET lease_until = $3 WHERE id = $1 AND owner = $2 AND status = 'running'",
+        );
+        let n = on_pool!(self, pool => {
+            sqlx::query(q).bind(run_id).bind(owner).bind(until.as_second()).execute(pool).await?.rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// The running runs and who holds each (the startup check for dead owners).
+    pub async fn running_owners(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let q = "SELECT id, owner FROM runs WHERE status = 'running'";
+        on_pool!(self, pool => {
+            let rows = sqlx::query(q).fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| Ok((row.try_get("id")?, row.try_get("owner")?)))
+                .collect()
+        })
+    }
+
+    /// Records a run of a process known to be dead as interrupted, if `owner` still holds
+    /// it and it is still running (both or neither: the run and its job). False when
+    /// something else ended or took it first.
+    pub async fn interrupt_dead_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        const WHY: &str =
+            "the process running it stopped before it finished (found dead at restart)";
+        let end = sql(
+            self,
+            "UPDATE runs SET status = 'interrupted', finished_at = $3, error = $4 \
+             WHERE id = $1 AND owner = $2 AND status = 'running' RETURNING job_id, started_at",
+        );
+        let job = sql(
+            self,
+            "UPDATE jobs SET last_run_at = $2, last_status = 'interrupted', last_error = $3, updated_at = $4 WHERE id = $1",
         );
         on_pool!(self, pool => {
-            sqlx::query(q).bind(run_id).bind(until.as_second()).execute(pool).await?;
-        });
-        Ok(())
+            let mut tx = pool.begin().await?;
+            let Some(row) = sqlx::query(end)
+                .bind(run_id)
+                .bind(owner)
+                .bind(now.as_second())
+                .bind(WHY)
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
+                return Ok(false);
+            };
+            let job_id: String = row.try_get("job_id")?;
+            let started: i64 = row.try_get("started_at")?;
+            sqlx::query(job)
+                .bind(&job_id)
+                .bind(started)
+                .bind(WHY)
+                .bind(now.as_second())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
     /// Ends a run and records its outcome on the job (`repeat.completed` counts
-    /// completed runs; `state` moves to `completed` when `finish_job` says so).
+    /// completed runs; `state` moves to `completed` when `finish_job` says so) — only if
+    /// the run is still running and `owner` still holds it: false otherwise, and nothing
+    /// is written (a run is recorded once, by whoever holds it).
     pub async fn finish_run(
         &self,
         run: &Run,
+        owner: &str,
         finish_job: Option<JobState>,
     ) -> Result<bool, StoreError> {
         let end = sql(
             self,
-            "UPDATE runs SET status = $2, finished_at = $3, output = $4, error = $5 WHERE id = $1 AND status = 'running'",
+            "UPDATE runs SET status = $2, finished_at = $3, output = $4, error = $5 WHERE id = $1 AND status = 'running' AND owner = $6",
         );
         let job = sql(
             self,
@@ -403,6 +469,7 @@ impl Store {
                 .batch
                 .finish(FinishArgs {
                     run: run.id.clone(),
+                    owner: owner.to_owned(),
                     status: run.status.as_str(),
                     finished_at,
                     output: run.output.clone(),
@@ -422,6 +489,7 @@ impl Store {
                 .bind(finished_at)
                 .bind(&run.output)
                 .bind(&run.error)
+                .bind(owner)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();

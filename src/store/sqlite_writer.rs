@@ -53,16 +53,17 @@ const CLAIM: &str = concat!(
 
 macro_rules! finish_args {
     () => {
-        "WITH f(run, status, fin, output, error, job, started, done, job_state) \
-         AS (VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)) "
+        "WITH f(run, status, fin, output, error, job, started, done, job_state, owner) \
+         AS (VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)) "
     };
 }
 
-/// Ends a run still marked running, then (only if it did) records the outcome on its job.
+/// Ends a run still marked running and held by the owner, then (only if it did) records
+/// the outcome on its job.
 const FINISH: &str = concat!(
     finish_args!(),
     "UPDATE runs SET status = f.status, finished_at = f.fin, output = f.output, error = f.error \
-     FROM f WHERE runs.id = f.run AND runs.status = 'running';\n",
+     FROM f WHERE runs.id = f.run AND runs.status = 'running' AND runs.owner = f.owner;\n",
     "SELECT changes();\n",
     finish_args!(),
     "UPDATE jobs SET last_run_at = f.started, last_status = f.status, last_error = f.error, \
@@ -91,6 +92,8 @@ pub(super) struct ClaimArgs {
 #[derive(Debug)]
 pub(super) struct FinishArgs {
     pub run: String,
+    /// Who must still hold the run's lease for the end to be recorded.
+    pub owner: String,
     pub status: &'static str,
     pub finished_at: i64,
     pub output: Option<String>,
@@ -245,6 +248,7 @@ async fn execute(conn: &mut sqlx::SqliteConnection, op: &Op) -> Result<Done, Sto
                 .bind(f.started_at)
                 .bind(f.done)
                 .bind(f.job_state)
+                .bind(&f.owner)
                 .fetch_all(&mut *conn)
                 .await?;
             Ok(Done::Finish(count(&rows, 0)? == 1))

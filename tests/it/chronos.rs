@@ -1048,3 +1048,291 @@ async fn two_processes_on_one_postgres_fire_one_slot_once() {
     .await;
     assert_eq!(all.len(), 1, "{all:?}");
 }
+
+// ---- JWKS: bad sets, big bodies, plain http, key-independent checks first ---------------
+
+/// A JWKS verifier of `url` that may refetch every 100 ms.
+fn quick_verifier(url: &str) -> JwksVerifier {
+    JwksVerifier::new(
+        url,
+        FirePolicy {
+            expected_audience: AUD.into(),
+            issuer: String::new(),
+        },
+        Arc::new(SystemClock),
+        Arc::new(Metrics::default()),
+    )
+    .unwrap()
+    .with_refetch_interval(Duration::from_millis(100))
+}
+
+#[tokio::test]
+async fn a_jwks_with_no_usable_key_does_not_replace_the_good_set() {
+    let portal = Portal::default();
+    portal.with(|s| s.jwks = vec![jwk(Algorithm::RS256, RSA_A_KEY, "a")]);
+    let url = portal.serve().await;
+    let v = quick_verifier(&format!("{url}/jwks"));
+    let good = || sign(Algorithm::RS256, RSA_A_KEY, Some("a"), &claims(""));
+    assert!(v.verify(&good()).await.is_ok());
+    // The set turns empty, then holds only keys that cannot verify a fire token; each is
+    // fetched (an unknown kid asks again) and neither replaces the good set.
+    for bad in [
+        vec![],
+        vec![json!({"kty": "oct", "kid": "s", "k": "c2VjcmV0"})],
+    ] {
+        portal.with(|s| s.jwks = bad.clone());
+        let hits = portal.with(|s| s.jwks_hits);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let unknown = sign(Algorithm::RS256, RSA_B_KEY, Some("new"), &claims(""));
+        assert!(v.verify(&unknown).await.is_err());
+        assert_eq!(
+            portal.with(|s| s.jwks_hits),
+            hits + 1,
+            "{bad:?} was fetched"
+        );
+        assert_eq!(
+            v.verify(&good()).await.map(drop),
+            Ok(()),
+            "the good key was dropped for {bad:?}"
+        );
+    }
+}
+
+/// A JWKS endpoint that serves `good` in mode 0, a 2 MiB JSON body with its length in
+/// mode 1, and an endless chunked body (no length) in mode 2, counting what it streamed.
+#[derive(Clone)]
+struct SwitchingJwks {
+    good: Value,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    streamed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn switching_jwks(State(j): State<SwitchingJwks>) -> Response {
+    use futures_util::StreamExt as _;
+    use std::sync::atomic::Ordering;
+    match j.mode.load(Ordering::SeqCst) {
+        0 => Json(j.good.clone()).into_response(),
+        1 => Json(json!({"keys": [], "pad": "x".repeat(2 * 1024 * 1024)})).into_response(),
+        _ => {
+            let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+            let start = futures_util::stream::once(async {
+                Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"keys\":[\""))
+            });
+            let streamed = j.streamed.clone();
+            let endless = futures_util::stream::repeat(chunk).map(move |c| {
+                streamed.fetch_add(c.len(), Ordering::Relaxed);
+                Ok(c)
+            });
+            axum::body::Body::from_stream(start.chain(endless)).into_response()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_body_over_1_mib_is_refused_while_it_streams_and_the_keys_are_kept() {
+    use std::sync::atomic::Ordering;
+    let jwks = SwitchingJwks {
+        good: json!({"keys": [jwk(Algorithm::RS256, RSA_A_KEY, "a")]}),
+        mode: Arc::default(),
+        streamed: Arc::default(),
+    };
+    let url = serve(
+        Router::new()
+            .route("/jwks", get(switching_jwks))
+            .with_state(jwks.clone()),
+    )
+    .await;
+    let v = quick_verifier(&format!("{url}/jwks"));
+    let good = || sign(Algorithm::RS256, RSA_A_KEY, Some("a"), &claims(""));
+    let unknown = || sign(Algorithm::RS256, RSA_B_KEY, Some("new"), &claims(""));
+    assert!(v.verify(&good()).await.is_ok());
+
+    for mode in [1, 2] {
+        jwks.mode.store(mode, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let started = std::time::Instant::now();
+        assert_eq!(
+            v.verify(&unknown()).await.map(drop),
+            Err(FireAuthError::NoKey(
+                "JWKS unreachable and the token's key is not cached"
+            )),
+            "mode {mode}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "mode {mode}: the fetch ran to its timeout ({:?}) instead of stopping at 1 MiB",
+            started.elapsed()
+        );
+        assert!(v.verify(&good()).await.is_ok(), "mode {mode}: keys kept");
+    }
+    // Cut off near the limit, not read on (socket buffers let a few MiB be in flight).
+    let streamed = jwks.streamed.load(Ordering::Relaxed);
+    assert!(
+        streamed < 32 * 1024 * 1024,
+        "{streamed} bytes were streamed"
+    );
+}
+
+/// What can be decided without a key is a 401 even while no key can be obtained.
+#[tokio::test]
+async fn key_independent_checks_are_401_even_while_the_jwks_is_down() {
+    let dead = format!("http://127.0.0.1:{}/jwks", crate::support::free_port());
+    let app = TestApp::spawn(
+        &format!("cron: {{chronos: {{expected_audience: {AUD:?}, nas_jwks_url: {dead:?}}}}}"),
+        &[],
+    )
+    .await;
+    let (id, slot) = one_shot(&app, 20).await;
+    let body = json!({"job_id": id, "fire_at": slot});
+    let without = |claim: &str| {
+        let mut c = claims("");
+        c.as_object_mut().unwrap().remove(claim);
+        sign(Algorithm::RS256, RSA_A_KEY, Some("a"), &c)
+    };
+    let hs256 = jsonwebtoken::encode(
+        &Header {
+            kid: Some("unknown".into()),
+            ..Header::new(Algorithm::HS256)
+        },
+        &claims(""),
+        &EncodingKey::from_secret(b"guessed"),
+    )
+    .unwrap();
+    let ps256 = sign(Algorithm::PS256, RSA_A_KEY, Some("a"), &claims(""));
+    for (what, token) in [
+        ("HS256 with an unknown kid", hs256),
+        ("PS256 (not on the list)", ps256),
+        ("no exp", without("exp")),
+        ("no aud", without("aud")),
+        (
+            "claims not JSON",
+            "eyJhbGciOiJSUzI1NiIsImtpZCI6ImEifQ.bm90IGpzb24.c2ln".to_owned(),
+        ),
+    ] {
+        let (status, v, _) = fire(&app.http, &app.api, Some(&token), body.clone()).await;
+        assert_eq!(
+            (status, v),
+            (401, json!({"error": "invalid fire token"})),
+            "{what}"
+        );
+    }
+    // A well-formed token signed under an uncached kid is still "no key" (503).
+    let token = sign(Algorithm::RS256, RSA_A_KEY, Some("a"), &claims(""));
+    let (status, _, _) = fire(&app.http, &app.api, Some(&token), body).await;
+    assert_eq!(status, 503);
+}
+
+#[test]
+fn plain_http_jwks_or_portal_urls_off_loopback_are_a_config_error() {
+    let home = tempfile::tempdir().unwrap();
+    let yaml = "cron: {chronos: {portal_url: 'http://portal.example', nas_jwks_url: 'http://portal.example/jwks'}}";
+    // `run` must refuse to start (bounded: a gateway that starts is killed after 10 s).
+    let mut gw = Proc::start(home.path(), yaml, &[]);
+    assert_eq!(gw.wait_exit(), 78, "{}", gw.stderr());
+    let (code, _, check) = crate::support::cli(home.path(), &["config", "check"], &[], "");
+    assert_eq!(code, 78, "{check}");
+    for err in [gw.stderr(), check] {
+        for path in ["cron.chronos.portal_url", "cron.chronos.nas_jwks_url"] {
+            assert!(err.contains(path), "did not name {path}: {err}");
+        }
+        assert!(err.contains("https"), "{err}");
+    }
+}
+
+/// A burst of 200 fires while the account service drops every connection: the reconciler
+/// waits out its back-off instead of calling once per fire, and logs the failure once, not
+/// once per attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_burst_against_a_down_account_service_costs_a_handful_of_calls_and_log_lines() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Accepts and drops every connection, counting them.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let portal = format!("http://{}", listener.local_addr().unwrap());
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counter = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let home = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "cron: {{provider: chronos, chronos: {{portal_url: {portal:?}, callback_url: 'https://agent.example', \
+         expected_audience: {AUD:?}, nas_public_keys: {}}}}}",
+        yaml_list(&[RSA_A_PUB])
+    );
+    let gw = Proc::start(
+        home.path(),
+        &yaml,
+        &[("HERMES_NOUS_ACCESS_TOKEN", ACCESS_TOKEN)],
+    );
+    gw.wait_running().await;
+    let http = reqwest::Client::new();
+    let v: Value = http
+        .post(format!("{}/api/jobs", gw.api))
+        .json(&json!({"prompt": "p", "schedule": "every 1h"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = v["job"]["id"].as_str().unwrap().to_owned();
+    wait_for("the first reconcile to fail", async || {
+        (attempts.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+
+    let burst = std::time::Instant::now();
+    for _ in 0..200 {
+        let token = sign(Algorithm::RS256, RSA_A_KEY, None, &claims(&portal));
+        let (status, v, _) = fire(
+            &http,
+            &gw.api,
+            Some(&token),
+            json!({"job_id": id, "fire_at": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
+        assert_eq!(
+            (status, v["outcome"].clone()),
+            (202, json!("not_due")),
+            "{v}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = burst.elapsed();
+    let calls = attempts.load(Ordering::SeqCst);
+    // Back-off 1 s, 2 s, 4 s ...: a few seconds of fires allow a few attempts at most.
+    let allowed = 3 + (took.as_secs() as usize) / 2;
+    assert!(
+        calls <= allowed,
+        "{calls} account-service connections during a {took:?} burst (at most {allowed})"
+    );
+    let status: Value = http
+        .get(format!("{}/api/status", gw.dash))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["cron"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unreachable")),
+        "the failure is in status: {status}"
+    );
+    let stderr = gw.stderr();
+    let warns: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+    eprintln!(
+        "{calls} account-service connections and {} WARN lines for 200 fires in {took:?}",
+        warns.len()
+    );
+    assert!(
+        (1..=3).contains(&warns.len()),
+        "{} WARN lines:\n{}",
+        warns.len(),
+        warns.join("\n")
+    );
+}

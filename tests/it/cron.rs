@@ -162,9 +162,9 @@ async fn due_scan_and_claim_are_exactly_once_on_both_backends() {
         run.status = RunStatus::Completed;
         run.output = Some("hi".into());
         run.finished_at = Some(t(12));
-        assert!(store.finish_run(&run, None).await.unwrap());
+        assert!(store.finish_run(&run, "test", None).await.unwrap());
         assert!(
-            !store.finish_run(&run, None).await.unwrap(),
+            !store.finish_run(&run, "test", None).await.unwrap(),
             "ending twice is refused"
         );
         let j = store.get_job("000000000001").await.unwrap();
@@ -203,7 +203,7 @@ async fn expired_leases_become_interrupted_runs_on_both_backends() {
             store.expire_leases(t(14)).await.unwrap().is_empty(),
             "lease still live"
         );
-        store.renew_lease("r1", t(20)).await.unwrap();
+        assert!(store.renew_lease("r1", "test", t(20)).await.unwrap());
         assert!(
             store.expire_leases(t(19)).await.unwrap().is_empty(),
             "renewed"
@@ -217,7 +217,7 @@ async fn expired_leases_become_interrupted_runs_on_both_backends() {
         // The dead process's late finish does not overwrite the record.
         let mut late = store.get_run("r1").await.unwrap();
         late.status = RunStatus::Completed;
-        assert!(!store.finish_run(&late, None).await.unwrap());
+        assert!(!store.finish_run(&late, "test", None).await.unwrap());
         assert_eq!(
             store.get_run("r1").await.unwrap().status,
             RunStatus::Interrupted
@@ -893,4 +893,333 @@ async fn overlap_is_skipped_and_a_job_far_behind_fires_once_then_fast_forwards()
     assert!(j.next_run_at.unwrap().as_second() <= now.as_second() + 61);
     let again = app.state.cron.tick().await.unwrap();
     assert_eq!(again.claimed, 0, "nothing else is due");
+}
+
+// ---- leases: dead owners, stolen leases, admission before claim --------------------
+
+/// Whether `pid` is a running (not zombie) process.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// The pids a sleeping command agent wrote (one line per turn).
+fn agent_pids(file: &std::path::Path) -> Vec<i32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Kills what the command agents left behind (a SIGKILLed gateway cannot).
+fn kill_agents(file: &std::path::Path) {
+    for pid in agent_pids(file) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// A command agent that records its pid in `pids` and sleeps a minute.
+fn sleeping_agent_yaml(pids: &std::path::Path) -> String {
+    let script = format!("echo $$ >> '{}'; exec sleep 60", pids.display());
+    format!(
+        "agent: {{backend: command, command: {{argv: [sh, -c, {}]}}}}\n",
+        serde_json::to_string(&script).unwrap()
+    )
+}
+
+async fn wait_for<T>(what: &str, secs: u64, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// SIGKILL the real binary while a run's agent sleeps, start it again in the same home:
+/// the dead run is recorded interrupted within seconds (not when its 300 s lease ends),
+/// and the job's next slot runs instead of being skipped as an overlap with a ghost.
+async fn sigkilled_run_is_interrupted_at_restart(env: &[(&str, &str)]) {
+    let home = tempfile::tempdir().unwrap();
+    let pids = home.path().join("agent.pids");
+    let yaml = format!(
+        "{}cron: {{tick_interval_seconds: 1}}",
+        sleeping_agent_yaml(&pids)
+    );
+    let http = reqwest::Client::new();
+    let mut first = Proc::start(home.path(), &yaml, env);
+    first.wait_running().await;
+    let v: Value = http
+        .post(format!("{}/api/jobs", first.api))
+        .json(&json!({"prompt": "sleep", "schedule": "every 2s"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = v["job"]["id"].as_str().unwrap().to_owned();
+    let runs_url = |p: &Proc| format!("{}/api/jobs/{id}/runs?limit=100", p.api);
+    let ghost = wait_for("the first run's agent to start", 20, async || {
+        let v = get(&http, runs_url(&first)).await;
+        let run = v["runs"].as_array()?.last()?.clone();
+        (run["status"] == "running" && !agent_pids(&pids).is_empty()).then_some(run)
+    })
+    .await;
+    first.child.kill().unwrap();
+    let _ = first.child.wait();
+    kill_agents(&pids);
+
+    let second = Proc::start(home.path(), &yaml, env);
+    second.wait_running().await;
+    let restarted = std::time::Instant::now();
+    let runs = wait_for("the dead run to be recorded interrupted", 10, async || {
+        let v = get(&http, runs_url(&second)).await;
+        let runs = v["runs"].as_array()?.clone();
+        let dead = runs.iter().find(|r| r["id"] == ghost["id"])?;
+        (dead["status"] == "interrupted").then_some(runs)
+    })
+    .await;
+    assert!(
+        restarted.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        restarted.elapsed()
+    );
+    let dead = runs.iter().find(|r| r["id"] == ghost["id"]).unwrap();
+    assert!(
+        dead["error"].as_str().unwrap().contains("restart"),
+        "{dead}"
+    );
+    // The job moves on: a later slot runs (it is not skipped as overlapping the ghost).
+    wait_for("a later slot to run", 10, async || {
+        let v = get(&http, runs_url(&second)).await;
+        v["runs"]
+            .as_array()?
+            .iter()
+            .any(|r| r["id"] != ghost["id"] && r["status"] == "running")
+            .then_some(())
+    })
+    .await;
+    let v = get(&http, runs_url(&second)).await;
+    let ghosts = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["id"] == ghost["id"])
+        .count();
+    assert_eq!(ghosts, 1, "{v}");
+    drop(second);
+    kill_agents(&pids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_gateway_records_its_dead_run_interrupted_at_restart_on_sqlite() {
+    sigkilled_run_is_interrupted_at_restart(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_gateway_records_its_dead_run_interrupted_at_restart_on_postgres() {
+    let url = fresh_postgres_url().await;
+    sigkilled_run_is_interrupted_at_restart(&[("HERMES_DATABASE_URL", url.as_str())]).await;
+}
+
+#[tokio::test]
+async fn lease_renewal_and_the_run_end_need_the_owner_on_both_backends() {
+    for (store, _dir) in stores().await {
+        let kind = store.kind();
+        store
+            .insert_job(&job("dddddddddddd", Some(10)))
+            .await
+            .unwrap();
+        let claimed = store
+            .claim_slot(
+                &new_run("r1", "dddddddddddd", 10, 5),
+                Some(t(70)),
+                JobState::Scheduled,
+                RunStatus::Running,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(claimed, ClaimOutcome::Claimed);
+        assert!(
+            !store.renew_lease("r1", "thief", t(20)).await.unwrap(),
+            "{kind}"
+        );
+        assert!(
+            store.renew_lease("r1", "test", t(20)).await.unwrap(),
+            "{kind}"
+        );
+        let mut end = store.get_run("r1").await.unwrap();
+        end.status = RunStatus::Completed;
+        end.output = Some("done".into());
+        assert!(
+            !store.finish_run(&end, "thief", None).await.unwrap(),
+            "{kind}"
+        );
+        let run = store.get_run("r1").await.unwrap();
+        assert_eq!(run.status, RunStatus::Running, "{kind}");
+        assert_eq!(
+            store.get_job("dddddddddddd").await.unwrap().last_status,
+            None
+        );
+        // A dead owner's run is ended only while that owner still holds it.
+        assert!(
+            !store
+                .interrupt_dead_run("r1", "thief", t(21))
+                .await
+                .unwrap()
+        );
+        assert!(store.interrupt_dead_run("r1", "test", t(21)).await.unwrap());
+        assert!(!store.interrupt_dead_run("r1", "test", t(22)).await.unwrap());
+        assert!(
+            !store.finish_run(&end, "test", None).await.unwrap(),
+            "{kind}"
+        );
+        let run = store.get_run("r1").await.unwrap();
+        assert_eq!(run.status, RunStatus::Interrupted, "{kind}");
+        let j = store.get_job("dddddddddddd").await.unwrap();
+        assert_eq!(j.last_status.as_deref(), Some("interrupted"), "{kind}");
+        assert!(store.running_owners().await.unwrap().is_empty(), "{kind}");
+    }
+}
+
+/// A run whose lease another owner took (as when its lease ran out and a replica
+/// re-claimed it) stops at its next renewal: the agent process ends, and the run is not
+/// recorded by the process that lost it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_lease_is_taken_over_stops_its_agent_and_is_not_recorded_twice() {
+    use reqwest::Method;
+    let home = tempfile::tempdir().unwrap();
+    let pids = home.path().join("agent.pids");
+    let yaml = format!(
+        "{}cron: {{tick_interval_seconds: 3600, lease_seconds: 3}}",
+        sleeping_agent_yaml(&pids)
+    );
+    let app = TestApp::spawn_in(home, &yaml, &[]).await;
+    let (_, v) = api(
+        &app,
+        Method::POST,
+        "/api/jobs",
+        Some(json!({"prompt": "sleep", "schedule": "every 1d"})),
+    )
+    .await;
+    let id = v["job"]["id"].as_str().unwrap().to_owned();
+    let (code, v) = api(&app, Method::POST, &format!("/api/jobs/{id}/run"), None).await;
+    assert_eq!(code, 202, "{v}");
+    let run_id = v["run"]["id"].as_str().unwrap().to_owned();
+    let pid = wait_for("the agent to start", 10, async || {
+        agent_pids(&pids).first().copied()
+    })
+    .await;
+    assert!(alive(pid));
+
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        app.home().join("state.db").display()
+    ))
+    .await
+    .unwrap();
+    let stolen = sqlx::query("UPDATE runs SET owner = 'another-replica' WHERE id = ?1")
+        .bind(&run_id)
+        .execute(&db)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(stolen, 1);
+    // Renewals come every lease/3 = 1 s: the agent must be gone well before its 60 s sleep.
+    wait_for(
+        "the agent of the run that lost its lease to end",
+        10,
+        async || (!alive(pid)).then_some(()),
+    )
+    .await;
+    app.wait_until(|s| s["active_agents"] == 0).await;
+    // Nothing is written by the loser: the run stays the new owner's, and the job records
+    // no outcome. (Absence needs a window: the loser's end would come right after.)
+    for _ in 0..10 {
+        let row = sqlx::query_as::<_, (String, String, Option<i64>)>(
+            "SELECT status, owner, finished_at FROM runs WHERE id = ?1",
+        )
+        .bind(&run_id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        assert_eq!(
+            row,
+            ("running".into(), "another-replica".into(), None),
+            "the run that lost its lease was recorded"
+        );
+        let job = app.state.store.get_job(&id).await.unwrap();
+        assert_eq!(job.last_status, None);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    kill_agents(&pids);
+}
+
+/// 500 due jobs, a drain begun as soon as the tick's first run starts: the tick stops
+/// claiming, and every job it did not claim is still due (none is used up as an
+/// interrupted run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_begun_mid_tick_leaves_the_unclaimed_jobs_due() {
+    const JOBS: usize = 500;
+    let app = TestApp::spawn(
+        "agent: {echo: {delay_ms: 3000}}\ncron: {tick_interval_seconds: 3600}",
+        &[],
+    )
+    .await;
+    let now = jiff::Timestamp::now().as_second() - 1_800_000_000;
+    let jobs: Vec<Job> = (0..JOBS)
+        .map(|i| {
+            let mut j = job(&format!("{i:012x}"), Some(now - 5));
+            j.schedule = "every 1h".into();
+            j
+        })
+        .collect();
+    app.state.store.insert_jobs(&jobs).await.unwrap();
+
+    let mut watch = app.state.gate.subscribe();
+    let drain = app.state.drain.clone();
+    let drainer = tokio::spawn(async move {
+        watch
+            .wait_for(|s| s.active_agents > 0)
+            .await
+            .expect("gate alive");
+        drain.begin("test").unwrap();
+    });
+    let report = app.state.cron.tick().await.unwrap();
+    drainer.await.unwrap();
+
+    let store = &app.state.store;
+    let due = store
+        .due_jobs(jiff::Timestamp::now(), 10_000)
+        .await
+        .unwrap()
+        .len();
+    let mut runs = Vec::new();
+    for j in &jobs {
+        runs.extend(store.list_runs(&j.id, 10).await.unwrap());
+    }
+    let interrupted = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Interrupted)
+        .count();
+    assert_eq!(interrupted, 0, "claimed after the drain: {report:?}");
+    assert!(due > 0, "the drain came after the tick: {report:?}");
+    assert_eq!(runs.len() + due, JOBS, "{report:?}");
+    assert_eq!(runs.len(), report.claimed, "{report:?}");
 }

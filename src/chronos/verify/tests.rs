@@ -226,7 +226,7 @@ async fn attack_matrix() {
     // HS256 with the public PEM as the HMAC secret (key-confusion).
     check(
         &hs256_with_secret(RSA_A_PUB.as_bytes(), &claims()),
-        Err(BadToken("algorithm not allowed for the configured keys")),
+        Err(BadToken("algorithm not allowed")),
     )
     .await;
     // ES256 with an all-zero signature (psychic signatures).
