@@ -1271,7 +1271,7 @@ async fn a_fire_burst_against_a_down_account_service_costs_a_handful_of_calls_an
     let http = reqwest::Client::new();
     let v: Value = http
         .post(format!("{}/api/jobs", gw.api))
-        .json(&json!({"prompt": "p", "schedule": "every 1h"}))
+        .json(&json!({"name": "burst", "prompt": "p", "schedule": "every 1h"}))
         .send()
         .await
         .unwrap()

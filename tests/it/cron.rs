@@ -965,7 +965,7 @@ async fn sigkilled_run_is_interrupted_at_restart(env: &[(&str, &str)]) {
     first.wait_running().await;
     let v: Value = http
         .post(format!("{}/api/jobs", first.api))
-        .json(&json!({"prompt": "sleep", "schedule": "every 2s"}))
+        .json(&json!({"name": "sleeper", "prompt": "sleep", "schedule": "every 2s"}))
         .send()
         .await
         .unwrap()
@@ -1115,7 +1115,7 @@ async fn a_run_whose_lease_is_taken_over_stops_its_agent_and_is_not_recorded_twi
         &app,
         Method::POST,
         "/api/jobs",
-        Some(json!({"prompt": "sleep", "schedule": "every 1d"})),
+        Some(json!({"name": "sleeper", "prompt": "sleep", "schedule": "every 1d"})),
     )
     .await;
     let id = v["job"]["id"].as_str().unwrap().to_owned();
