@@ -9,5 +9,6 @@ mod compat;
 mod cron;
 mod dashboard;
 mod drain;
+mod files;
 mod process;
 mod support;
