@@ -138,11 +138,11 @@ impl Marker {
                 settling: false,
             },
             None => MarkerContent {
-                settling: meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age < SETTLE),
+                // Within SETTLE either way: a file system clock a hair ahead still counts.
+                settling: meta.modified().is_ok_and(|t| match t.elapsed() {
+                    Ok(age) => age < SETTLE,
+                    Err(ahead) => ahead.duration() < SETTLE,
+                }),
                 ..unusable(
                     mtime,
                     "is not a drain marker (JSON with action \"drain\", requested_at and principal)"

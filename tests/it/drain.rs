@@ -271,7 +271,7 @@ async fn a_marker_written_by_another_process_drains_and_its_removal_undrains() {
     }
     let events = app.audit_events();
     assert_eq!(events[0]["event"], "drain_begin");
-    assert_eq!(events[0]["principal"], "operator");
+    assert_eq!(events[0]["principal"], "operator", "{events:?}");
     assert_eq!(events[0]["source"], "marker");
     assert_eq!(events[1]["event"], "drain_cancel");
 }
