@@ -4,7 +4,6 @@
 //! Startup order is the drain contract: the marker is reconciled before any listener is
 //! bound, so a drain that survived a restart is in force before the first turn can arrive.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -331,16 +330,14 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
             let _ = cell.set(addr.to_string());
             tracing::info!(%addr, "{what} listening");
         }
-        let stop = servers_stop.clone();
-        servers.push(tokio::spawn(async move {
-            let app = router.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "{what} failed");
-            }
-        }));
+        let limits = crate::http::ConnLimits::from_config(&state.config.connections);
+        servers.push(tokio::spawn(crate::http::serve(
+            listener,
+            router,
+            limits,
+            servers_stop.clone(),
+            what,
+        )));
     }
     let mirror = tokio::spawn(state_file.clone().mirror(
         state.gate.clone(),

@@ -5,22 +5,28 @@
 //! Exit 0 completes the turn; a non-zero exit, a signal or the timeout fails it, and the
 //! text already streamed stays with the client, marked incomplete by the caller.
 //!
-//! The process runs in its own process group. Dropping the turn stream (a client that went
-//! away, a shutdown past its deadline) kills the whole group, so helpers the agent spawned
-//! die with it. This module must not know HTTP or the gate.
+//! The agent runs under a [`keeper`](super::keeper) in its own process group: the turn ends
+//! when the agent exits, and then, or on a timeout, a dropped stream (a client that went
+//! away, a shutdown past its deadline) or the gateway's death, the keeper kills every process
+//! the turn started. This module must not know HTTP or the gate.
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use super::{TurnEvent, TurnRequest, TurnStream, channel_stream};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::keeper;
+use super::{TurnEvent, TurnRequest, TurnStream};
 use crate::config::CommandConfig;
 
 /// Most reply bytes one turn may produce; beyond it the agent is killed and the turn fails,
@@ -30,12 +36,24 @@ pub const MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
 /// How much of the agent's stderr is kept for the log when it fails.
 const STDERR_TAIL_BYTES: usize = 2048;
 
+/// How long stdout is still read after the agent (its keeper) exited; the keeper has killed
+/// every writer by then, so this only bounds a pipe someone else holds.
+const STDOUT_LINGER: Duration = Duration::from_millis(200);
+
+/// Longest a turn waits for its keeper to kill and reap the turn's processes after a
+/// SIGTERM, before it kills the keeper itself.
+const KEEPER_GRACE: Duration = Duration::from_secs(3);
+
 /// Runs `argv` once per turn.
 #[derive(Debug, Clone)]
 pub struct CommandBackend {
     argv: Vec<String>,
     timeout: Duration,
     workdir: Option<PathBuf>,
+    /// The agent's whole environment (built by `config`; nothing is inherited).
+    environment: Vec<(String, SecretString)>,
+    /// The executable run as `keeper_exe __agent-keeper <pid> argv...`.
+    keeper_exe: PathBuf,
 }
 
 impl CommandBackend {
@@ -44,43 +62,70 @@ impl CommandBackend {
             argv: config.argv.clone(),
             timeout: Duration::from_secs(config.timeout_seconds),
             workdir: config.workdir.clone(),
+            environment: config.environment.clone(),
+            keeper_exe: config.keeper_exe.clone(),
         }
     }
 
-    /// Starts the process and streams its stdout; the process group dies with the stream.
+    /// Starts the process and streams its stdout; every process of the turn dies with the
+    /// stream.
     pub fn start(&self, request: TurnRequest) -> TurnStream {
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, mut rx) = mpsc::channel(16);
+        let keeper = Arc::new(Mutex::new(None));
         let backend = self.clone();
+        let task_keeper = keeper.clone();
         tokio::spawn(async move {
-            let event = backend.run(request, &tx).await;
+            let event = backend.run(request, &tx, &task_keeper).await;
             let _ = tx.send(event).await;
         });
-        channel_stream(rx)
+        // Dropping the stream tells the keeper at once, before the caller goes on; the
+        // task then notices the closed channel and waits for the keeper to finish.
+        let guard = KillOnDrop(keeper);
+        Box::pin(futures_util::stream::poll_fn(move |cx| {
+            let _ = &guard;
+            rx.poll_recv(cx)
+        }))
     }
 
-    /// Runs one turn to its final event, sending deltas on the way.
-    async fn run(&self, request: TurnRequest, tx: &mpsc::Sender<TurnEvent>) -> TurnEvent {
-        let mut cmd = Command::new(&self.argv[0]);
-        cmd.args(&self.argv[1..])
+    /// Runs one turn to its final event, sending deltas on the way. Whatever ends it,
+    /// every process the turn started is killed before the final event.
+    async fn run(
+        &self,
+        request: TurnRequest,
+        tx: &mpsc::Sender<TurnEvent>,
+        keeper: &Mutex<Option<i32>>,
+    ) -> TurnEvent {
+        if tx.is_closed() {
+            return TurnEvent::Failed("the turn was cancelled".into());
+        }
+        // The keeper is not killed on drop: it must live to kill the turn's processes, and
+        // it ends by itself once the agent is gone, or when this process dies.
+        let mut cmd = Command::new(&self.keeper_exe);
+        cmd.args(keeper::args(&self.argv))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true);
+            .env_clear()
+            .envs(
+                self.environment
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.expose_secret())),
+            );
         if let Some(dir) = &self.workdir {
             cmd.current_dir(dir);
         }
         let mut child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) => {
-                tracing::error!(program = %self.argv[0], error = %e, "cannot start the agent command");
+                tracing::error!(keeper = %self.keeper_exe.display(), error = %e, "cannot start the agent's keeper");
                 return TurnEvent::Failed(format!(
-                    "the agent command could not be started: {}",
+                    "the agent command could not be started: {:?}",
                     e.kind()
                 ));
             }
         };
-        let group = GroupKill(child.id());
+        *lock(keeper) = child.id().and_then(|pid| i32::try_from(pid).ok());
         let input = json!({
             "messages": request.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
             "session_id": request.session_id,
@@ -88,13 +133,13 @@ impl CommandBackend {
             "turn_id": request.turn_id,
         });
         // Written from its own task: an agent that never reads stdin must not block us.
-        if let Some(mut stdin) = child.stdin.take() {
+        let stdin = child.stdin.take().map(|mut stdin| {
             let mut bytes = input.to_string().into_bytes();
             bytes.push(b'\n');
             tokio::spawn(async move {
                 let _ = stdin.write_all(&bytes).await;
-            });
-        }
+            })
+        });
         let stderr = child.stderr.take().map(|mut err| {
             tokio::spawn(async move {
                 let mut tail = Vec::new();
@@ -117,15 +162,50 @@ impl CommandBackend {
             () = tokio::time::sleep(self.timeout) => Outcome::TimedOut,
             () = tx.closed() => Outcome::Cancelled,
         };
-        // Whatever happened, nothing of the group may outlive the turn.
-        drop(group);
-        let _ = child.wait().await;
+        // Whatever happened, nothing the turn started may outlive it: the keeper kills it
+        // all when told to (or by itself, once the agent exited), then exits.
+        signal_keeper(keeper);
+        if tokio::time::timeout(KEEPER_GRACE, child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(turn = %request.turn_id, "the agent's keeper did not finish in time; killing it");
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        *lock(keeper) = None;
+        if let Some(task) = stdin {
+            task.abort();
+        }
+        // Every writer is dead, so stderr is at its end; the cap guards against one that
+        // escaped.
         let stderr_tail = match stderr {
-            Some(task) => task.await.unwrap_or_default(),
+            Some(task) => {
+                let abort = task.abort_handle();
+                match tokio::time::timeout(STDOUT_LINGER, task).await {
+                    Ok(tail) => tail.unwrap_or_default(),
+                    Err(_) => {
+                        abort.abort();
+                        String::new()
+                    }
+                }
+            }
             None => String::new(),
         };
         match outcome {
             Outcome::Exited(status) if status.success() => TurnEvent::Done,
+            Outcome::Exited(status)
+                if status.code() == Some(keeper::EXIT_SPAWN_FAILED)
+                    && stderr_tail.contains(keeper::SPAWN_FAILED) =>
+            {
+                let why = stderr_tail
+                    .split(keeper::SPAWN_FAILED)
+                    .nth(1)
+                    .unwrap_or_default()
+                    .trim();
+                tracing::error!(program = %self.argv[0], error = %why, "cannot start the agent command");
+                TurnEvent::Failed(format!("the agent command could not be started: {why}"))
+            }
             Outcome::Exited(status) => {
                 tracing::warn!(turn = %request.turn_id, %status, stderr = %stderr_tail.trim(), "agent command failed");
                 TurnEvent::Failed(format!("the agent command failed ({status})"))
@@ -148,7 +228,8 @@ impl CommandBackend {
         }
     }
 
-    /// Forwards stdout until EOF, then waits for the exit status.
+    /// Forwards stdout until the agent (its keeper) exits, then at most [`STDOUT_LINGER`]
+    /// more.
     async fn pump(&self, child: &mut Child, tx: &mpsc::Sender<TurnEvent>) -> Outcome {
         let Some(mut stdout) = child.stdout.take() else {
             return Outcome::Io(std::io::Error::other("stdout was not captured"));
@@ -156,31 +237,51 @@ impl CommandBackend {
         let mut decoder = Utf8Stream::default();
         let mut total = 0usize;
         let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let n = match stdout.read(&mut buf).await {
-                Ok(n) => n,
-                Err(e) => return Outcome::Io(e),
-            };
-            if n == 0 {
-                break;
+        let mut status = None;
+        let mut linger_until: Option<Instant> = None;
+        let mut eof = false;
+        let status = loop {
+            if let (Some(status), true) = (status, eof) {
+                break status;
             }
-            total += n;
-            if total > MAX_OUTPUT_BYTES {
-                return Outcome::TooMuchOutput;
+            tokio::select! {
+                read = stdout.read(&mut buf), if !eof => {
+                    let n = match read {
+                        Ok(n) => n,
+                        Err(e) => return Outcome::Io(e),
+                    };
+                    if n == 0 {
+                        eof = true;
+                        continue;
+                    }
+                    total += n;
+                    if total > MAX_OUTPUT_BYTES {
+                        return Outcome::TooMuchOutput;
+                    }
+                    let text = decoder.push(&buf[..n]);
+                    if !text.is_empty() && tx.send(TurnEvent::Delta(text)).await.is_err() {
+                        return Outcome::Cancelled;
+                    }
+                }
+                exited = child.wait(), if status.is_none() => match exited {
+                    Ok(s) => {
+                        status = Some(s);
+                        linger_until = Some(Instant::now() + STDOUT_LINGER);
+                    }
+                    Err(e) => return Outcome::Io(e),
+                },
+                () = tokio::time::sleep_until(linger_until.unwrap_or_else(Instant::now)), if linger_until.is_some() => {
+                    if let Some(status) = status {
+                        break status;
+                    }
+                }
             }
-            let text = decoder.push(&buf[..n]);
-            if !text.is_empty() && tx.send(TurnEvent::Delta(text)).await.is_err() {
-                return Outcome::Cancelled;
-            }
-        }
+        };
         let rest = decoder.finish();
         if !rest.is_empty() && tx.send(TurnEvent::Delta(rest)).await.is_err() {
             return Outcome::Cancelled;
         }
-        match child.wait().await {
-            Ok(status) => Outcome::Exited(status),
-            Err(e) => Outcome::Io(e),
-        }
+        Outcome::Exited(status)
     }
 }
 
@@ -192,16 +293,28 @@ enum Outcome {
     Io(std::io::Error),
 }
 
-/// Kills the agent's process group when dropped (the group id is the leader's pid).
-struct GroupKill(Option<u32>);
+/// Tells the keeper to end the turn when the turn stream is dropped.
+struct KillOnDrop(Arc<Mutex<Option<i32>>>);
 
-impl Drop for GroupKill {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
-            // ESRCH (already gone) is the normal case after a clean exit.
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-        }
+        signal_keeper(&self.0);
     }
+}
+
+/// Sends SIGTERM to a keeper not yet reaped (so its pid is still its own); it then kills
+/// and reaps the turn's processes and exits.
+fn signal_keeper(keeper: &Mutex<Option<i32>>) {
+    if let Some(pid) = *lock(keeper) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+}
+
+/// The lock holds no invariant a panic could break, so a poisoned one is used as is.
+fn lock(keeper: &Mutex<Option<i32>>) -> std::sync::MutexGuard<'_, Option<i32>> {
+    keeper
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Decodes UTF-8 split across reads: complete characters out, a split one carried over,

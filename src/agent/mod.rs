@@ -6,6 +6,8 @@
 
 mod command;
 mod echo;
+pub mod input;
+pub mod keeper;
 mod openai;
 
 use std::pin::Pin;

@@ -8,6 +8,7 @@
 pub mod basic;
 pub mod drain_secret;
 pub mod password;
+pub mod proxy;
 pub mod ratelimit;
 pub mod session;
 pub mod sessions;

@@ -81,7 +81,8 @@ impl AccountClient {
         })
     }
 
-    /// Arms a one-shot: at `fire_at` the scheduler POSTs `callback_url` with a fire token.
+    /// Arms a one-shot: at `fire_at` the scheduler POSTs `{callback_url}/api/cron/fire` with a
+    /// fire token (it appends the path itself; `callback_url` is the agent's base URL).
     pub async fn provision(
         &self,
         job_id: &str,

@@ -37,7 +37,8 @@ pub struct ReconcileReport {
 pub struct Reconciler {
     client: AccountClient,
     cron: Arc<CronService>,
-    /// `{callback_url}/api/cron/fire`.
+    /// `callback_url` as configured, trailing `/` stripped: the account service appends
+    /// `/api/cron/fire` itself (SPEC §8), so adding it here would make every fire miss.
     callback: String,
     info: Arc<RuntimeInfo>,
 }
@@ -86,10 +87,7 @@ impl Reconciler {
         Ok(Self {
             client: AccountClient::new(&chronos.portal_url, token, metrics)?,
             cron,
-            callback: format!(
-                "{}/api/cron/fire",
-                chronos.callback_url.trim_end_matches('/')
-            ),
+            callback: chronos.callback_url.trim_end_matches('/').to_owned(),
             info,
         })
     }

@@ -92,6 +92,8 @@ pub struct Out {
 
 struct Api {
     base: String,
+    /// The base came from `--url` (the configured address is this machine's own).
+    from_flag: bool,
     http: reqwest::Client,
     key: Option<String>,
 }
@@ -116,8 +118,10 @@ impl Api {
             });
         Self {
             base,
+            from_flag: url.is_some(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
             key: config
@@ -137,6 +141,16 @@ impl Api {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(k) = &self.key {
+            // API_SERVER_KEY goes only over https or to loopback (SPEC §2).
+            if self.from_flag
+                && !reqwest::Url::parse(&self.base)
+                    .is_ok_and(|u| super::client::may_carry_credentials(&u))
+            {
+                return Err(format!(
+                    "refusing to send API_SERVER_KEY to {} over plain http: use an https:// URL or a loopback one",
+                    self.base
+                ));
+            }
             req = req.bearer_auth(k);
         }
         if let Some(b) = body {
@@ -150,6 +164,17 @@ impl Api {
             )
         })?;
         let status = resp.status();
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("(no Location)");
+            return Err(format!(
+                "{} answered {status}, a redirect to {location}; redirects are not followed",
+                self.base
+            ));
+        }
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(v);
@@ -177,9 +202,11 @@ pub async fn command(config: &Config, cmd: CronCommand) -> i32 {
             prompt,
             out,
         } => {
-            let mut body = json!({"prompt": prompt.join(" "), "schedule": schedule});
+            let prompt = prompt.join(" ");
+            // The API requires a name; without --name the job is named after its prompt.
+            let name = name.unwrap_or_else(|| default_name(&prompt));
+            let mut body = json!({"prompt": prompt, "schedule": schedule, "name": name});
             for (k, v) in [
-                ("name", name.map(Value::from)),
                 ("repeat", repeat.map(Value::from)),
                 ("deliver", deliver.map(Value::from)),
             ] {
@@ -204,11 +231,11 @@ pub async fn command(config: &Config, cmd: CronCommand) -> i32 {
         }
         CronCommand::Rm { id, out } => {
             let api = Api::new(config, out.url.as_deref());
-            (
-                out,
-                api.call(Method::DELETE, &format!("/api/jobs/{id}"), None)
-                    .await,
-            )
+            let result = api
+                .call(Method::DELETE, &format!("/api/jobs/{id}"), None)
+                .await
+                .map(|_| json!({"ok": true, "deleted": id}));
+            (out, result)
         }
         CronCommand::Pause { id, out } => {
             let api = Api::new(config, out.url.as_deref());
@@ -338,6 +365,13 @@ fn print_human(v: &Value) {
     }
 }
 
+/// A job's name when none is given (the API requires one): the prompt's first 50
+/// characters, on one line.
+fn default_name(prompt: &str) -> String {
+    let one_line = prompt.split_whitespace().collect::<Vec<_>>().join(" ");
+    one_line.chars().take(50).collect()
+}
+
 /// One Hermes job as a create request: `schedule` may be a string or Hermes's object form.
 pub fn hermes_job_to_spec(j: &Value) -> Result<Value, String> {
     let schedule = match &j["schedule"] {
@@ -361,9 +395,10 @@ pub fn hermes_job_to_spec(j: &Value) -> Result<Value, String> {
         "prompt": j["prompt"].as_str().ok_or("prompt: missing")?,
         "schedule": schedule,
     });
-    if let Some(n) = j["name"].as_str() {
-        spec["name"] = json!(n);
-    }
+    spec["name"] = match j["name"].as_str().filter(|n| !n.trim().is_empty()) {
+        Some(n) => json!(n),
+        None => json!(default_name(spec["prompt"].as_str().unwrap_or_default())),
+    };
     if let Some(t) = j["repeat"]["times"].as_u64().or(j["repeat"].as_u64()) {
         spec["repeat"] = json!(t);
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::client::Client;
+use super::client::{Client, ClientError};
 use super::{DrainCommand, EXIT_FAILURE, Target};
 use crate::clock::iso;
 use crate::config::Config;
@@ -36,7 +36,7 @@ async fn change(config: &Config, t: &Target, action: &str) -> i32 {
     let result = if t.url.is_some() {
         remote_change(config, t, action).await
     } else {
-        local_change(config, action)
+        local_change(config, action).map_err(|e| (EXIT_FAILURE, e))
     };
     match result {
         Ok(v) => {
@@ -52,25 +52,27 @@ async fn change(config: &Config, t: &Target, action: &str) -> i32 {
             });
             0
         }
-        Err(e) => {
+        Err((code, e)) => {
             eprintln!("hermes-gateway: {e}");
-            EXIT_FAILURE
+            code
         }
     }
 }
 
-async fn remote_change(config: &Config, t: &Target, action: &str) -> Result<Value, String> {
+/// Begins or cancels over HTTP; an error comes with its exit status.
+async fn remote_change(config: &Config, t: &Target, action: &str) -> Result<Value, (i32, String)> {
     let client = Client::new(config, t.url.as_deref());
     if !client.has_credential() {
-        return Err(
+        return Err((
+            EXIT_FAILURE,
             "a remote drain needs HERMES_DASHBOARD_DRAIN_SECRET (or HERMES_DASHBOARD_SESSION_TOKEN) in the environment"
                 .into(),
-        );
+        ));
     }
     client
         .post("/api/gateway/drain", &json!({"action": action}))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| (e.exit_code(), e.to_string()))
 }
 
 fn local_change(config: &Config, action: &str) -> Result<Value, String> {
@@ -94,13 +96,12 @@ fn local_change(config: &Config, action: &str) -> Result<Value, String> {
 
 /// The drain picture: the authenticated detail when we hold a credential, else the
 /// public status plus what the local marker says.
-async fn fetch(config: &Config, client: &Client, local: bool) -> Result<Value, String> {
+async fn fetch(config: &Config, client: &Client, local: bool) -> Result<Value, ClientError> {
     let mut v = if client.has_credential() {
         client.get("/api/gateway/drain", true).await
     } else {
         client.get("/api/status", false).await
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     if local && let Some(m) = Marker::new(config.marker_path()).read() {
         v["marker_present"] = json!(true);
         v["requested_at"] = json!(iso(m.requested_at));
@@ -131,7 +132,7 @@ async fn status(config: &Config, t: &Target) -> i32 {
         }
         Err(e) => {
             eprintln!("hermes-gateway: {e}");
-            EXIT_FAILURE
+            e.exit_code()
         }
     }
 }

@@ -88,7 +88,7 @@ pub fn effective(config: &Config) -> Value {
             "restart_drain_timeout": c.agent.restart_drain_timeout,
             "echo": {"delay_ms": c.agent.echo.delay_ms},
             "openai": {"base_url": c.agent.openai.base_url, "api_key_env": c.agent.openai.api_key_env, "model": c.agent.openai.model},
-            "command": {"argv": c.agent.command.argv, "timeout_seconds": c.agent.command.timeout_seconds, "workdir": c.agent.command.workdir},
+            "command": {"argv": c.agent.command.argv, "timeout_seconds": c.agent.command.timeout_seconds, "workdir": c.agent.command.workdir, "env": c.agent.command.env},
         },
         "gateway": {"api_server": {
             "enabled": c.api_server.enabled, "host": c.api_server.host, "port": c.api_server.port,

@@ -18,6 +18,8 @@ use crate::config::{self, Config, ConfigError, EXIT_CONFIG, ProcessEnv};
 
 /// Exit status for "the command ran but the answer is no" (unreachable, timed out, weak).
 pub const EXIT_FAILURE: i32 = 1;
+/// Exit status for a command used the wrong way (also clap's for bad arguments).
+pub const EXIT_USAGE: i32 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -124,6 +126,14 @@ enum ConfigCommand {
 
 /// Parses arguments, runs the command, returns the process exit status.
 pub fn main() -> i32 {
+    // A turn's keeper runs before anything else (no runtime, no threads): see agent::keeper.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::agent::keeper::SUBCOMMAND)
+    {
+        return crate::agent::keeper::main(&args[2..]);
+    }
     let cli = Cli::parse();
     let home = home_dir(cli.home.clone());
     let load = || config::load_file(&home, cli.config.as_deref(), &ProcessEnv);

@@ -280,8 +280,10 @@ impl Reader {
             root,
             &["agent", "gateway", "dashboard", "drain", "cron", "storage"],
         );
-        let agent = self.agent(&top);
+        let mut agent = self.agent(&top);
+        agent.command.environment = agent_environment(&agent.command.env, env);
         let mut api_server = self.api_server(&top);
+        let connections = self.connections(&top);
         let mut dashboard = self.dashboard(&top);
         let drain = {
             let s = self.section(&top, "drain", &["marker_max_age_seconds"]);
@@ -330,6 +332,7 @@ impl Reader {
             home,
             agent,
             api_server,
+            connections,
             dashboard,
             drain,
             cron,
@@ -391,12 +394,35 @@ impl Reader {
                 ),
             );
         }
-        let c = self.section(&s, "command", &["argv", "timeout_seconds", "workdir"]);
+        let c = self.section(
+            &s,
+            "command",
+            &["argv", "timeout_seconds", "workdir", "env"],
+        );
         let command = CommandConfig {
             argv: self.strings(&c, "argv"),
             timeout_seconds: self.uint(&c, "timeout_seconds", 600, 1, 86_400),
             workdir: self.optional_string(&c, "workdir").map(PathBuf::from),
+            env: self.strings(&c, "env"),
+            environment: Vec::new(),
+            keeper_exe: PathBuf::from("/proc/self/exe"),
         };
+        for (i, name) in command.env.iter().enumerate() {
+            let at = format!("agent.command.env[{i}]");
+            if !is_env_name(name) {
+                self.issue(
+                    at,
+                    format!(
+                        "{name:?} is not an environment variable name (letters, digits, underscore)"
+                    ),
+                );
+            } else if is_gateway_secret(name) {
+                self.issue(
+                    at,
+                    format!("{name} is one of the gateway's own secrets and is never passed to the agent"),
+                );
+            }
+        }
         if backend == BackendKind::Command && command.argv.is_empty() {
             self.issue(
                 "agent.command.argv",
@@ -413,7 +439,7 @@ impl Reader {
     }
 
     fn api_server(&mut self, top: &Section) -> ApiServerConfig {
-        let g = self.section(top, "gateway", &["api_server"]);
+        let g = self.section(top, "gateway", &["api_server", "connections"]);
         let s = self.section(
             &g,
             "api_server",
@@ -436,6 +462,60 @@ impl Reader {
         }
     }
 
+    /// `gateway.connections` (its parent's keys are checked by `api_server`).
+    fn connections(&mut self, top: &Section) -> ConnectionsConfig {
+        let gateway = Section {
+            path: "gateway".into(),
+            map: Self::value(top, "gateway").and_then(Value::as_object),
+        };
+        let s = self.section(
+            &gateway,
+            "connections",
+            &["max_per_listener", "header_timeout_seconds"],
+        );
+        ConnectionsConfig {
+            max_per_listener: self.uint(&s, "max_per_listener", 1024, 1, 1_000_000) as usize,
+            header_timeout_seconds: self.uint(&s, "header_timeout_seconds", 30, 1, 3600),
+        }
+    }
+
+    /// `dashboard.trusted_proxies`: CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses.
+    fn trusted_proxies(&mut self, s: &Section) -> Vec<ipnet::IpNet> {
+        let path = s.key_path("trusted_proxies");
+        let items = match Self::value(s, "trusted_proxies") {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.issue(
+                    path,
+                    format!("expected a list of CIDRs, got {}", describe(other)),
+                );
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let Some(v) = item.as_str().map(str::trim) else {
+                self.issue(
+                    format!("{path}[{i}]"),
+                    format!("expected a string, got {}", describe(item)),
+                );
+                continue;
+            };
+            let parsed = v
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => out.push(net.trunc()),
+                Err(_) => self.issue(
+                    format!("{path}[{i}]"),
+                    format!("{v:?} is not a CIDR like 10.0.0.0/8 or fd00::/8, nor an IP address"),
+                ),
+            }
+        }
+        out
+    }
+
     fn dashboard(&mut self, top: &Section) -> DashboardConfig {
         let s = self.section(
             top,
@@ -449,6 +529,7 @@ impl Reader {
                 "drain_auth",
                 "basic_auth",
                 "ws_heartbeat_seconds",
+                "trusted_proxies",
             ],
         );
         let d = self.section(&s, "drain_auth", &["scope", "min_secret_chars"]);
@@ -479,6 +560,7 @@ impl Reader {
             drain_auth,
             basic_auth,
             ws_heartbeat_seconds: self.uint(&s, "ws_heartbeat_seconds", 20, 1, 3600),
+            trusted_proxies: self.trusted_proxies(&s),
         }
     }
 
@@ -707,6 +789,43 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// Variables every `command` agent gets when they are set (SPEC §3), besides `LC_*`.
+const AGENT_BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER"];
+
+/// True for the names of the gateway's own credentials, which no agent may receive. Every
+/// `HERMES_DASHBOARD_*` name counts (fail closed: the dashboard's secrets share the prefix).
+fn is_gateway_secret(name: &str) -> bool {
+    matches!(
+        name,
+        "API_SERVER_KEY" | "HERMES_NOUS_ACCESS_TOKEN" | "HERMES_DATABASE_URL"
+    ) || name.starts_with("HERMES_DASHBOARD_")
+}
+
+/// The `command` agent's environment: the base variables, `LC_*`, then the configured
+/// names, each once and only when set. Secret names never get here (refused at load).
+fn agent_environment(extra: &[String], env: &dyn Env) -> Vec<(String, SecretString)> {
+    let mut out: Vec<(String, SecretString)> = Vec::new();
+    let mut add = |name: &str, value: String| {
+        if !is_gateway_secret(name) && !out.iter().any(|(n, _)| n == name) {
+            out.push((name.to_owned(), SecretString::from(value)));
+        }
+    };
+    for name in AGENT_BASE_ENV {
+        if let Some(v) = env.var(name) {
+            add(name, v);
+        }
+    }
+    for (name, v) in env.vars_with_prefix("LC_") {
+        add(&name, v);
+    }
+    for name in extra {
+        if let Some(v) = env.var(name) {
+            add(name, v);
+        }
+    }
+    out
+}
+
 fn is_env_name(v: &str) -> bool {
     !v.is_empty()
         && !v.starts_with(|c: char| c.is_ascii_digit())
@@ -895,6 +1014,29 @@ storage: {url: "postgres://u:p@127.0.0.1/db"}
                 &[("agent.command.timeout_seconds", "from 1")],
             ),
             (
+                "agent: {command: {env: [OPENAI_API_KEY, API_SERVER_KEY, HERMES_DASHBOARD_DRAIN_SECRET]}}",
+                &[],
+                &[
+                    ("agent.command.env[1]", "the gateway's own secrets"),
+                    ("agent.command.env[2]", "the gateway's own secrets"),
+                ],
+            ),
+            (
+                "agent: {command: {env: [HERMES_NOUS_ACCESS_TOKEN, HERMES_DATABASE_URL, HERMES_DASHBOARD_SESSION_TOKEN, 'A B']}}",
+                &[],
+                &[
+                    ("agent.command.env[0]", "never passed to the agent"),
+                    ("agent.command.env[1]", "never passed to the agent"),
+                    ("agent.command.env[2]", "never passed to the agent"),
+                    ("agent.command.env[3]", "not an environment variable name"),
+                ],
+            ),
+            (
+                "agent: {command: {env: OPENAI_API_KEY}}",
+                &[],
+                &[("agent.command.env", "expected a list of strings")],
+            ),
+            (
                 "agent: {openai: {base_url: ftp://x}}",
                 &[],
                 &[("agent.openai.base_url", "not an http(s) URL")],
@@ -1017,6 +1159,49 @@ storage: {url: "postgres://u:p@127.0.0.1/db"}
     }
 
     #[test]
+    fn the_command_agent_environment_is_built_not_inherited() {
+        let c = parse(
+            "agent: {command: {env: [OPENAI_API_KEY, UNSET_ONE, PATH]}}",
+            &[
+                ("PATH", "/usr/bin:/bin"),
+                ("HOME", "/home/h"),
+                ("LC_ALL", "C.UTF-8"),
+                ("LC_TIME", "de_DE.UTF-8"),
+                ("TZ", "UTC"),
+                ("OPENAI_API_KEY", "sk-model"),
+                ("API_SERVER_KEY", "k-api"),
+                ("HERMES_DASHBOARD_DRAIN_SECRET", "d-secret"),
+                ("HERMES_DASHBOARD_SESSION_TOKEN", "s-token"),
+                ("HERMES_NOUS_ACCESS_TOKEN", "n-token"),
+                ("HERMES_DATABASE_URL", "postgres://u:p@h/db"),
+                ("SOMETHING_ELSE", "x"),
+                ("LANG", ""),
+            ],
+        )
+        .unwrap();
+        let got: Vec<(&str, &str)> = c
+            .agent
+            .command
+            .environment
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose_secret()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("PATH", "/usr/bin:/bin"),
+                ("HOME", "/home/h"),
+                ("TZ", "UTC"),
+                ("LC_ALL", "C.UTF-8"),
+                ("LC_TIME", "de_DE.UTF-8"),
+                ("OPENAI_API_KEY", "sk-model"),
+            ]
+        );
+        assert_eq!(c.agent.command.env, ["OPENAI_API_KEY", "UNSET_ONE", "PATH"]);
+        assert!(!format!("{c:?}").contains("sk-model"));
+    }
+
+    #[test]
     fn non_loopback_api_host_with_key_is_fine() {
         let c = parse(
             "gateway: {api_server: {host: 0.0.0.0}}",
@@ -1042,5 +1227,49 @@ storage: {url: "postgres://u:p@127.0.0.1/db"}
     fn storage_url_error_never_echoes_the_url() {
         let err = parse("storage: {url: 'mysql://user:hunter2@db'}", &[]).unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn connection_limits_and_trusted_proxies() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.connections.max_per_listener, 1024);
+        assert_eq!(c.connections.header_timeout_seconds, 30);
+        assert!(c.dashboard.trusted_proxies.is_empty());
+        let c = parse(
+            "gateway: {connections: {max_per_listener: 8, header_timeout_seconds: 2}}\n\
+             dashboard: {trusted_proxies: ['10.0.0.0/8', ' 192.168.1.7 ', 'fd00::1/8', '::1']}",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.connections.max_per_listener, 8);
+        assert_eq!(c.connections.header_timeout_seconds, 2);
+        let nets: Vec<String> = c
+            .dashboard
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(
+            nets,
+            ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "::1/128"]
+        );
+        check_err(
+            "gateway: {connections: {max_per_listener: 0, header_timeout_seconds: 0, idle: 1}}",
+            &[],
+            &[
+                ("gateway.connections.idle", "unknown key"),
+                ("gateway.connections.max_per_listener", "from 1"),
+                ("gateway.connections.header_timeout_seconds", "from 1"),
+            ],
+        );
+        check_err(
+            "dashboard: {trusted_proxies: ['10.0.0.0/8', 7, '10.0.0.0/33', 'proxy.local']}",
+            &[],
+            &[
+                ("dashboard.trusted_proxies[1]", "expected a string"),
+                ("dashboard.trusted_proxies[2]", "not a CIDR"),
+                ("dashboard.trusted_proxies[3]", "not a CIDR"),
+            ],
+        );
     }
 }

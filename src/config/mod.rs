@@ -22,6 +22,10 @@ pub const EXIT_CONFIG: i32 = 78;
 pub trait Env {
     /// Returns the variable's value, treating an empty value as unset.
     fn var(&self, name: &str) -> Option<String>;
+
+    /// Every variable whose name starts with `prefix` (empty values left out), sorted by
+    /// name; how the `command` agent's `LC_*` locale variables are found.
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)>;
 }
 
 /// The real process environment.
@@ -32,11 +36,30 @@ impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok().filter(|v| !v.is_empty())
     }
+
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut out: Vec<_> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, v)| k.starts_with(prefix) && !v.is_empty())
+            .collect();
+        out.sort();
+        out
+    }
 }
 
 impl Env for HashMap<String, String> {
     fn var(&self, name: &str) -> Option<String> {
         self.get(name).filter(|v| !v.is_empty()).cloned()
+    }
+
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut out: Vec<_> = self
+            .iter()
+            .filter(|(k, v)| k.starts_with(prefix) && !v.is_empty())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.sort();
+        out
     }
 }
 
@@ -84,6 +107,8 @@ pub struct Config {
     pub home: PathBuf,
     pub agent: AgentConfig,
     pub api_server: ApiServerConfig,
+    /// Connection limits of both listeners (`gateway.connections`).
+    pub connections: ConnectionsConfig,
     pub dashboard: DashboardConfig,
     pub drain: DrainConfig,
     pub cron: CronConfig,
@@ -143,6 +168,17 @@ pub struct CommandConfig {
     pub argv: Vec<String>,
     pub timeout_seconds: u64,
     pub workdir: Option<PathBuf>,
+    /// `agent.command.env`: names of extra variables passed through to the agent (never a
+    /// gateway secret; the loader refuses those).
+    pub env: Vec<String>,
+    /// The agent's whole environment, built at load time: the base variables of SPEC §3
+    /// (`PATH`, `HOME`, `LANG`, `LC_*`, `TZ`, `TMPDIR`, `USER`) and the `env` names that are
+    /// set. Values are secrets because a passed-through one may be a model key.
+    pub environment: Vec<(String, SecretString)>,
+    /// The executable that runs as each turn's keeper (`agent::keeper`): not a YAML key.
+    /// `/proc/self/exe` (this very binary, even if its file was replaced since) unless a
+    /// test process, which is not the gateway binary, names the binary.
+    pub keeper_exe: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +188,17 @@ pub struct ApiServerConfig {
     pub port: u16,
     pub cors_origins: Vec<String>,
     pub model_name: String,
+}
+
+/// How both listeners treat their connections (an extension, SPEC §10): slow or idle
+/// clients cannot hold the server.
+#[derive(Debug, Clone)]
+pub struct ConnectionsConfig {
+    /// Open connections per listener (WebSockets included); more are closed at once.
+    pub max_per_listener: usize,
+    /// Seconds a client has to send a request's headers, from connecting or from the end
+    /// of its previous response (so it also ends idle keep-alive connections).
+    pub header_timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +213,9 @@ pub struct DashboardConfig {
     /// Seconds between pings on an idle dashboard WebSocket (an extension; proxies close
     /// sockets that stay silent too long).
     pub ws_heartbeat_seconds: u64,
+    /// Proxies whose `X-Forwarded-For` names the real client (for the login rate limit
+    /// and the audit log's `ip`); empty = the TCP peer is always the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]

@@ -13,8 +13,15 @@ use serde::Serialize;
 
 pub use schedule::{PAST_TOLERANCE, Schedule, ScheduleError};
 pub use service::{
-    CronError, CronService, FireOutcome, FireRequest, Fired, JobPatch, JobSpec, LEASE, TickReport,
+    CronError, CronService, FireOutcome, FireRequest, Fired, JobPatch, JobSpec, LEASE,
+    MAX_NAME_CHARS, MAX_PROMPT_CHARS, REPEAT_RULE, TickReport,
 };
+
+/// True for a well-formed job id: 12 lowercase hex characters (compat). The job API
+/// answers anything else with 400 before looking it up.
+pub fn is_job_id(id: &str) -> bool {
+    id.len() == 12 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
 
 /// A job's lifecycle state (compat names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,42 +23,39 @@ use crate::store::{ClaimOutcome, NewRun, Store, StoreError};
 pub const LEASE: Duration = Duration::from_secs(300);
 /// Most due jobs one tick claims; the rest wait for the next tick (which comes at once).
 const TICK_BATCH: i64 = 1000;
-/// Longest prompt accepted.
-const MAX_PROMPT_CHARS: usize = 100_000;
+/// Longest prompt accepted (compat).
+pub const MAX_PROMPT_CHARS: usize = 5_000;
+/// Longest job name accepted (compat).
+pub const MAX_NAME_CHARS: usize = 200;
 /// Webhook delivery attempts and the first back-off.
 const DELIVERY_ATTEMPTS: u32 = 3;
 const DELIVERY_BACKOFF: Duration = Duration::from_millis(500);
 /// Attempts to record a run's end (backing off like deliveries).
 const FINISH_ATTEMPTS: u32 = 5;
 
-/// A new job, as a client describes it.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A new job, as a client describes it (the job API parses the wire body into this).
+#[derive(Debug, Clone, Default)]
 pub struct JobSpec {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
+    /// Required: 1 to [`MAX_NAME_CHARS`] characters.
+    pub name: String,
     pub prompt: String,
-    #[serde(default)]
+    /// Required.
     pub schedule: String,
-    #[serde(default)]
     pub enabled: Option<bool>,
     /// Times to run; absent = forever.
-    #[serde(default)]
     pub repeat: Option<u32>,
-    #[serde(default)]
     pub deliver: Option<String>,
 }
 
 /// A change to a job; absent fields stay as they are.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct JobPatch {
     pub name: Option<String>,
     pub prompt: Option<String>,
     pub schedule: Option<String>,
     pub enabled: Option<bool>,
-    pub repeat: Option<u32>,
+    /// `Some(None)` = repeat forever from now on.
+    pub repeat: Option<Option<u32>>,
     pub deliver: Option<String>,
 }
 
@@ -249,19 +246,17 @@ impl CronService {
 
     pub async fn create(&self, spec: JobSpec) -> Result<Job, CronError> {
         let now = self.now();
+        let name = check_name(&spec.name)?;
         let prompt = check_prompt(&spec.prompt)?;
+        if spec.schedule.trim().is_empty() {
+            return Err(CronError::Invalid("schedule: required".into()));
+        }
         let schedule = self.parse(&spec.schedule, now)?;
         let deliver = check_deliver(spec.deliver.as_deref().unwrap_or("local"))?;
         if spec.repeat == Some(0) {
-            return Err(CronError::Invalid(
-                "repeat: must be at least 1 (omit it to repeat forever)".into(),
-            ));
+            return Err(CronError::Invalid(REPEAT_RULE.into()));
         }
         let enabled = spec.enabled.unwrap_or(true);
-        let name = match spec.name.as_deref().map(str::trim) {
-            Some("") | None => prompt.chars().take(50).collect(),
-            Some(n) => n.to_owned(),
-        };
         let job = Job {
             id: crate::ids::random_hex128()[..12].to_owned(),
             name,
@@ -305,16 +300,16 @@ impl CronService {
             job.prompt = check_prompt(&p)?;
         }
         if let Some(n) = patch.name {
-            job.name = n.trim().to_owned();
+            job.name = check_name(&n)?;
         }
         if let Some(d) = patch.deliver {
             job.deliver = check_deliver(&d)?;
         }
         if let Some(r) = patch.repeat {
-            if r == 0 {
-                return Err(CronError::Invalid("repeat: must be at least 1".into()));
+            if r == Some(0) {
+                return Err(CronError::Invalid(REPEAT_RULE.into()));
             }
-            job.repeat.times = Some(r);
+            job.repeat.times = r;
         }
         if let Some(text) = patch.schedule {
             let schedule = self.parse(&text, now)?;
@@ -854,15 +849,34 @@ fn stored_text(text: &str, schedule: &Schedule) -> String {
     }
 }
 
-fn check_prompt(p: &str) -> Result<String, CronError> {
-    let p = p.trim();
-    if p.is_empty() {
-        return Err(CronError::Invalid("prompt: must not be empty".into()));
+/// What a `repeat` must be (SPEC §7).
+pub const REPEAT_RULE: &str =
+    "repeat: must be an integer of at least 1 (omit it to repeat forever)";
+
+fn check_name(n: &str) -> Result<String, CronError> {
+    let n = n.trim();
+    if n.is_empty() {
+        return Err(CronError::Invalid(format!(
+            "name: required (1 to {MAX_NAME_CHARS} characters)"
+        )));
     }
+    if n.chars().count() > MAX_NAME_CHARS {
+        return Err(CronError::Invalid(format!(
+            "name: longer than {MAX_NAME_CHARS} characters"
+        )));
+    }
+    Ok(n.to_owned())
+}
+
+fn check_prompt(p: &str) -> Result<String, CronError> {
     if p.chars().count() > MAX_PROMPT_CHARS {
         return Err(CronError::Invalid(format!(
             "prompt: longer than {MAX_PROMPT_CHARS} characters"
         )));
+    }
+    let p = p.trim();
+    if p.is_empty() {
+        return Err(CronError::Invalid("prompt: must not be empty".into()));
     }
     Ok(p.to_owned())
 }

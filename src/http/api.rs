@@ -21,6 +21,8 @@ use crate::metrics::TurnOutcome;
 
 /// Header carrying the conversation's session id, in and out.
 const SESSION_HEADER: &str = "x-hermes-session-id";
+/// The same, as documented (compat spelling).
+const SESSION_HEADER_NAME: &str = "X-Hermes-Session-Id";
 /// Header making a non-streaming request safe to retry.
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
@@ -30,6 +32,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/health", get(health))
         .route("/health/detailed", get(health_detailed))
         .route("/v1/models", get(models))
+        .route("/v1/models/{*id}", get(model))
+        .route("/v1/capabilities", get(capabilities))
         .route("/v1/chat/completions", post(chat_completions))
         // The fire token is this route's credential, never API_SERVER_KEY (SPEC §8).
         .merge(super::fire::routes())
@@ -39,8 +43,22 @@ pub fn router(state: AppState) -> Router {
                 require_api_key,
             )),
         )
+        // Unknown routes and methods answer in the OpenAI shape, never with an empty body
+        // (set after every route, so it covers them all).
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// A JSON 404 for a path this server does not serve.
+pub(super) async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::no_route(StatusCode::NOT_FOUND, method.as_str(), uri.path())
+}
+
+/// A JSON 405 for a method a path does not take.
+pub(super) async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::no_route(StatusCode::METHOD_NOT_ALLOWED, method.as_str(), uri.path())
 }
 
 #[derive(Serialize, ToSchema)]
@@ -114,87 +132,162 @@ pub async fn models(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     check_api_key(&s, &headers)?;
+    Ok(Json(json!({"object": "list", "data": [model_object(&s)]})))
+}
+
+fn model_object(s: &AppState) -> Value {
+    json!({
+        "id": s.config.api_server.model_name,
+        "object": "model",
+        "created": s.info.start_time.as_second(),
+        "owned_by": "hermes",
+    })
+}
+
+/// The advertised model by id; any other id is a 404 `model_not_found`.
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "api",
+    params(("id" = String, Path, description = "the model id")),
+    responses((status = 200, description = "OpenAI model object"), (status = 401, description = "invalid_api_key"),
+              (status = 404, description = "model_not_found")))]
+pub async fn model(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_api_key(&s, &headers)?;
+    if id != s.config.api_server.model_name {
+        return Err(ApiError::model_not_found(&id));
+    }
+    Ok(Json(model_object(&s)))
+}
+
+/// What this server offers (compat shape): auth, the model, features and endpoints, so
+/// a UI or orchestrator need not guess.
+#[utoipa::path(get, path = "/v1/capabilities", tag = "api",
+    responses((status = 200, description = "hermes.api_server.capabilities"), (status = 401, description = "invalid_api_key")))]
+pub async fn capabilities(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_api_key(&s, &headers)?;
+    let endpoint = |method: &str, path: &str| json!({"method": method, "path": path});
     Ok(Json(json!({
-        "object": "list",
-        "data": [{
-            "id": s.config.api_server.model_name,
-            "object": "model",
-            "created": s.info.start_time.as_second(),
-            "owned_by": "hermes",
-        }],
+        "object": "hermes.api_server.capabilities",
+        "platform": "hermes-agent",
+        "model": s.config.api_server.model_name,
+        "auth": {"type": "bearer", "required": s.config.secrets.api_server_key.is_some()},
+        "runtime": {
+            "mode": "server_agent",
+            "tool_execution": "server",
+            "split_runtime": false,
+            "backend": s.config.agent.backend.as_str(),
+        },
+        "features": {
+            "chat_completions": true,
+            "chat_completions_streaming": true,
+            "stream_usage": true,
+            "session_continuity_header": SESSION_HEADER_NAME,
+            "idempotency_header": "Idempotency-Key",
+            "cron_jobs": true,
+            "cors": !s.config.api_server.cors_origins.is_empty(),
+            "limits": {
+                "body_bytes": BODY_LIMIT,
+                "text_part_bytes": crate::agent::input::MAX_TEXT_PART_BYTES,
+                "content_parts": crate::agent::input::MAX_PARTS,
+            },
+        },
+        "endpoints": {
+            "health": endpoint("GET", "/health"),
+            "health_detailed": endpoint("GET", "/health/detailed"),
+            "models": endpoint("GET", "/v1/models"),
+            "model": endpoint("GET", "/v1/models/{id}"),
+            "capabilities": endpoint("GET", "/v1/capabilities"),
+            "chat_completions": endpoint("POST", "/v1/chat/completions"),
+            "jobs": endpoint("GET", "/api/jobs"),
+            "job_create": endpoint("POST", "/api/jobs"),
+            "job": endpoint("GET", "/api/jobs/{id}"),
+            "cron_fire": endpoint("POST", "/api/cron/fire"),
+        },
     })))
 }
 
 /// `POST /v1/chat/completions` body (the fields the gateway reads; others are ignored).
+// `messages` is read as JSON and checked by `agent::input::chat_messages`, so each
+// refusal names its message and part; `ChatMessage` documents what it accepts.
 #[derive(Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
     #[serde(default)]
     model: Option<String>,
-    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    #[schema(value_type = Vec<ChatMessage>, min_items = 1, required = true)]
+    messages: Option<Value>,
     #[serde(default)]
     stream: Option<bool>,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct ChatMessage {
-    role: String,
     #[serde(default)]
-    content: Option<Content>,
+    stream_options: Option<StreamOptions>,
 }
 
-/// Plain text or a list of content parts (only `text` parts carry text).
+/// `stream_options`: with `include_usage`, a stream ends with a usage chunk.
+#[derive(Deserialize, ToSchema)]
+pub struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// One message (the schema of what `agent::input` accepts; parsing goes through it).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ChatMessage {
+    /// system, user, assistant, tool or developer.
+    role: String,
+    content: Content,
+}
+
+/// Plain text, or at most 1,000 content parts.
 #[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
+#[allow(dead_code)]
 pub enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
+/// A text part (`text`, `input_text`, `output_text`; at most 64 KiB) or an image part
+/// (`image_url`, `input_image`; an http(s) or `data:image/...` URL).
 #[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
 pub struct ContentPart {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    /// A URL string, or `{url, detail}`.
+    #[serde(default)]
+    image_url: Option<Value>,
 }
 
-const ROLES: [&str; 5] = ["system", "user", "assistant", "tool", "developer"];
+/// A chat request, checked: what the turn runs on.
+struct ChatRequest {
+    model: Option<String>,
+    messages: Vec<Message>,
+    stream: bool,
+    include_usage: bool,
+}
 
-fn parse_chat(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
+fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let req: ChatCompletionRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid_request(format!("invalid request body: {e}"), None))?;
-    if req.messages.is_empty() {
-        return Err(ApiError::invalid_request(
-            "messages: must contain at least one message",
-            None,
-        ));
-    }
-    for (i, m) in req.messages.iter().enumerate() {
-        if !ROLES.contains(&m.role.as_str()) {
-            return Err(ApiError::invalid_request(
-                format!(
-                    "messages[{i}].role: unknown role {:?} (expected one of {})",
-                    m.role,
-                    ROLES.join(", ")
-                ),
-                None,
-            ));
-        }
-    }
-    Ok(req)
-}
-
-fn text_of(content: Option<Content>) -> String {
-    match content {
-        None => String::new(),
-        Some(Content::Text(t)) => t,
-        Some(Content::Parts(parts)) => parts
-            .into_iter()
-            .filter(|p| p.kind == "text")
-            .filter_map(|p| p.text)
-            .collect::<Vec<_>>()
-            .join(""),
-    }
+    let messages =
+        crate::agent::input::chat_messages(req.messages.as_ref()).map_err(ApiError::Input)?;
+    Ok(ChatRequest {
+        model: req.model,
+        messages,
+        stream: req.stream.unwrap_or(false),
+        include_usage: req
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+    })
 }
 
 /// The conversation's session id: the client's `X-Hermes-Session-Id`, else one derived from
@@ -246,25 +339,18 @@ pub async fn chat_completions(
         _ => ApiError::invalid_request(format!("cannot read request body: {e}"), None),
     })?;
     let req = parse_chat(&body)?;
-    let stream = req.stream.unwrap_or(false);
+    let stream = req.stream;
     let model = req
         .model
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| s.config.api_server.model_name.clone());
-    let messages: Vec<Message> = req
-        .messages
-        .into_iter()
-        .map(|m| Message {
-            role: m.role,
-            content: text_of(m.content),
-        })
-        .collect();
-    let session = session_id(&headers, &messages)?;
+    let session = session_id(&headers, &req.messages)?;
     let turn = Turn {
         model,
-        messages,
+        messages: req.messages,
         session: session.clone(),
         stream,
+        include_usage: req.include_usage,
     };
     let idempotency_key = match headers.get(IDEMPOTENCY_HEADER) {
         Some(v) if !stream => Some(v.to_str().map_err(|_| {
@@ -288,6 +374,8 @@ struct Turn {
     messages: Vec<Message>,
     session: String,
     stream: bool,
+    /// `stream_options.include_usage`: end the stream with a usage chunk.
+    include_usage: bool,
 }
 
 /// Admits the turn through the gate and runs it on the backend, streamed or collected.
@@ -310,7 +398,12 @@ async fn run_turn(s: &AppState, turn: Turn) -> Result<Response, ApiError> {
             .take_until(s.turns_cancel.clone().cancelled_owned()),
     );
     if turn.stream {
-        Ok(stream_response(meta, events, guard))
+        let usage = turn.include_usage.then_some(StreamUsage {
+            prompt_tokens,
+            completion_tokens: 0,
+            reported: None,
+        });
+        Ok(stream_response(meta, events, guard, usage))
     } else {
         complete(meta, events, guard, prompt_tokens).await
     }
@@ -392,23 +485,63 @@ fn chunk(meta: &ChunkMeta, delta: Value, finish_reason: Option<&str>) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
+/// Token counts for the final usage chunk of a stream (`stream_options.include_usage`).
+struct StreamUsage {
+    prompt_tokens: u64,
+    /// Counted from the deltas, for a backend that reports nothing.
+    completion_tokens: u64,
+    /// What the backend reported, which wins.
+    reported: Option<Usage>,
+}
+
+impl StreamUsage {
+    /// The usage chunk: no choices, the turn's token counts (OpenAI's shape).
+    fn chunk(&self, meta: &ChunkMeta) -> Bytes {
+        let u = self.reported.unwrap_or(Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+        });
+        let v = json!({
+            "id": meta.id,
+            "object": "chat.completion.chunk",
+            "created": meta.created,
+            "model": meta.model,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+                "total_tokens": u.prompt_tokens + u.completion_tokens,
+            },
+        });
+        Bytes::from(format!("data: {v}\n\n"))
+    }
+}
+
 struct SseTurn {
     meta: ChunkMeta,
     events: TurnStream,
     guard: Option<TurnGuard>,
     sent_role: bool,
     sent_text: bool,
+    usage: Option<StreamUsage>,
 }
 
 /// Streams the turn as SSE. The guard lives in the stream: it ends when the last frame is
 /// produced, or (counted as interrupted) when the client goes away and the body is dropped.
-fn stream_response(meta: ChunkMeta, events: TurnStream, guard: TurnGuard) -> Response {
+/// With `usage`, a completed stream sends a usage chunk before `[DONE]`.
+fn stream_response(
+    meta: ChunkMeta,
+    events: TurnStream,
+    guard: TurnGuard,
+    usage: Option<StreamUsage>,
+) -> Response {
     let state = SseTurn {
         meta,
         events,
         guard: Some(guard),
         sent_role: false,
         sent_text: false,
+        usage,
     };
     let frames = stream::unfold(state, |mut st| async move {
         let mut guard = st.guard.take()?;
@@ -422,13 +555,24 @@ fn stream_response(meta: ChunkMeta, events: TurnStream, guard: TurnGuard) -> Res
             match st.events.next().await {
                 Some(TurnEvent::Delta(text)) => {
                     st.sent_text |= !text.is_empty();
+                    if let Some(u) = &mut st.usage {
+                        u.completion_tokens += count_tokens(&text);
+                    }
                     st.guard = Some(guard);
                     break chunk(&st.meta, json!({"content": text}), None);
                 }
-                Some(TurnEvent::Usage(_)) => continue,
+                Some(TurnEvent::Usage(reported)) => {
+                    if let Some(u) = &mut st.usage {
+                        u.reported = Some(reported);
+                    }
+                    continue;
+                }
                 Some(TurnEvent::Done) => {
                     guard.set_outcome(TurnOutcome::Completed);
                     let mut last = chunk(&st.meta, json!({}), Some("stop")).to_vec();
+                    if let Some(u) = &st.usage {
+                        last.extend_from_slice(&u.chunk(&st.meta));
+                    }
                     last.extend_from_slice(b"data: [DONE]\n\n");
                     break Bytes::from(last);
                 }
@@ -460,45 +604,59 @@ mod tests {
 
     #[test]
     fn chat_body_validation_names_the_problem() {
-        let table: &[(&str, &str)] = &[
-            ("", "invalid request body"),
-            ("{", "invalid request body"),
-            ("{}", "missing field `messages`"),
-            (r#"{"messages": []}"#, "at least one message"),
+        // (body, fragment, param): the body's framing is checked here, the messages by
+        // `agent::input` (whose table covers every rule), mapped with their `param`.
+        let table: &[(&str, &str, Option<&str>)] = &[
+            ("", "invalid request body", None),
+            ("{", "invalid request body", None),
+            ("{}", "messages: must be a non-empty list", Some("messages")),
+            (r#"{"messages": []}"#, "non-empty list", Some("messages")),
             (
                 r#"{"messages": [{"role": "robot", "content": "x"}]}"#,
                 "messages[0].role",
+                Some("messages[0].role"),
             ),
             (
                 r#"{"messages": [{"role": "user", "content": 5}]}"#,
-                "invalid request body",
+                "messages[0].content",
+                Some("messages[0].content"),
             ),
             (
-                r#"{"messages": [{"role": "user"}], "stream": "yes"}"#,
+                r#"{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}"#,
                 "invalid request body",
+                None,
+            ),
+            (
+                r#"{"messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": 1}}"#,
+                "invalid request body",
+                None,
             ),
         ];
-        for (body, fragment) in table {
-            match parse_chat(body.as_bytes()) {
+        for (body, fragment, param) in table {
+            let (message, got_param) = match parse_chat(body.as_bytes()) {
                 Err(ApiError::OpenAi {
                     message, status, ..
                 }) => {
                     assert_eq!(status, StatusCode::BAD_REQUEST);
-                    assert!(message.contains(fragment), "{body}: {message}");
+                    (message, None)
                 }
+                Err(ApiError::Input(e)) => (e.message, Some(e.param)),
                 Err(other) => panic!("{body}: unexpected {other:?}"),
                 Ok(_) => panic!("{body}: accepted"),
-            }
+            };
+            assert!(message.contains(fragment), "{body}: {message}");
+            assert_eq!(got_param.as_deref(), *param, "{body}");
         }
     }
 
     #[test]
-    fn content_parts_are_joined() {
+    fn stream_options_include_usage_is_read() {
         let req = parse_chat(
-            br#"{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url"},{"type":"text","text":"b"}]}]}"#,
+            br#"{"messages":[{"role":"user","content":"a"}],"stream":true,"stream_options":{"include_usage":true}}"#,
         )
         .unwrap();
-        let m = req.messages.into_iter().next().unwrap();
-        assert_eq!(text_of(m.content), "ab");
+        assert!(req.stream && req.include_usage);
+        let req = parse_chat(br#"{"messages":[{"role":"user","content":"a"}]}"#).unwrap();
+        assert!(!req.stream && !req.include_usage);
     }
 }

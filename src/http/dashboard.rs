@@ -1,11 +1,11 @@
 //! The dashboard listener: status, drain control, metrics, the OpenAPI document, and the
 //! auth gate in front of them (token routes first, then public paths, then sessions).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -45,6 +45,9 @@ pub fn router(state: AppState) -> Router {
         .merge(super::session::routes())
         .merge(super::ws::routes())
         .merge(super::page::routes())
+        // Unknown routes and methods answer in JSON (behind the gate, like any route).
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth_gate,
@@ -52,11 +55,41 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn client_ip(req: &Request) -> String {
+/// A JSON 404 (dashboard shape) for a path the dashboard does not serve.
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "not_found", "detail": format!("no route {method} {}", uri.path())})),
+    )
+        .into_response()
+}
+
+/// A JSON 405 (dashboard shape) for a method a path does not take.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"error": "method_not_allowed",
+            "detail": format!("{method} is not allowed on {}", uri.path())})),
+    )
+        .into_response()
+}
+
+fn client_ip(s: &AppState, req: &Request) -> String {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| client_addr(s, c.0, req.headers()).to_string())
         .unwrap_or_default()
+}
+
+/// Who sent a dashboard request: the TCP peer, or, when the peer is one of
+/// `dashboard.trusted_proxies`, the client its `X-Forwarded-For` names.
+pub fn client_addr(s: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        // An unreadable value stays in the chain as garbage, which ends the walk there.
+        .map(|v| v.to_str().unwrap_or(""));
+    crate::auth::proxy::client_ip(peer.ip(), forwarded, &s.config.dashboard.trusted_proxies)
 }
 
 /// Decides who may reach a dashboard route.
@@ -82,7 +115,7 @@ async fn auth_gate(State(s): State<AppState>, mut req: Request, next: Next) -> R
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let decision = s.token_auth.authenticate(bearer_token(header)).await;
-        let ip = client_ip(&req);
+        let ip = client_ip(&s, &req);
         return match decision {
             TokenDecision::Accepted(principal) => {
                 s.metrics.auth_decision("token", "accepted");
@@ -169,7 +202,7 @@ async fn auth_gate(State(s): State<AppState>, mut req: Request, next: Next) -> R
                         &[
                             ("reason", json!("invalid_session")),
                             ("path", json!(path)),
-                            ("ip", json!(client_ip(&req))),
+                            ("ip", json!(client_ip(&s, &req))),
                         ],
                     );
                     return reject_session(&s, SessionRejection::InvalidSession, &path);

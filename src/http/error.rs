@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::agent::input::InputError;
 use crate::lifecycle::Refusal;
 
 /// Seconds a refused client is told to wait before retrying.
@@ -46,6 +47,8 @@ pub enum ApiError {
     Conflict { error: &'static str, detail: String },
     /// Dashboard: something failed on our side; `log` is never sent.
     Internal { log: String },
+    /// API server: a chat input refused by `agent::input`, OpenAI shape with its `param`.
+    Input(InputError),
     /// A response already built by a handler, passed through unchanged.
     Passthrough(Box<Response>),
 }
@@ -96,6 +99,40 @@ impl ApiError {
         }
     }
 
+    /// No such route, or no such method on it (API server): an OpenAI-shaped 404/405, so
+    /// a client shows a reason rather than an empty body.
+    pub fn no_route(status: StatusCode, method: &str, path: &str) -> Self {
+        let (message, code) = if status == StatusCode::METHOD_NOT_ALLOWED {
+            (
+                format!("{method} is not allowed on {path}"),
+                "method_not_allowed",
+            )
+        } else {
+            (
+                format!("no route {method} {path} on this server"),
+                "not_found",
+            )
+        };
+        Self::OpenAi {
+            status,
+            message,
+            kind: "invalid_request_error",
+            code: Some(code),
+            retry_after: false,
+        }
+    }
+
+    /// `GET /v1/models/{id}` for a model this gateway does not serve.
+    pub fn model_not_found(id: &str) -> Self {
+        Self::OpenAi {
+            status: StatusCode::NOT_FOUND,
+            message: format!("The model '{id}' does not exist"),
+            kind: "invalid_request_error",
+            code: Some("model_not_found"),
+            retry_after: false,
+        }
+    }
+
     /// A turn cut short by shutdown before it produced its answer.
     pub fn interrupted() -> Self {
         Self::OpenAi {
@@ -134,6 +171,12 @@ impl IntoResponse for ApiError {
                 status,
                 json!({"error": {"message": message, "type": kind, "code": code}}),
                 retry_after,
+            ),
+            Self::Input(e) => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"message": e.message, "type": "invalid_request_error",
+                    "param": e.param, "code": e.code}}),
+                false,
             ),
             Self::Unauthenticated { reason, login_url } => {
                 let mut body = json!({"error": "unauthenticated", "detail": "Unauthorized"});

@@ -1,6 +1,9 @@
 //! `/api/jobs`: cron job CRUD, pause/resume/run and run history (SPEC §7). Served on the
 //! API server (behind `API_SERVER_KEY`) and on the dashboard (behind its session gate).
-//! Errors are `{"error": message}` with 400/404/503; the DTOs here are the wire shapes.
+//! Errors are `{"error": message}` with 400/404/503, every 400 naming the field (SPEC §7
+//! compat: an id that is not 12 lowercase hex is `Invalid job ID format`, an unknown one
+//! `Job not found`). The wire bodies are parsed here, field by field, into the cron
+//! domain's `JobSpec`/`JobPatch`; the DTOs here are the wire shapes.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -10,10 +13,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use serde_json::{Map, Value};
 
 use crate::app::AppState;
 use crate::clock::iso;
-use crate::cron::{CronError, Job, JobPatch, JobSpec, Repeat, Run};
+use crate::cron::{CronError, Job, JobPatch, JobSpec, REPEAT_RULE, Repeat, Run, is_job_id};
 use crate::store::StoreError;
 
 /// The job routes; the caller adds its own authentication in front.
@@ -108,7 +112,7 @@ impl IntoResponse for JobsError {
     fn into_response(self) -> Response {
         let (status, message) = match &self.0 {
             CronError::Invalid(m) => (StatusCode::BAD_REQUEST, m.clone()),
-            CronError::NotFound(_) => (StatusCode::NOT_FOUND, self.0.to_string()),
+            CronError::NotFound(_) => (StatusCode::NOT_FOUND, "Job not found".into()),
             CronError::Draining => (StatusCode::SERVICE_UNAVAILABLE, self.0.to_string()),
             CronError::Store(StoreError::Unavailable(detail)) => {
                 tracing::error!(%detail, "store unavailable");
@@ -129,13 +133,146 @@ impl IntoResponse for JobsError {
     }
 }
 
-fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, JobsError> {
-    parsed.map(|Json(v)| v).map_err(|e| {
-        JobsError(CronError::Invalid(format!(
-            "invalid JSON body: {}",
-            e.body_text()
-        )))
+/// Fields a job body may carry (compat: exactly what PATCH takes).
+const FIELDS: [&str; 8] = [
+    "name", "schedule", "prompt", "deliver", "skills", "skill", "repeat", "enabled",
+];
+
+fn invalid(message: impl Into<String>) -> JobsError {
+    JobsError(CronError::Invalid(message.into()))
+}
+
+/// The body as a JSON object of known fields; anything else names what is wrong.
+fn object(parsed: Result<Json<Value>, JsonRejection>) -> Result<Map<String, Value>, JobsError> {
+    let Json(v) = parsed.map_err(|e| invalid(format!("invalid JSON body: {}", e.body_text())))?;
+    let Value::Object(map) = v else {
+        return Err(invalid("invalid JSON body: expected an object"));
+    };
+    if let Some(k) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(invalid(format!(
+            "unknown field `{k}` (a job takes {})",
+            FIELDS.join(", ")
+        )));
+    }
+    Ok(map)
+}
+
+/// Reads the job's fields; `null` counts as absent.
+struct Fields(Map<String, Value>);
+
+impl Fields {
+    fn string(&mut self, key: &str) -> Result<Option<String>, JobsError> {
+        match self.0.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(invalid(format!("{key}: must be a string"))),
+        }
+    }
+
+    fn bool(&mut self, key: &str) -> Result<Option<bool>, JobsError> {
+        match self.0.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(invalid(format!("{key}: must be true or false"))),
+        }
+    }
+
+    /// `repeat`: absent, `null` (forever) or an integer ≥ 1.
+    fn repeat(&mut self) -> Result<Option<Option<u32>>, JobsError> {
+        match self.0.remove("repeat") {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if n >= 1 => Ok(Some(Some(n))),
+                _ => Err(invalid(REPEAT_RULE)),
+            },
+        }
+    }
+
+    /// `skills` (a list of names) and `skill` (one name): Hermes loads skills into a run;
+    /// this gateway's backends have none, so a job that names one is refused rather than
+    /// run without it. Empty values are accepted.
+    fn no_skills(&mut self) -> Result<(), JobsError> {
+        for key in ["skills", "skill"] {
+            let named = match self.0.remove(key) {
+                None | Some(Value::Null) => false,
+                Some(Value::String(s)) => !s.trim().is_empty(),
+                Some(Value::Array(a)) if key == "skills" => {
+                    if a.iter().any(|v| !v.is_string()) {
+                        return Err(invalid("skills: must be a list of skill names"));
+                    }
+                    !a.is_empty()
+                }
+                Some(_) if key == "skills" => {
+                    return Err(invalid("skills: must be a list of skill names"));
+                }
+                Some(_) => return Err(invalid("skill: must be a string")),
+            };
+            if named {
+                return Err(invalid(format!(
+                    "{key}: this gateway's agent backends do not load skills; \
+                     put the instructions in the prompt"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn spec(parsed: Result<Json<Value>, JsonRejection>) -> Result<JobSpec, JobsError> {
+    let mut f = Fields(object(parsed)?);
+    f.no_skills()?;
+    Ok(JobSpec {
+        name: f.string("name")?.unwrap_or_default(),
+        prompt: f.string("prompt")?.unwrap_or_default(),
+        schedule: f.string("schedule")?.unwrap_or_default(),
+        enabled: f.bool("enabled")?,
+        repeat: f.repeat()?.flatten(),
+        deliver: f.string("deliver")?,
     })
+}
+
+fn patch(parsed: Result<Json<Value>, JsonRejection>) -> Result<JobPatch, JobsError> {
+    let map = object(parsed)?;
+    if map.is_empty() {
+        return Err(invalid(format!(
+            "no field to update: PATCH takes {}",
+            FIELDS.join(", ")
+        )));
+    }
+    // `null` clears only what has a cleared state (repeat: forever; skills: none).
+    for (key, want) in [
+        ("name", "a string"),
+        ("prompt", "a string"),
+        ("schedule", "a string"),
+        ("deliver", "a string"),
+        ("enabled", "true or false"),
+    ] {
+        if map.get(key).is_some_and(Value::is_null) {
+            return Err(invalid(format!("{key}: must be {want}, not null")));
+        }
+    }
+    let mut f = Fields(map);
+    f.no_skills()?;
+    Ok(JobPatch {
+        name: f.string("name")?,
+        prompt: f.string("prompt")?,
+        schedule: f.string("schedule")?,
+        enabled: f.bool("enabled")?,
+        repeat: f.repeat()?,
+        deliver: f.string("deliver")?,
+    })
+}
+
+/// The path's job id, refused with the compat 400 unless it is well-formed.
+fn job_id(Path(id): Path<String>) -> Result<String, JobsError> {
+    if is_job_id(&id) {
+        Ok(id)
+    } else {
+        Err(JobsError(CronError::Invalid(
+            "Invalid job ID format".into(),
+        )))
+    }
 }
 
 type Reply = Result<Response, JobsError>;
@@ -145,8 +282,8 @@ async fn list(State(s): State<AppState>) -> Reply {
     Ok(Json(json!({ "jobs": jobs })).into_response())
 }
 
-async fn create(State(s): State<AppState>, spec: Result<Json<JobSpec>, JsonRejection>) -> Reply {
-    let job = s.cron.create(body(spec)?).await?;
+async fn create(State(s): State<AppState>, body: Result<Json<Value>, JsonRejection>) -> Reply {
+    let job = s.cron.create(spec(body)?).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "job": JobDto::from(job) })),
@@ -154,34 +291,38 @@ async fn create(State(s): State<AppState>, spec: Result<Json<JobSpec>, JsonRejec
         .into_response())
 }
 
-async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+async fn show(State(s): State<AppState>, id: Path<String>) -> Reply {
+    let id = job_id(id)?;
     Ok(Json(json!({ "job": JobDto::from(s.cron.get(&id).await?) })).into_response())
 }
 
 async fn update(
     State(s): State<AppState>,
-    Path(id): Path<String>,
-    patch: Result<Json<JobPatch>, JsonRejection>,
+    id: Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> Reply {
-    let job = s.cron.update(&id, body(patch)?).await?;
+    let id = job_id(id)?;
+    let job = s.cron.update(&id, patch(body)?).await?;
     Ok(Json(json!({ "job": JobDto::from(job) })).into_response())
 }
 
-async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
-    s.cron.delete(&id).await?;
-    Ok(Json(json!({"ok": true, "deleted": id})).into_response())
+async fn remove(State(s): State<AppState>, id: Path<String>) -> Reply {
+    s.cron.delete(&job_id(id)?).await?;
+    Ok(Json(json!({"ok": true})).into_response())
 }
 
-async fn pause(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+async fn pause(State(s): State<AppState>, id: Path<String>) -> Reply {
+    let id = job_id(id)?;
     Ok(Json(json!({ "job": JobDto::from(s.cron.pause(&id).await?) })).into_response())
 }
 
-async fn resume(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+async fn resume(State(s): State<AppState>, id: Path<String>) -> Reply {
+    let id = job_id(id)?;
     Ok(Json(json!({ "job": JobDto::from(s.cron.resume(&id).await?) })).into_response())
 }
 
-async fn run_now(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
-    let run = s.cron.run_now(&id).await?;
+async fn run_now(State(s): State<AppState>, id: Path<String>) -> Reply {
+    let run = s.cron.run_now(&job_id(id)?).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "run": RunDto::from(run) })),
@@ -194,11 +335,8 @@ struct RunsQuery {
     limit: Option<i64>,
 }
 
-async fn runs(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<RunsQuery>,
-) -> Reply {
+async fn runs(State(s): State<AppState>, id: Path<String>, Query(q): Query<RunsQuery>) -> Reply {
+    let id = job_id(id)?;
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let runs: Vec<RunDto> = s
         .cron

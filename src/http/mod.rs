@@ -13,6 +13,7 @@ mod jobs;
 mod openapi;
 mod origin;
 mod page;
+mod serve;
 mod session;
 mod ws;
 
@@ -22,6 +23,7 @@ use axum::response::Response;
 
 pub use error::ApiError;
 pub use idempotency::Idempotency;
+pub use serve::{ConnLimits, serve};
 
 use crate::app::AppState;
 
@@ -33,8 +35,10 @@ pub fn api_router(state: AppState) -> Router {
     let cors = cors::Cors(std::sync::Arc::new(
         state.config.api_server.cors_origins.clone(),
     ));
+    let host_guard = axum::middleware::from_fn_with_state(state.clone(), origin::api_host_guard);
     api::router(state)
         .layer(axum::middleware::from_fn_with_state(cors, cors::layer))
+        .layer(host_guard)
         .layer(axum::middleware::map_response(security_headers))
 }
 

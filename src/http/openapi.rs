@@ -14,6 +14,8 @@ use super::{api, dashboard, fire, session, ws};
         api::health,
         api::health_detailed,
         api::models,
+        api::model,
+        api::capabilities,
         api::chat_completions,
         dashboard::status,
         dashboard::drain_status,

@@ -1,27 +1,66 @@
-//! Which names and origins are the dashboard's own: the defence against DNS rebinding
-//! (loopback mode answers only to its own names) and against cross-site requests (a
-//! browser's Origin must be ours or listed in `dashboard.allowed_origins`).
+//! Which names and origins are ours: the defence against DNS rebinding (the dashboard in
+//! loopback mode and the keyless API server answer only to their own names) and against
+//! cross-site requests (a browser's Origin must be ours or listed in
+//! `dashboard.allowed_origins`).
 
-use axum::http::{HeaderMap, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
+use super::ApiError;
 use crate::app::AppState;
+
+/// The `Host` header and the name in it (port and IPv6 brackets removed); `None` when
+/// absent or not a host name.
+fn host_name(headers: &HeaderMap) -> Option<(&str, String)> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let url = reqwest::Url::parse(&format!("http://{host}")).ok()?;
+    let name = url.host_str()?.trim_matches(['[', ']']).to_owned();
+    Some((host, name))
+}
+
+/// A loopback name or address, or `configured` (the listener's own `host` setting).
+fn is_local_name(name: &str, configured: &str) -> bool {
+    crate::config::is_loopback_host(name)
+        || name.eq_ignore_ascii_case("localhost")
+        || name.eq_ignore_ascii_case(configured.trim_matches(['[', ']']))
+}
 
 /// The `Host` a request was sent to, if it names this dashboard: a loopback name or
 /// address, the bound `dashboard.host`, or the host of `dashboard.public_url`.
 pub fn own_host<'h>(s: &AppState, headers: &'h HeaderMap) -> Option<&'h str> {
-    let host = headers.get(header::HOST)?.to_str().ok()?;
-    let url = reqwest::Url::parse(&format!("http://{host}")).ok()?;
-    let name = url.host_str()?.trim_matches(['[', ']']);
+    let (host, name) = host_name(headers)?;
     let dash = &s.config.dashboard;
     let public = reqwest::Url::parse(&dash.public_url).ok();
-    let ours = crate::config::is_loopback_host(name)
-        || name.eq_ignore_ascii_case("localhost")
-        || name.eq_ignore_ascii_case(&dash.host)
+    let ours = is_local_name(&name, &dash.host)
         || public
             .as_ref()
             .and_then(|u| u.host_str())
-            .is_some_and(|p| p.eq_ignore_ascii_case(name));
+            .is_some_and(|p| p.eq_ignore_ascii_case(&name));
     ours.then_some(host)
+}
+
+/// Without `API_SERVER_KEY` (so bound to loopback) the API server answers only requests
+/// sent to a loopback name or its configured host: a page on a rebound DNS name cannot
+/// drive the agent or read its answers. Requests without `Host` (HTTP/1.0, not a browser)
+/// pass. With a key, the key is the guard.
+pub async fn api_host_guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let foreign = s.config.secrets.api_server_key.is_none()
+        && req.headers().contains_key(header::HOST)
+        && !host_name(req.headers())
+            .is_some_and(|(_, name)| is_local_name(&name, &s.config.api_server.host));
+    if foreign {
+        return ApiError::OpenAi {
+            status: StatusCode::FORBIDDEN,
+            message: "this API server has no API_SERVER_KEY, so it answers only requests sent to localhost or its configured host; set API_SERVER_KEY to serve other names".into(),
+            kind: "invalid_request_error",
+            code: Some("host_not_allowed"),
+            retry_after: false,
+        }
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Whether a browser on `origin` may call this dashboard: the public URL's origin, one in

@@ -99,9 +99,10 @@ struct PasswordLogin {
 pub async fn password_login(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let ip = peer.ip();
+    let ip = super::dashboard::client_addr(&s, peer, &headers);
     let failure = |reason: &str, username: Option<&str>| {
         s.audit.record(
             AuditEvent::LoginFailure,
@@ -202,32 +203,49 @@ pub async fn logout(
     r
 }
 
-/// Who is signed in.
+/// Who is signed in: the compat fields (`user_id`, `email`, `display_name`, `org_id`,
+/// `provider`, `expires_at` in Unix seconds, `null` for the loopback session), plus `user`
+/// and `mode` for the dashboard page.
 #[utoipa::path(get, path = "/api/auth/me", tag = "auth",
-    responses((status = 200, description = "{user: {id, provider}, expires_at, mode}"), (status = 401, description = "unauthenticated")))]
+    responses((status = 200, description = "{user_id, email, display_name, org_id, provider, expires_at, user: {id, provider}, mode}"),
+              (status = 401, description = "unauthenticated")))]
 pub async fn me(State(s): State<AppState>, Extension(session): Extension<Session>) -> Response {
+    let expires_at =
+        (session.expires_at != jiff::Timestamp::MAX).then(|| session.expires_at.as_second());
     Json(json!({
+        "user_id": session.principal,
+        // The password and session-token providers know no e-mail address or organisation.
+        "email": null,
+        "display_name": session.principal,
+        "org_id": null,
+        "provider": session.provider,
+        "expires_at": expires_at,
         "user": {"id": session.principal, "provider": session.provider},
-        "expires_at": (session.expires_at != jiff::Timestamp::MAX).then(|| iso(session.expires_at)),
         "mode": if s.dashboard_auth.is_gated() { "gated" } else { "loopback" },
     }))
     .into_response()
 }
 
-/// The sign-in methods this dashboard offers (public).
-#[utoipa::path(get, path = "/api/auth/providers", tag = "auth", responses((status = 200, description = "{mode, providers: [{name, type, login_url}]}")))]
+/// The sign-in methods this dashboard offers (public), compat shape; 503 when none is
+/// registered (loopback mode, or a gated dashboard without a provider).
+#[utoipa::path(get, path = "/api/auth/providers", tag = "auth",
+    responses((status = 200, description = "{providers: [{name, display_name, supports_password}]}"),
+              (status = 503, description = "{detail: \"no auth providers registered\"}")))]
 pub async fn providers(State(s): State<AppState>) -> Response {
     let list: Vec<_> = s
         .dashboard_auth
         .basic()
-        .map(|_| json!({"name": "basic", "type": "password", "login_url": "/auth/password-login"}))
+        .map(|_| json!({"name": "basic", "display_name": "Password", "supports_password": true}))
         .into_iter()
         .collect();
-    Json(json!({
-        "mode": if s.dashboard_auth.is_gated() { "gated" } else { "loopback" },
-        "providers": list,
-    }))
-    .into_response()
+    if list.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"detail": "no auth providers registered"})),
+        )
+            .into_response();
+    }
+    Json(json!({ "providers": list })).into_response()
 }
 
 /// Mints a single-use, 30-second WebSocket ticket bound to the caller's session. POST

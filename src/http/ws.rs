@@ -33,8 +33,12 @@ pub const PATHS: [&str; 2] = ["/api/events", "/api/ws"];
 const STATUS_EVERY: Duration = Duration::from_millis(100);
 /// Messages of a conversation sent with each turn (the oldest are dropped).
 const MAX_HISTORY: usize = 40;
-/// Longest chat message accepted.
-const MAX_CHAT_CHARS: usize = 100_000;
+/// Largest frame and message a client may send on either socket (SPEC §10). The frame
+/// limit is checked on the frame's header, before its payload is buffered.
+const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Longest chat message accepted: any text this long fits in one frame (at most 4 bytes a
+/// character); a longer one that still fits gets an error frame, a bigger frame closes.
+const MAX_CHAT_CHARS: usize = 16_000;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -134,7 +138,8 @@ pub async fn events(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    match authorize(&s, &auth, &headers, &peer.ip().to_string()).await {
+    let ip = super::dashboard::client_addr(&s, peer, &headers).to_string();
+    match authorize(&s, &auth, &headers, &ip).await {
         Ok(session) => {
             small_buffers(ws).on_upgrade(move |socket| events_socket(socket, s, session))
         }
@@ -148,11 +153,13 @@ fn heartbeat_every(s: &AppState) -> Duration {
 }
 
 /// Dashboard frames are small: the library's default 128 KiB read buffer per socket would
-/// make a thousand idle sockets cost over 100 MiB. Writes go out as they are sent.
+/// make a thousand idle sockets cost over 100 MiB. Writes go out as they are sent. A client
+/// frame or message over 64 KiB closes the socket (the default would buffer 16 MiB frames).
 fn small_buffers(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.read_buffer_size(4096)
         .write_buffer_size(0)
-        .max_message_size(64 * 1024)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .max_message_size(MAX_FRAME_BYTES)
 }
 
 fn status_message(s: &AppState) -> String {
@@ -232,10 +239,9 @@ pub async fn chat(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    match authorize(&s, &auth, &headers, &peer.ip().to_string()).await {
-        Ok(session) => small_buffers(ws)
-            .max_message_size(4 * MAX_CHAT_CHARS + 1024)
-            .on_upgrade(move |socket| chat_socket(socket, s, session)),
+    let ip = super::dashboard::client_addr(&s, peer, &headers).to_string();
+    match authorize(&s, &auth, &headers, &ip).await {
+        Ok(session) => small_buffers(ws).on_upgrade(move |socket| chat_socket(socket, s, session)),
         Err(r) => *r,
     }
 }
@@ -410,6 +416,16 @@ mod tests {
             chat_text(r#"{"message": 5}"#)
                 .unwrap_err()
                 .contains("expected")
+        );
+        // The longest message, in 4-byte characters and wrapped in JSON, fits in a frame.
+        let longest = "😀".repeat(super::MAX_CHAT_CHARS);
+        let framed = serde_json::json!({ "message": longest }).to_string();
+        assert!(framed.len() <= super::MAX_FRAME_BYTES, "{}", framed.len());
+        assert!(chat_text(&framed).is_ok());
+        assert!(
+            chat_text(&"a".repeat(super::MAX_CHAT_CHARS + 1))
+                .unwrap_err()
+                .contains("longer than 16000")
         );
     }
 }

@@ -140,8 +140,8 @@ async fn bad_requests_get_clear_openai_errors() {
     let app = TestApp::spawn("", &[]).await;
     let cases: &[(&str, &str)] = &[
         ("not json", "invalid request body"),
-        ("{}", "missing field `messages`"),
-        (r#"{"messages": []}"#, "at least one message"),
+        ("{}", "messages: must be a non-empty list"),
+        (r#"{"messages": []}"#, "messages: must be a non-empty list"),
         (
             r#"{"messages": [{"role": "wizard", "content": "x"}]}"#,
             "messages[0].role",
@@ -199,5 +199,226 @@ async fn openapi_and_metrics_are_served() {
         "hermes_turns_total",
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+}
+
+async fn chat(app: &TestApp, body: Value) -> (u16, Value) {
+    let r = app
+        .http
+        .post(format!("{}/v1/chat/completions", app.api))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// SPEC §4 request validation on the wire: each refusal is an OpenAI error naming the
+/// message's content in `param`, with the compat code; nothing reaches the agent.
+#[tokio::test]
+async fn chat_content_is_validated_with_param_and_code() {
+    let app = TestApp::spawn("", &[]).await;
+    let user = |content: Value| json!({"messages": [{"role": "system", "content": "rules"}, {"role": "user", "content": content}]});
+    let c1 = "messages[1].content";
+    for (body, param, code, fragment) in [
+        (
+            json!({"messages": [{"role": "user"}]}),
+            "messages[0].content",
+            Value::Null,
+            "required",
+        ),
+        (
+            user(json!([{"type": "file", "file": {"file_id": "file-1"}}])),
+            c1,
+            json!("unsupported_content_type"),
+            "file parts",
+        ),
+        (
+            user(
+                json!([{"type": "image_url", "image_url": {"url": "data:application/pdf;base64,JVBE"}}]),
+            ),
+            c1,
+            json!("unsupported_content_type"),
+            "data:image",
+        ),
+        (
+            user(json!([{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}])),
+            c1,
+            json!("invalid_image_url"),
+            "http(s)",
+        ),
+        (
+            user(json!([{"type": "text", "text": "x".repeat(64 * 1024 + 1)}])),
+            c1,
+            json!("invalid_content_part"),
+            "at most 65536",
+        ),
+        (
+            user(json!(vec![json!({"type": "text", "text": "a"}); 1001])),
+            c1,
+            json!("invalid_content_part"),
+            "at most 1000",
+        ),
+        (
+            json!({"messages": [{"role": "system", "content": "rules only"}]}),
+            "messages",
+            Value::Null,
+            "No user message found in messages",
+        ),
+    ] {
+        let (status, v) = chat(&app, body.clone()).await;
+        assert_eq!(status, 400, "{v}");
+        let e = &v["error"];
+        assert_eq!(
+            (&e["type"], &e["param"], &e["code"]),
+            (&json!("invalid_request_error"), &json!(param), &code),
+            "{v}"
+        );
+        assert!(e["message"].as_str().unwrap().contains(fragment), "{v}");
+    }
+    // Text and image parts are accepted; the text reaches the agent, joined by newlines.
+    let (status, v) = chat(
+        &app,
+        user(
+            json!([{"type": "text", "text": "look at"}, {"type": "input_text", "text": "this"},
+                    {"type": "image_url", "image_url": {"url": "https://img.example/cat.png"}}]),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], "look at\nthis");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("hermes_turns_total{outcome=\"completed\"} 1\n")
+            && !metrics.contains("outcome=\"failed\"} 1"),
+        "only the accepted request became a turn:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn models_by_id_capabilities_and_unknown_routes_answer_in_the_openai_shape() {
+    let app = TestApp::spawn("", &[("API_SERVER_KEY", "sk-k")]).await;
+    let get = |path: &str| {
+        app.http
+            .get(format!("{}{path}", app.api))
+            .bearer_auth("sk-k")
+            .send()
+    };
+    let r = get("/v1/models/hermes-agent").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&v["id"], &v["object"]),
+        (&json!("hermes-agent"), &json!("model"))
+    );
+    for id in ["gpt-4o", "org/some-model"] {
+        let r = get(&format!("/v1/models/{id}")).await.unwrap();
+        assert_eq!(r.status(), 404, "{id}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "model_not_found", "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(id), "{v}");
+    }
+
+    let v: Value = get("/v1/capabilities").await.unwrap().json().await.unwrap();
+    assert_eq!(v["object"], "hermes.api_server.capabilities");
+    assert_eq!(v["model"], "hermes-agent");
+    assert_eq!(v["auth"], json!({"type": "bearer", "required": true}));
+    assert_eq!(v["features"]["chat_completions_streaming"], true);
+    assert_eq!(
+        v["endpoints"]["chat_completions"],
+        json!({"method": "POST", "path": "/v1/chat/completions"})
+    );
+    // The key guards them like /v1/models.
+    for path in ["/v1/capabilities", "/v1/models/hermes-agent"] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.api))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+
+    // Unknown routes and methods: JSON, never an empty body.
+    for (method, path, status, code) in [
+        (reqwest::Method::GET, "/v1/no-such-thing", 404, "not_found"),
+        (
+            reqwest::Method::POST,
+            "/v2/chat/completions",
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/chat/completions",
+            405,
+            "method_not_allowed",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v1/models",
+            405,
+            "method_not_allowed",
+        ),
+    ] {
+        let r = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.api))
+            .bearer_auth("sk-k")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{method} {path}");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            (&v["error"]["type"], &v["error"]["code"]),
+            (&json!("invalid_request_error"), &json!(code)),
+            "{method} {path}: {v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(path),
+            "{v}"
+        );
+    }
+}
+
+/// Splits an SSE body into its `data:` payloads.
+fn sse_data(text: &str) -> Vec<&str> {
+    text.split("\n\n")
+        .filter_map(|frame| frame.strip_prefix("data: "))
+        .collect()
+}
+
+#[tokio::test]
+async fn stream_options_include_usage_ends_the_stream_with_a_usage_chunk() {
+    let app = TestApp::spawn("", &[]).await;
+    let stream = |include: Option<bool>| {
+        let mut body = json!({"stream": true, "messages": [{"role": "user", "content": "count these four words"}]});
+        if let Some(i) = include {
+            body["stream_options"] = json!({"include_usage": i});
+        }
+        let req = app
+            .http
+            .post(format!("{}/v1/chat/completions", app.api))
+            .json(&body);
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let text = stream(Some(true)).await;
+    let data = sse_data(&text);
+    assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+    let usage: Value = serde_json::from_str(data[data.len() - 2]).unwrap();
+    assert_eq!(usage["choices"], json!([]), "{usage}");
+    assert_eq!(usage["object"], "chat.completion.chunk");
+    assert_eq!(
+        usage["usage"],
+        json!({"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8})
+    );
+    let before: Value = serde_json::from_str(data[data.len() - 3]).unwrap();
+    assert_eq!(before["choices"][0]["finish_reason"], "stop", "{text}");
+    // Without it (or with false), no usage chunk.
+    for include in [None, Some(false)] {
+        let text = stream(include).await;
+        assert!(!text.contains("\"usage\""), "{include:?}: {text}");
     }
 }

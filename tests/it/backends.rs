@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, parse_sse};
+use crate::support::{Proc, TestApp, cli, fresh_postgres_url, parse_sse, strong_secret};
 
 /// Writes an executable shell script agent into `dir`.
 fn agent(dir: &Path, name: &str, body: &str) -> String {
@@ -319,6 +319,417 @@ async fn a_client_that_disconnects_cancels_its_turn_and_kills_the_agent() {
             "stream={stream}: {metrics}"
         );
     }
+}
+
+// ---- what the agent may see, and what it may leave behind (SPEC §3) ------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_agent_environment_is_built_and_holds_no_gateway_secret() {
+    let home = tempfile::tempdir().unwrap();
+    let argv = agent(home.path(), "agent.sh", "cat >/dev/null; env");
+    let (drain, drain_next) = (strong_secret(), strong_secret());
+    let database_url = fresh_postgres_url().await;
+    let secrets: &[(&str, &str)] = &[
+        ("API_SERVER_KEY", "sk-api-key-never-for-agents"),
+        ("HERMES_DASHBOARD_DRAIN_SECRET", &drain),
+        ("HERMES_DASHBOARD_DRAIN_SECRET_NEXT", &drain_next),
+        (
+            "HERMES_DASHBOARD_SESSION_TOKEN",
+            "session-token-never-for-agents",
+        ),
+        ("HERMES_NOUS_ACCESS_TOKEN", "nous-token-never-for-agents"),
+        ("HERMES_DATABASE_URL", &database_url),
+        // The openai backend's model key: not named in agent.command.env, so not passed.
+        ("OPENAI_API_KEY", "sk-model-key-never-for-agents"),
+    ];
+    let mut env = secrets.to_vec();
+    env.extend([
+        ("MY_AGENT_VAR", "passed-through-value"),
+        ("LC_TIME", "C"),
+        ("UNLISTED_VAR", "not-for-agents"),
+    ]);
+    let p = Proc::start(
+        home.path(),
+        &format!("agent: {{backend: command, command: {{argv: [{argv:?}], env: [MY_AGENT_VAR]}}}}"),
+        &env,
+    );
+    p.wait_running().await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", p.api))
+        .bearer_auth("sk-api-key-never-for-agents")
+        .json(&json!({"messages": [{"role": "user", "content": "print your environment"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let printed = body["choices"][0]["message"]["content"].as_str().unwrap();
+    let names: Vec<&str> = printed
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(names.contains(&"PATH"), "{printed}");
+    assert!(
+        printed.contains("MY_AGENT_VAR=passed-through-value"),
+        "{printed}"
+    );
+    assert!(printed.contains("LC_TIME=C"), "{printed}");
+    assert!(!printed.contains("UNLISTED_VAR"), "{printed}");
+    for (name, value) in secrets {
+        assert!(!names.contains(name), "{name} reached the agent: {printed}");
+        assert!(
+            !printed.contains(value),
+            "the value of {name} reached the agent"
+        );
+    }
+}
+
+#[test]
+fn naming_a_gateway_secret_in_agent_command_env_exits_78_with_its_key_path() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.yaml"),
+        "agent: {backend: command, command: {argv: [/bin/cat], env: [OPENAI_API_KEY, HERMES_DASHBOARD_DRAIN_SECRET]}}\n",
+    )
+    .unwrap();
+    for args in [&["run"][..], &["config", "check"][..]] {
+        let (code, _, err) = cli(home.path(), args, &[], "");
+        assert_eq!(code, 78, "{args:?}: {err}");
+        assert!(
+            err.contains("agent.command.env[1]") && err.contains("HERMES_DASHBOARD_DRAIN_SECRET"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("agent.command.env[0]"), "{err}");
+    }
+    std::fs::write(
+        home.path().join("config.yaml"),
+        "agent: {backend: command, command: {argv: [/bin/cat], env: [OPENAI_API_KEY]}}\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli(home.path(), &["config", "show", "--json"], &[], "");
+    assert_eq!(code, 0, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["agent"]["command"]["env"], json!(["OPENAI_API_KEY"]));
+}
+
+/// A link to sleep(1) with a unique path, so its processes can be found by command line.
+fn sleeper(dir: &Path) -> String {
+    let path = dir.join("hermes-test-sleeper");
+    let sleep = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v sleep"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(sleep.trim(), &path).unwrap();
+    path.display().to_string()
+}
+
+/// Live (not zombie) processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) && pid_alive(&name) {
+            out.push(format!(
+                "{name}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
+        }
+    }
+    out
+}
+
+/// Streams a chat turn; returns the text once `until` appears (then keeps the response
+/// open until the returned task is aborted) or the whole body if the turn ends first.
+fn stream_turn(
+    api: String,
+    bearer: Option<&'static str>,
+    until: &'static str,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Receiver<String>,
+) {
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut req = reqwest::Client::new()
+            .post(format!("{api}/v1/chat/completions"))
+            .json(&json!({"stream": true, "messages": [{"role": "user", "content": "x"}]}));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        let mut seen = String::new();
+        let mut seen_tx = Some(seen_tx);
+        if let Ok(mut r) = req.send().await {
+            while let Ok(Some(c)) = r.chunk().await {
+                seen.push_str(&String::from_utf8_lossy(&c));
+                if seen.contains(until)
+                    && let Some(tx) = seen_tx.take()
+                {
+                    let _ = tx.send(seen.clone());
+                }
+            }
+        }
+        if let Some(tx) = seen_tx.take() {
+            let _ = tx.send(seen);
+        }
+    });
+    (task, seen_rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setsid_child_cannot_hold_a_turn_past_its_timeout_nor_outlive_it() {
+    let home = tempfile::tempdir().unwrap();
+    let s = sleeper(home.path());
+    // The reported case: a daemonised child holding stdout, the agent itself still busy.
+    let argv = agent(
+        home.path(),
+        "agent.sh",
+        &format!("cat >/dev/null; setsid {s} 30 & echo hi; sleep 60"),
+    );
+    let p = Proc::start(
+        home.path(),
+        &format!("agent: {{backend: command, command: {{argv: [{argv:?}], timeout_seconds: 3}}}}"),
+        &[],
+    );
+    p.wait_running().await;
+    let started = std::time::Instant::now();
+    let (_task, seen) = stream_turn(p.api.clone(), None, "hi");
+    let first = seen.await.unwrap();
+    assert!(first.contains("hi"), "{first}");
+    assert!(!processes_with(&s).is_empty(), "the setsid child never ran");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", p.api))
+        .json(&json!({"messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        body["hermes"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out after 3 s"),
+        "{body}"
+    );
+    assert_eq!(body["choices"][0]["message"]["content"], "hi\n");
+    // Two 3 s turns back to back (the streamed one, then this one), plus slack.
+    assert!(elapsed < Duration::from_secs(6 + 3), "took {elapsed:?}");
+    let left = processes_with(&s);
+    assert!(left.is_empty(), "outlived the turn: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_exits_ends_its_turn_and_takes_its_daemons_with_it() {
+    let home = tempfile::tempdir().unwrap();
+    let s = sleeper(home.path());
+    let d = home.path().display();
+    // Two double-forked setsid daemons (re-parented away from the agent at once): one
+    // holds the agent's stdout open, the other closed its stdio. The agent waits until both
+    // run, then exits 0.
+    let argv = agent(
+        home.path(),
+        "agent.sh",
+        &format!(
+            "cat >/dev/null\n\
+             (setsid sh -c 'echo $$ > {d}/held.pid; exec {s} 30' &)\n\
+             (setsid sh -c 'echo $$ > {d}/quiet.pid; exec {s} 30' >/dev/null 2>&1 </dev/null &)\n\
+             while [ ! -s {d}/held.pid ] || [ ! -s {d}/quiet.pid ]; do sleep 0.01; done\n\
+             echo hi"
+        ),
+    );
+    let p = Proc::start(
+        home.path(),
+        &format!("agent: {{backend: command, command: {{argv: [{argv:?}], timeout_seconds: 30}}}}"),
+        &[],
+    );
+    p.wait_running().await;
+    let started = std::time::Instant::now();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", p.api))
+        .json(&json!({"messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(body["choices"][0]["message"]["content"], "hi\n", "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "the daemon held the turn: {elapsed:?}"
+    );
+    for file in ["held.pid", "quiet.pid"] {
+        let pid = std::fs::read_to_string(home.path().join(file)).unwrap();
+        assert!(
+            !pid_alive(&pid),
+            "{file} ({}) outlived its turn",
+            pid.trim()
+        );
+    }
+    let left = processes_with(&s);
+    assert!(left.is_empty(), "outlived the turn: {left:?}");
+}
+
+/// An agent whose double-forked setsid daemon records its pid, then the agent talks and
+/// waits.
+fn daemonising_agent(dir: &Path) -> String {
+    let s = sleeper(dir);
+    let d = dir.display();
+    agent(
+        dir,
+        "agent.sh",
+        &format!(
+            "cat >/dev/null\n\
+             (setsid sh -c 'echo $$ > {d}/daemon.pid; exec {s} 60' >/dev/null 2>&1 </dev/null &)\n\
+             while [ ! -s {d}/daemon.pid ]; do sleep 0.01; done\n\
+             printf started; sleep 60"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_kills_setsid_descendants_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let argv = daemonising_agent(dir.path());
+    let app = TestApp::spawn(
+        &format!("agent: {{backend: command, command: {{argv: [{argv:?}]}}}}"),
+        &[],
+    )
+    .await;
+    let (task, seen) = stream_turn(app.api.clone(), None, "started");
+    assert!(seen.await.unwrap().contains("started"));
+    let daemon = wait_for_file(&dir.path().join("daemon.pid")).await;
+    assert!(pid_alive(&daemon));
+    task.abort();
+    let _ = task.await;
+    app.wait_until(|s| s["active_agents"] == 0).await;
+    assert_gone(&daemon).await;
+    let left = processes_with(&dir.path().display().to_string());
+    assert!(left.is_empty(), "outlived the turn: {left:?}");
+}
+
+#[tokio::test]
+async fn ending_one_turn_leaves_the_daemons_of_another_running_turn_alone() {
+    // One agent; each turn's daemon writes its pid to a file named by the turn's message.
+    let dir = tempfile::tempdir().unwrap();
+    let s = sleeper(dir.path());
+    let d = dir.path().display();
+    let argv = agent(
+        dir.path(),
+        "agent.sh",
+        &format!(
+            "name=$(sed 's/.*\"content\":\"\\([a-z]*\\)\".*/\\1/')\n\
+             (setsid sh -c \"echo \\$\\$ > {d}/$name.pid; exec {s} 60\" >/dev/null 2>&1 </dev/null &)\n\
+             while [ ! -s {d}/$name.pid ]; do sleep 0.01; done\n\
+             printf started; sleep 60"
+        ),
+    );
+    let app = TestApp::spawn(
+        &format!("agent: {{backend: command, command: {{argv: [{argv:?}]}}}}"),
+        &[],
+    )
+    .await;
+    let turn = |name: &'static str| {
+        let (api, http) = (app.api.clone(), app.http.clone());
+        tokio::spawn(async move {
+            let mut r = http
+                .post(format!("{api}/v1/chat/completions"))
+                .json(&json!({"stream": true, "messages": [{"role": "user", "content": name}]}))
+                .send()
+                .await
+                .unwrap();
+            while let Ok(Some(_)) = r.chunk().await {}
+        })
+    };
+    let (first, second) = (turn("first"), turn("second"));
+    let first_daemon = wait_for_file(&dir.path().join("first.pid")).await;
+    let second_daemon = wait_for_file(&dir.path().join("second.pid")).await;
+    app.wait_until(|s| s["active_agents"] == 2).await;
+    first.abort();
+    let _ = first.await;
+    app.wait_until(|s| s["active_agents"] == 1).await;
+    assert_gone(&first_daemon).await;
+    assert!(
+        pid_alive(&second_daemon),
+        "the other turn's daemon was killed"
+    );
+    second.abort();
+    let _ = second.await;
+    app.wait_until(|s| s["active_agents"] == 0).await;
+    assert_gone(&second_daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_kills_setsid_descendants_too() {
+    let home = tempfile::tempdir().unwrap();
+    let argv = daemonising_agent(home.path());
+    let p = Proc::start(
+        home.path(),
+        &format!(
+            "agent: {{backend: command, restart_drain_timeout: 0.5, command: {{argv: [{argv:?}]}}}}"
+        ),
+        &[],
+    );
+    p.wait_running().await;
+    let (_task, seen) = stream_turn(p.api.clone(), None, "started");
+    assert!(seen.await.unwrap().contains("started"));
+    let daemon = wait_for_file(&home.path().join("daemon.pid")).await;
+    assert!(pid_alive(&daemon));
+    p.signal("TERM");
+    let (code, p) = tokio::task::spawn_blocking(move || {
+        let mut p = p;
+        (p.wait_exit(), p)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{}", p.stderr());
+    assert_gone(&daemon).await;
+    let left = processes_with(&home.path().display().to_string());
+    assert!(left.is_empty(), "outlived the gateway: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_gateway_takes_its_agents_and_their_daemons_with_it() {
+    let home = tempfile::tempdir().unwrap();
+    let s = sleeper(home.path());
+    let d = home.path().display();
+    // The hardest escapee: a double-forked daemon that leaves the session and clears its
+    // environment, so neither group, session nor environment ties it to the turn.
+    let argv = agent(
+        home.path(),
+        "agent.sh",
+        &format!(
+            "cat >/dev/null\n\
+             (setsid env -i sh -c 'echo $$ > {d}/daemon.pid; exec {s} 60' >/dev/null 2>&1 </dev/null &)\n\
+             while [ ! -s {d}/daemon.pid ]; do sleep 0.01; done\n\
+             printf started; sleep 60"
+        ),
+    );
+    let mut p = Proc::start(
+        home.path(),
+        &format!("agent: {{backend: command, command: {{argv: [{argv:?}]}}}}"),
+        &[],
+    );
+    p.wait_running().await;
+    let (_task, seen) = stream_turn(p.api.clone(), None, "started");
+    assert!(seen.await.unwrap().contains("started"));
+    let daemon = wait_for_file(&home.path().join("daemon.pid")).await;
+    assert!(pid_alive(&daemon));
+    // No clean-up code of the gateway runs: only the kernel and the turn's keeper act.
+    p.signal("KILL");
+    p.wait_exit();
+    assert_gone(&daemon).await;
+    let left = processes_with(&home.path().display().to_string());
+    assert!(left.is_empty(), "outlived the gateway: {left:?}");
 }
 
 // ---- the openai backend against a fake upstream -------------------------------------

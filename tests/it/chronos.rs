@@ -247,7 +247,7 @@ async fn create(app: &TestApp, schedule: &str) -> (String, String) {
         .http
         .post(format!("{}/api/jobs", app.api))
         .bearer_auth(API_KEY)
-        .json(&json!({"prompt": "fired prompt", "schedule": schedule}))
+        .json(&json!({"name": "t", "prompt": "fired prompt", "schedule": schedule}))
         .send()
         .await
         .unwrap()
@@ -850,7 +850,7 @@ async fn chronos_provider_arms_fires_runs_and_rearms() {
     .await;
     assert_eq!(
         armed,
-        json!({"job_id": id, "fire_at": slot, "agent_callback_url": "https://agent.example/api/cron/fire",
+        json!({"job_id": id, "fire_at": slot, "agent_callback_url": "https://agent.example",
                "dedup_key": format!("{id}:{slot}")})
     );
     assert!(portal.with(|s| {
@@ -1012,7 +1012,7 @@ async fn two_processes_on_one_postgres_fire_one_slot_once() {
         .to_string();
     let v: Value = http
         .post(format!("{}/api/jobs", a.api))
-        .json(&json!({"prompt": "once", "schedule": at}))
+        .json(&json!({"name": "t", "prompt": "once", "schedule": at}))
         .send()
         .await
         .unwrap()

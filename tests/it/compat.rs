@@ -223,8 +223,76 @@ try:
     raise SystemExit("a wrong key was accepted")
 except openai.AuthenticationError as e:
     assert e.status_code == 401
+assert client.models.retrieve("hermes-agent").id == "hermes-agent"
+try:
+    client.models.retrieve("gpt-nope")
+    raise SystemExit("an unknown model was found")
+except openai.NotFoundError as e:
+    assert e.code == "model_not_found" and "gpt-nope" in e.message, e
+chunks = list(client.chat.completions.create(model="hermes-agent", stream=True,
+    stream_options={"include_usage": True}, messages=[{"role": "user", "content": "two words"}]))
+assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 2, chunks[-1]
+try:
+    client.chat.completions.create(model="hermes-agent",
+        messages=[{"role": "user", "content": [{"type": "file", "file": {"file_id": "f-1"}}]}])
+    raise SystemExit("a file part was accepted")
+except openai.BadRequestError as e:
+    assert e.param == "messages[0].content" and e.code == "unsupported_content_type", e
+try:
+    client.get("/no-such-route", cast_to=object)
+    raise SystemExit("an unknown route answered")
+except openai.NotFoundError as e:
+    assert e.code == "not_found" and "no-such-route" in e.message, e
 print("openai client ok")
 "#;
+
+/// LangChain's `ChatOpenAI` (PyPI `langchain-openai`) drives the gateway like OpenAI.
+const LANGCHAIN_SCRIPT: &str = r#"
+import sys, openai
+from langchain_openai import ChatOpenAI
+base, key = sys.argv[1], sys.argv[2]
+llm = ChatOpenAI(base_url=base, api_key=key, model="hermes-agent", max_retries=0)
+assert llm.invoke("hello from langchain").content == "hello from langchain"
+total = None
+for chunk in llm.stream("streamed through langchain", stream_usage=True):
+    total = chunk if total is None else total + chunk
+assert total.content == "streamed through langchain", total
+assert total.usage_metadata["output_tokens"] == 3, total.usage_metadata
+assert total.usage_metadata["total_tokens"] == 6, total.usage_metadata
+wrong = ChatOpenAI(base_url=base + "/nope", api_key=key, model="hermes-agent", max_retries=0)
+try:
+    wrong.invoke("hi")
+    raise SystemExit("an unknown route answered")
+except openai.NotFoundError as e:
+    assert "no body" not in str(e) and "/nope/chat/completions" in str(e), e
+print("langchain ok")
+"#;
+
+/// Runs an official client program against the gateway; `what` names it in failures.
+async fn run_client(
+    what: &str,
+    program: &str,
+    args: Vec<String>,
+    cwd: Option<std::path::PathBuf>,
+) -> String {
+    let what = what.to_owned();
+    let program = program.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(&program);
+        cmd.args(&args);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let out = cmd.output().unwrap_or_else(|e| {
+            panic!("{program} is needed for the {what} test ({e}): run .ci/deps")
+        });
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{what} failed:\n{stderr}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+    .await
+    .unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_python_client_works_against_the_gateway() {
@@ -251,5 +319,46 @@ async fn the_official_openai_python_client_works_against_the_gateway() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "openai client ok"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_node_client_works_against_the_gateway() {
+    let key = "sk-gateway-node-key";
+    let app = TestApp::spawn("", &[("API_SERVER_KEY", key)]).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        dir.join("node_modules/openai/package.json").is_file(),
+        "the openai Node package is missing: run .ci/deps (npm ci in tests/node)"
+    );
+    let out = run_client(
+        "node openai client",
+        "node",
+        vec!["compat.mjs".into(), format!("{}/v1", app.api), key.into()],
+        Some(dir),
+    )
+    .await;
+    assert_eq!(out, "node openai client ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn langchain_chat_openai_works_against_the_gateway() {
+    let key = "sk-gateway-langchain-key";
+    let app = TestApp::spawn("", &[("API_SERVER_KEY", key)]).await;
+    let out = run_client(
+        "langchain ChatOpenAI",
+        "python3",
+        vec![
+            "-c".into(),
+            LANGCHAIN_SCRIPT.into(),
+            format!("{}/v1", app.api),
+            key.into(),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        out, "langchain ok",
+        "the langchain-openai package is needed: run .ci/deps"
     );
 }

@@ -265,7 +265,7 @@ async fn job_api_crud_errors_and_manual_runs() {
         &app,
         Method::POST,
         "/api/jobs",
-        Some(json!({"prompt": "hello cron", "schedule": "every monday 9am"})),
+        Some(json!({"name": "t", "prompt": "hello cron", "schedule": "every monday 9am"})),
     )
     .await;
     assert_eq!(s, 201, "{v}");
@@ -284,23 +284,23 @@ async fn job_api_crud_errors_and_manual_runs() {
 
     for (body, fragment) in [
         (
-            json!({"prompt": "x", "schedule": "every 5 parsecs"}),
+            json!({"name": "t", "prompt": "x", "schedule": "every 5 parsecs"}),
             "unknown unit",
         ),
         (
-            json!({"prompt": "", "schedule": "every 5m"}),
+            json!({"name": "t", "prompt": "", "schedule": "every 5m"}),
             "prompt: must not be empty",
         ),
         (
-            json!({"prompt": "x", "schedule": "2020-01-01T00:00:00Z"}),
+            json!({"name": "t", "prompt": "x", "schedule": "2020-01-01T00:00:00Z"}),
             "in the past",
         ),
         (
-            json!({"prompt": "x", "schedule": "every 5m", "deliver": "ftp://x"}),
+            json!({"name": "t", "prompt": "x", "schedule": "every 5m", "deliver": "ftp://x"}),
             "deliver",
         ),
         (
-            json!({"prompt": "x", "schedule": "every 5m", "colour": "red"}),
+            json!({"name": "t", "prompt": "x", "schedule": "every 5m", "colour": "red"}),
             "unknown field `colour`",
         ),
     ] {
@@ -340,10 +340,9 @@ async fn job_api_crud_errors_and_manual_runs() {
     assert_eq!(runs[0]["id"], v["run"]["id"]);
 
     let (s, v) = api(&app, Method::GET, "/api/jobs/000000000000", None).await;
-    assert_eq!(s, 404);
-    assert!(v["error"].as_str().unwrap().contains("000000000000"));
-    let (s, _) = api(&app, Method::DELETE, &format!("/api/jobs/{id}"), None).await;
-    assert_eq!(s, 200);
+    assert_eq!((s, v), (404, json!({"error": "Job not found"})));
+    let (s, v) = api(&app, Method::DELETE, &format!("/api/jobs/{id}"), None).await;
+    assert_eq!((s, v), (200, json!({"ok": true})));
     let (s, _) = api(&app, Method::DELETE, &format!("/api/jobs/{id}"), None).await;
     assert_eq!(s, 404);
 
@@ -360,6 +359,158 @@ async fn job_api_crud_errors_and_manual_runs() {
     assert_eq!(r.status(), 401, "dashboard session gate");
 }
 
+/// The compat rules of SPEC §7, each answered on the wire with the field it concerns.
+#[tokio::test]
+async fn job_api_refuses_malformed_ids_missing_names_long_fields_and_empty_patches() {
+    use reqwest::Method;
+    let app = TestApp::spawn("", &[]).await;
+    let (s, v) = api(
+        &app,
+        Method::POST,
+        "/api/jobs",
+        Some(json!({"name": "ok", "prompt": "x", "schedule": "every 1d"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["job"]["id"].as_str().unwrap().to_owned();
+
+    // Every route under /api/jobs/{id}: a malformed id is a 400 before any lookup; a
+    // well-formed unknown one a 404.
+    let bad_id = json!({"error": "Invalid job ID format"});
+    let not_found = json!({"error": "Job not found"});
+    for (method, suffix, body) in [
+        (Method::GET, "", None),
+        (Method::PATCH, "", Some(json!({"name": "n"}))),
+        (Method::DELETE, "", None),
+        (Method::POST, "/pause", None),
+        (Method::POST, "/resume", None),
+        (Method::POST, "/run", None),
+        (Method::GET, "/runs", None),
+    ] {
+        for (bad, why) in [
+            ("ABCDEF012345", "upper case"),
+            ("0123456789a", "11 characters"),
+            ("0123456789abc", "13 characters"),
+            ("0123456789ag", "not hex"),
+            ("my job", "a name, not an id"),
+        ] {
+            let path = format!("/api/jobs/{bad}{suffix}");
+            let (s, v) = api(&app, method.clone(), &path, body.clone()).await;
+            assert_eq!((s, &v), (400, &bad_id), "{method} {path} ({why})");
+        }
+        let path = format!("/api/jobs/abcdef012345{suffix}");
+        let (s, v) = api(&app, method.clone(), &path, body.clone()).await;
+        assert_eq!((s, &v), (404, &not_found), "{method} {path}");
+    }
+
+    let long_name = "n".repeat(201);
+    let long_prompt = "p".repeat(5001);
+    for (body, fragment) in [
+        (
+            json!({"prompt": "x", "schedule": "every 1d"}),
+            "name: required",
+        ),
+        (
+            json!({"name": "  ", "prompt": "x", "schedule": "every 1d"}),
+            "name: required",
+        ),
+        (
+            json!({"name": long_name, "prompt": "x", "schedule": "every 1d"}),
+            "name: longer than 200",
+        ),
+        (
+            json!({"name": 7, "prompt": "x", "schedule": "every 1d"}),
+            "name: must be a string",
+        ),
+        (json!({"name": "n", "prompt": "x"}), "schedule: required"),
+        (
+            json!({"name": "n", "prompt": long_prompt, "schedule": "every 1d"}),
+            "prompt: longer than 5000",
+        ),
+        (
+            json!({"name": "n", "prompt": "x", "schedule": "every 1d", "repeat": 0}),
+            "repeat: must be an integer",
+        ),
+        (
+            json!({"name": "n", "prompt": "x", "schedule": "every 1d", "repeat": -3}),
+            "repeat: must be an integer",
+        ),
+        (
+            json!({"name": "n", "prompt": "x", "schedule": "every 1d", "repeat": 1.5}),
+            "repeat: must be an integer",
+        ),
+        (
+            json!({"name": "n", "prompt": "x", "schedule": "every 1d", "repeat": "2"}),
+            "repeat: must be an integer",
+        ),
+        (
+            json!({"name": "n", "prompt": "x", "schedule": "every 1d", "skills": ["web"]}),
+            "skills:",
+        ),
+        (
+            json!({"name": "n", "prompt": "x", "schedule": "every 1d", "skill": "web"}),
+            "skill:",
+        ),
+        (json!(["not", "an", "object"]), "expected an object"),
+    ] {
+        let (s, v) = api(&app, Method::POST, "/api/jobs", Some(body.clone())).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains(fragment), "{body}: {e}");
+    }
+    // The limits themselves are accepted; empty skills are no skills.
+    let (s, v) = api(
+        &app,
+        Method::POST,
+        "/api/jobs",
+        Some(
+            json!({"name": "n".repeat(200), "prompt": "p".repeat(5000), "schedule": "every 1d",
+                    "repeat": 3, "skills": [], "skill": null}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+
+    // PATCH: only the compat fields, at least one of them, each checked like on create.
+    let path = format!("/api/jobs/{id}");
+    for (body, fragment) in [
+        (json!({}), "no field to update"),
+        (json!({"state": "completed"}), "unknown field `state`"),
+        (json!({"name": ""}), "name: required"),
+        (json!({"name": "n".repeat(201)}), "name: longer than 200"),
+        (
+            json!({"prompt": "p".repeat(5001)}),
+            "prompt: longer than 5000",
+        ),
+        (json!({"repeat": 0}), "repeat: must be an integer"),
+        (json!({"enabled": "yes"}), "enabled: must be true or false"),
+        (json!({"name": null}), "name: must be a string, not null"),
+        (
+            json!({"enabled": null}),
+            "enabled: must be true or false, not null",
+        ),
+        (json!({"schedule": "every 5 parsecs"}), "schedule:"),
+    ] {
+        let (s, v) = api(&app, Method::PATCH, &path, Some(body.clone())).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains(fragment), "{body}: {e}");
+    }
+    let (s, v) = api(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(json!({"repeat": 4, "skills": []})),
+    )
+    .await;
+    assert_eq!((s, &v["job"]["repeat"]["times"]), (200, &json!(4)), "{v}");
+    let (_, v) = api(&app, Method::GET, &path, None).await;
+    assert_eq!(
+        v["job"]["name"], "ok",
+        "the refused PATCHes changed nothing"
+    );
+}
+
 #[tokio::test]
 async fn the_ticker_runs_due_jobs_skips_while_draining_and_completes_repeat_n() {
     use reqwest::Method;
@@ -369,7 +520,7 @@ async fn the_ticker_runs_due_jobs_skips_while_draining_and_completes_repeat_n() 
         &app,
         Method::POST,
         "/api/jobs",
-        Some(json!({"prompt": "tick tock", "schedule": "every 1s", "repeat": 2})),
+        Some(json!({"name": "t", "prompt": "tick tock", "schedule": "every 1s", "repeat": 2})),
     )
     .await;
     let id = v["job"]["id"].as_str().unwrap().to_owned();
@@ -399,7 +550,7 @@ async fn the_ticker_runs_due_jobs_skips_while_draining_and_completes_repeat_n() 
         &app,
         Method::POST,
         "/api/jobs",
-        Some(json!({"prompt": "after drain", "schedule": "in 1s"})),
+        Some(json!({"name": "t", "prompt": "after drain", "schedule": "in 1s"})),
     )
     .await;
     let id = v["job"]["id"].as_str().unwrap().to_owned();
@@ -443,7 +594,7 @@ async fn webhook_delivery_posts_the_output_and_records_failures() {
     tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
 
     let app = TestApp::spawn("", &[]).await;
-    let (_, v) = api(&app, Method::POST, "/api/jobs", Some(json!({"prompt": "deliver me", "schedule": "every 1d", "deliver": format!("{base}/ok")}))).await;
+    let (_, v) = api(&app, Method::POST, "/api/jobs", Some(json!({"name": "t", "prompt": "deliver me", "schedule": "every 1d", "deliver": format!("{base}/ok")}))).await;
     let id = v["job"]["id"].as_str().unwrap().to_owned();
     api(&app, Method::POST, &format!("/api/jobs/{id}/run"), None).await;
     for _ in 0..500 {
@@ -461,7 +612,7 @@ async fn webhook_delivery_posts_the_output_and_records_failures() {
         &app,
         Method::POST,
         "/api/jobs",
-        Some(json!({"prompt": "lost", "schedule": "every 1d", "deliver": format!("{base}/down")})),
+        Some(json!({"name": "t", "prompt": "lost", "schedule": "every 1d", "deliver": format!("{base}/down")})),
     )
     .await;
     let id = v["job"]["id"].as_str().unwrap().to_owned();
@@ -501,7 +652,7 @@ async fn two_processes_on_one_postgres_run_each_slot_once_and_survive_a_sigkill(
     for i in 0..4 {
         let v: Value = http
             .post(format!("{}/api/jobs", a.api))
-            .json(&json!({"prompt": format!("job {i}"), "schedule": "every 2s"}))
+            .json(&json!({"name": "t", "prompt": format!("job {i}"), "schedule": "every 2s"}))
             .send()
             .await
             .unwrap()
@@ -516,7 +667,7 @@ async fn two_processes_on_one_postgres_run_each_slot_once_and_survive_a_sigkill(
     // The run is recorded interrupted when its lease ends, and the slots go on.
     let manual: Value = http
         .post(format!("{}/api/jobs", a.api))
-        .json(&json!({"prompt": "manual", "schedule": "every 1d"}))
+        .json(&json!({"name": "t", "prompt": "manual", "schedule": "every 1d"}))
         .send()
         .await
         .unwrap()
@@ -619,6 +770,22 @@ async fn cron_cli_adds_lists_runs_and_imports_hermes_jobs() {
         "{out}"
     );
 
+    // Without --name the job is named after its prompt (the API requires a name).
+    let (code, out, err) = run(args(&[
+        "cron", "add", "-s", "every 1d", "--json", "water", "the", "plants",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["job"]["name"], "water the plants");
+    let unnamed = v["job"]["id"].as_str().unwrap().to_owned();
+    let (code, out, _) = run(args(&["cron", "rm", &unnamed])).await.unwrap();
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("deleted {unnamed}").as_str())
+    );
+
     let (code, _, err) = run(args(&["cron", "add", "-s", "every 5 parsecs", "x"]))
         .await
         .unwrap();
@@ -640,14 +807,15 @@ async fn cron_cli_adds_lists_runs_and_imports_hermes_jobs() {
     std::fs::write(&file, json!({"jobs": [
         {"id": "abc", "name": "morning", "prompt": "good morning", "schedule": {"kind": "cron", "expr": "0 9 * * *", "display": "0 9 * * *"}, "repeat": {"times": null, "completed": 3}, "enabled": true, "deliver": "local"},
         {"id": "def", "name": "interval", "prompt": "ping", "schedule": {"kind": "interval", "minutes": 30, "display": "every 30m"}, "repeat": {"times": 5, "completed": 0}},
-        {"id": "bad", "name": "broken", "prompt": "x", "schedule": "every 5 parsecs"}
+        {"id": "bad", "name": "broken", "prompt": "x", "schedule": "every 5 parsecs"},
+        {"id": "anon", "prompt": "nameless", "schedule": "every 1h"}
     ]}).to_string()).unwrap();
     let (code, out, _) = run(args(&["cron", "import", file.to_str().unwrap()]))
         .await
         .unwrap();
     assert_eq!(code, 1, "one job could not be imported: {out}");
     assert!(
-        out.contains("imported 2 job(s)") && out.contains("not imported: broken"),
+        out.contains("imported 3 job(s)") && out.contains("not imported: broken"),
         "{out}"
     );
     let (_, v) = api(&app, reqwest::Method::GET, "/api/jobs", None).await;
@@ -659,7 +827,7 @@ async fn cron_cli_adds_lists_runs_and_imports_hermes_jobs() {
         .collect();
     let mut sorted = names.clone();
     sorted.sort();
-    assert_eq!(sorted, ["daily", "interval", "morning"]);
+    assert_eq!(sorted, ["daily", "interval", "morning", "nameless"]);
     let interval = v["jobs"]
         .as_array()
         .unwrap()
@@ -685,7 +853,7 @@ async fn overlap_is_skipped_and_a_job_far_behind_fires_once_then_fast_forwards()
         &app,
         Method::POST,
         "/api/jobs",
-        Some(json!({"prompt": "slow", "schedule": "every 1s"})),
+        Some(json!({"name": "t", "prompt": "slow", "schedule": "every 1s"})),
     )
     .await;
     let id = v["job"]["id"].as_str().unwrap().to_owned();

@@ -129,7 +129,7 @@ async fn gated_mode_signs_in_with_basic_and_keeps_sessions_in_the_store() {
         .unwrap();
     assert_eq!(
         v,
-        json!({"mode": "gated", "providers": [{"name": "basic", "type": "password", "login_url": "/auth/password-login"}]})
+        json!({"providers": [{"name": "basic", "display_name": "Password", "supports_password": true}]})
     );
     let r = http.get(format!("{dash}/login")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -207,6 +207,27 @@ async fn gated_mode_signs_in_with_basic_and_keeps_sessions_in_the_store() {
         (me["user"]["id"].as_str(), me["mode"].as_str()),
         (Some(USER), Some("gated"))
     );
+    // The compat fields (SPEC §9), `expires_at` in Unix seconds.
+    assert_eq!(
+        (
+            &me["user_id"],
+            &me["email"],
+            &me["display_name"],
+            &me["org_id"],
+            &me["provider"]
+        ),
+        (
+            &json!(USER),
+            &Value::Null,
+            &json!(USER),
+            &Value::Null,
+            &json!("basic")
+        ),
+        "{me}"
+    );
+    let expires = me["expires_at"].as_i64().expect("expires_at in seconds");
+    let now = jiff::Timestamp::now().as_second();
+    assert!(expires > now && expires <= now + 31 * 24 * 3600, "{me}");
     // A cookie-borne write from a foreign origin is refused (CSRF); nothing changes.
     let r = http
         .post(format!("{dash}/api/gateway/drain"))
@@ -526,6 +547,34 @@ async fn loopback_mode_serves_the_token_in_the_page_and_chats_and_streams_events
         page.contains("content=\"local-session-token-123\""),
         "the page carries the session token"
     );
+    // No sign-in provider in loopback mode: the compat 503.
+    let r = app
+        .http
+        .get(format!("{}/api/auth/providers", app.dash))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"detail": "no auth providers registered"})
+    );
+    // An unknown /api route or method, with the session token, is a JSON 404/405.
+    for (method, path, want) in [
+        (reqwest::Method::GET, "/api/no-such-route", 404),
+        (reqwest::Method::DELETE, "/api/status", 405),
+    ] {
+        let r = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.dash))
+            .header("x-hermes-session-token", "local-session-token-123")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{method} {path}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["detail"].as_str().unwrap().contains(path), "{v}");
+    }
     // Only under its own names: a rebound DNS name gets nothing, not even the page.
     let port = app.dash.rsplit(':').next().unwrap().to_owned();
     for (host, want) in [

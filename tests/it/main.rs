@@ -10,5 +10,7 @@ mod cron;
 mod dashboard;
 mod drain;
 mod files;
+mod net;
 mod process;
+mod soak;
 mod support;

@@ -63,8 +63,10 @@ impl TestApp {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let config = config::load(home.path(), Some((Path::new("test.yaml"), &text)), &env)
+        let mut config = config::load(home.path(), Some((Path::new("test.yaml"), &text)), &env)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        // This test binary is not the gateway: agent keepers run from the real one.
+        config.agent.command.keeper_exe = env!("CARGO_BIN_EXE_hermes-gateway").into();
         let state = AppState::prepare(config, clock).await.unwrap();
         let listeners = state.bind().await.unwrap();
         let api = format!(

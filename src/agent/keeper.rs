@@ -1,0 +1,294 @@
+//! The turn keeper: a small supervisor between the gateway and each `command` agent, so that
+//! every process a turn starts dies with the turn (SPEC §3) — also one that `setsid`s,
+//! double-forks, or outlives a gateway that was SIGKILLed.
+//!
+//! The gateway runs its own executable as `hermes-gateway __agent-keeper <gateway pid>
+//! <argv...>` for each turn. The keeper, single-threaded and before any runtime exists:
+//! - blocks the signals it handles and waits for them synchronously (no handlers);
+//! - asks the kernel for SIGHUP when the gateway dies (`PR_SET_PDEATHSIG`);
+//! - becomes a *child subreaper* (`PR_SET_CHILD_SUBREAPER`, unprivileged), so every orphan
+//!   of the turn is re-parented to it, never to init: the turn's processes are exactly the
+//!   keeper's descendants, whatever sessions or groups they move to;
+//! - starts the agent (std resets the signal mask in the child) and waits.
+//!
+//! When the agent exits, or on SIGTERM (the gateway's timeout, cancel or shutdown) or SIGHUP
+//! from a dead gateway, it stops every descendant (SIGSTOP, so none can fork while the set is
+//! read), re-reads the tree until nothing new appears, SIGKILLs them all, reaps them, and
+//! exits with the agent's status (128 + signal when the agent was killed). This module must
+//! not know HTTP, the gate or the turn protocol.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, getpid, getppid};
+use std::os::unix::process::CommandExt;
+
+/// The hidden subcommand that runs a keeper.
+pub const SUBCOMMAND: &str = "__agent-keeper";
+
+/// Written to stderr (and exit [`EXIT_SPAWN_FAILED`]) when the agent cannot be started, so
+/// the gateway can tell "could not start" from an agent that ran and failed.
+pub const SPAWN_FAILED: &str = "hermes-agent-keeper: cannot start the agent:";
+
+/// The keeper's exit status when the agent could not be started.
+pub const EXIT_SPAWN_FAILED: i32 = 127;
+
+/// Most stop-and-reread rounds before the keeper kills what it has.
+const MAX_KILL_ROUNDS: usize = 64;
+
+/// Longest the keeper waits for killed processes to be reaped before it exits anyway.
+const REAP_GRACE: Duration = Duration::from_secs(2);
+
+/// The arguments a gateway passes to run `argv` under a keeper.
+pub fn args(argv: &[String]) -> Vec<OsString> {
+    let mut out = vec![SUBCOMMAND.into(), getpid().as_raw().to_string().into()];
+    out.extend(argv.iter().map(OsString::from));
+    out
+}
+
+/// Runs a keeper with the arguments after [`SUBCOMMAND`]; returns its exit status.
+pub fn main(args: &[OsString]) -> i32 {
+    let parent = args
+        .first()
+        .and_then(|a| a.to_str())
+        .and_then(|a| a.parse::<i32>().ok());
+    let (Some(parent), Some(program)) = (parent, args.get(1)) else {
+        eprintln!("usage: hermes-gateway {SUBCOMMAND} <gateway pid> <program> [args...]");
+        return 2;
+    };
+    let mut handled = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
+        handled.add(s);
+    }
+    if let Err(e) = handled.thread_block() {
+        eprintln!("{SPAWN_FAILED} cannot block signals: {e}");
+        return EXIT_SPAWN_FAILED;
+    }
+    // Armed before the parent check, so a gateway that dies in between is still noticed.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGHUP);
+    if getppid().as_raw() != parent {
+        return 128 + Signal::SIGHUP as i32;
+    }
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        eprintln!("{SPAWN_FAILED} cannot become a subreaper: {e}");
+        return EXIT_SPAWN_FAILED;
+    }
+    let agent = match std::process::Command::new(program)
+        .args(&args[2..])
+        .process_group(0)
+        .spawn()
+    {
+        Ok(child) => child.id() as i32,
+        Err(e) => {
+            eprintln!("{SPAWN_FAILED} {:?}", e.kind());
+            return EXIT_SPAWN_FAILED;
+        }
+    };
+    let status = loop {
+        match handled.wait() {
+            Ok(Signal::SIGCHLD) => {
+                if let Some(status) = reap_children(agent) {
+                    break status;
+                }
+            }
+            // SIGHUP comes from PR_SET_PDEATHSIG when the gateway dies — or when the thread
+            // that started us exits while the gateway lives on, which ends nothing.
+            Ok(Signal::SIGHUP) if getppid().as_raw() == parent => {}
+            Ok(s) => break 128 + s as i32,
+            Err(_) => {}
+        }
+    };
+    kill_descendants();
+    status
+}
+
+/// Reaps every child that has exited; the agent's status once it is among them.
+fn reap_children(agent: i32) -> Option<i32> {
+    let mut agent_status = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid.as_raw() == agent => {
+                agent_status = Some(code);
+            }
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid.as_raw() == agent => {
+                agent_status = Some(128 + signal as i32);
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return agent_status,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Stops, kills and reaps every descendant of this process.
+fn kill_descendants() {
+    let me = getpid().as_raw();
+    let mut known: HashMap<i32, u64> = HashMap::new();
+    for _ in 0..MAX_KILL_ROUNDS {
+        let mut new = 0;
+        for (pid, start) in descendants(me) {
+            if known.insert(pid, start).is_none() {
+                new += 1;
+            }
+            let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+        }
+        if new == 0 {
+            break;
+        }
+    }
+    for (&pid, &start) in &known {
+        // A pid is ours until we reap it, so it cannot have been reused; the start time
+        // guards a grandchild whose parent reaped it meanwhile.
+        if read_stat(pid).is_some_and(|st| st.start == start) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    let deadline = Instant::now() + REAP_GRACE;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Err(Errno::ECHILD) => return,
+            Ok(WaitStatus::StillAlive) if Instant::now() >= deadline => return,
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(2)),
+            _ => {}
+        }
+    }
+}
+
+/// Every live descendant of `root` with its start time, read from `/proc`.
+fn descendants(root: i32) -> Vec<(i32, u64)> {
+    let children = Children::snapshot();
+    let mut out = Vec::new();
+    let mut queue = vec![root];
+    while let Some(parent) = queue.pop() {
+        for pid in children.of(parent) {
+            if let Some(st) = read_stat(pid).filter(|st| !st.zombie) {
+                out.push((pid, st.start));
+                queue.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// What the keeper needs to know of one process, from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    ppid: i32,
+    zombie: bool,
+    /// Start time in clock ticks since boot: with the pid, a process's identity.
+    start: u64,
+}
+
+/// Parses `/proc/<pid>/stat` text; the command name may hold spaces and parentheses.
+fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // After the name: state(0) ppid(1) pgrp(2) session(3) ... starttime(19).
+    Some(Stat {
+        zombie: matches!(*fields.first()?, "Z" | "X"),
+        ppid: fields.get(1)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
+}
+
+fn read_stat(pid: i32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Whether `/proc/<pid>/task/<tid>/children` exists on this kernel (`CONFIG_PROC_CHILDREN`).
+fn has_children_files() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| std::path::Path::new("/proc/thread-self/children").exists())
+}
+
+/// Who the children of a process are, at one moment.
+enum Children {
+    /// Read per process from its threads' `children` files (only the keeper's subtree;
+    /// exact for stopped processes, which is why the kill stops before it re-reads).
+    Files,
+    /// A whole-`/proc` scan by parent pid, where the kernel has no `children` files.
+    Map(HashMap<i32, Vec<i32>>),
+}
+
+impl Children {
+    fn snapshot() -> Self {
+        if has_children_files() {
+            return Self::Files;
+        }
+        let mut map: HashMap<i32, Vec<i32>> = HashMap::new();
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for entry in dir.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                    continue;
+                };
+                if let Some(st) = read_stat(pid) {
+                    map.entry(st.ppid).or_default().push(pid);
+                }
+            }
+        }
+        Self::Map(map)
+    }
+
+    fn of(&self, pid: i32) -> Vec<i32> {
+        match self {
+            Self::Map(map) => map.get(&pid).cloned().unwrap_or_default(),
+            Self::Files => {
+                let mut out = Vec::new();
+                let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                    return out;
+                };
+                for task in tasks.flatten() {
+                    if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                        out.extend(
+                            text.split_ascii_whitespace()
+                                .filter_map(|p| p.parse::<i32>().ok()),
+                        );
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse_whatever_the_command_name() {
+        let line = |name: &str| {
+            format!(
+                "4242 ({name}) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200 18446744073709551615"
+            )
+        };
+        let expected = Some(Stat {
+            ppid: 17,
+            zombie: false,
+            start: 987654,
+        });
+        assert_eq!(parse_stat(&line("sleep")), expected);
+        assert_eq!(parse_stat(&line("a) S 1 2 3 (b")), expected);
+        assert_eq!(parse_stat(&line("with space")), expected);
+        assert!(parse_stat(&line("z").replace(") S", ") Z")).unwrap().zombie);
+        assert_eq!(parse_stat("4242 (cut"), None);
+        assert_eq!(parse_stat("4242 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn our_own_stat_is_readable_and_a_keeper_needs_its_arguments() {
+        let me = read_stat(getpid().as_raw()).expect("/proc/self/stat");
+        assert!(!me.zombie && me.start > 0);
+        assert_eq!(main(&[]), 2);
+        assert_eq!(main(&["not-a-pid".into(), "true".into()]), 2);
+    }
+}

@@ -1,0 +1,473 @@
+//! Fault-injection soak (SPEC §5, §7, §8, §10): real gateway processes, on SQLite and on
+//! PostgreSQL, take chat turns, cron runs and Chronos fires while drains begin and cancel
+//! and the processes are SIGKILLed, SIGTERMed and SIGUSR1ed at random moments. At the end
+//! the promises are checked from outside, through the HTTP API, the state file and /proc:
+//!
+//! - every chat turn answered 200 carries the agent's whole reply;
+//! - every 202'd fire has exactly one run for its slot (and `started` names that run);
+//! - no job has two runs for one slot; no run is left `running`;
+//! - no agent process (nor one it daemonised with `setsid`) outlives its gateway;
+//! - a clean exit leaves `gateway_state.json` saying `stopped`.
+//!
+//! `cargo test` runs a short soak (3 lives per backend). The long one is
+//! `HERMES_SOAK_ROUNDS=100 cargo test --release --test it soak -- --nocapture`;
+//! `HERMES_SOAK_SEED` replays a run (the seed is printed).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::support::{Proc, fresh_postgres_url, strong_secret};
+
+const RSA_KEY: &str = include_str!("../fixtures/chronos/rsa_a.key");
+const RSA_PUB: &str = include_str!("../fixtures/chronos/rsa_a.pub");
+const AUD: &str = "agent:soak";
+/// What the soak's agent answers when it runs to its end.
+const REPLY: &str = "soak-reply";
+
+/// A small deterministic generator (xorshift64*), so a failing soak replays from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo))
+    }
+}
+
+/// How a gateway life ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Kill,
+    Term,
+    Restart,
+}
+
+/// What the load saw during the soak, checked at the end.
+#[derive(Default)]
+struct Ledger {
+    turns_ok: usize,
+    turns_refused: usize,
+    turns_cut: usize,
+    /// (job id, slot, outcome, run id) of every 202'd fire.
+    fires: Vec<(String, String, String, Option<String>)>,
+    jobs: HashSet<String>,
+    kills: usize,
+    terms: usize,
+    restarts: usize,
+    drains: usize,
+    cancels: usize,
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn fire_token() -> String {
+    let claims = json!({
+        "exp": now() + 60, "nbf": now() - 5, "iat": now(), "aud": AUD,
+        "purpose": "cron_fire", "jti": hermes_gateway::ids::random_hex128(),
+    });
+    let key = EncodingKey::from_rsa_pem(RSA_KEY.as_bytes()).unwrap();
+    jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap()
+}
+
+/// The config every life uses: a `command` agent that daemonises a sleeper tagged `mark`
+/// (which must die with its turn), a 1 s ticker and pinned fire-token keys.
+fn yaml(mark: &str) -> String {
+    let script = format!(
+        "export SOAK_MARK={mark}; setsid sh -c 'sleep 60; :' {mark}-orphan </dev/null >/dev/null 2>&1 & \
+         cat >/dev/null; sleep 0.$(( $$ % 4 )); printf {REPLY}"
+    );
+    let argv = serde_json::to_string(&["sh", "-c", &script, mark]).unwrap();
+    format!(
+        "agent: {{backend: command, restart_drain_timeout: 5, command: {{argv: {argv}, timeout_seconds: 20}}}}\n\
+         cron: {{tick_interval_seconds: 1, chronos: {{expected_audience: {AUD:?}, nas_public_keys: [{}]}}}}\n",
+        serde_json::to_string(RSA_PUB).unwrap()
+    )
+}
+
+/// The pids of live (non-zombie) processes whose command line or environment carries `mark`
+/// (the agent exports it, so every process it starts inherits it).
+fn processes_marked(mark: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let mut seen = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        seen.extend(std::fs::read(entry.path().join("environ")).unwrap_or_default());
+        if !String::from_utf8_lossy(&seen).contains(mark) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let state = stat.rsplit_once(") ").map(|(_, r)| r.chars().next());
+        if state != Some(Some('Z')) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+async fn wait_no_agents(mark: &str, what: &str) {
+    for _ in 0..300 {
+        if processes_marked(mark).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "agent processes outlived their gateway ({what}): {:?}",
+        processes_marked(mark)
+    );
+}
+
+/// Drives chat turns until `stop`; records what each answer was.
+async fn chat_load(
+    api: String,
+    stop: tokio_util::sync::CancellationToken,
+) -> (usize, usize, usize) {
+    let http = reqwest::Client::new();
+    let (mut ok, mut refused, mut cut) = (0, 0, 0);
+    while !stop.is_cancelled() {
+        let sent = http
+            .post(format!("{api}/v1/chat/completions"))
+            .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await;
+        let Ok(resp) = sent else {
+            cut += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let status = resp.status().as_u16();
+        match (status, resp.json::<Value>().await) {
+            (200, Ok(v)) => {
+                assert_eq!(
+                    v["choices"][0]["message"]["content"], REPLY,
+                    "a 200 turn must carry the agent's whole reply: {v}"
+                );
+                assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+                ok += 1;
+            }
+            // A 200 whose body never arrived: the process died mid-answer.
+            (200, Err(_)) => cut += 1,
+            (503, _) => {
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (s, body) => panic!("unexpected chat answer {s}: {body:?}"),
+        }
+    }
+    (ok, refused, cut)
+}
+
+/// Creates one-shot jobs due in a second or two and fires each one to three times.
+async fn fire_load(
+    api: String,
+    stop: tokio_util::sync::CancellationToken,
+    seed: u64,
+) -> (Vec<(String, String, String, Option<String>)>, Vec<String>) {
+    let http = reqwest::Client::new();
+    let mut rng = Rng(seed | 1);
+    let (mut fires, mut jobs) = (Vec::new(), Vec::new());
+    while !stop.is_cancelled() {
+        let at = jiff::Timestamp::from_second(now() + 1 + rng.below(2) as i64)
+            .unwrap()
+            .to_string();
+        let created = http
+            .post(format!("{api}/api/jobs"))
+            .json(&json!({"name": "soak fire", "prompt": "fired", "schedule": at}))
+            .send()
+            .await;
+        let Ok(resp) = created else { break };
+        let Ok(v) = resp.json::<Value>().await else {
+            break;
+        };
+        let (Some(id), Some(slot)) = (v["job"]["id"].as_str(), v["job"]["next_run_at"].as_str())
+        else {
+            panic!("job creation failed: {v}");
+        };
+        jobs.push(id.to_owned());
+        for _ in 0..=rng.below(3) {
+            let sent = http
+                .post(format!("{api}/api/cron/fire"))
+                .bearer_auth(fire_token())
+                .json(&json!({"job_id": id, "fire_at": slot}))
+                .send()
+                .await;
+            let Ok(resp) = sent else { break };
+            let status = resp.status().as_u16();
+            let Ok(v) = resp.json::<Value>().await else {
+                break;
+            };
+            match status {
+                202 => fires.push((
+                    id.to_owned(),
+                    slot.to_owned(),
+                    v["outcome"].as_str().unwrap_or_default().to_owned(),
+                    v["run_id"].as_str().map(str::to_owned),
+                )),
+                503 => {}
+                s => panic!("unexpected fire answer {s}: {v}"),
+            }
+            tokio::time::sleep(rng.millis(0, 200)).await;
+        }
+    }
+    (fires, jobs)
+}
+
+/// One life: start a gateway, load it while drains come and go, end it with `fault`.
+async fn life(
+    home: &Path,
+    yaml: &str,
+    env: &[(&str, &str)],
+    secret: &str,
+    rng: &mut Rng,
+    fault: Fault,
+    ledger: &mut Ledger,
+) {
+    let mut proc = Proc::start(home, yaml, env);
+    proc.wait_status(|s| matches!(s["gateway_state"].as_str(), Some("running" | "draining")))
+        .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut chat = JoinSet::new();
+    for _ in 0..3 {
+        chat.spawn(chat_load(proc.api.clone(), stop.clone()));
+    }
+    let fires = tokio::spawn(fire_load(proc.api.clone(), stop.clone(), rng.next()));
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + rng.millis(800, 2500);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(rng.millis(50, 400)).await;
+        let action = if rng.below(3) == 0 { "drain" } else { "cancel" };
+        let r = http
+            .post(format!("{}/api/gateway/drain", proc.dash))
+            .bearer_auth(secret)
+            .json(&json!({"action": action}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{action}: {}", r.text().await.unwrap());
+        if action == "drain" {
+            ledger.drains += 1;
+        } else {
+            ledger.cancels += 1;
+        }
+    }
+    match fault {
+        Fault::Kill => {
+            proc.signal("KILL");
+            ledger.kills += 1;
+            proc.wait_exit();
+        }
+        Fault::Term | Fault::Restart => {
+            proc.signal(if fault == Fault::Term { "TERM" } else { "USR1" });
+            let code = proc.wait_exit();
+            assert_eq!(
+                code,
+                if fault == Fault::Term { 0 } else { 75 },
+                "{}",
+                proc.stderr()
+            );
+            let state: Value =
+                serde_json::from_slice(&std::fs::read(home.join("gateway_state.json")).unwrap())
+                    .unwrap();
+            assert_eq!(
+                state["gateway_state"], "stopped",
+                "after a clean exit: {state}"
+            );
+            if fault == Fault::Term {
+                ledger.terms += 1;
+            } else {
+                ledger.restarts += 1;
+            }
+        }
+    }
+    stop.cancel();
+    while let Some(r) = chat.join_next().await {
+        let (ok, refused, cut) = r.unwrap();
+        ledger.turns_ok += ok;
+        ledger.turns_refused += refused;
+        ledger.turns_cut += cut;
+    }
+    let (fired, jobs) = fires.await.unwrap();
+    ledger.fires.extend(fired);
+    ledger.jobs.extend(jobs);
+}
+
+/// Every promise, read from outside through a last, clean gateway life.
+async fn check(
+    home: &Path,
+    yaml: &str,
+    env: &[(&str, &str)],
+    mark: &str,
+    ledger: &Ledger,
+) -> usize {
+    // Start running, so the last life's dead runs are swept and nothing new is refused.
+    let _ = std::fs::remove_file(home.join(".drain_request.json"));
+    let mut proc = Proc::start(home, yaml, env);
+    proc.wait_running().await;
+    let http = reqwest::Client::new();
+    let runs_of = async |id: &str| -> Vec<Value> {
+        let v: Value = http
+            .get(format!("{}/api/jobs/{id}/runs", proc.api))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["runs"].as_array().cloned().unwrap_or_default()
+    };
+    // A restart records its own dead runs at once; what the last life starts ends quickly.
+    let mut all: HashMap<String, Vec<Value>> = HashMap::new();
+    for _ in 0..300 {
+        all.clear();
+        for id in &ledger.jobs {
+            all.insert(id.clone(), runs_of(id).await);
+        }
+        if all.values().flatten().all(|r| r["status"] != "running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut checked = 0;
+    for (id, runs) in &all {
+        let mut slots = HashSet::new();
+        for r in runs {
+            assert_ne!(r["status"], "running", "a run left running: {r}");
+            assert!(
+                slots.insert(r["scheduled_for"].to_string()),
+                "job {id} ran one slot twice: {runs:?}"
+            );
+            checked += 1;
+        }
+    }
+    for (id, slot, outcome, run_id) in &ledger.fires {
+        let runs = &all[id];
+        let for_slot: Vec<_> = runs
+            .iter()
+            .filter(|r| {
+                r["scheduled_for"]
+                    .as_str()
+                    .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+                    == slot.parse::<jiff::Timestamp>().ok()
+            })
+            .collect();
+        match outcome.as_str() {
+            "started" | "duplicate" => {
+                assert_eq!(
+                    for_slot.len(),
+                    1,
+                    "fire {outcome} for {id}@{slot}: runs {runs:?}"
+                );
+                if outcome == "started" {
+                    assert_eq!(for_slot[0]["id"].as_str(), run_id.as_deref(), "{runs:?}");
+                }
+            }
+            "not_due" | "unknown_job" | "paused" => {}
+            other => panic!("unknown fire outcome {other}"),
+        }
+    }
+    proc.signal("TERM");
+    assert_eq!(proc.wait_exit(), 0, "{}", proc.stderr());
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(home.join("gateway_state.json")).unwrap()).unwrap();
+    assert_eq!(state["gateway_state"], "stopped");
+    wait_no_agents(mark, "after the final clean exit").await;
+    checked
+}
+
+async fn soak(backend: &str, env: Vec<(String, String)>) {
+    let rounds: usize = std::env::var("HERMES_SOAK_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let seed: u64 = std::env::var("HERMES_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            u64::from_str_radix(&hermes_gateway::ids::random_hex128()[..15], 16).unwrap()
+        });
+    println!("soak {backend}: {rounds} lives, HERMES_SOAK_SEED={seed}");
+    let mut rng = Rng(seed | 1);
+    let home = tempfile::tempdir().unwrap();
+    let mark = format!("soak-{}", &hermes_gateway::ids::random_hex128()[..12]);
+    let yaml = yaml(&mark);
+    let secret = strong_secret();
+    let mut env: Vec<(String, String)> = env;
+    env.push(("HERMES_DASHBOARD_DRAIN_SECRET".into(), secret.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut ledger = Ledger::default();
+    for round in 0..rounds {
+        // Each kind of ending at least once in a short soak, then at random.
+        let fault = match round {
+            0 => Fault::Kill,
+            1 => Fault::Term,
+            2 => Fault::Restart,
+            _ => [Fault::Kill, Fault::Kill, Fault::Term, Fault::Restart][rng.below(4) as usize],
+        };
+        life(
+            home.path(),
+            &yaml,
+            &env,
+            &secret,
+            &mut rng,
+            fault,
+            &mut ledger,
+        )
+        .await;
+        wait_no_agents(&mark, &format!("life {round} ended by {fault:?}")).await;
+    }
+    let runs = check(home.path(), &yaml, &env, &mark, &ledger).await;
+    let started = ledger.fires.iter().filter(|f| f.2 == "started").count();
+    println!(
+        "soak {backend}: {rounds} lives ({} SIGKILL, {} SIGTERM, {} SIGUSR1), {} drains / {} cancels, \
+         turns {} ok / {} refused / {} cut, {} fires 202'd ({started} started), {} jobs, {runs} runs checked: all invariants held",
+        ledger.kills,
+        ledger.terms,
+        ledger.restarts,
+        ledger.drains,
+        ledger.cancels,
+        ledger.turns_ok,
+        ledger.turns_refused,
+        ledger.turns_cut,
+        ledger.fires.len(),
+        ledger.jobs.len(),
+    );
+    assert!(
+        ledger.turns_ok > 0 && started > 0,
+        "the soak must have done real work"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_sqlite_turns_fires_and_runs_survive_kills_terms_and_drains() {
+    soak("sqlite", Vec::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_postgres_turns_fires_and_runs_survive_kills_terms_and_drains() {
+    let url = fresh_postgres_url().await;
+    soak("postgres", vec![("HERMES_DATABASE_URL".into(), url)]).await;
+}
