@@ -78,6 +78,21 @@ impl Section<'_> {
 #[derive(Default)]
 struct Reader {
     issues: Vec<ConfigIssue>,
+    /// Every key the schema walk asked for, with its default (for the reference docs).
+    known: Vec<(String, Value)>,
+}
+
+/// Every configuration key (dotted path) with its default as JSON, in schema order: what a
+/// walk of the schema over an empty file and environment asks for. `docs/configuration.md`
+/// is checked against this list.
+pub fn known_keys() -> Vec<(String, Value)> {
+    let mut r = Reader::default();
+    r.config(
+        PathBuf::new(),
+        &Value::Null,
+        &std::collections::HashMap::new(),
+    );
+    r.known
 }
 
 fn describe(v: &Value) -> String {
@@ -160,6 +175,7 @@ impl Reader {
     }
 
     fn string(&mut self, s: &Section, key: &str, default: &str) -> String {
+        self.known.push((s.key_path(key), Value::from(default)));
         match Self::value(s, key) {
             None => default.to_owned(),
             Some(Value::String(v)) => v.trim().to_owned(),
@@ -175,12 +191,16 @@ impl Reader {
 
     fn optional_string(&mut self, s: &Section, key: &str) -> Option<String> {
         match Self::value(s, key) {
-            None | Some(Value::Null) => None,
+            None | Some(Value::Null) => {
+                self.known.push((s.key_path(key), Value::Null));
+                None
+            }
             Some(_) => Some(self.string(s, key, "")).filter(|v| !v.is_empty()),
         }
     }
 
     fn bool(&mut self, s: &Section, key: &str, default: bool) -> bool {
+        self.known.push((s.key_path(key), Value::from(default)));
         match Self::value(s, key) {
             None => default,
             Some(Value::Bool(b)) => *b,
@@ -195,6 +215,7 @@ impl Reader {
     }
 
     fn uint(&mut self, s: &Section, key: &str, default: u64, min: u64, max: u64) -> u64 {
+        self.known.push((s.key_path(key), Value::from(default)));
         match Self::value(s, key) {
             None => default,
             Some(Value::Number(n)) if n.as_u64().is_some_and(|v| (min..=max).contains(&v)) => {
@@ -214,6 +235,7 @@ impl Reader {
     }
 
     fn seconds(&mut self, s: &Section, key: &str, default: f64, max: f64) -> f64 {
+        self.known.push((s.key_path(key), Value::from(default)));
         match Self::value(s, key) {
             None => default,
             Some(Value::Number(n))
@@ -236,6 +258,7 @@ impl Reader {
     }
 
     fn strings(&mut self, s: &Section, key: &str) -> Vec<String> {
+        self.known.push((s.key_path(key), Value::Array(Vec::new())));
         match Self::value(s, key) {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => {
@@ -263,6 +286,7 @@ impl Reader {
 
     /// A key that names a credential must not carry a value in the file.
     fn no_secret_in_file(&mut self, s: &Section, key: &str, env_name: &str) {
+        self.known.push((s.key_path(key), Value::from("")));
         match Self::value(s, key) {
             None | Some(Value::Null) => {}
             Some(Value::String(v)) if v.is_empty() => {}
@@ -482,6 +506,7 @@ impl Reader {
     /// `dashboard.trusted_proxies`: CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses.
     fn trusted_proxies(&mut self, s: &Section) -> Vec<ipnet::IpNet> {
         let path = s.key_path("trusted_proxies");
+        self.known.push((path.clone(), Value::Array(Vec::new())));
         let items = match Self::value(s, "trusted_proxies") {
             None | Some(Value::Null) => return Vec::new(),
             Some(Value::Array(items)) => items,

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use secrecy::SecretString;
 
-pub use load::{load, load_file};
+pub use load::{known_keys, load, load_file};
 
 /// Exit status for a fatal configuration problem (EX_CONFIG), part of the compat contract.
 pub const EXIT_CONFIG: i32 = 78;

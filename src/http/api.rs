@@ -29,12 +29,14 @@ const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
-        .route("/v1/health", get(health))
+        .route("/v1/health", get(v1_health))
         .route("/health/detailed", get(health_detailed))
+        .route("/health/ready", get(ready))
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
         .route("/v1/capabilities", get(capabilities))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/openapi.json", get(openapi))
         // The fire token is this route's credential, never API_SERVER_KEY (SPEC §8).
         .merge(super::fire::routes())
         .merge(
@@ -63,13 +65,19 @@ pub(super) async fn no_method(method: axum::http::Method, uri: axum::http::Uri) 
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
+    /// Always `ok`.
+    #[schema(value_type = String, example = "ok")]
     status: &'static str,
+    /// Always `hermes-agent`.
+    #[schema(value_type = String, example = "hermes-agent")]
     platform: &'static str,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct DetailedHealth {
+    #[schema(value_type = String, example = "ok")]
     status: &'static str,
+    #[schema(value_type = String, example = "hermes-agent")]
     platform: &'static str,
     pid: u32,
     #[serde(flatten)]
@@ -77,7 +85,7 @@ pub struct DetailedHealth {
 }
 
 /// Liveness (compat shape).
-#[utoipa::path(get, path = "/health", tag = "api", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "alive", body = Health)))]
 pub async fn health() -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -85,8 +93,28 @@ pub async fn health() -> Json<Health> {
     })
 }
 
+/// Liveness (compat shape), under `/v1`.
+#[utoipa::path(get, path = "/v1/health", tag = "health", responses((status = 200, description = "alive", body = Health)))]
+pub async fn v1_health() -> Json<Health> {
+    health().await
+}
+
+/// This listener's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "the API server's OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+pub async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        super::openapi::api_document(),
+    )
+        .into_response()
+}
+
 /// Liveness plus the status record and pid.
-#[utoipa::path(get, path = "/health/detailed", tag = "api", responses((status = 200, body = DetailedHealth)))]
+#[utoipa::path(get, path = "/health/detailed", tag = "health", responses((status = 200, description = "alive, with the status record", body = DetailedHealth)))]
 pub async fn health_detailed(State(s): State<AppState>) -> Json<DetailedHealth> {
     Json(DetailedHealth {
         status: "ok",
@@ -94,6 +122,41 @@ pub async fn health_detailed(State(s): State<AppState>) -> Json<DetailedHealth> 
         pid: s.info.pid,
         record: StatusRecord::build(&s.gate.snapshot(), &s.info),
     })
+}
+
+/// `GET /health/ready`: whether this gateway takes new turns now.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// The lifecycle state (`starting|running|draining|stopping|stopped|startup_failed`).
+    #[schema(value_type = String, example = "running")]
+    status: &'static str,
+    /// True only while `running`.
+    ready: bool,
+    /// In-flight turns.
+    active_agents: usize,
+}
+
+/// Readiness for load balancers: 200 only while `running`, else 503 with the state. Not
+/// the drain mechanism: a drain is begun with `POST /api/gateway/drain`.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses((status = 200, description = "running: new turns are admitted", body = Readiness),
+              (status = 503, description = "not running (starting, draining, stopping, ...)", body = Readiness)))]
+pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let snap = s.gate.snapshot();
+    let ready = snap.state == crate::lifecycle::GatewayState::Running;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Readiness {
+            status: snap.state.as_str(),
+            ready,
+            active_agents: snap.active_agents,
+        }),
+    )
 }
 
 /// Guards API-server routes other than chat (the job API) with `API_SERVER_KEY`.
@@ -126,7 +189,7 @@ fn check_api_key(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// The one model this gateway serves.
 #[utoipa::path(get, path = "/v1/models", tag = "api",
-    responses((status = 200, description = "OpenAI model list"), (status = 401, description = "invalid_api_key")))]
+    responses((status = 200, description = "OpenAI model list", body = super::openapi::schemas::ModelList)))]
 pub async fn models(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -146,9 +209,9 @@ fn model_object(s: &AppState) -> Value {
 
 /// The advertised model by id; any other id is a 404 `model_not_found`.
 #[utoipa::path(get, path = "/v1/models/{id}", tag = "api",
-    params(("id" = String, Path, description = "the model id")),
-    responses((status = 200, description = "OpenAI model object"), (status = 401, description = "invalid_api_key"),
-              (status = 404, description = "model_not_found")))]
+    params(("id" = String, Path, description = "the model id (may contain `/`, e.g. `org/model`)")),
+    responses((status = 200, description = "OpenAI model object", body = super::openapi::schemas::Model),
+              (status = 404, description = "model_not_found: not the model this gateway serves", body = super::openapi::schemas::OpenAiError)))]
 pub async fn model(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -164,7 +227,7 @@ pub async fn model(
 /// What this server offers (compat shape): auth, the model, features and endpoints, so
 /// a UI or orchestrator need not guess.
 #[utoipa::path(get, path = "/v1/capabilities", tag = "api",
-    responses((status = 200, description = "hermes.api_server.capabilities"), (status = 401, description = "invalid_api_key")))]
+    responses((status = 200, description = "hermes.api_server.capabilities", body = super::openapi::schemas::Capabilities)))]
 pub async fn capabilities(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -213,14 +276,17 @@ pub async fn capabilities(
 
 /// `POST /v1/chat/completions` body (the fields the gateway reads; others are ignored).
 // `messages` is read as JSON and checked by `agent::input::chat_messages`, so each
-// refusal names its message and part; `ChatMessage` documents what it accepts.
+// refusal names its message and part; `openapi::schemas::ChatMessages` documents what it
+// accepts.
 #[derive(Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
+    /// Echoed back; empty, null or absent = `gateway.api_server.model_name`.
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Vec<ChatMessage>, min_items = 1, required = true)]
+    #[schema(value_type = super::openapi::schemas::ChatMessages, required = true)]
     messages: Option<Value>,
+    /// Stream the answer as server-sent `chat.completion.chunk` events ending in `[DONE]`.
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
@@ -230,40 +296,9 @@ pub struct ChatCompletionRequest {
 /// `stream_options`: with `include_usage`, a stream ends with a usage chunk.
 #[derive(Deserialize, ToSchema)]
 pub struct StreamOptions {
+    /// End the stream with a chunk carrying `usage` (and no choices) before `[DONE]`.
     #[serde(default)]
     include_usage: Option<bool>,
-}
-
-/// One message (the schema of what `agent::input` accepts; parsing goes through it).
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct ChatMessage {
-    /// system, user, assistant, tool or developer.
-    role: String,
-    content: Content,
-}
-
-/// Plain text, or at most 1,000 content parts.
-#[derive(Deserialize, ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-pub enum Content {
-    Text(String),
-    Parts(Vec<ContentPart>),
-}
-
-/// A text part (`text`, `input_text`, `output_text`; at most 64 KiB) or an image part
-/// (`image_url`, `input_image`; an http(s) or `data:image/...` URL).
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct ContentPart {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    text: Option<String>,
-    /// A URL string, or `{url, detail}`.
-    #[serde(default)]
-    image_url: Option<Value>,
 }
 
 /// A chat request, checked: what the turn runs on.
@@ -324,10 +359,24 @@ fn session_id(headers: &HeaderMap, messages: &[Message]) -> Result<String, ApiEr
 
 /// One chat turn through the gate and the backend, streamed (SSE) or not.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "api", request_body = ChatCompletionRequest,
-    responses((status = 200, description = "chat.completion, or an SSE stream of chat.completion.chunk ending in [DONE]"),
-              (status = 400, description = "invalid request"), (status = 401, description = "invalid_api_key"),
-              (status = 413, description = "body over 10 MB"),
-              (status = 503, description = "gateway_draining, with Retry-After")))]
+    params(
+        ("X-Hermes-Session-Id" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "the conversation's session id (1 to 128 visible ASCII characters); derived from the conversation's start when absent, and answered in the same header"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~ ]{1,255}$", description = "non-streaming only: a retry with the same key and body gets the first answer without a second turn"),
+    ),
+    responses(
+        (status = 200, description = "the answer",
+            headers(("X-Hermes-Session-Id" = String, description = "the conversation's session id")),
+            content(
+                (super::openapi::schemas::ChatCompletion = "application/json"),
+                (super::openapi::schemas::SseEvent = "text/event-stream"),
+            )),
+        (status = 400, description = "invalid request: the message names the field; `param` the message or part, `code` the kind", body = super::openapi::schemas::ChatRequestError),
+        (status = 413, description = "body over 10 MB", body = super::openapi::schemas::OpenAiError),
+        (status = 422, description = "Idempotency-Key reused with a different body", body = super::openapi::schemas::OpenAiError),
+        (status = 502, description = "the backend failed before producing any text", body = super::openapi::schemas::OpenAiError),
+        (status = 503, description = "gateway_draining (or starting, or the turn was cut by shutdown), with Retry-After",
+            headers(("Retry-After" = u64, description = "seconds")), body = super::openapi::schemas::OpenAiError),
+    ))]
 pub async fn chat_completions(
     State(s): State<AppState>,
     headers: HeaderMap,

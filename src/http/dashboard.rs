@@ -23,7 +23,7 @@ use crate::auth::sessions::Session;
 use crate::auth::{TokenDecision, TokenPrincipal, bearer_token};
 use crate::clock::iso;
 use crate::lifecycle::{DrainDetail, StatusRecord};
-use crate::metrics::LiveGauges;
+use crate::metrics::{Format, LiveGauges};
 
 /// Header carrying the loopback-mode session token (compat).
 const SESSION_TOKEN_HEADER: &str = "x-hermes-session-token";
@@ -31,11 +31,18 @@ const SESSION_TOKEN_HEADER: &str = "x-hermes-session-token";
 const LOGIN_URL: &str = "/login";
 /// Paths anyone may call, whatever the mode.
 /// `/api/cron/fire` checks its own token (SPEC §8).
-const PUBLIC_PATHS: [&str; 4] = ["/api/status", "/metrics", "/openapi.json", "/api/cron/fire"];
+const PUBLIC_PATHS: [&str; 5] = [
+    "/api/status",
+    "/health/ready",
+    "/metrics",
+    "/openapi.json",
+    "/api/cron/fire",
+];
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/status", get(status))
+        .route("/health/ready", get(super::api::ready))
         .route("/api/gateway/drain", get(drain_status).post(drain_action))
         .route("/api/gateway/restart", post(restart))
         .route("/metrics", get(metrics))
@@ -239,11 +246,15 @@ fn same_origin_write(s: &AppState, req: &Request) -> bool {
 /// WebSocket endpoints (they check their own ticket or token), and in loopback mode the
 /// page itself (it carries the session token).
 fn is_public(s: &AppState, path: &str) -> bool {
+    is_public_path(path) || (path == "/" && !s.dashboard_auth.is_gated())
+}
+
+/// Paths public in every mode (the OpenAPI document marks them so).
+pub fn is_public_path(path: &str) -> bool {
     PUBLIC_PATHS.contains(&path)
         || super::session::PUBLIC.contains(&path)
         || super::ws::PATHS.contains(&path)
         || path.starts_with("/assets/")
-        || (path == "/" && !s.dashboard_auth.is_gated())
 }
 
 /// Where a browser signs in, under the dashboard's public path prefix.
@@ -276,15 +287,14 @@ fn reject_session(s: &AppState, rejection: SessionRejection, path: &str) -> Resp
 }
 
 /// Runtime status (public).
-#[utoipa::path(get, path = "/api/status", tag = "dashboard", responses((status = 200, body = StatusRecord)))]
+#[utoipa::path(get, path = "/api/status", tag = "dashboard", responses((status = 200, description = "the compat status record", body = StatusRecord)))]
 pub async fn status(State(s): State<AppState>) -> Json<StatusRecord> {
     Json(StatusRecord::build(&s.gate.snapshot(), &s.info))
 }
 
 /// Drain detail: whether draining, who asked and when, what is still in flight.
 #[utoipa::path(get, path = "/api/gateway/drain", tag = "dashboard",
-    responses((status = 200, body = DrainDetail), (status = 401, description = "unauthenticated"),
-              (status = 503, description = "an auth provider is unreachable")))]
+    responses((status = 200, description = "the status record with the drain detail", body = DrainDetail)))]
 pub async fn drain_status(State(s): State<AppState>) -> Json<DrainDetail> {
     Json(DrainDetail::build(&s.gate.snapshot(), &s.info))
 }
@@ -298,27 +308,43 @@ fn caller(token: Option<Extension<TokenPrincipal>>, session: Option<Extension<Se
     }
 }
 
-/// `POST /api/gateway/drain` body; a missing or non-JSON body means `drain`.
+/// `POST /api/gateway/drain` body; a missing or non-JSON body, or no `action`, means `drain`.
 #[derive(Deserialize, ToSchema)]
 pub struct DrainActionRequest {
-    /// `drain` or `cancel` (trimmed, case-insensitive).
+    /// `drain` or `cancel`; trimmed and case-insensitive, so ` Cancel ` is `cancel`.
     #[allow(dead_code)]
+    #[schema(value_type = Option<String>, pattern = "^\\s*([Dd][Rr][Aa][Ii][Nn]|[Cc][Aa][Nn][Cc][Ee][Ll])\\s*$")]
     action: Option<String>,
 }
 
+/// `drain` answer.
 #[derive(Serialize, ToSchema)]
 pub struct DrainBegun {
     ok: bool,
+    /// Always `drain`.
+    #[schema(value_type = String, pattern = "^drain$")]
     action: &'static str,
+    /// RFC 3339, UTC.
     requested_at: String,
     draining: bool,
 }
 
+/// `cancel` answer (idempotent).
 #[derive(Serialize, ToSchema)]
 pub struct DrainCancelled {
     ok: bool,
+    /// Always `cancel`.
+    #[schema(value_type = String, pattern = "^cancel$")]
     action: &'static str,
     was_draining: bool,
+}
+
+/// Either drain answer.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum DrainAnswer {
+    Begun(DrainBegun),
+    Cancelled(DrainCancelled),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -355,10 +381,12 @@ fn parse_drain_action(body: &[u8]) -> Result<DrainAction, ApiError> {
 }
 
 /// Begins or cancels an external drain.
-#[utoipa::path(post, path = "/api/gateway/drain", tag = "dashboard", request_body = DrainActionRequest,
-    responses((status = 200, description = "DrainBegun or DrainCancelled"), (status = 400, description = "unknown action"),
-              (status = 409, description = "a directory sits at the drain marker path"),
-              (status = 401, description = "unauthenticated"), (status = 503, description = "an auth provider is unreachable")))]
+#[utoipa::path(post, path = "/api/gateway/drain", tag = "dashboard",
+    request_body(content = Option<DrainActionRequest>, content_type = "application/json",
+        description = "optional: a missing or non-JSON body means drain"),
+    responses((status = 200, description = "drain begun, or cancelled", body = DrainAnswer),
+              (status = 400, description = "invalid_action or invalid_body, naming it", body = super::openapi::schemas::DashboardError),
+              (status = 409, description = "drain_marker_blocked: a directory sits at the drain marker path", body = super::openapi::schemas::DashboardError)))]
 pub async fn drain_action(
     State(s): State<AppState>,
     principal: Option<Extension<TokenPrincipal>>,
@@ -411,6 +439,8 @@ async fn on_blocking_thread<T: Send + 'static>(
 #[derive(Serialize, ToSchema)]
 pub struct RestartAccepted {
     ok: bool,
+    /// Always `restart`.
+    #[schema(value_type = String, pattern = "^restart$")]
     action: &'static str,
     active_agents: usize,
     restart_drain_timeout: f64,
@@ -419,8 +449,7 @@ pub struct RestartAccepted {
 /// Runs the restart drain (refuse new turns, wait for in-flight ones up to
 /// `restart_drain_timeout`), then exits 75 so a supervisor starts the process again.
 #[utoipa::path(post, path = "/api/gateway/restart", tag = "dashboard",
-    responses((status = 202, body = RestartAccepted), (status = 401, description = "unauthenticated"),
-              (status = 503, description = "an auth provider is unreachable")))]
+    responses((status = 202, description = "the restart drain has begun; the process exits 75", body = RestartAccepted)))]
 pub async fn restart(
     State(s): State<AppState>,
     principal: Option<Extension<TokenPrincipal>>,
@@ -441,33 +470,44 @@ pub async fn restart(
 }
 
 /// Prometheus metrics (public).
-#[utoipa::path(get, path = "/metrics", tag = "dashboard", responses((status = 200, description = "OpenMetrics text")))]
-pub async fn metrics(State(s): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "dashboard",
+    params(("Accept" = Option<String>, Header, description = "`application/openmetrics-text` for OpenMetrics 1.0.0; anything else gets the classic format")),
+    responses((status = 200, description = "Prometheus text format 0.0.4 (`text/plain; version=0.0.4`), or OpenMetrics when asked for",
+        content((String = "text/plain"), (String = "application/openmetrics-text")))))]
+pub async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let snap = s.gate.snapshot();
-    let text = s.metrics.render(LiveGauges {
-        in_flight: snap.active_agents,
-        state: snap.state.as_str(),
-    });
+    let text = s.metrics.render_as(
+        LiveGauges {
+            in_flight: snap.active_agents,
+            state: snap.state.as_str(),
+        },
+        format,
+    );
     (
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            HeaderValue::from_static(format.content_type()),
         )],
         text,
     )
         .into_response()
 }
 
-/// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "dashboard", responses((status = 200, description = "OpenAPI 3.1 document")))]
-pub async fn openapi() -> Response {
+/// This listener's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "the dashboard's OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+pub async fn openapi(State(s): State<AppState>) -> Response {
+    let drain_secret = s
+        .token_auth
+        .is_token_route(crate::auth::drain_secret::DRAIN_ROUTE);
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        super::openapi_json(),
+        super::openapi::dashboard_document(s.dashboard_auth.is_gated(), drain_secret),
     )
         .into_response()
 }

@@ -5,7 +5,7 @@
 //! `Job not found`). The wire bodies are parsed here, field by field, into the cron
 //! domain's `JobSpec`/`JobPatch`; the DTOs here are the wire shapes.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -177,12 +177,17 @@ impl Fields {
         }
     }
 
-    /// `repeat`: absent, `null` (forever) or an integer ≥ 1.
+    /// `repeat`: absent, `null` (forever) or an integer ≥ 1. JSON's `3.0` is the integer 3
+    /// (JSON Schema's `integer` includes it, and the OpenAPI document says `integer`).
     fn repeat(&mut self) -> Result<Option<Option<u32>>, JobsError> {
         match self.0.remove("repeat") {
             None => Ok(None),
             Some(Value::Null) => Ok(Some(None)),
-            Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(v) => match v
+                .as_u64()
+                .or_else(|| whole_number(&v))
+                .and_then(|n| u32::try_from(n).ok())
+            {
                 Some(n) if n >= 1 => Ok(Some(Some(n))),
                 _ => Err(invalid(REPEAT_RULE)),
             },
@@ -217,6 +222,12 @@ impl Fields {
         }
         Ok(())
     }
+}
+
+/// A float that is a whole, non-negative number (`3.0`), as that integer.
+fn whole_number(v: &Value) -> Option<u64> {
+    let f = v.as_f64()?;
+    (f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f)).then_some(f as u64)
 }
 
 fn spec(parsed: Result<Json<Value>, JsonRejection>) -> Result<JobSpec, JobsError> {
@@ -277,12 +288,19 @@ fn job_id(Path(id): Path<String>) -> Result<String, JobsError> {
 
 type Reply = Result<Response, JobsError>;
 
-async fn list(State(s): State<AppState>) -> Reply {
+/// Every job.
+#[utoipa::path(get, path = "/api/jobs", tag = "cron",
+    responses((status = 200, description = "the jobs", body = super::openapi::schemas::JobList), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn list(State(s): State<AppState>) -> Reply {
     let jobs: Vec<JobDto> = s.cron.list().await?.into_iter().map(JobDto::from).collect();
     Ok(Json(json!({ "jobs": jobs })).into_response())
 }
 
-async fn create(State(s): State<AppState>, body: Result<Json<Value>, JsonRejection>) -> Reply {
+/// Creates a job.
+#[utoipa::path(post, path = "/api/jobs", tag = "cron", request_body = super::openapi::schemas::JobCreate,
+    responses((status = 201, description = "created", body = super::openapi::schemas::JobEnvelope),
+              (status = 400, description = "a bad or missing field, named", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn create(State(s): State<AppState>, body: Result<Json<Value>, JsonRejection>) -> Reply {
     let job = s.cron.create(spec(body)?).await?;
     Ok((
         StatusCode::CREATED,
@@ -291,12 +309,18 @@ async fn create(State(s): State<AppState>, body: Result<Json<Value>, JsonRejecti
         .into_response())
 }
 
-async fn show(State(s): State<AppState>, id: Path<String>) -> Reply {
+/// One job.
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
+    responses((status = 200, description = "the job", body = super::openapi::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn show(State(s): State<AppState>, id: Path<String>) -> Reply {
     let id = job_id(id)?;
     Ok(Json(json!({ "job": JobDto::from(s.cron.get(&id).await?) })).into_response())
 }
 
-async fn update(
+/// Changes a job; absent fields stay as they are.
+#[utoipa::path(patch, path = "/api/jobs/{id}", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")), request_body = super::openapi::schemas::JobPatch,
+    responses((status = 200, description = "the changed job", body = super::openapi::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format, or a bad, unknown or missing field (named)", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn update(
     State(s): State<AppState>,
     id: Path<String>,
     body: Result<Json<Value>, JsonRejection>,
@@ -306,22 +330,35 @@ async fn update(
     Ok(Json(json!({ "job": JobDto::from(job) })).into_response())
 }
 
-async fn remove(State(s): State<AppState>, id: Path<String>) -> Reply {
+/// Deletes a job and its runs.
+#[utoipa::path(delete, path = "/api/jobs/{id}", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
+    responses((status = 200, description = "deleted", body = super::openapi::schemas::JobDeleted), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn remove(State(s): State<AppState>, id: Path<String>) -> Reply {
     s.cron.delete(&job_id(id)?).await?;
     Ok(Json(json!({"ok": true})).into_response())
 }
 
-async fn pause(State(s): State<AppState>, id: Path<String>) -> Reply {
+/// Pauses a job (it keeps its schedule).
+#[utoipa::path(post, path = "/api/jobs/{id}/pause", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
+    responses((status = 200, description = "the paused job", body = super::openapi::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn pause(State(s): State<AppState>, id: Path<String>) -> Reply {
     let id = job_id(id)?;
     Ok(Json(json!({ "job": JobDto::from(s.cron.pause(&id).await?) })).into_response())
 }
 
-async fn resume(State(s): State<AppState>, id: Path<String>) -> Reply {
+/// Resumes a paused job.
+#[utoipa::path(post, path = "/api/jobs/{id}/resume", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
+    responses((status = 200, description = "the resumed job", body = super::openapi::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn resume(State(s): State<AppState>, id: Path<String>) -> Reply {
     let id = job_id(id)?;
     Ok(Json(json!({ "job": JobDto::from(s.cron.resume(&id).await?) })).into_response())
 }
 
-async fn run_now(State(s): State<AppState>, id: Path<String>) -> Reply {
+/// Runs a job now, in the background, as a turn through the gate.
+#[utoipa::path(post, path = "/api/jobs/{id}/run", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
+    responses((status = 202, description = "the run has started", body = super::openapi::schemas::RunEnvelope), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError),
+              (status = 503, description = "draining (no run starts), or the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn run_now(State(s): State<AppState>, id: Path<String>) -> Reply {
     let run = s.cron.run_now(&job_id(id)?).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -331,12 +368,27 @@ async fn run_now(State(s): State<AppState>, id: Path<String>) -> Reply {
 }
 
 #[derive(Deserialize)]
-struct RunsQuery {
+pub(super) struct RunsQuery {
     limit: Option<i64>,
 }
 
-async fn runs(State(s): State<AppState>, id: Path<String>, Query(q): Query<RunsQuery>) -> Reply {
+/// The job's runs, newest first.
+#[utoipa::path(get, path = "/api/jobs/{id}/runs", tag = "cron",
+    params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$"),
+           ("limit" = Option<i64>, Query, format = Int64, description = "at most this many runs (default 50; clamped to 1..=1000)")),
+    responses((status = 200, description = "the runs", body = super::openapi::schemas::RunList), (status = 400, description = "Invalid job ID format, or a `limit` that is not a whole number", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+pub async fn runs(
+    State(s): State<AppState>,
+    id: Path<String>,
+    q: Result<Query<RunsQuery>, QueryRejection>,
+) -> Reply {
     let id = job_id(id)?;
+    let Query(q) = q.map_err(|e| {
+        invalid(format!(
+            "limit: expected a whole number ({})",
+            e.body_text()
+        ))
+    })?;
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let runs: Vec<RunDto> = s
         .cron

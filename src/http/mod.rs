@@ -47,9 +47,14 @@ pub fn dashboard_router(state: AppState) -> Router {
     dashboard::router(state).layer(axum::middleware::map_response(security_headers))
 }
 
-/// The OpenAPI document describing both listeners.
-pub fn openapi_json() -> String {
-    openapi::document()
+/// The API server's OpenAPI 3.1 document (served at its `/openapi.json`).
+pub fn api_openapi_json() -> String {
+    openapi::api_document()
+}
+
+/// The dashboard's OpenAPI 3.1 document (served at its `/openapi.json`) for its auth mode.
+pub fn dashboard_openapi_json(gated: bool, drain_secret: bool) -> String {
+    openapi::dashboard_document(gated, drain_secret)
 }
 
 async fn security_headers(mut response: Response) -> Response {

@@ -21,17 +21,31 @@ const APP_CSS: &str = include_str!("page/app.css");
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
-        .route(
-            "/assets/app.js",
-            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            "/assets/app.css",
-            get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
-        )
+        .route("/assets/app.js", get(app_js))
+        .route("/assets/app.css", get(app_css))
 }
 
-async fn index(State(s): State<AppState>) -> Response {
+/// The page's script.
+#[utoipa::path(get, path = "/assets/app.js", tag = "page",
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String)))]
+pub async fn app_js() -> Response {
+    asset(APP_JS, "text/javascript; charset=utf-8")
+}
+
+/// The page's style sheet.
+#[utoipa::path(get, path = "/assets/app.css", tag = "page",
+    responses((status = 200, description = "CSS", content_type = "text/css", body = String)))]
+pub async fn app_css() -> Response {
+    asset(APP_CSS, "text/css; charset=utf-8")
+}
+
+/// The dashboard page. Loopback mode: served only under the dashboard's own host names
+/// (it carries the session token). Gated mode: a browser without a session goes to /login.
+#[utoipa::path(get, path = "/", tag = "page",
+    responses((status = 200, description = "HTML", content_type = "text/html", body = String),
+              (status = 302, description = "gated mode without a session: to the login page", headers(("Location" = String))),
+              (status = 403, description = "forbidden_host: loopback mode under a foreign Host", body = super::openapi::schemas::DashboardError)))]
+pub async fn index(State(s): State<AppState>) -> Response {
     let token = match &*s.dashboard_auth {
         DashboardAuth::Loopback { session_token } => session_token.expose_secret().to_owned(),
         DashboardAuth::Gated { .. } => String::new(),

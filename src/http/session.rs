@@ -75,7 +75,7 @@ fn error(status: StatusCode, error: &str, detail: String) -> Response {
 }
 
 /// The sign-in page (public).
-#[utoipa::path(get, path = "/login", tag = "auth", responses((status = 200, description = "HTML sign-in form")))]
+#[utoipa::path(get, path = "/login", tag = "auth", responses((status = 200, description = "HTML sign-in form", content_type = "text/html", body = String)))]
 pub async fn login_page() -> Response {
     let mut r = Html(include_str!("page/login.html")).into_response();
     r.headers_mut().insert(
@@ -92,10 +92,15 @@ struct PasswordLogin {
 }
 
 /// Signs in with the `basic` provider; sets the session cookie.
-#[utoipa::path(post, path = "/auth/password-login", tag = "auth",
-    responses((status = 200, description = "{ok, user, expires_at} and Set-Cookie hermes_session"),
-              (status = 400, description = "invalid_body"), (status = 401, description = "invalid_credentials"),
-              (status = 404, description = "no_password_provider"), (status = 429, description = "rate_limited, with Retry-After")))]
+#[utoipa::path(post, path = "/auth/password-login", tag = "auth", request_body = super::openapi::schemas::PasswordLogin,
+    responses((status = 200, description = "signed in; Set-Cookie hermes_session (HttpOnly, SameSite=Lax)", body = super::openapi::schemas::LoggedIn,
+                  headers(("Set-Cookie" = String, description = "the session cookie"))),
+              (status = 400, description = "invalid_body", body = super::openapi::schemas::DashboardError),
+              (status = 401, description = "invalid_credentials", body = super::openapi::schemas::DashboardError),
+              (status = 404, description = "no_password_provider: password sign-in is not configured", body = super::openapi::schemas::DashboardError),
+              (status = 429, description = "rate_limited: the 11th attempt from one client within 60 s", body = super::openapi::schemas::DashboardError,
+                  headers(("Retry-After" = u64, description = "seconds"))),
+              (status = 500, description = "the session could not be stored", body = super::openapi::schemas::DashboardError)))]
 pub async fn password_login(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -185,7 +190,7 @@ pub async fn password_login(
 }
 
 /// Ends the session (its tickets die with it) and clears the cookie.
-#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 200, description = "{ok: true}; the cookie is cleared")))]
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 200, description = "signed out; the cookie is cleared", body = super::openapi::schemas::Ok)))]
 pub async fn logout(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -207,8 +212,7 @@ pub async fn logout(
 /// `provider`, `expires_at` in Unix seconds, `null` for the loopback session), plus `user`
 /// and `mode` for the dashboard page.
 #[utoipa::path(get, path = "/api/auth/me", tag = "auth",
-    responses((status = 200, description = "{user_id, email, display_name, org_id, provider, expires_at, user: {id, provider}, mode}"),
-              (status = 401, description = "unauthenticated")))]
+    responses((status = 200, description = "the session's user (compat fields, plus `user` and `mode` for the page)", body = super::openapi::schemas::Me)))]
 pub async fn me(State(s): State<AppState>, Extension(session): Extension<Session>) -> Response {
     let expires_at =
         (session.expires_at != jiff::Timestamp::MAX).then(|| session.expires_at.as_second());
@@ -229,8 +233,8 @@ pub async fn me(State(s): State<AppState>, Extension(session): Extension<Session
 /// The sign-in methods this dashboard offers (public), compat shape; 503 when none is
 /// registered (loopback mode, or a gated dashboard without a provider).
 #[utoipa::path(get, path = "/api/auth/providers", tag = "auth",
-    responses((status = 200, description = "{providers: [{name, display_name, supports_password}]}"),
-              (status = 503, description = "{detail: \"no auth providers registered\"}")))]
+    responses((status = 200, description = "the sign-in methods", body = super::openapi::schemas::Providers),
+              (status = 503, description = "no auth providers registered (loopback mode)", body = super::openapi::schemas::Detail)))]
 pub async fn providers(State(s): State<AppState>) -> Response {
     let list: Vec<_> = s
         .dashboard_auth
@@ -251,8 +255,8 @@ pub async fn providers(State(s): State<AppState>) -> Response {
 /// Mints a single-use, 30-second WebSocket ticket bound to the caller's session. POST
 /// only: a GET (which a link or an image could trigger) mints nothing.
 #[utoipa::path(post, path = "/api/auth/ws-ticket", tag = "auth",
-    responses((status = 200, description = "{ticket, ttl_seconds: 30}"), (status = 401, description = "unauthenticated"),
-              (status = 503, description = "the session store is unavailable")))]
+    responses((status = 200, description = "a single-use ticket, valid 30 s", body = super::openapi::schemas::WsTicket),
+              (status = 503, description = "the session store is unavailable; Retry-After", body = super::openapi::schemas::DashboardError)))]
 pub async fn ws_ticket(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

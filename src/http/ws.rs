@@ -128,9 +128,15 @@ async fn authorize(
 /// Live status, drain changes, turn and run events, audit events (WebSocket upgrade).
 #[utoipa::path(get, path = "/api/events", tag = "dashboard",
     params(("ticket" = Option<String>, Query, description = "single-use ticket from POST /api/auth/ws-ticket"),
-           ("token" = Option<String>, Query, description = "loopback mode only: the session token")),
-    responses((status = 101, description = "WebSocket: JSON frames with a `type`"), (status = 401, description = "no valid ticket or token"),
-              (status = 403, description = "foreign Origin")))]
+           ("token" = Option<String>, Query, description = "loopback mode only: the session token"),
+           ("Connection" = String, Header, pattern = "^[Uu]pgrade$", description = "a WebSocket upgrade"),
+           ("Upgrade" = String, Header, pattern = "^websocket$"),
+           ("Sec-WebSocket-Version" = String, Header, pattern = "^13$"),
+           ("Sec-WebSocket-Key" = String, Header, pattern = "^[A-Za-z0-9+/]{22}==$")),
+    responses((status = 101, description = "WebSocket: JSON frames with a `type`"),
+              (status = 400, description = "not a WebSocket upgrade (the Connection/Upgrade/Sec-WebSocket-* headers are missing or wrong), or a malformed query", content_type = "text/plain", body = String),
+              (status = 401, description = "no valid ticket or token", body = super::openapi::schemas::DashboardError),
+              (status = 403, description = "foreign Origin", body = super::openapi::schemas::DashboardError)))]
 pub async fn events(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -229,9 +235,15 @@ async fn events_socket(mut socket: WebSocket, s: AppState, session: Session) {
 /// Chat with the agent: each text frame is a turn (WebSocket upgrade).
 #[utoipa::path(get, path = "/api/ws", tag = "dashboard",
     params(("ticket" = Option<String>, Query, description = "single-use ticket from POST /api/auth/ws-ticket"),
-           ("token" = Option<String>, Query, description = "loopback mode only: the session token")),
+           ("token" = Option<String>, Query, description = "loopback mode only: the session token"),
+           ("Connection" = String, Header, pattern = "^[Uu]pgrade$", description = "a WebSocket upgrade"),
+           ("Upgrade" = String, Header, pattern = "^websocket$"),
+           ("Sec-WebSocket-Version" = String, Header, pattern = "^13$"),
+           ("Sec-WebSocket-Key" = String, Header, pattern = "^[A-Za-z0-9+/]{22}==$")),
     responses((status = 101, description = "WebSocket: send {\"message\"}; receive start, delta…, done or error"),
-              (status = 401, description = "no valid ticket or token"), (status = 403, description = "foreign Origin")))]
+              (status = 400, description = "not a WebSocket upgrade (the Connection/Upgrade/Sec-WebSocket-* headers are missing or wrong), or a malformed query", content_type = "text/plain", body = String),
+              (status = 401, description = "no valid ticket or token", body = super::openapi::schemas::DashboardError),
+              (status = 403, description = "foreign Origin", body = super::openapi::schemas::DashboardError)))]
 pub async fn chat(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -504,6 +504,9 @@ async fn job_api_refuses_malformed_ids_missing_names_long_fields_and_empty_patch
     )
     .await;
     assert_eq!((s, &v["job"]["repeat"]["times"]), (200, &json!(4)), "{v}");
+    // JSON's `5.0` is the integer 5 (the document's `integer` includes it); 1.5 was refused.
+    let (s, v) = api(&app, Method::PATCH, &path, Some(json!({"repeat": 5.0}))).await;
+    assert_eq!((s, &v["job"]["repeat"]["times"]), (200, &json!(5)), "{v}");
     let (_, v) = api(&app, Method::GET, &path, None).await;
     assert_eq!(
         v["job"]["name"], "ok",

@@ -14,3 +14,4 @@ mod net;
 mod process;
 mod soak;
 mod support;
+mod wire;
