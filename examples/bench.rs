@@ -3,7 +3,8 @@
 //! ```sh
 //! cargo build --release && cargo run --release --example bench -- all
 //! ```
-//! Subcommands: `drain-latency`, `status`, `startup`, `rss`, `upstream-overhead`,
+//! Subcommands: `drain-latency`, `status`, `startup`, `rss`, `idle-cpu` (CPU and RSS idle
+//! and with a drain marker present, 10 s each, 3 gateways), `upstream-overhead`,
 //! `echo-throughput`, `stream-memory`, `turns` (the last three), `cron-tick`,
 //! `cron-contention`, `cron` (the last two; need PostgreSQL from `.ci/deps`), `fire` and
 //! `fire-no-claim` (against `bench/fire_receiver.py`; need python3 with aiohttp and PyJWT;
@@ -255,6 +256,68 @@ async fn rss() {
     }
     summary("idle RSS after start", "MiB", idle);
     summary("idle RSS after 1,000 turns", "MiB", after);
+}
+
+/// utime + stime of a process, in clock ticks (`getconf CLK_TCK` per second).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (in parentheses, may hold spaces); utime and stime
+    // are fields 14 and 15 of the line.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// CPU share of one core and RSS of an idle gateway over 10 s, then the same with a drain
+/// marker present (the state a drained replica sits in); 3 gateways, one after the other.
+async fn idle_cpu() {
+    const WINDOW: Duration = Duration::from_secs(10);
+    let hz = clock_ticks_per_second();
+    let http = reqwest::Client::new();
+    let (mut idle, mut draining, mut idle_rss, mut draining_rss) = (vec![], vec![], vec![], vec![]);
+    let share = |ticks: u64| ticks as f64 / hz / WINDOW.as_secs_f64() * 100.0;
+    for _ in 0..3 {
+        let gw = Gateway::start("");
+        gw.ready(&http).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let pid = gw.child.id();
+        let t0 = cpu_ticks(pid);
+        tokio::time::sleep(WINDOW).await;
+        idle.push(share(cpu_ticks(pid) - t0));
+        idle_rss.push(rss_kib(pid) as f64 / 1024.0);
+        write_marker(&gw.home.path().join(".drain_request.json"));
+        loop {
+            let s: serde_json::Value = http
+                .get(format!("{}/api/status", gw.dash))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if s["gateway_state"] == "draining" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let t0 = cpu_ticks(pid);
+        tokio::time::sleep(WINDOW).await;
+        draining.push(share(cpu_ticks(pid) - t0));
+        draining_rss.push(rss_kib(pid) as f64 / 1024.0);
+    }
+    summary("idle CPU (10 s, % of one core)", "%", idle);
+    summary(
+        "draining CPU (10 s, marker present, % of one core)",
+        "%",
+        draining,
+    );
+    summary("idle RSS", "MiB", idle_rss);
+    summary("draining RSS (after 10 s)", "MiB", draining_rss);
 }
 
 /// A fake OpenAI upstream inside the bench process: one short SSE answer, at once.
@@ -599,6 +662,7 @@ async fn main() {
         "status" => status_throughput().await,
         "startup" => startup().await,
         "rss" => rss().await,
+        "idle-cpu" => idle_cpu().await,
         "upstream-overhead" => upstream_overhead().await,
         "echo-throughput" => echo_throughput().await,
         "stream-memory" => stream_memory().await,
@@ -636,7 +700,7 @@ async fn main() {
         }
         other => {
             eprintln!(
-                "unknown benchmark {other:?}: drain-latency | status | startup | rss | upstream-overhead | echo-throughput | stream-memory | turns | cron-tick | cron-contention | cron | fire | fire-no-claim | tickets | events-memory | dashboard | all"
+                "unknown benchmark {other:?}: drain-latency | status | startup | rss | idle-cpu | upstream-overhead | echo-throughput | stream-memory | turns | cron-tick | cron-contention | cron | fire | fire-no-claim | tickets | events-memory | dashboard | all"
             );
             std::process::exit(2);
         }

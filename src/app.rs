@@ -143,9 +143,11 @@ pub struct Listeners {
 impl AppState {
     /// Builds the state and honours a drain marker left by an earlier run.
     pub async fn prepare(config: Config, clock: SharedClock) -> Result<Self, StartupError> {
-        std::fs::create_dir_all(&config.home).map_err(|source| StartupError::Home {
-            path: config.home.display().to_string(),
-            source,
+        crate::files::create_private_dir_all(&config.home).map_err(|source| {
+            StartupError::Home {
+                path: config.home.display().to_string(),
+                source,
+            }
         })?;
         let metrics = Arc::new(Metrics::default());
         let events = crate::events::Events::default();

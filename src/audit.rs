@@ -2,9 +2,10 @@
 //!
 //! Owns the file and the event names of SPEC §9. Callers pass only non-secret fields; this
 //! module never sees tokens, tickets, cookies or passwords, and a failed write is logged and
-//! swallowed so that auditing can never fail a request.
+//! swallowed so that auditing can never fail a request. The file is private: 0600 in a
+//! 0700 `logs/` (SPEC §6).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -104,15 +105,7 @@ impl AuditLog {
     fn append(&self, line: &[u8]) -> std::io::Result<()> {
         let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            *guard = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)?,
-            );
+            *guard = Some(crate::files::open_private_append(&self.path)?);
         }
         let file = guard.as_mut().expect("opened above");
         // One write per line with O_APPEND keeps lines whole across processes.
@@ -148,6 +141,15 @@ mod tests {
         assert_eq!(lines[0]["principal"], "p");
         assert!(lines[0]["ts"].as_str().unwrap().ends_with('Z'));
         assert_eq!(lines[1]["active_agents"], 3);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| {
+            std::fs::metadata(dir.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!((mode("logs"), mode("logs/a.log")), (0o700, 0o600));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - [`http`]: routers, DTOs and error mapping for the API server and the dashboard.
 //! - [`app`]: wiring, listeners, background tasks and the shutdown drain.
 //! - [`audit`], [`events`], [`metrics`], [`clock`], [`ids`]: cross-cutting pieces.
+//! - [`files`]: private (0700/0600), atomic and bounded non-blocking file I/O under
+//!   `HERMES_HOME`.
 //! - [`cli`]: the `hermes-gateway` command line.
 //!
 //! See `ARCHITECTURE.md` for the invariants.
@@ -26,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod cron;
 pub mod events;
+pub mod files;
 pub mod http;
 pub mod ids;
 pub mod lifecycle;

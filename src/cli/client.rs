@@ -213,10 +213,14 @@ impl Client {
 fn default_base(config: &Config) -> String {
     let d = &config.dashboard;
     if d.port == 0 {
-        let recorded = std::fs::read(config.state_path())
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .and_then(|v| v["dashboard_addr"].as_str().map(str::to_owned));
+        let recorded = crate::files::read_regular(
+            &config.state_path(),
+            crate::lifecycle::status::MAX_STATE_FILE_BYTES,
+        )
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["dashboard_addr"].as_str().map(str::to_owned));
         if let Some(addr) = recorded {
             return format!("http://{addr}");
         }

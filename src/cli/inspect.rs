@@ -32,9 +32,13 @@ pub async fn status(config: &Config, t: &Target) -> i32 {
         }
         Err(e) => {
             // Fall back to what the last run recorded, so "stopped" is still an answer.
-            let recorded = std::fs::read(config.state_path())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+            let recorded = crate::files::read_regular(
+                &config.state_path(),
+                crate::lifecycle::status::MAX_STATE_FILE_BYTES,
+            )
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
             if t.json {
                 println!(
                     "{}",

@@ -385,7 +385,8 @@ fn parse_drain_action(body: &[u8]) -> Result<DrainAction, ApiError> {
     request_body(content = Option<DrainActionRequest>, content_type = "application/json",
         description = "optional: a missing or non-JSON body means drain"),
     responses((status = 200, description = "drain begun, or cancelled", body = DrainAnswer),
-              (status = 400, description = "invalid_action or invalid_body, naming it", body = super::openapi::schemas::DashboardError)))]
+              (status = 400, description = "invalid_action or invalid_body, naming it", body = super::openapi::schemas::DashboardError),
+              (status = 409, description = "drain_marker_blocked: a directory sits at the drain marker path", body = super::openapi::schemas::DashboardError)))]
 pub async fn drain_action(
     State(s): State<AppState>,
     principal: Option<Extension<TokenPrincipal>>,
@@ -394,10 +395,10 @@ pub async fn drain_action(
 ) -> Result<Response, ApiError> {
     let action = parse_drain_action(&body)?;
     let who = caller(principal, session);
-    let internal = |e: crate::lifecycle::DrainError| ApiError::Internal { log: e.to_string() };
+    let drain = s.drain.clone();
     Ok(match action {
         DrainAction::Drain => {
-            let begun = s.drain.begin(&who).map_err(internal)?;
+            let begun = on_blocking_thread(move || drain.begin(&who)).await?;
             Json(DrainBegun {
                 ok: true,
                 action: "drain",
@@ -409,10 +410,29 @@ pub async fn drain_action(
         DrainAction::Cancel => Json(DrainCancelled {
             ok: true,
             action: "cancel",
-            was_draining: s.drain.cancel(&who).map_err(internal)?,
+            was_draining: on_blocking_thread(move || drain.cancel(&who)).await?,
         })
         .into_response(),
     })
+}
+
+/// Runs a drain change on a blocking thread (it syncs the marker to disk, never on a
+/// runtime worker) and maps its error: a directory at the marker path is a 409 naming it.
+async fn on_blocking_thread<T: Send + 'static>(
+    change: impl FnOnce() -> Result<T, crate::lifecycle::DrainError> + Send + 'static,
+) -> Result<T, ApiError> {
+    use crate::lifecycle::DrainError;
+    match tokio::task::spawn_blocking(change).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e @ DrainError::MarkerIsDirectory { .. })) => Err(ApiError::Conflict {
+            error: "drain_marker_blocked",
+            detail: e.to_string(),
+        }),
+        Ok(Err(e)) => Err(ApiError::Internal { log: e.to_string() }),
+        Err(e) => Err(ApiError::Internal {
+            log: format!("the drain change failed: {e}"),
+        }),
+    }
 }
 
 /// `POST /api/gateway/restart` answer: the restart drain has begun.

@@ -43,6 +43,8 @@ pub enum ApiError {
     ProviderUnreachable(String),
     /// Dashboard: malformed request.
     BadRequest { error: &'static str, detail: String },
+    /// Dashboard: the request is fine but the state on disk prevents it (409).
+    Conflict { error: &'static str, detail: String },
     /// Dashboard: something failed on our side; `log` is never sent.
     Internal { log: String },
     /// API server: a chat input refused by `agent::input`, OpenAI shape with its `param`.
@@ -193,6 +195,11 @@ impl IntoResponse for ApiError {
             ),
             Self::BadRequest { error, detail } => (
                 StatusCode::BAD_REQUEST,
+                json!({"error": error, "detail": detail}),
+                false,
+            ),
+            Self::Conflict { error, detail } => (
+                StatusCode::CONFLICT,
                 json!({"error": error, "detail": detail}),
                 false,
             ),

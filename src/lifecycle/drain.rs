@@ -4,6 +4,11 @@
 //! (another process wrote or removed the file) and startup. All of them go through one
 //! lock and one reconcile rule — marker present and fresh ⇒ draining — so the API and the
 //! watcher can never disagree or audit the same transition twice.
+//!
+//! Reading the marker happens outside that lock (the read is bounded and never blocks, but
+//! no lock is held across file reads): a reconcile applies what it read only if no begin,
+//! cancel or other reconcile changed things while it was reading; otherwise the newer
+//! change stands and its own file event brings the next reconcile.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +42,12 @@ pub enum DrainError {
         path: String,
         source: std::io::Error,
     },
+    /// A directory sits where the marker goes: it means draining, and only an operator
+    /// can remove it (the gateway never deletes a directory tree).
+    #[error(
+        "the drain marker {path} is a directory, not a regular file; remove it by hand to change the drain"
+    )]
+    MarkerIsDirectory { path: String },
 }
 
 /// Owns begin, cancel and reconcile; share it behind an `Arc`.
@@ -48,13 +59,34 @@ pub struct DrainControl {
     metrics: Arc<Metrics>,
     clock: SharedClock,
     max_age: Option<Duration>,
-    /// Serialises marker I/O with gate transitions; also remembers an expiry already audited.
-    lock: Mutex<ExpiryMemo>,
+    /// Serialises marker writes with gate transitions; remembers what was already said.
+    lock: Mutex<Memo>,
 }
 
 #[derive(Debug, Default)]
-struct ExpiryMemo {
+struct Memo {
+    /// The expiry already audited.
     audited: Option<Timestamp>,
+    /// The marker problem already logged, so an odd marker is logged once per change.
+    logged_problem: Option<String>,
+    /// Bumped by every change made under the lock; a reconcile whose read started before
+    /// a change does not apply what it read.
+    generation: u64,
+    /// A drain was entered from a marker still being written (see
+    /// [`MarkerContent::settling`]): its begin is audited once the content settles, with
+    /// the principal the finished file names.
+    begin_unaudited: bool,
+}
+
+impl Memo {
+    /// Records the marker's current problem; true when it is new and should be logged.
+    fn note_problem(&mut self, problem: Option<&str>) -> bool {
+        if self.logged_problem.as_deref() == problem {
+            return false;
+        }
+        self.logged_problem = problem.map(str::to_owned);
+        problem.is_some()
+    }
 }
 
 impl DrainControl {
@@ -73,7 +105,7 @@ impl DrainControl {
             metrics,
             clock,
             max_age: (max_age_seconds > 0).then(|| Duration::from_secs(max_age_seconds)),
-            lock: Mutex::new(ExpiryMemo::default()),
+            lock: Mutex::new(Memo::default()),
         }
     }
 
@@ -87,16 +119,16 @@ impl DrainControl {
         &self.marker
     }
 
-    /// Begins (or refreshes) an external drain on behalf of `principal`.
+    /// Begins (or refreshes) an external drain on behalf of `principal`. Blocks on file
+    /// I/O (two fsyncs): async callers run it on a blocking thread.
     pub fn begin(&self, principal: &str) -> Result<Begun, DrainError> {
-        let _lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut memo = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        memo.generation += 1;
+        self.audit_unaudited_begin(&mut memo);
         let requested_at = self.clock.now();
         self.marker
             .write(requested_at, principal)
-            .map_err(|source| DrainError::WriteMarker {
-                path: self.marker.path().display().to_string(),
-                source,
-            })?;
+            .map_err(|source| self.io_error(source, true))?;
         let entered = self.gate.enter_drain(DrainRequest {
             requested_at,
             principal: principal.to_owned(),
@@ -108,16 +140,16 @@ impl DrainControl {
         })
     }
 
-    /// Cancels an external drain; returns whether one was in force. Idempotent.
+    /// Cancels an external drain; returns whether one was in force. Idempotent. A FIFO or
+    /// a link at the marker path is removed like a marker; a directory is an error.
     pub fn cancel(&self, principal: &str) -> Result<bool, DrainError> {
-        let _lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut memo = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        memo.generation += 1;
+        self.audit_unaudited_begin(&mut memo);
         let existed = self
             .marker
             .remove()
-            .map_err(|source| DrainError::RemoveMarker {
-                path: self.marker.path().display().to_string(),
-                source,
-            })?;
+            .map_err(|source| self.io_error(source, false))?;
         let was_draining = self.gate.exit_drain() || existed;
         self.audit_change(AuditEvent::DrainCancel, principal, "api", !was_draining);
         Ok(was_draining)
@@ -126,36 +158,83 @@ impl DrainControl {
     /// Brings the gate in line with the marker on disk. Called at startup, on every file
     /// event and on a slow timer (which is also what notices a marker reaching its max age).
     pub fn reconcile(&self) {
+        let seen = self
+            .lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation;
+        let found = self.marker.read();
         let mut memo = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        match self.marker.read() {
+        if memo.generation != seen {
+            // A begin, cancel or reconcile changed things while we read: the newer stands.
+            return;
+        }
+        memo.generation += 1;
+        let problem = found
+            .as_ref()
+            .filter(|c| !c.settling)
+            .and_then(|c| c.problem.as_deref());
+        if memo.note_problem(problem) {
+            tracing::warn!(
+                path = %self.marker.path().display(),
+                "drain marker {}; draining anyway",
+                problem.unwrap_or_default()
+            );
+        }
+        match found {
             None => {
                 memo.audited = None;
+                self.audit_unaudited_begin(&mut memo);
                 if self.gate.exit_drain() {
                     self.audit_change(AuditEvent::DrainCancel, "marker", "marker", false);
                 }
             }
             Some(content) if self.is_expired(&content) => {
-                if let Err(e) = self.marker.remove() {
-                    tracing::warn!(error = %e, "could not remove an expired drain marker");
-                }
+                let removed = self.marker.remove();
+                self.audit_unaudited_begin(&mut memo);
                 let exited = self.gate.exit_drain();
                 if exited || memo.audited != Some(content.requested_at) {
                     memo.audited = Some(content.requested_at);
                     self.expired(&content);
+                    if let Err(e) = removed {
+                        tracing::warn!(error = %e, "could not remove an expired drain marker");
+                    }
                 }
             }
             Some(content) => {
-                let principal = content.principal.clone();
-                if !content.well_formed {
-                    tracing::warn!(path = %self.marker.path().display(), "drain marker is not valid JSON; draining anyway");
-                }
+                let (principal, settling) = (content.principal.clone(), content.settling);
                 if self.gate.enter_drain(DrainRequest {
                     requested_at: content.requested_at,
                     principal: content.principal,
                 }) {
+                    memo.begin_unaudited = true;
+                }
+                // A marker caught half-written drains at once; its begin is audited when
+                // the file is complete, naming its principal rather than "marker".
+                if memo.begin_unaudited && !settling {
+                    memo.begin_unaudited = false;
                     self.audit_change(AuditEvent::DrainBegin, &principal, "marker", false);
                 }
             }
+        }
+    }
+
+    /// Audits a marker drain whose begin was waiting for its file to settle.
+    fn audit_unaudited_begin(&self, memo: &mut Memo) {
+        if std::mem::take(&mut memo.begin_unaudited) {
+            self.audit_change(AuditEvent::DrainBegin, "marker", "marker", false);
+        }
+    }
+
+    /// A failed marker write or removal; a directory in the way gets its own clear error.
+    fn io_error(&self, source: std::io::Error, writing: bool) -> DrainError {
+        let path = self.marker.path().display().to_string();
+        if self.marker.is_directory() {
+            DrainError::MarkerIsDirectory { path }
+        } else if writing {
+            DrainError::WriteMarker { path, source }
+        } else {
+            DrainError::RemoveMarker { path, source }
         }
     }
 
@@ -301,6 +380,82 @@ mod tests {
         assert_eq!(f.ctl.gate().snapshot().state, GatewayState::Running);
         assert!(f.ctl.marker().read().is_none(), "expired marker removed");
         assert_eq!(events(&f), ["drain_begin", "drain_expired"]);
+    }
+
+    #[test]
+    fn special_markers_drain_cancel_and_log_once_per_change() {
+        let f = fixture(3600);
+        let path = f.ctl.marker().path().to_path_buf();
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        f.ctl.reconcile();
+        assert_eq!(f.ctl.gate().snapshot().state, GatewayState::Draining);
+        let first = f.ctl.gate().snapshot().drain;
+        f.ctl.reconcile();
+        assert_eq!(f.ctl.gate().snapshot().drain, first, "a stable request");
+        // Begin replaces the FIFO, cancel removes the marker.
+        f.ctl.begin("api").unwrap();
+        assert!(f.ctl.marker().read().unwrap().well_formed());
+        assert!(f.ctl.cancel("api").unwrap());
+        std::fs::create_dir(&path).unwrap();
+        f.ctl.reconcile();
+        assert_eq!(f.ctl.gate().snapshot().state, GatewayState::Draining);
+        for result in [
+            f.ctl.cancel("api").map(|_| ()),
+            f.ctl.begin("api").map(|_| ()),
+        ] {
+            let e = result.unwrap_err();
+            assert!(matches!(e, DrainError::MarkerIsDirectory { .. }), "{e}");
+            assert!(e.to_string().contains(".drain_request.json"), "{e}");
+        }
+        assert_eq!(f.ctl.gate().snapshot().state, GatewayState::Draining);
+    }
+
+    #[test]
+    fn a_marker_problem_is_logged_once_per_change() {
+        let mut memo = Memo::default();
+        let fifo = Some("is a FIFO, not a regular file");
+        assert!(memo.note_problem(fifo));
+        assert!(!memo.note_problem(fifo), "not on every reconcile");
+        assert!(memo.note_problem(Some("is a directory, not a regular file")));
+        assert!(!memo.note_problem(None));
+        assert!(memo.note_problem(fifo), "logged again after it went away");
+    }
+
+    #[test]
+    fn a_half_written_marker_drains_at_once_and_audits_the_finished_principal() {
+        let f = fixture(3600);
+        let path = f.ctl.marker().path().to_path_buf();
+        std::fs::write(&path, "").unwrap(); // created, not yet written
+        f.ctl.reconcile();
+        assert_eq!(f.ctl.gate().snapshot().state, GatewayState::Draining);
+        assert!(events(&f).is_empty(), "the begin waits for the content");
+        std::fs::write(
+            &path,
+            r#"{"action":"drain","requested_at":"2026-11-22T10:00:00Z","principal":"operator"}"#,
+        )
+        .unwrap();
+        f.ctl.reconcile();
+        f.ctl.reconcile();
+        let audit = std::fs::read_to_string(&f.audit_path).unwrap();
+        assert_eq!(events(&f), ["drain_begin"]);
+        assert!(audit.contains(r#""principal":"operator""#), "{audit}");
+        // A half-written marker removed before it settles is still audited, begin and end.
+        std::fs::write(&path, "{").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.ctl.reconcile();
+        std::fs::write(&path, "{").unwrap();
+        f.ctl.reconcile();
+        std::fs::remove_file(&path).unwrap();
+        f.ctl.reconcile();
+        assert_eq!(
+            events(&f),
+            ["drain_begin", "drain_cancel", "drain_begin", "drain_cancel"]
+        );
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! record that a drain was requested.
 //!
 //! Presence means draining, whatever the content: an unreadable or corrupt marker still
-//! means draining (fail safe toward quiescing). Writes are atomic (temp file + rename) so a
-//! reader never sees half a marker. This module only does file I/O; it decides nothing.
+//! means draining (fail safe toward quiescing), and so does anything else at that path (a
+//! FIFO, a device, a directory, a symbolic link), which is never opened for reading: see
+//! [`crate::files::read_regular`]. Writes are atomic and durable (temp file + rename +
+//! directory sync, mode 0600) so a reader never sees half a marker. This module only does
+//! file I/O; it decides nothing.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -18,8 +20,22 @@ pub struct MarkerContent {
     pub requested_at: Timestamp,
     /// From the file when it names one, else a label saying where the drain came from.
     pub principal: String,
-    /// False when the file was empty, unreadable or not the JSON we write.
-    pub well_formed: bool,
+    /// Why the marker's content could not be used (`None` when it is the JSON we write):
+    /// "is a FIFO, not a regular file", "is larger than 65536 bytes", ...
+    pub problem: Option<String>,
+    /// A regular file that does not parse and changed less than [`SETTLE`] ago: perhaps a
+    /// writer that is not atomic (`echo … > marker`) is still writing it.
+    pub settling: bool,
+}
+
+/// How long after its last change a marker that does not parse may still be mid-write.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl MarkerContent {
+    /// True when the file is the JSON we write.
+    pub fn well_formed(&self) -> bool {
+        self.problem.is_none()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -38,6 +54,9 @@ pub struct Marker {
 /// Longest principal we carry from a marker into logs and audit lines.
 const MAX_PRINCIPAL_CHARS: usize = 128;
 
+/// The most of a marker that is read; a bigger one still means draining.
+pub const MAX_MARKER_BYTES: usize = 64 * 1024;
+
 impl Marker {
     pub fn new(path: PathBuf) -> Self {
         Self { path }
@@ -47,7 +66,8 @@ impl Marker {
         &self.path
     }
 
-    /// Atomically writes a drain marker; the compat JSON shape.
+    /// Atomically and durably writes a drain marker (mode 0600); the compat JSON shape.
+    /// Replaces whatever non-directory is at the path (a FIFO, a link: the link itself).
     pub fn write(&self, requested_at: Timestamp, principal: &str) -> std::io::Result<()> {
         let body = MarkerFile {
             action: "drain".into(),
@@ -55,10 +75,10 @@ impl Marker {
             principal: principal.into(),
         };
         let json = serde_json::to_vec(&body).map_err(std::io::Error::other)?;
-        write_atomic(&self.path, &json)
+        crate::files::write_atomic(&self.path, &json)
     }
 
-    /// Removes the marker; returns whether one existed.
+    /// Removes the marker (a link itself, never its target); returns whether one existed.
     pub fn remove(&self) -> std::io::Result<bool> {
         match std::fs::remove_file(&self.path) {
             Ok(()) => Ok(true),
@@ -67,19 +87,30 @@ impl Marker {
         }
     }
 
-    /// Reads the marker: `None` when absent, otherwise what can be made of it. Never fails:
-    /// a marker that exists but cannot be read or parsed is reported as present.
+    /// True when a directory sits at the marker path: the one thing a write (rename)
+    /// cannot replace and a cancel (unlink) cannot remove.
+    pub fn is_directory(&self) -> bool {
+        std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_dir())
+    }
+
+    /// Reads the marker: `None` when absent, otherwise what can be made of it. Never fails
+    /// and never blocks: a marker that exists but cannot be read or parsed, or is not a
+    /// regular file, is reported as present with its [`MarkerContent::problem`].
     pub fn read(&self) -> Option<MarkerContent> {
-        let meta = match std::fs::metadata(&self.path) {
+        let unusable = |requested_at, problem: String| MarkerContent {
+            requested_at,
+            principal: "marker".into(),
+            problem: Some(problem),
+            settling: false,
+        };
+        let meta = match std::fs::symlink_metadata(&self.path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "drain marker unreadable; treating it as present");
-                return Some(MarkerContent {
-                    requested_at: Timestamp::now(),
-                    principal: "marker".into(),
-                    well_formed: false,
-                });
+                return Some(unusable(
+                    Timestamp::now(),
+                    format!("cannot be examined: {e}"),
+                ));
             }
         };
         let mtime = meta
@@ -87,9 +118,14 @@ impl Marker {
             .ok()
             .and_then(|t| Timestamp::try_from(t).ok())
             .unwrap_or_else(Timestamp::now);
-        let parsed = std::fs::read(&self.path)
+        let bytes = match crate::files::read_regular(&self.path, MAX_MARKER_BYTES) {
+            Ok(Some(bytes)) => bytes,
+            // Removed between the look and the read.
+            Ok(None) => return None,
+            Err(e) => return Some(unusable(mtime, e.to_string())),
+        };
+        let parsed = serde_json::from_slice::<MarkerFile>(&bytes)
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<MarkerFile>(&bytes).ok())
             .and_then(|m| {
                 let at = m.requested_at.parse::<Timestamp>().ok()?;
                 (m.action == "drain").then_some((at, m.principal))
@@ -98,12 +134,20 @@ impl Marker {
             Some((requested_at, principal)) => MarkerContent {
                 requested_at,
                 principal: clean_principal(&principal),
-                well_formed: true,
+                problem: None,
+                settling: false,
             },
             None => MarkerContent {
-                requested_at: mtime,
-                principal: "marker".into(),
-                well_formed: false,
+                // Within SETTLE either way: a file system clock a hair ahead still counts.
+                settling: meta.modified().is_ok_and(|t| match t.elapsed() {
+                    Ok(age) => age < SETTLE,
+                    Err(ahead) => ahead.duration() < SETTLE,
+                }),
+                ..unusable(
+                    mtime,
+                    "is not a drain marker (JSON with action \"drain\", requested_at and principal)"
+                        .into(),
+                )
             },
         })
     }
@@ -121,27 +165,6 @@ fn clean_principal(raw: &str) -> String {
     } else {
         cleaned
     }
-}
-
-/// Writes `bytes` to `path` via a temp file in the same directory and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]
@@ -162,9 +185,12 @@ mod tests {
         assert_eq!(raw["requested_at"], "2026-01-02T03:04:05.000000Z");
         let c = m.read().unwrap();
         assert_eq!(
-            (c.requested_at, c.principal.as_str(), c.well_formed),
+            (c.requested_at, c.principal.as_str(), c.well_formed()),
             (at, "nas", true)
         );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(m.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         assert!(m.remove().unwrap());
         assert!(!m.remove().unwrap(), "idempotent");
         assert_eq!(m.read(), None);
@@ -184,9 +210,61 @@ mod tests {
         ] {
             std::fs::write(m.path(), body).unwrap();
             let c = m.read().expect("present");
-            assert!(!c.well_formed, "{body:?}");
+            assert!(!c.well_formed(), "{body:?}");
             assert_eq!(c.principal, "marker");
         }
+    }
+
+    #[test]
+    fn a_100_kib_marker_means_draining_and_is_not_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Marker::new(dir.path().join(".drain_request.json"));
+        // Valid JSON with a huge principal: were it read whole, it would parse.
+        let body = format!(
+            r#"{{"action":"drain","requested_at":"2026-01-02T03:04:05Z","principal":"{}"}}"#,
+            "p".repeat(100 * 1024)
+        );
+        std::fs::write(m.path(), body).unwrap();
+        let c = m.read().expect("present");
+        assert_eq!(c.problem.as_deref(), Some("is larger than 65536 bytes"));
+        assert_eq!(c.principal, "marker");
+    }
+
+    #[test]
+    fn special_files_at_the_marker_path_mean_draining() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".drain_request.json");
+        let m = Marker::new(path.clone());
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let c = m.read().expect("a FIFO is present");
+        assert_eq!(c.problem.as_deref(), Some("is a FIFO, not a regular file"));
+        assert!(!m.is_directory());
+        assert!(m.remove().unwrap(), "a FIFO is removed by a cancel");
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let c = m.read().expect("a link is present");
+        assert_eq!(
+            c.problem.as_deref(),
+            Some("is a symbolic link, not a regular file")
+        );
+        assert!(m.remove().unwrap());
+        std::fs::create_dir(&path).unwrap();
+        let c = m.read().expect("a directory is present");
+        assert_eq!(
+            c.problem.as_deref(),
+            Some("is a directory, not a regular file")
+        );
+        assert!(m.is_directory());
+        assert!(m.remove().is_err());
+        let dev = Marker::new("/dev/null".into());
+        assert_eq!(
+            dev.read().unwrap().problem.as_deref(),
+            Some("is a character device, not a regular file")
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! One builder makes the record from a gate snapshot, so `/api/status`, `/health/detailed`,
 //! the state file and the CLI always agree. The file is merge-written atomically: keys that
-//! other tools put there survive our writes.
+//! other tools put there survive our writes. It is written 0600 (SPEC §6) off the async
+//! runtime's workers, and read only if it is a regular file of at most 1 MiB.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,8 +15,8 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::gate::{GatewayState, Snapshot, TurnGate};
-use super::marker::write_atomic;
 use crate::clock::iso;
+use crate::files::{read_regular, write_atomic};
 
 /// Facts about this process that do not change while it runs (addresses are set once bound).
 #[derive(Debug)]
@@ -150,6 +151,9 @@ pub struct StateFile {
 /// Least time between two writes of the state file; bounds I/O under heavy turn churn.
 const MIN_WRITE_INTERVAL: Duration = Duration::from_millis(25);
 
+/// The most of an existing state file read back for the merge; a bigger one is replaced.
+pub const MAX_STATE_FILE_BYTES: usize = 1024 * 1024;
+
 impl StateFile {
     pub fn new(path: PathBuf) -> Self {
         Self { path }
@@ -157,8 +161,9 @@ impl StateFile {
 
     /// Merges the current record into the file, atomically.
     pub fn write(&self, s: &Snapshot, info: &RuntimeInfo) -> std::io::Result<()> {
-        let mut doc = std::fs::read(&self.path)
+        let mut doc = read_regular(&self.path, MAX_STATE_FILE_BYTES)
             .ok()
+            .flatten()
             .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
             .unwrap_or_default();
         let detail = DrainDetail::build(s, info);
@@ -189,10 +194,17 @@ impl StateFile {
         shutdown: CancellationToken,
     ) {
         let mut rx = gate.subscribe();
+        let file = Arc::new(self);
         loop {
             let snapshot = rx.borrow_and_update().clone();
-            if let Err(e) = self.write(&snapshot, &info) {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot write gateway state file");
+            // Two fsyncs per write: on a blocking thread, never on a runtime worker.
+            let (f, i) = (file.clone(), info.clone());
+            match tokio::task::spawn_blocking(move || f.write(&snapshot, &i)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(path = %file.path.display(), error = %e, "cannot write gateway state file");
+                }
+                Err(e) => tracing::warn!(error = %e, "the state file writer failed"),
             }
             tokio::time::sleep(MIN_WRITE_INTERVAL).await;
             tokio::select! {

@@ -4,11 +4,17 @@
 //! be watched directly) wakes a reconcile within a millisecond or so. A slow timer also
 //! reconciles, to catch anything a watch could miss and to expire old markers. If the
 //! watch cannot be set up, the timer alone runs fast enough to keep the 50 ms promise.
+//!
+//! Only events that can change what the marker says wake a reconcile: creation, writes,
+//! renames, removal and metadata changes. Opens, reads and read-only closes never do, so the
+//! gateway's own read of the marker cannot wake it again (it once spun a core that way).
+//! Reconciles run on a blocking thread: they touch the file system.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +43,26 @@ pub async fn watch_marker(control: Arc<DrainControl>, shutdown: CancellationToke
             () = wake.notified() => {}
             _ = ticker.tick() => {}
         }
-        control.reconcile();
+        let c = control.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || c.reconcile()).await {
+            tracing::warn!(error = %e, "a drain marker reconcile failed");
+        }
+    }
+}
+
+/// True for the kinds of event that can change the marker: everything but opening,
+/// reading and closing without a write. (On Linux notify 8 reports `IN_OPEN` as
+/// `Access(Open)` and `IN_CLOSE_NOWRITE` as `Access(Close(Read))`; `IN_CLOSE_WRITE` as
+/// `Access(Close(Write))`, which ends an in-place write and is kept.)
+pub fn may_change_marker(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Any
+        | EventKind::Create(_)
+        | EventKind::Modify(_)
+        | EventKind::Remove(_)
+        | EventKind::Other => true,
     }
 }
 
@@ -54,10 +79,11 @@ fn start_watcher(
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         match res {
             Ok(event) => {
-                if event
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+                if may_change_marker(&event.kind)
+                    && event
+                        .paths
+                        .iter()
+                        .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
                 {
                     wake.notify_one();
                 }
@@ -68,4 +94,39 @@ fn start_watcher(
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, DataChange, MetadataKind, ModifyKind, RemoveKind, RenameMode};
+
+    use super::*;
+
+    #[test]
+    fn only_events_that_can_change_the_marker_wake_a_reconcile() {
+        let check = |kind: EventKind, expected: bool| {
+            assert_eq!(may_change_marker(&kind), expected, "{kind:?}");
+        };
+        check(EventKind::Access(AccessKind::Open(AccessMode::Any)), false);
+        check(EventKind::Access(AccessKind::Read), false);
+        check(
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            false,
+        );
+        check(EventKind::Access(AccessKind::Any), false);
+        check(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            true,
+        );
+        check(EventKind::Create(CreateKind::File), true);
+        check(EventKind::Modify(ModifyKind::Data(DataChange::Any)), true);
+        check(EventKind::Modify(ModifyKind::Name(RenameMode::To)), true);
+        check(EventKind::Modify(ModifyKind::Name(RenameMode::From)), true);
+        check(
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+            true,
+        );
+        check(EventKind::Remove(RemoveKind::File), true);
+        check(EventKind::Other, true);
+    }
 }

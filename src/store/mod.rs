@@ -158,8 +158,18 @@ impl Store {
         }
     }
 
-    /// An SQLite store in `path` (created if missing).
+    /// An SQLite store in `path` (created if missing, mode 0600).
     pub async fn sqlite(path: &Path) -> Result<Self, StoreError> {
+        // The file exists, 0600, before SQLite opens it: SQLite gives the `-wal` and `-shm`
+        // files it creates the database file's mode. Loose leftovers are tightened.
+        let sidecars = ["-wal", "-shm", "-journal"].map(|s| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(s);
+            std::path::PathBuf::from(name)
+        });
+        let sidecars: Vec<&Path> = sidecars.iter().map(|p| p.as_path()).collect();
+        crate::files::ensure_private_file(path, &sidecars)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)

@@ -204,9 +204,14 @@ async fn status_and_drain_detail_fields() {
     assert!(d["oldest_active_seconds"].as_f64().unwrap() >= 0.15, "{d}");
     assert!(d["requested_at"].as_str().is_some());
     assert_eq!(turn.await.unwrap().0, 200);
-    // gateway_state.json mirrors the record and keeps foreign keys (merge-write).
+    // gateway_state.json mirrors the record and keeps foreign keys (merge-write). The note
+    // is added once the mirror has written the last change (a write in flight would
+    // replace it, as it would any concurrent writer's).
     let path = app.home().join("gateway_state.json");
-    let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut doc = wait_file(&path, |d| {
+        d["active_agents"] == 0 && d["gateway_state"] == "draining"
+    })
+    .await;
     doc["operator_note"] = json!("keep me");
     std::fs::write(&path, doc.to_string()).unwrap();
     app.drain_post(Some(&secret), r#"{"action":"cancel"}"#)
@@ -257,9 +262,16 @@ async fn a_marker_written_by_another_process_drains_and_its_removal_undrains() {
     std::fs::remove_file(&marker).unwrap();
     app.wait_until(|s| s["gateway_state"] == "running").await;
     assert_eq!(app.chat("x").await.0, 200);
+    // The gate flips a moment before the audit line is written.
+    for _ in 0..300 {
+        if app.audit_events().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let events = app.audit_events();
     assert_eq!(events[0]["event"], "drain_begin");
-    assert_eq!(events[0]["principal"], "operator");
+    assert_eq!(events[0]["principal"], "operator", "{events:?}");
     assert_eq!(events[0]["source"], "marker");
     assert_eq!(events[1]["event"], "drain_cancel");
 }

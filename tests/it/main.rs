@@ -9,6 +9,7 @@ mod compat;
 mod cron;
 mod dashboard;
 mod drain;
+mod files;
 mod net;
 mod process;
 mod soak;

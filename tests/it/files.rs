@@ -1,0 +1,351 @@
+//! Files under HERMES_HOME, from outside: the real binary with hostile things at the marker
+//! path, the CPU a drain costs, and the modes of what the gateway creates.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Proc, free_port, strong_secret};
+
+const MARKER: &str = ".drain_request.json";
+
+/// Every request has a deadline: a gateway that hangs fails the test instead of hanging it.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// Polls `/api/status` (20 s at most, each request 5 s at most) until `pred` holds.
+async fn wait_status(p: &Proc, pred: impl Fn(&Value) -> bool) -> Value {
+    let http = http();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{}/api/status", p.dash)).send().await
+            && let Ok(v) = r.json::<Value>().await
+            && pred(&v)
+        {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the status never matched; stderr:\n{}", p.stderr());
+}
+
+/// `GET url` must answer within 5 s; returns (status, body).
+async fn get(url: String, bearer: Option<&str>) -> (u16, Value) {
+    let mut req = http().get(&url);
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    let r = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url} did not answer: {e}"));
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// `POST /api/gateway/drain` must answer within 5 s; returns (status, body).
+async fn drain_post(p: &Proc, secret: &str, action: &str) -> (u16, Value) {
+    let r = http()
+        .post(format!("{}/api/gateway/drain", p.dash))
+        .bearer_auth(secret)
+        .body(format!(r#"{{"action":"{action}"}}"#))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the drain POST ({action}) did not answer: {e}"));
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn mkfifo(path: &Path) {
+    let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// What the test puts where the marker goes.
+#[derive(Debug, Clone, Copy)]
+enum Hostile {
+    Fifo,
+    Directory,
+    SymlinkToDevZero,
+    SymlinkToRegularFile,
+}
+
+impl Hostile {
+    fn create(self, home: &Path) {
+        let at = home.join(MARKER);
+        match self {
+            Self::Fifo => mkfifo(&at),
+            Self::Directory => std::fs::create_dir(&at).unwrap(),
+            Self::SymlinkToDevZero => std::os::unix::fs::symlink("/dev/zero", &at).unwrap(),
+            Self::SymlinkToRegularFile => {
+                let target = home.join("elsewhere.json");
+                std::fs::write(
+                    &target,
+                    r#"{"action":"drain","requested_at":"2099-01-01T00:00:00Z","principal":"followed-the-link"}"#,
+                )
+                .unwrap();
+                std::os::unix::fs::symlink(&target, &at).unwrap();
+            }
+        }
+    }
+}
+
+/// The gateway drains, keeps answering, answers drain POSTs and still exits 0 on SIGTERM.
+async fn check_hostile_marker(kind: Hostile, before_start: bool) {
+    let home = tempfile::tempdir().unwrap();
+    let secret = strong_secret();
+    let env = [("HERMES_DASHBOARD_DRAIN_SECRET", secret.as_str())];
+    if before_start {
+        kind.create(home.path());
+    }
+    let mut p = Proc::start(home.path(), "", &env);
+    if !before_start {
+        wait_status(&p, |s| s["gateway_state"] == "running").await;
+        kind.create(home.path());
+    }
+    wait_status(&p, |s| s["gateway_state"] == "draining").await;
+
+    let (code, health) = get(format!("{}/health", p.api), None).await;
+    assert_eq!(
+        (code, &health["status"]),
+        (200, &Value::from("ok")),
+        "{kind:?}"
+    );
+    let (code, detail) = get(format!("{}/api/gateway/drain", p.dash), Some(&secret)).await;
+    assert_eq!(code, 200, "{kind:?}: {detail}");
+    assert_eq!(detail["draining"], true, "{kind:?}");
+    assert_eq!(
+        detail["principal"], "marker",
+        "{kind:?}: the marker path must not be followed or read"
+    );
+    assert!(
+        p.stderr().contains("not a regular file"),
+        "{kind:?}: the odd marker is logged; stderr:\n{}",
+        p.stderr()
+    );
+
+    match kind {
+        Hostile::Directory => {
+            // Neither action can replace or remove a directory: a clear error, no hang.
+            for action in ["cancel", "drain"] {
+                let (code, body) = drain_post(&p, &secret, action).await;
+                assert_eq!(code, 409, "{action}: {body}");
+                let detail = body["detail"].as_str().unwrap_or_default();
+                assert!(
+                    detail.contains("directory") && detail.contains(MARKER),
+                    "{action}: {body}"
+                );
+            }
+            assert_eq!(
+                get(format!("{}/api/status", p.dash), None).await.1["gateway_state"],
+                "draining"
+            );
+        }
+        Hostile::Fifo => {
+            // Begin replaces the FIFO with a real marker; cancel removes it.
+            let (code, body) = drain_post(&p, &secret, "drain").await;
+            assert_eq!(code, 200, "{body}");
+            let meta = std::fs::symlink_metadata(home.path().join(MARKER)).unwrap();
+            assert!(meta.file_type().is_file(), "the FIFO was replaced");
+            let (code, body) = drain_post(&p, &secret, "cancel").await;
+            assert_eq!((code, &body["was_draining"]), (200, &Value::from(true)));
+            wait_status(&p, |s| s["gateway_state"] == "running").await;
+        }
+        Hostile::SymlinkToDevZero | Hostile::SymlinkToRegularFile => {
+            // Cancel removes the link, never what it points at.
+            let (code, body) = drain_post(&p, &secret, "cancel").await;
+            assert_eq!((code, &body["was_draining"]), (200, &Value::from(true)));
+            assert!(std::fs::symlink_metadata(home.path().join(MARKER)).is_err());
+            wait_status(&p, |s| s["gateway_state"] == "running").await;
+            if let Hostile::SymlinkToRegularFile = kind {
+                assert!(home.path().join("elsewhere.json").exists());
+            }
+        }
+    }
+
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(), 0, "{kind:?}: SIGTERM still ends the gateway");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_at_the_marker_path_drains_and_hangs_nothing() {
+    check_hostile_marker(Hostile::Fifo, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_at_the_marker_path_at_startup_drains_and_hangs_nothing() {
+    check_hostile_marker(Hostile::Fifo, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_at_the_marker_path_drains_and_drain_posts_answer_409() {
+    check_hostile_marker(Hostile::Directory, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_to_dev_zero_at_the_marker_path_is_never_read() {
+    check_hostile_marker(Hostile::SymlinkToDevZero, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_to_a_regular_file_at_the_marker_path_is_not_followed() {
+    check_hostile_marker(Hostile::SymlinkToRegularFile, true).await;
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    let hz: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    ticks as f64 / hz
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_marker_costs_under_5_percent_of_a_core() {
+    let home = tempfile::tempdir().unwrap();
+    let p = Proc::start(home.path(), "", &[]);
+    wait_status(&p, |s| s["gateway_state"] == "running").await;
+    std::fs::write(
+        home.path().join(MARKER),
+        r#"{"action":"drain","requested_at":"2099-01-01T00:00:00Z","principal":"operator"}"#,
+    )
+    .unwrap();
+    wait_status(&p, |s| s["gateway_state"] == "draining").await;
+    let pid = p.child.id();
+    let before = cpu_seconds(pid);
+    // A measuring window, not an ordering wait: the gateway is idle and draining throughout.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_seconds(pid) - before;
+    assert!(
+        used < 0.15,
+        "the gateway used {used:.2} s of CPU in 3 s while draining"
+    );
+    assert_eq!(
+        get(format!("{}/api/status", p.dash), None).await.1["gateway_state"],
+        "draining"
+    );
+}
+
+/// Runs the binary under `umask 022` (the common default), so modes come from the code.
+fn under_umask_022(home: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"umask 022; exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_hermes-gateway"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_under_home_are_private_under_umask_022() {
+    let root = tempfile::tempdir().unwrap();
+    // Two levels the gateway must create itself; the config lives outside them.
+    let home: PathBuf = root.path().join("created/home");
+    let config = root.path().join("config.yaml");
+    let (api, dash) = (free_port(), free_port());
+    std::fs::write(
+        &config,
+        format!("gateway: {{api_server: {{port: {api}}}}}\ndashboard: {{port: {dash}}}\n"),
+    )
+    .unwrap();
+    let secret = strong_secret();
+    let stderr = root.path().join("stderr.log");
+    let mut cmd = under_umask_022(&home, &["--config", config.to_str().unwrap(), "run"]);
+    cmd.env("HERMES_DASHBOARD_DRAIN_SECRET", &secret)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap());
+    let mut p = Proc {
+        child: cmd.spawn().unwrap(),
+        home: home.clone(),
+        api: format!("http://127.0.0.1:{api}"),
+        dash: format!("http://127.0.0.1:{dash}"),
+    };
+    let stderr_text = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    let http = http();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = http.get(format!("{}/api/status", p.dash)).send().await
+            && r.json::<Value>()
+                .await
+                .is_ok_and(|v| v["gateway_state"] == "running")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ran:\n{}", stderr_text());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A drain writes the marker, the audit log and (through the mirror) the state file.
+    let (code, body) = drain_post(&p, &secret, "drain").await;
+    assert_eq!(code, 200, "{body}");
+    let state_file = home.join("gateway_state.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&state_file).is_ok_and(|t| t.contains("\"draining\"")) {
+        assert!(
+            Instant::now() < deadline,
+            "the state file never said draining"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for dir in [root.path().join("created"), home.clone(), home.join("logs")] {
+        assert_eq!(format!("{:o}", mode(&dir)), "700", "{}", dir.display());
+    }
+    for file in [
+        "state.db",
+        "state.db-wal",
+        "state.db-shm",
+        "logs/dashboard-auth.log",
+        "gateway_state.json",
+        MARKER,
+    ] {
+        assert_eq!(format!("{:o}", mode(&home.join(file))), "600", "{file}");
+    }
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(), 0, "{}", stderr_text());
+    // After the exit: a write in progress has its temp file, but none may outlive it.
+    let leftovers: Vec<_> = std::fs::read_dir(&home)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+
+    // The CLI writes the marker with the same function: also private, in a home it creates.
+    let cli_home = root.path().join("cli-home");
+    let out = under_umask_022(&cli_home, &["drain", "begin", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(format!("{:o}", mode(&cli_home)), "700");
+    assert_eq!(format!("{:o}", mode(&cli_home.join(MARKER))), "600");
+}
