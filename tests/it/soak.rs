@@ -10,7 +10,7 @@
 //! - a clean exit leaves `gateway_state.json` saying `stopped`.
 //!
 //! `cargo test` runs a short soak (3 lives per backend). The long one is
-//! `HERMES_SOAK_ROUNDS=100 cargo test --release --test it soak -- --nocapture`;
+//! `HERMES_SOAK_ROUNDS=100 cargo test --test it soak -- --nocapture`;
 //! `HERMES_SOAK_SEED` replays a run (the seed is printed).
 
 use std::collections::{HashMap, HashSet};
