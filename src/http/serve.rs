@@ -2,13 +2,17 @@
 //! that does not finish its request headers within the header timeout is disconnected (the
 //! same timer closes a keep-alive connection that stays idle that long), and each listener
 //! holds at most `max_per_listener` connections, WebSockets included; a connection over
-//! the cap is closed at once.
+//! the cap is closed at once. A request's body must then arrive within the same timeout
+//! after its headers, so a client trickling a body cannot hold its connection (and a slot
+//! under the cap) either: reading it fails, the handler answers 400, and the connection
+//! closes.
 //!
 //! This replaces `axum::serve`, which configures no timer (so hyper's header timeout is off)
 //! and no cap. Shutdown is the same as there: on `stop` the listener closes, idle
 //! connections close, in-flight requests (streams included) finish, then `serve` returns.
 //! Dropping the `serve` future drops every connection it still holds.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -124,7 +128,11 @@ async fn connection(
     let router = TowerToHyperService::new(router);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        hyper::service::Service::call(&router, req.map(Body::new))
+        let deadline = Instant::now() + limits.header_timeout;
+        hyper::service::Service::call(
+            &router,
+            req.map(|body| Body::new(DeadlineBody::new(body, deadline))),
+        )
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -143,6 +151,52 @@ async fn connection(
     if let Err(e) = result {
         // A header timeout, a reset, a malformed request: the client's problem, not ours.
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// A request body that fails once its deadline has passed before its end arrived.
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl DeadlineBody {
+    fn new(inner: Incoming, deadline: Instant) -> Self {
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+}
+
+/// Why a body read failed at its deadline (shown as the 400's cause).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within the time allowed")]
+struct BodyTooSlow;
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = hyper::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyTooSlow.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -122,6 +122,58 @@ async fn headers_that_never_finish_and_silent_clients_are_disconnected_on_both_l
 }
 
 #[tokio::test]
+async fn a_body_trickled_byte_by_byte_cannot_hold_its_connection_on_any_route() {
+    // The routes that read their body before any credential is checked: chat (even with a
+    // key), fires, and the dashboard's password login.
+    let limits = "gateway: {connections: {header_timeout_seconds: 1}}";
+    let app = TestApp::spawn(limits, &[("API_SERVER_KEY", "sk-slow-body-test")]).await;
+    let gated = gated(limits).await;
+    for (base, path) in [
+        (&app.api, "/v1/chat/completions"),
+        (&app.api, "/api/cron/fire"),
+        (&gated.dash, "/auth/password-login"),
+    ] {
+        let mut slow = TcpStream::connect(addr(base)).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 16000\r\n\r\n{{"
+        );
+        slow.write_all(head.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        // One byte every 200 ms: far more often than any idle timeout would notice.
+        let got = tokio::time::timeout(CAP, async {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                tokio::select! {
+                    r = slow.read(&mut buf) => match r {
+                        Ok(0) | Err(_) => return got,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    },
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {
+                        if slow.write_all(b" ").await.is_err() {
+                            return got;
+                        }
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{path}: a trickled body held the connection past {CAP:?}"));
+        let answer = String::from_utf8_lossy(&got);
+        assert!(
+            got.is_empty() || answer.starts_with("HTTP/1.1 4"),
+            "{path}: closed or a 4xx, got {answer:?}"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "{path}: not before the timeout"
+        );
+    }
+    assert_eq!(app.status().await["gateway_state"], "running");
+    assert_eq!(gated.status().await["gateway_state"], "running");
+}
+
+#[tokio::test]
 async fn a_request_head_over_64_kib_is_refused_with_431_before_the_header_timeout() {
     let app = TestApp::spawn("", &[]).await;
     let mut stream = TcpStream::connect(addr(&app.api)).await.unwrap();
