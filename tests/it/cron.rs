@@ -980,8 +980,15 @@ async fn sigkilled_run_is_interrupted_at_restart(env: &[(&str, &str)]) {
         (run["status"] == "running" && !agent_pids(&pids).is_empty()).then_some(run)
     })
     .await;
-    first.child.kill().unwrap();
-    let _ = first.child.wait();
+    // Killed but not reaped: the dead gateway stays a zombie while the next one starts, as
+    // under a supervisor that restarts before it waits (a zombie runs nothing).
+    first.signal("KILL");
+    let stat = format!("/proc/{}/stat", first.child.id());
+    wait_for("the killed gateway to be a zombie", 10, async || {
+        let text = std::fs::read_to_string(&stat).ok()?;
+        text.rsplit_once(") ")?.1.starts_with('Z').then_some(())
+    })
+    .await;
     kill_agents(&pids);
 
     let second = Proc::start(home.path(), &yaml, env);
@@ -1022,6 +1029,7 @@ async fn sigkilled_run_is_interrupted_at_restart(env: &[(&str, &str)]) {
         .filter(|r| r["id"] == ghost["id"])
         .count();
     assert_eq!(ghosts, 1, "{v}");
+    let _ = first.child.wait();
     drop(second);
     kill_agents(&pids);
 }
