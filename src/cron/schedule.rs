@@ -56,7 +56,7 @@ impl Schedule {
             return Ok(Self::Once(add(now, d).map_err(|r| err(text, r))?));
         }
         if let Some(cron) = phrase(&lower).map_err(|r| err(text, r))? {
-            return Self::cron(text, &cron, tz);
+            return Self::cron(text, &cron, tz, now);
         }
         if let Some(rest) = lower.strip_prefix("every ") {
             let d = duration(rest).map_err(|r| err(text, r))?;
@@ -78,10 +78,10 @@ impl Schedule {
             }
             return Ok(Self::Once(at));
         }
-        Self::cron(text, t, tz)
+        Self::cron(text, t, tz, now)
     }
 
-    fn cron(text: &str, expr: &str, tz: &TimeZone) -> Result<Self, ScheduleError> {
+    fn cron(text: &str, expr: &str, tz: &TimeZone, now: Timestamp) -> Result<Self, ScheduleError> {
         let fields = expr.split_whitespace().count();
         if !(5..=6).contains(&fields) {
             return Err(err(
@@ -95,10 +95,15 @@ impl Schedule {
             .build()
             .parse(expr)
             .map_err(|e| err(text, format!("bad cron expression: {e}")))?;
-        Ok(Self::Cron {
+        let schedule = Self::Cron {
             cron: Box::new(cron),
             tz: tz.clone(),
-        })
+        };
+        // A well-formed expression no date matches (30 February) would never run.
+        if schedule.next_after(now).is_none() {
+            return Err(err(text, "no date matches it, so it would never run"));
+        }
+        Ok(schedule)
     }
 
     /// The first slot strictly after `after`; `None` when a one-shot has passed.
@@ -473,6 +478,7 @@ mod tests {
         check("every monday 25:00", "bad time of day");
         check("every monday 13pm", "bad time of day");
         check("whenever", "1 fields");
+        check("0 0 30 2 *", "never run");
     }
 
     #[test]

@@ -424,6 +424,10 @@ async fn job_api_refuses_malformed_ids_missing_names_long_fields_and_empty_patch
         ),
         (json!({"name": "n", "prompt": "x"}), "schedule: required"),
         (
+            json!({"name": "n", "prompt": "x", "schedule": "0 0 30 2 *"}),
+            "never run",
+        ),
+        (
             json!({"name": "n", "prompt": long_prompt, "schedule": "every 1d"}),
             "prompt: longer than 5000",
         ),
