@@ -357,6 +357,18 @@ pub mod schemas {
         RefOr::T(Schema::Object(o))
     }
 
+    /// `fire_at`: an RFC 3339 time, Unix seconds, or null.
+    fn fire_at() -> RefOr<Schema> {
+        raw(json!({
+            "oneOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "integer"},
+                {"type": "null"},
+            ],
+            "description": "The slot fired: an RFC 3339 time or Unix seconds (absent or null: the job's next slot).",
+        }))
+    }
+
     fn reference(name: &str) -> Value {
         json!({"$ref": Ref::from_schema_name(name).ref_location})
     }
@@ -567,8 +579,9 @@ pub mod schemas {
     pub struct FireRequest {
         #[schema(min_length = 1)]
         pub job_id: String,
-        /// The slot fired: an RFC 3339 time or Unix seconds.
-        #[schema(value_type = Option<Object>, nullable = false)]
+        /// The slot fired: an RFC 3339 time or Unix seconds (absent or null: the job's
+        /// next slot).
+        #[schema(schema_with = fire_at)]
         pub fire_at: Option<Value>,
     }
 
