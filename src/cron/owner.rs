@@ -47,7 +47,7 @@ pub struct Procfs;
 
 impl ProcessTable for Procfs {
     fn process(&self, pid: u32) -> Process {
-        if let Some(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok() {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             // A zombie (a killed gateway its parent has not reaped yet) runs nothing.
             if is_zombie(&stat) {
                 return Process::Gone;
