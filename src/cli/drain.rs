@@ -69,10 +69,26 @@ async fn remote_change(config: &Config, t: &Target, action: &str) -> Result<Valu
                 .into(),
         ));
     }
-    client
+    let v = client
         .post("/api/gateway/drain", &json!({"action": action}))
         .await
-        .map_err(|e| (e.exit_code(), e.to_string()))
+        .map_err(|e| (e.exit_code(), e.to_string()))?;
+    // A 200 that does not say the drain changed is not the gateway's answer (a proxy, a
+    // wrong path): never report success on it.
+    let confirmed = v["ok"] == true
+        && v["action"] == action
+        && match action {
+            "drain" => v["draining"] == true && v["requested_at"].is_string(),
+            _ => v["was_draining"].is_boolean(),
+        };
+    if !confirmed {
+        let shown: String = v.to_string().chars().take(200).collect();
+        return Err((
+            EXIT_FAILURE,
+            format!("the answer does not confirm the {action}: {shown}"),
+        ));
+    }
+    Ok(v)
 }
 
 fn local_change(config: &Config, action: &str) -> Result<Value, String> {

@@ -568,3 +568,23 @@ async fn a_url_client_refuses_to_send_credentials_over_plain_http_to_another_hos
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cannot reach"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_client_reports_no_success_on_an_answer_that_does_not_confirm_it() {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    // A 200 `{"ok": true}` from something that is not the gateway (a proxy, a wrong path).
+    let (impostor, seen) = recording_server(StatusCode::OK.into_response()).await;
+    for action in ["begin", "cancel"] {
+        let (code, out, err) = run_cli(
+            ["drain", action, "--url", &impostor]
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+        )
+        .await;
+        assert_eq!(code, 1, "drain {action}: {out} {err}");
+        assert!(err.contains("does not confirm"), "drain {action}: {err}");
+    }
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
