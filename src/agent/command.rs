@@ -58,6 +58,7 @@ pub struct CommandBackend {
 
 impl CommandBackend {
     pub fn new(config: &CommandConfig) -> Self {
+        keeper::adopt_orphans();
         Self {
             argv: config.argv.clone(),
             timeout: Duration::from_secs(config.timeout_seconds),
@@ -75,7 +76,8 @@ impl CommandBackend {
         let backend = self.clone();
         let task_keeper = keeper.clone();
         tokio::spawn(async move {
-            let event = backend.run(request, &tx, &task_keeper).await;
+            let nonce = crate::ids::random_hex128();
+            let event = backend.run(request, &nonce, &tx, &task_keeper).await;
             let _ = tx.send(event).await;
         });
         // Dropping the stream tells the keeper at once, before the caller goes on; the
@@ -92,6 +94,7 @@ impl CommandBackend {
     async fn run(
         &self,
         request: TurnRequest,
+        nonce: &str,
         tx: &mpsc::Sender<TurnEvent>,
         keeper: &Mutex<Option<i32>>,
     ) -> TurnEvent {
@@ -111,7 +114,8 @@ impl CommandBackend {
                 self.environment
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.expose_secret())),
-            );
+            )
+            .env(keeper::MARKER_VAR, nonce);
         if let Some(dir) = &self.workdir {
             cmd.current_dir(dir);
         }
@@ -158,13 +162,16 @@ impl CommandBackend {
         });
 
         let outcome = tokio::select! {
-            outcome = self.pump(&mut child, tx) => outcome,
+            outcome = self.pump(&mut child, tx, keeper) => outcome,
             () = tokio::time::sleep(self.timeout) => Outcome::TimedOut,
             () = tx.closed() => Outcome::Cancelled,
         };
         // Whatever happened, nothing the turn started may outlive it: the keeper kills it
         // all when told to (or by itself, once the agent exited), then exits.
-        signal_keeper(keeper);
+        // Only a keeper not yet reaped is signalled: a reaped pid may be someone else's.
+        if matches!(child.try_wait(), Ok(None)) {
+            signal_keeper(keeper);
+        }
         if tokio::time::timeout(KEEPER_GRACE, child.wait())
             .await
             .is_err()
@@ -174,6 +181,9 @@ impl CommandBackend {
             let _ = child.wait().await;
         }
         *lock(keeper) = None;
+        // A keeper that was killed (by its own agent, say) left the turn's processes to us.
+        let nonce = nonce.to_owned();
+        let _ = tokio::task::spawn_blocking(move || keeper::sweep_orphans(&nonce)).await;
         if let Some(task) = stdin {
             task.abort();
         }
@@ -230,7 +240,12 @@ impl CommandBackend {
 
     /// Forwards stdout until the agent (its keeper) exits, then at most [`STDOUT_LINGER`]
     /// more.
-    async fn pump(&self, child: &mut Child, tx: &mpsc::Sender<TurnEvent>) -> Outcome {
+    async fn pump(
+        &self,
+        child: &mut Child,
+        tx: &mpsc::Sender<TurnEvent>,
+        keeper: &Mutex<Option<i32>>,
+    ) -> Outcome {
         let Some(mut stdout) = child.stdout.take() else {
             return Outcome::Io(std::io::Error::other("stdout was not captured"));
         };
@@ -265,6 +280,8 @@ impl CommandBackend {
                 }
                 exited = child.wait(), if status.is_none() => match exited {
                     Ok(s) => {
+                        // Reaped: its pid is no longer its own to signal.
+                        *lock(keeper) = None;
                         status = Some(s);
                         linger_until = Some(Instant::now() + STDOUT_LINGER);
                     }

@@ -10,6 +10,12 @@ use crate::config::Config;
 
 pub fn run(config: Config) -> i32 {
     init_logging("info");
+    // Agents run as the gateway's user: without this they could read the gateway's secrets
+    // from /proc/<pid>/environ (or its memory) and ptrace it. Exec resets it, so agents and
+    // their keepers are unaffected.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot make the gateway undumpable; same-user processes can read its environment");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -732,6 +732,155 @@ async fn a_sigkilled_gateway_takes_its_agents_and_their_daemons_with_it() {
     assert!(left.is_empty(), "outlived the gateway: {left:?}");
 }
 
+#[tokio::test]
+async fn an_agent_starts_with_no_signal_blocked() {
+    // The keeper waits for its signals with them blocked; the agent must not inherit that
+    // (a blocked SIGTERM makes `timeout`, `kill` and `Popen.terminate` do nothing).
+    let dir = tempfile::tempdir().unwrap();
+    let argv = agent(
+        dir.path(),
+        "agent.sh",
+        "cat >/dev/null; grep -E '^Sig(Blk|Ign)' /proc/self/status",
+    );
+    let app = TestApp::spawn(
+        &format!("agent: {{backend: command, command: {{argv: [{argv:?}]}}}}"),
+        &[],
+    )
+    .await;
+    let (status, body) = chat_body(
+        &app,
+        json!({"messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+    // The classic signals 1-31 (glibc reserves 32 and 33 for itself).
+    let classic = |name: &str| {
+        let hex = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} missing: {text}"));
+        u64::from_str_radix(hex.trim(), 16).unwrap() & 0x7fff_ffff
+    };
+    assert_eq!(classic("SigBlk:"), 0, "blocked: {text}");
+    assert_eq!(classic("SigIgn:"), 0, "ignored: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_kills_or_stops_its_keeper_still_leaves_nothing_behind() {
+    for (how, timeout) in [("-KILL", 30), ("-STOP", 2)] {
+        let home = tempfile::tempdir().unwrap();
+        let s = sleeper(home.path());
+        let d = home.path().display();
+        // The agent is the keeper's child: it can signal it. Its helpers must still die.
+        let argv = agent(
+            home.path(),
+            "agent.sh",
+            &format!(
+                "cat >/dev/null\n\
+                 (setsid sh -c 'echo $$ > {d}/daemon.pid; exec {s} 60' >/dev/null 2>&1 </dev/null &)\n\
+                 while [ ! -s {d}/daemon.pid ]; do sleep 0.01; done\n\
+                 echo $$ > {d}/agent.pid\n\
+                 kill {how} $PPID\n\
+                 exec {s} 60"
+            ),
+        );
+        let p = Proc::start(
+            home.path(),
+            &format!(
+                "agent: {{backend: command, command: {{argv: [{argv:?}], timeout_seconds: {timeout}}}}}"
+            ),
+            &[],
+        );
+        p.wait_running().await;
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", p.api))
+            .json(&json!({"messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        for file in ["daemon.pid", "agent.pid"] {
+            let pid = wait_for_file(&home.path().join(file)).await;
+            assert_gone(&pid).await;
+        }
+        let left = processes_with(&s);
+        assert!(
+            left.is_empty(),
+            "{how}: outlived the turn: {left:?} ({body})"
+        );
+        p.wait_status(|st| st["active_agents"] == 0).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_read_the_gateway_secrets_from_proc() {
+    // Root may read any process's environment, so the gateway runs as `nobody` here (the
+    // agent then has the gateway's uid, as in production).
+    let home = tempfile::tempdir().unwrap();
+    let argv = agent(
+        home.path(),
+        "agent.sh",
+        "cat >/dev/null; g=$(awk '{print $4}' /proc/$PPID/stat); tr '\\0' '\\n' < /proc/$g/environ; echo read-done",
+    );
+    let env = [("API_SERVER_KEY", "sk-proc-environ-secret")];
+    let wrapped;
+    let yaml = format!("agent: {{backend: command, command: {{argv: [{argv:?}]}}}}");
+    let root = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").unwrap().uid() == 0
+    };
+    let p = if root {
+        use std::os::unix::fs::PermissionsExt;
+        for entry in walk(home.path()) {
+            std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).unwrap();
+        }
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        wrapped = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ];
+        Proc::start_wrapped(home.path(), &yaml, &env, &wrapped)
+    } else {
+        Proc::start(home.path(), &yaml, &env)
+    };
+    p.wait_running().await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", p.api))
+        .bearer_auth("sk-proc-environ-secret")
+        .json(&json!({"messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let text = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("read-done"), "{body}");
+    assert!(
+        !text.contains("sk-proc-environ-secret"),
+        "the agent read the key: {text}"
+    );
+}
+
+/// Every path below `dir`, `dir` included.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 // ---- the openai backend against a fake upstream -------------------------------------
 
 #[derive(Clone, Default)]

@@ -308,11 +308,39 @@ impl Proc {
         Self::start_raw(home, &text, env, api_port, dash_port)
     }
 
+    /// Like [`Proc::start`], run through `wrapper` (e.g. `setpriv` to another user).
+    pub fn start_wrapped(home: &Path, yaml: &str, env: &[(&str, &str)], wrapper: &[&str]) -> Self {
+        let (api_port, dash_port) = (free_port(), free_port());
+        let text = format!(
+            "gateway: {{api_server: {{port: {api_port}}}}}\ndashboard: {{port: {dash_port}}}\n{yaml}"
+        );
+        Self::spawn(home, &text, env, api_port, dash_port, wrapper)
+    }
+
     /// Starts with a complete config text; ports must match it.
     pub fn start_raw(home: &Path, yaml: &str, env: &[(&str, &str)], api: u16, dash: u16) -> Self {
+        Self::spawn(home, yaml, env, api, dash, &[])
+    }
+
+    fn spawn(
+        home: &Path,
+        yaml: &str,
+        env: &[(&str, &str)],
+        api: u16,
+        dash: u16,
+        wrapper: &[&str],
+    ) -> Self {
         std::fs::create_dir_all(home).unwrap();
         std::fs::write(home.join("config.yaml"), yaml).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hermes-gateway"));
+        let binary = env!("CARGO_BIN_EXE_hermes-gateway");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         cmd.arg("--home")
             .arg(home)
             .arg("run")
