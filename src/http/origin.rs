@@ -11,13 +11,22 @@ use axum::response::{IntoResponse, Response};
 use super::ApiError;
 use crate::app::AppState;
 
-/// The `Host` header and the name in it (port and IPv6 brackets removed); `None` when
-/// absent or not a host name.
+/// The `Host` header and the name in it (port, IPv6 brackets and a final dot removed);
+/// `None` when absent, repeated, or not just a host and port (no userinfo, no path).
 fn host_name(headers: &HeaderMap) -> Option<(&str, String)> {
-    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let mut all = headers.get_all(header::HOST).iter();
+    let (host, None) = (all.next()?.to_str().ok()?, all.next()) else {
+        return None;
+    };
     let url = reqwest::Url::parse(&format!("http://{host}")).ok()?;
-    let name = url.host_str()?.trim_matches(['[', ']']).to_owned();
-    Some((host, name))
+    if !url.username().is_empty() || url.password().is_some() || url.path() != "/" {
+        return None;
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return None;
+    }
+    let name = url.host_str()?.trim_matches(['[', ']']);
+    Some((host, name.strip_suffix('.').unwrap_or(name).to_owned()))
 }
 
 /// A loopback name or address, or `configured` (the listener's own `host` setting).

@@ -372,6 +372,7 @@ async fn the_keyless_api_server_refuses_a_rebound_dns_name() {
         Some("LOCALHOST".to_owned()),
         Some(format!("[::1]:{port}")),
         Some("127.0.0.2".to_owned()),
+        Some(format!("localhost.:{port}")),
         None,
     ] {
         let (status, body) = with_host(&app.api, "GET", "/api/jobs", host.as_deref()).await;
@@ -382,6 +383,12 @@ async fn the_keyless_api_server_refuses_a_rebound_dns_name() {
         "127.0.0.1.attacker.example",
         "localhost.attacker.example",
         "",
+        // Not a plain host: userinfo, a path, or a second Host header (whichever a proxy
+        // or the browser would read).
+        "user@localhost",
+        "localhost/evil",
+        "localhost\r\nHost: attacker.example",
+        "attacker.example\r\nHost: localhost",
     ] {
         let (status, _) = with_host(&app.api, "GET", "/health", Some(bad)).await;
         assert_eq!(status, 403, "Host {bad:?}");
