@@ -504,7 +504,16 @@ async fn a_setsid_child_cannot_hold_a_turn_past_its_timeout_nor_outlive_it() {
     let (_task, seen) = stream_turn(p.api.clone(), None, "hi");
     let first = seen.await.unwrap();
     assert!(first.contains("hi"), "{first}");
-    assert!(!processes_with(&s).is_empty(), "the setsid child never ran");
+    // `echo hi` may run before the background `setsid` has exec'd the sleeper.
+    let mut ran = false;
+    for _ in 0..200 {
+        ran = !processes_with(&s).is_empty();
+        if ran {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ran, "the setsid child never ran");
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", p.api))
         .json(&json!({"messages": [{"role": "user", "content": "x"}]}))
