@@ -133,13 +133,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
-        std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+        return result;
     }
-    result
+    // The file is in place: a directory that cannot be opened for its sync (one without
+    // read permission) costs durability across a crash, not the write, so it is said once
+    // and not reported as a failure.
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot sync the directory after a rename; the write may not survive a crash");
+        }
+    }
+    Ok(())
 }
 
 /// Opens `path` for appending, creating it 0600 (and its directory 0700) when missing.
