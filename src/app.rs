@@ -330,11 +330,10 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
             let _ = cell.set(addr.to_string());
             tracing::info!(%addr, "{what} listening");
         }
-        let limits = crate::http::ConnLimits::from_config(&state.config.connections);
-        servers.push(tokio::spawn(crate::http::serve(
+        servers.push(tokio::spawn(crate::http::listen(
             listener,
             router,
-            limits,
+            state.config.connections.clone(),
             servers_stop.clone(),
             what,
         )));

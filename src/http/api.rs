@@ -26,7 +26,9 @@ const SESSION_HEADER_NAME: &str = "X-Hermes-Session-Id";
 /// Header making a non-streaming request safe to retry.
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
-pub fn router(state: AppState) -> Router {
+/// The API server's routes; `docs` serves its OpenAPI document (built by `openapi` from
+/// these handlers, so passed in rather than imported).
+pub fn router(state: AppState, docs: Router<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/health", get(v1_health))
@@ -36,7 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{*id}", get(model))
         .route("/v1/capabilities", get(capabilities))
         .route("/v1/chat/completions", post(chat_completions))
-        .route("/openapi.json", get(openapi))
+        .merge(docs)
         // The fire token is this route's credential, never API_SERVER_KEY (SPEC §8).
         .merge(super::fire::routes())
         .merge(
@@ -97,20 +99,6 @@ pub async fn health() -> Json<Health> {
 #[utoipa::path(get, path = "/v1/health", tag = "health", responses((status = 200, description = "alive", body = Health)))]
 pub async fn v1_health() -> Json<Health> {
     health().await
-}
-
-/// This listener's OpenAPI 3.1 document.
-#[utoipa::path(get, path = "/openapi.json", tag = "meta",
-    responses((status = 200, description = "the API server's OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
-pub async fn openapi() -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        super::openapi::api_document(),
-    )
-        .into_response()
 }
 
 /// Liveness plus the status record and pid.
@@ -189,7 +177,7 @@ fn check_api_key(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// The one model this gateway serves.
 #[utoipa::path(get, path = "/v1/models", tag = "api",
-    responses((status = 200, description = "OpenAI model list", body = super::openapi::schemas::ModelList)))]
+    responses((status = 200, description = "OpenAI model list", body = super::schemas::ModelList)))]
 pub async fn models(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -210,8 +198,8 @@ fn model_object(s: &AppState) -> Value {
 /// The advertised model by id; any other id is a 404 `model_not_found`.
 #[utoipa::path(get, path = "/v1/models/{id}", tag = "api",
     params(("id" = String, Path, description = "the model id (may contain `/`, e.g. `org/model`)")),
-    responses((status = 200, description = "OpenAI model object", body = super::openapi::schemas::Model),
-              (status = 404, description = "model_not_found: not the model this gateway serves", body = super::openapi::schemas::OpenAiError)))]
+    responses((status = 200, description = "OpenAI model object", body = super::schemas::Model),
+              (status = 404, description = "model_not_found: not the model this gateway serves", body = super::schemas::OpenAiError)))]
 pub async fn model(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -227,7 +215,7 @@ pub async fn model(
 /// What this server offers (compat shape): auth, the model, features and endpoints, so
 /// a UI or orchestrator need not guess.
 #[utoipa::path(get, path = "/v1/capabilities", tag = "api",
-    responses((status = 200, description = "hermes.api_server.capabilities", body = super::openapi::schemas::Capabilities)))]
+    responses((status = 200, description = "hermes.api_server.capabilities", body = super::schemas::Capabilities)))]
 pub async fn capabilities(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -276,7 +264,7 @@ pub async fn capabilities(
 
 /// `POST /v1/chat/completions` body (the fields the gateway reads; others are ignored).
 // `messages` is read as JSON and checked by `agent::input::chat_messages`, so each
-// refusal names its message and part; `openapi::schemas::ChatMessages` documents what it
+// refusal names its message and part; `schemas::ChatMessages` documents what it
 // accepts.
 #[derive(Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
@@ -284,7 +272,7 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
-    #[schema(value_type = super::openapi::schemas::ChatMessages, required = true)]
+    #[schema(value_type = super::schemas::ChatMessages, required = true)]
     messages: Option<Value>,
     /// Stream the answer as server-sent `chat.completion.chunk` events ending in `[DONE]`.
     #[serde(default)]
@@ -367,15 +355,15 @@ fn session_id(headers: &HeaderMap, messages: &[Message]) -> Result<String, ApiEr
         (status = 200, description = "the answer",
             headers(("X-Hermes-Session-Id" = String, description = "the conversation's session id")),
             content(
-                (super::openapi::schemas::ChatCompletion = "application/json"),
-                (super::openapi::schemas::SseEvent = "text/event-stream"),
+                (super::schemas::ChatCompletion = "application/json"),
+                (super::schemas::SseEvent = "text/event-stream"),
             )),
-        (status = 400, description = "invalid request: the message names the field; `param` the message or part, `code` the kind", body = super::openapi::schemas::ChatRequestError),
-        (status = 413, description = "body over 10 MB", body = super::openapi::schemas::OpenAiError),
-        (status = 422, description = "Idempotency-Key reused with a different body", body = super::openapi::schemas::OpenAiError),
-        (status = 502, description = "the backend failed before producing any text", body = super::openapi::schemas::OpenAiError),
+        (status = 400, description = "invalid request: the message names the field; `param` the message or part, `code` the kind", body = super::schemas::ChatRequestError),
+        (status = 413, description = "body over 10 MB", body = super::schemas::OpenAiError),
+        (status = 422, description = "Idempotency-Key reused with a different body", body = super::schemas::OpenAiError),
+        (status = 502, description = "the backend failed before producing any text", body = super::schemas::OpenAiError),
         (status = 503, description = "gateway_draining (or starting, or the turn was cut by shutdown), with Retry-After",
-            headers(("Retry-After" = u64, description = "seconds")), body = super::openapi::schemas::OpenAiError),
+            headers(("Retry-After" = u64, description = "seconds")), body = super::schemas::OpenAiError),
     ))]
 pub async fn chat_completions(
     State(s): State<AppState>,

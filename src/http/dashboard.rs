@@ -1,7 +1,7 @@
 //! The dashboard listener: status, drain control, metrics, the OpenAPI document, and the
 //! auth gate in front of them (token routes first, then public paths, then sessions).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
@@ -39,14 +39,16 @@ const PUBLIC_PATHS: [&str; 5] = [
     "/api/cron/fire",
 ];
 
-pub fn router(state: AppState) -> Router {
+/// The dashboard's routes behind its auth gate; `docs` serves its OpenAPI document (built
+/// by `openapi` from these handlers, so passed in rather than imported).
+pub fn router(state: AppState, docs: Router<AppState>) -> Router {
     Router::new()
         .route("/api/status", get(status))
         .route("/health/ready", get(super::api::ready))
         .route("/api/gateway/drain", get(drain_status).post(drain_action))
         .route("/api/gateway/restart", post(restart))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+        .merge(docs)
         .merge(super::jobs::routes())
         .merge(super::fire::routes())
         .merge(super::session::routes())
@@ -84,19 +86,8 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 fn client_ip(s: &AppState, req: &Request) -> String {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| client_addr(s, c.0, req.headers()).to_string())
+        .map(|c| super::origin::client_addr(s, c.0, req.headers()).to_string())
         .unwrap_or_default()
-}
-
-/// Who sent a dashboard request: the TCP peer, or, when the peer is one of
-/// `dashboard.trusted_proxies`, the client its `X-Forwarded-For` names.
-pub fn client_addr(s: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    let forwarded = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        // An unreadable value stays in the chain as garbage, which ends the walk there.
-        .map(|v| v.to_str().unwrap_or(""));
-    crate::auth::proxy::client_ip(peer.ip(), forwarded, &s.config.dashboard.trusted_proxies)
 }
 
 /// Decides who may reach a dashboard route.
@@ -385,8 +376,8 @@ fn parse_drain_action(body: &[u8]) -> Result<DrainAction, ApiError> {
     request_body(content = Option<DrainActionRequest>, content_type = "application/json",
         description = "optional: a missing or non-JSON body means drain"),
     responses((status = 200, description = "drain begun, or cancelled", body = DrainAnswer),
-              (status = 400, description = "invalid_action or invalid_body, naming it", body = super::openapi::schemas::DashboardError),
-              (status = 409, description = "drain_marker_blocked: a directory sits at the drain marker path", body = super::openapi::schemas::DashboardError)))]
+              (status = 400, description = "invalid_action or invalid_body, naming it", body = super::schemas::DashboardError),
+              (status = 409, description = "drain_marker_blocked: a directory sits at the drain marker path", body = super::schemas::DashboardError)))]
 pub async fn drain_action(
     State(s): State<AppState>,
     principal: Option<Extension<TokenPrincipal>>,
@@ -491,23 +482,6 @@ pub async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response 
             HeaderValue::from_static(format.content_type()),
         )],
         text,
-    )
-        .into_response()
-}
-
-/// This listener's OpenAPI 3.1 document.
-#[utoipa::path(get, path = "/openapi.json", tag = "meta",
-    responses((status = 200, description = "the dashboard's OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
-pub async fn openapi(State(s): State<AppState>) -> Response {
-    let drain_secret = s
-        .token_auth
-        .is_token_route(crate::auth::drain_secret::DRAIN_ROUTE);
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        super::openapi::dashboard_document(s.dashboard_auth.is_gated(), drain_secret),
     )
         .into_response()
 }

@@ -35,11 +35,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Verifies the fire token, then claims the job's slot and starts its run in the background.
-#[utoipa::path(post, path = "/api/cron/fire", tag = "cron", request_body = super::openapi::schemas::FireRequest,
-    responses((status = 202, description = "accepted; the run (if any) goes on in the background", body = super::openapi::schemas::FireAccepted),
-              (status = 400, description = "missing job_id (or a bad fire_at)", body = super::openapi::schemas::JobsError),
-              (status = 401, description = "invalid fire token", body = super::openapi::schemas::JobsError),
-              (status = 503, description = "no key obtainable, or draining: nothing claimed; Retry-After", body = super::openapi::schemas::JobsError)))]
+#[utoipa::path(post, path = "/api/cron/fire", tag = "cron", request_body = super::schemas::FireRequest,
+    responses((status = 202, description = "accepted; the run (if any) goes on in the background", body = super::schemas::FireAccepted),
+              (status = 400, description = "missing job_id (or a bad fire_at)", body = super::schemas::JobsError),
+              (status = 401, description = "invalid fire token", body = super::schemas::JobsError),
+              (status = 503, description = "no key obtainable, or draining: nothing claimed; Retry-After", body = super::schemas::JobsError)))]
 pub async fn fire(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

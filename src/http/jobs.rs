@@ -290,16 +290,16 @@ type Reply = Result<Response, JobsError>;
 
 /// Every job.
 #[utoipa::path(get, path = "/api/jobs", tag = "cron",
-    responses((status = 200, description = "the jobs", body = super::openapi::schemas::JobList), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+    responses((status = 200, description = "the jobs", body = super::schemas::JobList), (status = 503, description = "the job store is unavailable; Retry-After", body = super::schemas::JobsError)))]
 pub async fn list(State(s): State<AppState>) -> Reply {
     let jobs: Vec<JobDto> = s.cron.list().await?.into_iter().map(JobDto::from).collect();
     Ok(Json(json!({ "jobs": jobs })).into_response())
 }
 
 /// Creates a job.
-#[utoipa::path(post, path = "/api/jobs", tag = "cron", request_body = super::openapi::schemas::JobCreate,
-    responses((status = 201, description = "created", body = super::openapi::schemas::JobEnvelope),
-              (status = 400, description = "a bad or missing field, named", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+#[utoipa::path(post, path = "/api/jobs", tag = "cron", request_body = super::schemas::JobCreate,
+    responses((status = 201, description = "created", body = super::schemas::JobEnvelope),
+              (status = 400, description = "a bad or missing field, named", body = super::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::schemas::JobsError)))]
 pub async fn create(State(s): State<AppState>, body: Result<Json<Value>, JsonRejection>) -> Reply {
     let job = s.cron.create(spec(body)?).await?;
     Ok((
@@ -311,15 +311,15 @@ pub async fn create(State(s): State<AppState>, body: Result<Json<Value>, JsonRej
 
 /// One job.
 #[utoipa::path(get, path = "/api/jobs/{id}", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
-    responses((status = 200, description = "the job", body = super::openapi::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+    responses((status = 200, description = "the job", body = super::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::schemas::JobsError), (status = 404, description = "Job not found", body = super::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::schemas::JobsError)))]
 pub async fn show(State(s): State<AppState>, id: Path<String>) -> Reply {
     let id = job_id(id)?;
     Ok(Json(json!({ "job": JobDto::from(s.cron.get(&id).await?) })).into_response())
 }
 
 /// Changes a job; absent fields stay as they are.
-#[utoipa::path(patch, path = "/api/jobs/{id}", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")), request_body = super::openapi::schemas::JobPatch,
-    responses((status = 200, description = "the changed job", body = super::openapi::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format, or a bad, unknown or missing field (named)", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+#[utoipa::path(patch, path = "/api/jobs/{id}", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")), request_body = super::schemas::JobPatch,
+    responses((status = 200, description = "the changed job", body = super::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format, or a bad, unknown or missing field (named)", body = super::schemas::JobsError), (status = 404, description = "Job not found", body = super::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::schemas::JobsError)))]
 pub async fn update(
     State(s): State<AppState>,
     id: Path<String>,
@@ -332,7 +332,7 @@ pub async fn update(
 
 /// Deletes a job and its runs.
 #[utoipa::path(delete, path = "/api/jobs/{id}", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
-    responses((status = 200, description = "deleted", body = super::openapi::schemas::JobDeleted), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+    responses((status = 200, description = "deleted", body = super::schemas::JobDeleted), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::schemas::JobsError), (status = 404, description = "Job not found", body = super::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::schemas::JobsError)))]
 pub async fn remove(State(s): State<AppState>, id: Path<String>) -> Reply {
     s.cron.delete(&job_id(id)?).await?;
     Ok(Json(json!({"ok": true})).into_response())
@@ -340,7 +340,7 @@ pub async fn remove(State(s): State<AppState>, id: Path<String>) -> Reply {
 
 /// Pauses a job (it keeps its schedule).
 #[utoipa::path(post, path = "/api/jobs/{id}/pause", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
-    responses((status = 200, description = "the paused job", body = super::openapi::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+    responses((status = 200, description = "the paused job", body = super::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::schemas::JobsError), (status = 404, description = "Job not found", body = super::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::schemas::JobsError)))]
 pub async fn pause(State(s): State<AppState>, id: Path<String>) -> Reply {
     let id = job_id(id)?;
     Ok(Json(json!({ "job": JobDto::from(s.cron.pause(&id).await?) })).into_response())
@@ -348,7 +348,7 @@ pub async fn pause(State(s): State<AppState>, id: Path<String>) -> Reply {
 
 /// Resumes a paused job.
 #[utoipa::path(post, path = "/api/jobs/{id}/resume", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
-    responses((status = 200, description = "the resumed job", body = super::openapi::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+    responses((status = 200, description = "the resumed job", body = super::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::schemas::JobsError), (status = 404, description = "Job not found", body = super::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::schemas::JobsError)))]
 pub async fn resume(State(s): State<AppState>, id: Path<String>) -> Reply {
     let id = job_id(id)?;
     Ok(Json(json!({ "job": JobDto::from(s.cron.resume(&id).await?) })).into_response())
@@ -356,8 +356,8 @@ pub async fn resume(State(s): State<AppState>, id: Path<String>) -> Reply {
 
 /// Runs a job now, in the background, as a turn through the gate.
 #[utoipa::path(post, path = "/api/jobs/{id}/run", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")),
-    responses((status = 202, description = "the run has started", body = super::openapi::schemas::RunEnvelope), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError),
-              (status = 503, description = "draining (no run starts), or the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+    responses((status = 202, description = "the run has started", body = super::schemas::RunEnvelope), (status = 400, description = "Invalid job ID format: the id is not 12 lowercase hex characters", body = super::schemas::JobsError), (status = 404, description = "Job not found", body = super::schemas::JobsError),
+              (status = 503, description = "draining (no run starts), or the job store is unavailable; Retry-After", body = super::schemas::JobsError)))]
 pub async fn run_now(State(s): State<AppState>, id: Path<String>) -> Reply {
     let run = s.cron.run_now(&job_id(id)?).await?;
     Ok((
@@ -376,7 +376,7 @@ pub(super) struct RunsQuery {
 #[utoipa::path(get, path = "/api/jobs/{id}/runs", tag = "cron",
     params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$"),
            ("limit" = Option<i64>, Query, format = Int64, description = "at most this many runs (default 50; clamped to 1..=1000)")),
-    responses((status = 200, description = "the runs", body = super::openapi::schemas::RunList), (status = 400, description = "Invalid job ID format, or a `limit` that is not a whole number", body = super::openapi::schemas::JobsError), (status = 404, description = "Job not found", body = super::openapi::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::openapi::schemas::JobsError)))]
+    responses((status = 200, description = "the runs", body = super::schemas::RunList), (status = 400, description = "Invalid job ID format, or a `limit` that is not a whole number", body = super::schemas::JobsError), (status = 404, description = "Job not found", body = super::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::schemas::JobsError)))]
 pub async fn runs(
     State(s): State<AppState>,
     id: Path<String>,

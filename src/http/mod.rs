@@ -13,6 +13,7 @@ mod jobs;
 mod openapi;
 mod origin;
 mod page;
+mod schemas;
 mod serve;
 mod session;
 mod ws;
@@ -23,7 +24,7 @@ use axum::response::Response;
 
 pub use error::ApiError;
 pub use idempotency::Idempotency;
-pub use serve::{ConnLimits, serve};
+pub use serve::listen;
 
 use crate::app::AppState;
 
@@ -36,7 +37,7 @@ pub fn api_router(state: AppState) -> Router {
         state.config.api_server.cors_origins.clone(),
     ));
     let host_guard = axum::middleware::from_fn_with_state(state.clone(), origin::api_host_guard);
-    api::router(state)
+    api::router(state, openapi::api_routes())
         .layer(axum::middleware::from_fn_with_state(cors, cors::layer))
         .layer(host_guard)
         .layer(axum::middleware::map_response(security_headers))
@@ -44,17 +45,8 @@ pub fn api_router(state: AppState) -> Router {
 
 /// The dashboard listener (default 127.0.0.1:9119).
 pub fn dashboard_router(state: AppState) -> Router {
-    dashboard::router(state).layer(axum::middleware::map_response(security_headers))
-}
-
-/// The API server's OpenAPI 3.1 document (served at its `/openapi.json`).
-pub fn api_openapi_json() -> String {
-    openapi::api_document()
-}
-
-/// The dashboard's OpenAPI 3.1 document (served at its `/openapi.json`) for its auth mode.
-pub fn dashboard_openapi_json(gated: bool, drain_secret: bool) -> String {
-    openapi::dashboard_document(gated, drain_secret)
+    dashboard::router(state, openapi::dashboard_routes())
+        .layer(axum::middleware::map_response(security_headers))
 }
 
 async fn security_headers(mut response: Response) -> Response {

@@ -1,7 +1,10 @@
 //! Which names and origins are ours: the defence against DNS rebinding (the dashboard in
 //! loopback mode and the keyless API server answer only to their own names) and against
 //! cross-site requests (a browser's Origin must be ours or listed in
-//! `dashboard.allowed_origins`).
+//! `dashboard.allowed_origins`), and who a dashboard client is (the peer, or the address a
+//! trusted proxy forwards).
+
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -89,4 +92,15 @@ pub fn origin_allowed(s: &AppState, headers: &HeaderMap, origin: &str) -> bool {
             .iter()
             .any(|o| o.eq_ignore_ascii_case(origin))
     })
+}
+
+/// Who sent a dashboard request: the TCP peer, or, when the peer is one of
+/// `dashboard.trusted_proxies`, the client its `X-Forwarded-For` names.
+pub fn client_addr(s: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        // An unreadable value stays in the chain as garbage, which ends the walk there.
+        .map(|v| v.to_str().unwrap_or(""));
+    crate::auth::proxy::client_ip(peer.ip(), forwarded, &s.config.dashboard.trusted_proxies)
 }

@@ -44,7 +44,7 @@ pub async fn app_css() -> Response {
 #[utoipa::path(get, path = "/", tag = "page",
     responses((status = 200, description = "HTML", content_type = "text/html", body = String),
               (status = 302, description = "gated mode without a session: to the login page", headers(("Location" = String))),
-              (status = 403, description = "forbidden_host: loopback mode under a foreign Host", body = super::openapi::schemas::DashboardError)))]
+              (status = 403, description = "forbidden_host: loopback mode under a foreign Host", body = super::schemas::DashboardError)))]
 pub async fn index(State(s): State<AppState>) -> Response {
     let token = match &*s.dashboard_auth {
         DashboardAuth::Loopback { session_token } => session_token.expose_secret().to_owned(),

@@ -9,8 +9,8 @@
 //!
 //! This replaces `axum::serve`, which configures no timer (so hyper's header timeout is off)
 //! and no cap. Shutdown is the same as there: on `stop` the listener closes, idle
-//! connections close, in-flight requests (streams included) finish, then `serve` returns.
-//! Dropping the `serve` future drops every connection it still holds.
+//! connections close, in-flight requests (streams included) finish, then `listen` returns.
+//! Dropping the `listen` future drops every connection it still holds.
 
 use std::future::Future;
 use std::io;
@@ -35,17 +35,17 @@ use tokio_util::sync::CancellationToken;
 
 /// How each listener treats its connections (from `gateway.connections`).
 #[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
+struct ConnLimits {
     /// Longest wait for a request's complete headers, counted from the connection's start
     /// or from the end of its previous response: slow headers and idle keep-alive
     /// connections both end there.
-    pub header_timeout: Duration,
+    header_timeout: Duration,
     /// Open connections per listener; a WebSocket counts until it closes.
-    pub max_connections: usize,
+    max_connections: usize,
 }
 
 impl ConnLimits {
-    pub fn from_config(c: &crate::config::ConnectionsConfig) -> Self {
+    fn from_config(c: &crate::config::ConnectionsConfig) -> Self {
         Self {
             header_timeout: Duration::from_secs(c.header_timeout_seconds),
             max_connections: c.max_per_listener,
@@ -62,13 +62,14 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const CAP_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` until `stop`, then finishes in-flight requests and returns.
-pub async fn serve(
+pub async fn listen(
     listener: TcpListener,
     router: Router,
-    limits: ConnLimits,
+    connections: crate::config::ConnectionsConfig,
     stop: CancellationToken,
     what: &'static str,
 ) {
+    let limits = ConnLimits::from_config(&connections);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut conns = JoinSet::new();
     let mut warned: Option<Instant> = None;

@@ -92,22 +92,22 @@ struct PasswordLogin {
 }
 
 /// Signs in with the `basic` provider; sets the session cookie.
-#[utoipa::path(post, path = "/auth/password-login", tag = "auth", request_body = super::openapi::schemas::PasswordLogin,
-    responses((status = 200, description = "signed in; Set-Cookie hermes_session (HttpOnly, SameSite=Lax)", body = super::openapi::schemas::LoggedIn,
+#[utoipa::path(post, path = "/auth/password-login", tag = "auth", request_body = super::schemas::PasswordLogin,
+    responses((status = 200, description = "signed in; Set-Cookie hermes_session (HttpOnly, SameSite=Lax)", body = super::schemas::LoggedIn,
                   headers(("Set-Cookie" = String, description = "the session cookie"))),
-              (status = 400, description = "invalid_body", body = super::openapi::schemas::DashboardError),
-              (status = 401, description = "invalid_credentials", body = super::openapi::schemas::DashboardError),
-              (status = 404, description = "no_password_provider: password sign-in is not configured", body = super::openapi::schemas::DashboardError),
-              (status = 429, description = "rate_limited: the 11th attempt from one client within 60 s", body = super::openapi::schemas::DashboardError,
+              (status = 400, description = "invalid_body", body = super::schemas::DashboardError),
+              (status = 401, description = "invalid_credentials", body = super::schemas::DashboardError),
+              (status = 404, description = "no_password_provider: password sign-in is not configured", body = super::schemas::DashboardError),
+              (status = 429, description = "rate_limited: the 11th attempt from one client within 60 s", body = super::schemas::DashboardError,
                   headers(("Retry-After" = u64, description = "seconds"))),
-              (status = 500, description = "the session could not be stored", body = super::openapi::schemas::DashboardError)))]
+              (status = 500, description = "the session could not be stored", body = super::schemas::DashboardError)))]
 pub async fn password_login(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let ip = super::dashboard::client_addr(&s, peer, &headers);
+    let ip = super::origin::client_addr(&s, peer, &headers);
     let failure = |reason: &str, username: Option<&str>| {
         s.audit.record(
             AuditEvent::LoginFailure,
@@ -190,7 +190,7 @@ pub async fn password_login(
 }
 
 /// Ends the session (its tickets die with it) and clears the cookie.
-#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 200, description = "signed out; the cookie is cleared", body = super::openapi::schemas::Ok)))]
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 200, description = "signed out; the cookie is cleared", body = super::schemas::Ok)))]
 pub async fn logout(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -212,7 +212,7 @@ pub async fn logout(
 /// `provider`, `expires_at` in Unix seconds, `null` for the loopback session), plus `user`
 /// and `mode` for the dashboard page.
 #[utoipa::path(get, path = "/api/auth/me", tag = "auth",
-    responses((status = 200, description = "the session's user (compat fields, plus `user` and `mode` for the page)", body = super::openapi::schemas::Me)))]
+    responses((status = 200, description = "the session's user (compat fields, plus `user` and `mode` for the page)", body = super::schemas::Me)))]
 pub async fn me(State(s): State<AppState>, Extension(session): Extension<Session>) -> Response {
     let expires_at =
         (session.expires_at != jiff::Timestamp::MAX).then(|| session.expires_at.as_second());
@@ -233,8 +233,8 @@ pub async fn me(State(s): State<AppState>, Extension(session): Extension<Session
 /// The sign-in methods this dashboard offers (public), compat shape; 503 when none is
 /// registered (loopback mode, or a gated dashboard without a provider).
 #[utoipa::path(get, path = "/api/auth/providers", tag = "auth",
-    responses((status = 200, description = "the sign-in methods", body = super::openapi::schemas::Providers),
-              (status = 503, description = "no auth providers registered (loopback mode)", body = super::openapi::schemas::Detail)))]
+    responses((status = 200, description = "the sign-in methods", body = super::schemas::Providers),
+              (status = 503, description = "no auth providers registered (loopback mode)", body = super::schemas::Detail)))]
 pub async fn providers(State(s): State<AppState>) -> Response {
     let list: Vec<_> = s
         .dashboard_auth
@@ -255,8 +255,8 @@ pub async fn providers(State(s): State<AppState>) -> Response {
 /// Mints a single-use, 30-second WebSocket ticket bound to the caller's session. POST
 /// only: a GET (which a link or an image could trigger) mints nothing.
 #[utoipa::path(post, path = "/api/auth/ws-ticket", tag = "auth",
-    responses((status = 200, description = "a single-use ticket, valid 30 s", body = super::openapi::schemas::WsTicket),
-              (status = 503, description = "the session store is unavailable; Retry-After", body = super::openapi::schemas::DashboardError)))]
+    responses((status = 200, description = "a single-use ticket, valid 30 s", body = super::schemas::WsTicket),
+              (status = 503, description = "the session store is unavailable; Retry-After", body = super::schemas::DashboardError)))]
 pub async fn ws_ticket(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -135,8 +135,8 @@ async fn authorize(
            ("Sec-WebSocket-Key" = String, Header, pattern = "^[A-Za-z0-9+/]{22}==$")),
     responses((status = 101, description = "WebSocket: JSON frames with a `type`"),
               (status = 400, description = "not a WebSocket upgrade (the Connection/Upgrade/Sec-WebSocket-* headers are missing or wrong), or a malformed query", content_type = "text/plain", body = String),
-              (status = 401, description = "no valid ticket or token", body = super::openapi::schemas::DashboardError),
-              (status = 403, description = "foreign Origin", body = super::openapi::schemas::DashboardError)))]
+              (status = 401, description = "no valid ticket or token", body = super::schemas::DashboardError),
+              (status = 403, description = "foreign Origin", body = super::schemas::DashboardError)))]
 pub async fn events(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -144,7 +144,7 @@ pub async fn events(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let ip = super::dashboard::client_addr(&s, peer, &headers).to_string();
+    let ip = super::origin::client_addr(&s, peer, &headers).to_string();
     match authorize(&s, &auth, &headers, &ip).await {
         Ok(session) => {
             small_buffers(ws).on_upgrade(move |socket| events_socket(socket, s, session))
@@ -242,8 +242,8 @@ async fn events_socket(mut socket: WebSocket, s: AppState, session: Session) {
            ("Sec-WebSocket-Key" = String, Header, pattern = "^[A-Za-z0-9+/]{22}==$")),
     responses((status = 101, description = "WebSocket: send {\"message\"}; receive start, delta…, done or error"),
               (status = 400, description = "not a WebSocket upgrade (the Connection/Upgrade/Sec-WebSocket-* headers are missing or wrong), or a malformed query", content_type = "text/plain", body = String),
-              (status = 401, description = "no valid ticket or token", body = super::openapi::schemas::DashboardError),
-              (status = 403, description = "foreign Origin", body = super::openapi::schemas::DashboardError)))]
+              (status = 401, description = "no valid ticket or token", body = super::schemas::DashboardError),
+              (status = 403, description = "foreign Origin", body = super::schemas::DashboardError)))]
 pub async fn chat(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -251,7 +251,7 @@ pub async fn chat(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let ip = super::dashboard::client_addr(&s, peer, &headers).to_string();
+    let ip = super::origin::client_addr(&s, peer, &headers).to_string();
     match authorize(&s, &auth, &headers, &ip).await {
         Ok(session) => small_buffers(ws).on_upgrade(move |socket| chat_socket(socket, s, session)),
         Err(r) => *r,
