@@ -14,6 +14,8 @@
 //! - [`audit`], [`events`], [`metrics`], [`clock`], [`ids`]: cross-cutting pieces.
 //! - [`files`]: private (0700/0600), atomic and bounded non-blocking file I/O under
 //!   `HERMES_HOME`.
+//! - [`procfs`]: reading `/proc` (a process's stat line and children) for the turn
+//!   keeper and cron lease owners.
 //! - [`cli`]: the `hermes-gateway` command line.
 //!
 //! See `ARCHITECTURE.md` for the invariants.
@@ -33,4 +35,5 @@ pub mod http;
 pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
+pub mod procfs;
 pub mod store;
