@@ -428,6 +428,18 @@ fn sleeper(dir: &Path) -> String {
     path.display().to_string()
 }
 
+/// The processes whose command line contains `needle` once they are gone, or after 3 s
+/// those still alive (a keeper exits just after the kill it did).
+async fn processes_left(needle: &str) -> Vec<String> {
+    for _ in 0..300 {
+        if processes_with(needle).is_empty() {
+            return Vec::new();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    processes_with(needle)
+}
+
 /// Live (not zombie) processes whose command line contains `needle`.
 fn processes_with(needle: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -532,7 +544,7 @@ async fn a_setsid_child_cannot_hold_a_turn_past_its_timeout_nor_outlive_it() {
     assert_eq!(body["choices"][0]["message"]["content"], "hi\n");
     // Two 3 s turns back to back (the streamed one, then this one), plus slack.
     assert!(elapsed < Duration::from_secs(6 + 3), "took {elapsed:?}");
-    let left = processes_with(&s);
+    let left = processes_left(&s).await;
     assert!(left.is_empty(), "outlived the turn: {left:?}");
 }
 
@@ -584,7 +596,7 @@ async fn an_agent_that_exits_ends_its_turn_and_takes_its_daemons_with_it() {
             pid.trim()
         );
     }
-    let left = processes_with(&s);
+    let left = processes_left(&s).await;
     assert!(left.is_empty(), "outlived the turn: {left:?}");
 }
 
@@ -622,7 +634,7 @@ async fn a_client_that_disconnects_kills_setsid_descendants_too() {
     let _ = task.await;
     app.wait_until(|s| s["active_agents"] == 0).await;
     assert_gone(&daemon).await;
-    let left = processes_with(&dir.path().display().to_string());
+    let left = processes_left(&dir.path().display().to_string()).await;
     assert!(left.is_empty(), "outlived the turn: {left:?}");
 }
 
@@ -702,7 +714,7 @@ async fn a_shutdown_kills_setsid_descendants_too() {
     .unwrap();
     assert_eq!(code, 0, "{}", p.stderr());
     assert_gone(&daemon).await;
-    let left = processes_with(&home.path().display().to_string());
+    let left = processes_left(&home.path().display().to_string()).await;
     assert!(left.is_empty(), "outlived the gateway: {left:?}");
 }
 
@@ -737,7 +749,7 @@ async fn a_sigkilled_gateway_takes_its_agents_and_their_daemons_with_it() {
     p.signal("KILL");
     p.wait_exit();
     assert_gone(&daemon).await;
-    let left = processes_with(&home.path().display().to_string());
+    let left = processes_left(&home.path().display().to_string()).await;
     assert!(left.is_empty(), "outlived the gateway: {left:?}");
 }
 
@@ -813,7 +825,7 @@ async fn an_agent_that_kills_or_stops_its_keeper_still_leaves_nothing_behind() {
             let pid = wait_for_file(&home.path().join(file)).await;
             assert_gone(&pid).await;
         }
-        let left = processes_with(&s);
+        let left = processes_left(&s).await;
         assert!(
             left.is_empty(),
             "{how}: outlived the turn: {left:?} ({body})"
