@@ -181,9 +181,16 @@ impl CommandBackend {
             let _ = child.wait().await;
         }
         *lock(keeper) = None;
-        // A keeper that was killed (by its own agent, say) left the turn's processes to us.
-        let nonce = nonce.to_owned();
-        let _ = tokio::task::spawn_blocking(move || keeper::sweep_orphans(&nonce)).await;
+        // A keeper that died by a signal (its own agent killed it, or we did after it was
+        // stopped) left the turn's processes to us; one that exited cleaned up itself.
+        let killed =
+            child.try_wait().ok().flatten().is_some_and(|status| {
+                std::os::unix::process::ExitStatusExt::signal(&status).is_some()
+            });
+        if killed {
+            let nonce = nonce.to_owned();
+            let _ = tokio::task::spawn_blocking(move || keeper::sweep_orphans(&nonce)).await;
+        }
         if let Some(task) = stdin {
             task.abort();
         }

@@ -238,7 +238,7 @@ pub fn adopt_orphans() {
 
 /// Kills and reaps the children of this process that carry `MARKER_VAR=nonce` (a turn's
 /// orphans, re-parented here because its keeper died) and all their descendants. Runs
-/// after the turn's keeper was reaped; a process that cleared its environment *and* killed
+/// after a turn's keeper died by a signal; a process that cleared its environment *and* killed
 /// its keeper is not found.
 pub fn sweep_orphans(nonce: &str) {
     let me = getpid().as_raw();
