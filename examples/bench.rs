@@ -92,6 +92,29 @@ impl Gateway {
         }
         panic!("gateway never became ready");
     }
+
+    /// Polls `/api/status` every `every` until `pred` holds.
+    async fn wait_status(
+        &self,
+        http: &reqwest::Client,
+        every: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) {
+        loop {
+            let s: serde_json::Value = http
+                .get(format!("{}/api/status", self.dash))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if pred(&s) {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
 }
 
 impl Drop for Gateway {
@@ -291,20 +314,10 @@ async fn idle_cpu() {
         idle.push(share(cpu_ticks(pid) - t0));
         idle_rss.push(rss_kib(pid) as f64 / 1024.0);
         write_marker(&gw.home.path().join(".drain_request.json"));
-        loop {
-            let s: serde_json::Value = http
-                .get(format!("{}/api/status", gw.dash))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if s["gateway_state"] == "draining" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        gw.wait_status(&http, Duration::from_millis(5), |s| {
+            s["gateway_state"] == "draining"
+        })
+        .await;
         let t0 = cpu_ticks(pid);
         tokio::time::sleep(WINDOW).await;
         draining.push(share(cpu_ticks(pid) - t0));
@@ -440,20 +453,10 @@ async fn stream_memory() {
             tokio::time::sleep(Duration::from_secs(60)).await;
         }));
     }
-    loop {
-        let s: serde_json::Value = http
-            .get(format!("{}/api/status", gw.dash))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["active_agents"] == 1000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gw.wait_status(&http, Duration::from_millis(50), |s| {
+        s["active_agents"] == 1000
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let during = rss_kib(gw.child.id());
     println!(
