@@ -4,7 +4,6 @@
 //! Startup order is the drain contract: the marker is reconciled before any listener is
 //! bound, so a drain that survived a restart is in force before the first turn can arrive.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -20,79 +19,8 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::lifecycle::{DrainControl, Marker, RuntimeInfo, StateFile, TurnGate};
 use crate::metrics::Metrics;
-
-/// Everything request handlers and background tasks share.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub clock: SharedClock,
-    pub gate: Arc<TurnGate>,
-    pub drain: Arc<DrainControl>,
-    pub backend: Arc<Backend>,
-    pub audit: Arc<AuditLog>,
-    pub metrics: Arc<Metrics>,
-    pub info: Arc<RuntimeInfo>,
-    pub token_auth: Arc<TokenAuth>,
-    pub dashboard_auth: Arc<DashboardAuth>,
-    /// Dashboard sessions and WebSocket tickets (in the store, shared by replicas).
-    pub sessions: Arc<crate::auth::sessions::Sessions>,
-    /// Password logins per client: the 11th within 60 s is refused.
-    pub login_limiter: Arc<crate::auth::ratelimit::RateLimiter>,
-    /// Why each auth provider is or is not active (shown by `config check`).
-    pub providers: Arc<Vec<ProviderStatus>>,
-    /// The database (SQLite or PostgreSQL).
-    pub store: crate::store::Store,
-    /// Cron jobs, the ticker and runs.
-    pub cron: Arc<crate::cron::CronService>,
-    /// Checks the tokens of `POST /api/cron/fire` (pinned keys or a JWKS, per config).
-    pub fire_verifier: Arc<dyn crate::chronos::FireVerifier>,
-    /// Remembered `Idempotency-Key`s of non-streaming chat requests.
-    pub idempotency: Arc<crate::http::Idempotency>,
-    /// Live audit and cron-run events for `/api/events`.
-    pub events: crate::events::Events,
-    /// Fired when the shutdown deadline passes: running turns stop and count as interrupted.
-    pub turns_cancel: CancellationToken,
-    pub shutdown: Shutdown,
-}
-
-/// A request to end the process: a plain stop (exit 0) or a restart (exit 75).
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown {
-    token: CancellationToken,
-    restart: Arc<AtomicBool>,
-}
-
-impl Shutdown {
-    /// Asks for a stop; the first request decides stop vs restart.
-    pub fn stop(&self) {
-        self.token.cancel();
-    }
-
-    /// Asks for a restart (exit 75) unless a stop was already requested.
-    pub fn restart(&self) {
-        if !self.token.is_cancelled() {
-            self.restart.store(true, Ordering::SeqCst);
-        }
-        self.token.cancel();
-    }
-
-    /// Resolves once a stop or restart was requested.
-    pub async fn requested(&self) {
-        self.token.cancelled().await;
-    }
-
-    pub fn is_requested(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
-    fn exit(&self) -> Exit {
-        if self.restart.load(Ordering::SeqCst) {
-            Exit::Restart
-        } else {
-            Exit::Stopped
-        }
-    }
-}
+pub use crate::state::{AppState, Shutdown};
+use crate::turn::Turns;
 
 /// How `run` ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,115 +68,104 @@ pub struct Listeners {
     pub dashboard: Option<TcpListener>,
 }
 
-impl AppState {
-    /// Builds the state and honours a drain marker left by an earlier run.
-    pub async fn prepare(config: Config, clock: SharedClock) -> Result<Self, StartupError> {
-        crate::files::create_private_dir_all(&config.home).map_err(|source| {
-            StartupError::Home {
-                path: config.home.display().to_string(),
-                source,
-            }
-        })?;
-        let metrics = Arc::new(Metrics::default());
-        let events = crate::events::Events::default();
-        let audit =
-            Arc::new(AuditLog::new(config.audit_path(), clock.clone()).with_events(events.clone()));
-        let backend = Arc::new(Backend::from_config(
-            &config.agent,
-            config.secrets.openai_api_key.clone(),
-        )?);
+/// Builds the state and honours a drain marker left by an earlier run.
+pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, StartupError> {
+    crate::files::create_private_dir_all(&config.home).map_err(|source| StartupError::Home {
+        path: config.home.display().to_string(),
+        source,
+    })?;
+    let metrics = Arc::new(Metrics::default());
+    let events = crate::events::Events::default();
+    let audit =
+        Arc::new(AuditLog::new(config.audit_path(), clock.clone()).with_events(events.clone()));
+    let backend = Arc::new(Backend::from_config(
+        &config.agent,
+        config.secrets.openai_api_key.clone(),
+    )?);
 
-        let (token_auth, providers) = token_auth(&config);
-        let dashboard_auth = DashboardAuth::from_config(&config);
-        let info = Arc::new(RuntimeInfo {
-            version: env!("CARGO_PKG_VERSION"),
-            pid: std::process::id(),
-            start_time: clock.now(),
-            restart_drain_timeout: config.agent.restart_drain_timeout,
-            auth_required: dashboard_auth.is_gated(),
-            auth_providers: token_auth.provider_names(),
-            api_server_addr: OnceLock::new(),
-            dashboard_addr: OnceLock::new(),
-            cron: Default::default(),
-        });
+    let (token_auth, _) = token_auth(&config);
+    let dashboard_auth = DashboardAuth::from_config(&config);
+    let info = Arc::new(RuntimeInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        pid: std::process::id(),
+        start_time: clock.now(),
+        restart_drain_timeout: config.agent.restart_drain_timeout,
+        auth_required: dashboard_auth.is_gated(),
+        auth_providers: token_auth.provider_names(),
+        api_server_addr: OnceLock::new(),
+        dashboard_addr: OnceLock::new(),
+        cron: Default::default(),
+    });
 
-        let gate = TurnGate::new(clock.clone(), metrics.clone());
-        gate.set_events(events.clone());
-        let drain = Arc::new(DrainControl::new(
-            gate.clone(),
-            Marker::new(config.marker_path()),
-            audit.clone(),
-            metrics.clone(),
-            clock.clone(),
-            config.drain.marker_max_age_seconds,
-        ));
-        drain.reconcile();
+    let gate = TurnGate::new(clock.clone(), metrics.clone());
+    gate.set_events(events.clone());
+    let drain = Arc::new(DrainControl::new(
+        gate.clone(),
+        Marker::new(config.marker_path()),
+        audit.clone(),
+        metrics.clone(),
+        clock.clone(),
+        config.drain.marker_max_age_seconds,
+    ));
+    drain.reconcile();
 
-        let store = crate::store::Store::open(&config).await?;
-        let turns_cancel = CancellationToken::new();
-        let cron = Arc::new(crate::cron::CronService::new(
-            store.clone(),
-            gate.clone(),
-            backend.clone(),
-            clock.clone(),
-            config.cron.timezone.clone(),
-            info.clone(),
-            turns_cancel.clone(),
-        ));
-        cron.set_lease(std::time::Duration::from_secs(config.cron.lease_seconds));
-        cron.set_events(events.clone());
-        let session_ttl = match config.dashboard.basic_auth.session_ttl_seconds {
-            0 => crate::auth::sessions::DEFAULT_SESSION_TTL,
-            n => Duration::from_secs(n),
-        };
-        let sessions = Arc::new(crate::auth::sessions::Sessions::new(
-            store.clone(),
-            clock.clone(),
-            session_ttl,
-            !dashboard_auth.is_gated(),
-        ));
-        let fire_verifier = crate::chronos::verifier_from_config(
-            &config.cron.chronos,
-            clock.clone(),
-            metrics.clone(),
-        )?;
+    let store = crate::store::Store::open(&config).await?;
+    let turns_cancel = CancellationToken::new();
+    let cron = Arc::new(crate::cron::CronService::new(
+        store.clone(),
+        gate.clone(),
+        backend.clone(),
+        clock.clone(),
+        config.cron.timezone.clone(),
+        info.clone(),
+        turns_cancel.clone(),
+    ));
+    cron.set_lease(std::time::Duration::from_secs(config.cron.lease_seconds));
+    cron.set_events(events.clone());
+    let session_ttl = match config.dashboard.basic_auth.session_ttl_seconds {
+        0 => crate::auth::sessions::DEFAULT_SESSION_TTL,
+        n => Duration::from_secs(n),
+    };
+    let sessions = Arc::new(crate::auth::sessions::Sessions::new(
+        store.clone(),
+        clock.clone(),
+        session_ttl,
+        !dashboard_auth.is_gated(),
+    ));
+    let fire_verifier =
+        crate::chronos::verifier_from_config(&config.cron.chronos, clock.clone(), metrics.clone())?;
 
-        Ok(Self {
-            store,
-            cron,
-            fire_verifier,
-            config: Arc::new(config),
-            clock,
-            gate,
-            drain,
-            backend,
-            audit,
-            metrics,
-            info,
-            token_auth: Arc::new(token_auth),
-            dashboard_auth: Arc::new(dashboard_auth),
-            sessions,
-            login_limiter: Arc::new(crate::auth::ratelimit::RateLimiter::new(
-                LOGIN_ATTEMPTS_PER_MINUTE,
-                Duration::from_secs(60),
-            )),
-            providers: Arc::new(providers),
-            idempotency: Arc::default(),
-            turns_cancel,
-            events,
-            shutdown: Shutdown::default(),
-        })
-    }
+    Ok(AppState {
+        turns: Turns::new(gate.clone(), backend, turns_cancel),
+        cron,
+        fire_verifier,
+        config: Arc::new(config),
+        clock,
+        gate,
+        drain,
+        audit,
+        metrics,
+        info,
+        token_auth: Arc::new(token_auth),
+        dashboard_auth: Arc::new(dashboard_auth),
+        sessions,
+        login_limiter: Arc::new(crate::auth::ratelimit::RateLimiter::new(
+            LOGIN_ATTEMPTS_PER_MINUTE,
+            Duration::from_secs(60),
+        )),
+        events,
+        shutdown: Shutdown::default(),
+    })
+}
 
-    /// Binds the enabled listeners.
-    pub async fn bind(&self) -> Result<Listeners, StartupError> {
-        let api = &self.config.api_server;
-        let dash = &self.config.dashboard;
-        Ok(Listeners {
-            api: bind_if(api.enabled, "the API server", &api.host, api.port).await?,
-            dashboard: bind_if(dash.enabled, "the dashboard", &dash.host, dash.port).await?,
-        })
-    }
+/// Binds the enabled listeners.
+pub async fn bind(config: &Config) -> Result<Listeners, StartupError> {
+    let api = &config.api_server;
+    let dash = &config.dashboard;
+    Ok(Listeners {
+        api: bind_if(api.enabled, "the API server", &api.host, api.port).await?,
+        dashboard: bind_if(dash.enabled, "the dashboard", &dash.host, dash.port).await?,
+    })
 }
 
 /// Registers token providers and their routes; returns each provider's status.
@@ -352,7 +269,11 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
     );
 
     state.shutdown.requested().await;
-    let exit = state.shutdown.exit();
+    let exit = if state.shutdown.is_restart() {
+        Exit::Restart
+    } else {
+        Exit::Stopped
+    };
     shutdown_drain(&state).await;
 
     servers_stop.cancel();
@@ -433,6 +354,6 @@ async fn shutdown_drain(state: &AppState) {
         active_agents = left,
         "shutdown drain timed out; cancelling the remaining turns"
     );
-    state.turns_cancel.cancel();
+    state.turns.cancel_all();
     state.gate.wait_idle(Instant::now() + CANCEL_GRACE).await;
 }

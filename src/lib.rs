@@ -10,6 +10,9 @@
 //! - [`cron`]: jobs, schedules, the ticker and run execution.
 //! - [`store`]: the database (SQLite or PostgreSQL); the only module that speaks SQL.
 //! - [`http`]: routers, DTOs and error mapping for the API server and the dashboard.
+//! - [`turn`]: the one turn driver every source of turns adapts (admission, backend
+//!   stream, outcome, in-flight count).
+//! - [`state`]: [`state::AppState`], what handlers and background tasks share.
 //! - [`app`]: wiring, listeners, background tasks and the shutdown drain.
 //! - [`audit`], [`events`], [`metrics`], [`clock`], [`ids`]: cross-cutting pieces.
 //! - [`files`]: private (0700/0600), atomic and bounded non-blocking file I/O under
@@ -36,4 +39,6 @@ pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
 pub mod procfs;
+pub mod state;
 pub mod store;
+pub mod turn;

@@ -30,14 +30,14 @@ pub fn run(config: Config) -> i32 {
 }
 
 async fn serve(config: Config) -> i32 {
-    let state = match AppState::prepare(config, Arc::new(SystemClock)).await {
+    let state = match app::prepare(config, Arc::new(SystemClock)).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot start: {e}");
             return super::EXIT_FAILURE;
         }
     };
-    let listeners = match state.bind().await {
+    let listeners = match app::bind(&state.config).await {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -60,7 +60,7 @@ fn spawn_signal_handler(state: &AppState) -> std::io::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let shutdown = state.shutdown.clone();
-    let turns_cancel = state.turns_cancel.clone();
+    let turns = state.turns.clone();
     tokio::spawn(async move {
         loop {
             let name = tokio::select! {
@@ -74,7 +74,7 @@ fn spawn_signal_handler(state: &AppState) -> std::io::Result<()> {
             };
             if shutdown.is_requested() {
                 tracing::warn!("{name} again: cancelling in-flight turns now");
-                turns_cancel.cancel();
+                turns.cancel_all();
             } else {
                 tracing::info!("{name}: shutdown requested; draining");
                 shutdown.stop();

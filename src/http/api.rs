@@ -6,18 +6,21 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use futures_util::{StreamExt, stream};
+use axum::{Extension, Json, Router};
+use futures_util::stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use std::sync::Arc;
+
+use super::idempotency::Idempotency;
 use super::{ApiError, BODY_LIMIT};
-use crate::agent::{Message, TurnEvent, TurnRequest, TurnStream, Usage};
-use crate::app::AppState;
+use crate::agent::{Message, TurnRequest, Usage};
 use crate::auth::{bearer_token, constant_time_eq};
-use crate::lifecycle::{StatusRecord, TurnGuard};
-use crate::metrics::TurnOutcome;
+use crate::lifecycle::StatusRecord;
+use crate::state::AppState;
+use crate::turn::{End, Step};
 
 /// Header carrying the conversation's session id, in and out.
 const SESSION_HEADER: &str = "x-hermes-session-id";
@@ -37,7 +40,10 @@ pub fn router(state: AppState, docs: Router<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
         .route("/v1/capabilities", get(capabilities))
-        .route("/v1/chat/completions", post(chat_completions))
+        .route(
+            "/v1/chat/completions",
+            post(chat_completions).layer(Extension(Arc::new(Idempotency::default()))),
+        )
         .merge(docs)
         // The fire token is this route's credential, never API_SERVER_KEY (SPEC §8).
         .merge(super::fire::routes())
@@ -367,6 +373,7 @@ fn session_id(headers: &HeaderMap, messages: &[Message]) -> Result<String, ApiEr
     ))]
 pub async fn chat_completions(
     State(s): State<AppState>,
+    Extension(idempotency): Extension<Arc<Idempotency>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -396,7 +403,7 @@ pub async fn chat_completions(
         _ => None,
     };
     let mut response = match idempotency_key {
-        Some(key) => s.idempotency.run(key, &body, || run_turn(&s, turn)).await?,
+        Some(key) => idempotency.run(key, &body, || run_turn(&s, turn)).await?,
         None => run_turn(&s, turn).await?,
     };
     if let Ok(v) = HeaderValue::from_str(&session) {
@@ -415,34 +422,29 @@ struct Turn {
     include_usage: bool,
 }
 
-/// Admits the turn through the gate and runs it on the backend, streamed or collected.
+/// Admits the turn through the driver and runs it on the backend, streamed or collected.
 async fn run_turn(s: &AppState, turn: Turn) -> Result<Response, ApiError> {
-    let guard = s.gate.admit(&turn.session).map_err(ApiError::refused)?;
+    let admission = s.turns.admit(&turn.session).map_err(ApiError::refused)?;
     let meta = ChunkMeta {
         id: format!("chatcmpl-{}", crate::ids::random_hex128()),
         created: s.clock.now().as_second(),
         model: turn.model.clone(),
     };
     let prompt_tokens = turn.messages.iter().map(|m| count_tokens(&m.content)).sum();
-    let events: TurnStream = Box::pin(
-        s.backend
-            .start(TurnRequest {
-                messages: turn.messages,
-                model: turn.model,
-                session_id: turn.session,
-                turn_id: meta.id.clone(),
-            })
-            .take_until(s.turns_cancel.clone().cancelled_owned()),
-    );
+    let running = admission.start(TurnRequest {
+        messages: turn.messages,
+        model: turn.model,
+        session_id: turn.session,
+        turn_id: meta.id.clone(),
+    });
     if turn.stream {
         let usage = turn.include_usage.then_some(StreamUsage {
             prompt_tokens,
             completion_tokens: 0,
-            reported: None,
         });
-        Ok(stream_response(meta, events, guard, usage))
+        Ok(stream_response(meta, running, usage))
     } else {
-        complete(meta, events, guard, prompt_tokens).await
+        complete(meta, running, prompt_tokens).await
     }
 }
 
@@ -459,32 +461,18 @@ struct ChunkMeta {
 
 async fn complete(
     meta: ChunkMeta,
-    mut events: TurnStream,
-    mut guard: TurnGuard,
+    running: crate::turn::Turn,
     prompt_tokens: u64,
 ) -> Result<Response, ApiError> {
-    let mut text = String::new();
-    let mut usage = None;
-    let failure = loop {
-        match events.next().await {
-            Some(TurnEvent::Delta(t)) => text.push_str(&t),
-            Some(TurnEvent::Usage(u)) => usage = Some(u),
-            Some(TurnEvent::Done) => {
-                guard.set_outcome(TurnOutcome::Completed);
-                break None;
-            }
-            Some(TurnEvent::Failed(message)) => {
-                guard.set_outcome(TurnOutcome::Failed);
-                if text.is_empty() {
-                    return Err(ApiError::turn_failed(message));
-                }
-                break Some(message);
-            }
-            None => return Err(ApiError::interrupted()),
-        }
+    let done = running.collect().await;
+    let failure = match done.end {
+        End::Completed => None,
+        End::Failed(message) if done.text.is_empty() => return Err(ApiError::turn_failed(message)),
+        End::Failed(message) => Some(message),
+        End::Interrupted(_) => return Err(ApiError::interrupted()),
     };
-    drop(guard);
-    let usage = usage.unwrap_or(Usage {
+    let text = done.text;
+    let usage = done.usage.unwrap_or(Usage {
         prompt_tokens,
         completion_tokens: count_tokens(&text),
     });
@@ -527,14 +515,13 @@ struct StreamUsage {
     prompt_tokens: u64,
     /// Counted from the deltas, for a backend that reports nothing.
     completion_tokens: u64,
-    /// What the backend reported, which wins.
-    reported: Option<Usage>,
 }
 
 impl StreamUsage {
-    /// The usage chunk: no choices, the turn's token counts (OpenAI's shape).
-    fn chunk(&self, meta: &ChunkMeta) -> Bytes {
-        let u = self.reported.unwrap_or(Usage {
+    /// The usage chunk: no choices, the turn's token counts (OpenAI's shape); what the
+    /// backend reported wins over the counts.
+    fn chunk(&self, meta: &ChunkMeta, reported: Option<Usage>) -> Bytes {
+        let u = reported.unwrap_or(Usage {
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
         });
@@ -556,75 +543,67 @@ impl StreamUsage {
 
 struct SseTurn {
     meta: ChunkMeta,
-    events: TurnStream,
-    guard: Option<TurnGuard>,
+    /// `None` once the last frame was produced.
+    running: Option<crate::turn::Turn>,
     sent_role: bool,
     sent_text: bool,
     usage: Option<StreamUsage>,
 }
 
-/// Streams the turn as SSE. The guard lives in the stream: it ends when the last frame is
+/// Streams the turn as SSE. The turn lives in the stream: it ends when the last frame is
 /// produced, or (counted as interrupted) when the client goes away and the body is dropped.
 /// With `usage`, a completed stream sends a usage chunk before `[DONE]`.
 fn stream_response(
     meta: ChunkMeta,
-    events: TurnStream,
-    guard: TurnGuard,
+    running: crate::turn::Turn,
     usage: Option<StreamUsage>,
 ) -> Response {
     let state = SseTurn {
         meta,
-        events,
-        guard: Some(guard),
+        running: Some(running),
         sent_role: false,
         sent_text: false,
         usage,
     };
     let frames = stream::unfold(state, |mut st| async move {
-        let mut guard = st.guard.take()?;
+        let running = st.running.as_mut()?;
         if !st.sent_role {
             st.sent_role = true;
             let frame = chunk(&st.meta, json!({"role": "assistant", "content": ""}), None);
-            st.guard = Some(guard);
             return Some((Ok::<_, std::convert::Infallible>(frame), st));
         }
-        let frame = loop {
-            match st.events.next().await {
-                Some(TurnEvent::Delta(text)) => {
-                    st.sent_text |= !text.is_empty();
-                    if let Some(u) = &mut st.usage {
-                        u.completion_tokens += count_tokens(&text);
-                    }
-                    st.guard = Some(guard);
-                    break chunk(&st.meta, json!({"content": text}), None);
+        let end = match running.next().await {
+            Step::Delta(text) => {
+                st.sent_text |= !text.is_empty();
+                if let Some(u) = &mut st.usage {
+                    u.completion_tokens += count_tokens(&text);
                 }
-                Some(TurnEvent::Usage(reported)) => {
-                    if let Some(u) = &mut st.usage {
-                        u.reported = Some(reported);
-                    }
-                    continue;
-                }
-                Some(TurnEvent::Done) => {
-                    guard.set_outcome(TurnOutcome::Completed);
-                    let mut last = chunk(&st.meta, json!({}), Some("stop")).to_vec();
-                    if let Some(u) = &st.usage {
-                        last.extend_from_slice(&u.chunk(&st.meta));
-                    }
-                    last.extend_from_slice(b"data: [DONE]\n\n");
-                    break Bytes::from(last);
-                }
-                Some(TurnEvent::Failed(message)) => {
-                    // Text already sent stays with the client; the last chunk marks it incomplete.
-                    guard.set_outcome(TurnOutcome::Failed);
-                    let mut last = chunk(&st.meta, json!({}), Some("error")).to_vec();
-                    let err = json!({"error": {"message": message, "type": "server_error",
-                        "code": "agent_incomplete", "partial": st.sent_text}});
-                    last.extend_from_slice(format!("data: {err}\n\ndata: [DONE]\n\n").as_bytes());
-                    break Bytes::from(last);
-                }
-                // Cancelled by shutdown: end the stream without [DONE]; the guard records it.
-                None => return None,
+                return Some((Ok(chunk(&st.meta, json!({"content": text}), None)), st));
             }
+            Step::End(end) => end,
+        };
+        let reported = running.usage();
+        st.running = None;
+        let frame = match end {
+            End::Completed => {
+                let mut last = chunk(&st.meta, json!({}), Some("stop")).to_vec();
+                if let Some(u) = &st.usage {
+                    last.extend_from_slice(&u.chunk(&st.meta, reported));
+                }
+                last.extend_from_slice(b"data: [DONE]\n\n");
+                Bytes::from(last)
+            }
+            End::Failed(message) => {
+                // Text already sent stays with the client; the last chunk marks it incomplete.
+                let mut last = chunk(&st.meta, json!({}), Some("error")).to_vec();
+                let err = json!({"error": {"message": message, "type": "server_error",
+                    "code": "agent_incomplete", "partial": st.sent_text}});
+                last.extend_from_slice(format!("data: {err}\n\ndata: [DONE]\n\n").as_bytes());
+                Bytes::from(last)
+            }
+            // Cut by shutdown (or no outcome): end the stream without [DONE]; the turn is
+            // recorded interrupted.
+            End::Interrupted(_) => return None,
         };
         Some((Ok(frame), st))
     });

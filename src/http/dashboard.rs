@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::ApiError;
-use crate::app::AppState;
 use crate::audit::AuditEvent;
 use crate::auth::DashboardAuth;
 use crate::auth::session::SessionRejection;
@@ -24,6 +23,7 @@ use crate::auth::{TokenDecision, TokenPrincipal, bearer_token};
 use crate::clock::iso;
 use crate::lifecycle::{DrainDetail, StatusRecord};
 use crate::metrics::{Format, LiveGauges};
+use crate::state::AppState;
 
 /// Header carrying the loopback-mode session token (compat).
 const SESSION_TOKEN_HEADER: &str = "x-hermes-session-token";

@@ -19,12 +19,12 @@ use serde_json::{Value, json};
 
 use super::error::unavailable;
 use super::jobs::JobsError;
-use crate::app::AppState;
 use crate::audit::AuditEvent;
 use crate::auth::bearer_token;
 use crate::chronos::FireAuthError;
 use crate::chronos::verify::LEEWAY_SECONDS;
 use crate::cron::{CronError, FireRequest};
+use crate::state::AppState;
 
 /// Largest fire body read; a fire is two short fields.
 const FIRE_BODY_LIMIT: usize = 64 * 1024;

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::{Map, Value};
 
-use crate::app::AppState;
 use crate::clock::iso;
 use crate::cron::{CronError, Job, JobPatch, JobSpec, REPEAT_RULE, Repeat, Run, is_job_id};
+use crate::state::AppState;
 use crate::store::StoreError;
 
 /// The job routes; the caller adds its own authentication in front.

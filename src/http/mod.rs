@@ -26,7 +26,7 @@ pub use error::ApiError;
 pub use idempotency::Idempotency;
 pub use serve::listen;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Largest request body accepted (10 MB).
 pub const BODY_LIMIT: usize = 10 * 1024 * 1024;

@@ -18,7 +18,7 @@ use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response, SecurityRequire
 use utoipa::{Modify, OpenApi};
 
 use super::{api, dashboard, fire, jobs, page, schemas, session, ws};
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Security scheme names.
 const API_KEY: &str = "apiKey";

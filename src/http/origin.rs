@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The `Host` header and the name in it (port, IPv6 brackets and a final dot removed);
 /// `None` when absent, repeated, or not just a host and port (no userinfo, no path).

@@ -15,10 +15,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiError;
-use crate::app::AppState;
 use crate::audit::AuditEvent;
 use crate::auth::sessions::{SESSION_COOKIE, Session, TICKET_TTL};
 use crate::clock::iso;
+use crate::state::AppState;
 
 /// Longest username and password a login may carry (the username is audited).
 const MAX_USERNAME_BYTES: usize = 128;

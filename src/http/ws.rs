@@ -16,16 +16,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::agent::{Message, TurnEvent, TurnRequest};
-use crate::app::AppState;
+use crate::agent::{Message, TurnRequest};
 use crate::audit::AuditEvent;
 use crate::auth::sessions::{Session, ticket_prefix};
 use crate::lifecycle::{DrainDetail, StatusRecord};
-use crate::metrics::TurnOutcome;
+use crate::state::AppState;
+use crate::turn::{End, Interruption, Step};
 
 /// The WebSocket paths (the gate lets them through; they authenticate themselves).
 pub const PATHS: [&str; 2] = ["/api/events", "/api/ws"];
@@ -322,8 +321,8 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
                 continue;
             }
         };
-        let mut guard = match s.gate.admit(&session_id) {
-            Ok(g) => g,
+        let admission = match s.turns.admit(&session_id) {
+            Ok(a) => a,
             Err(refusal) => {
                 let v = json!({"type": "error", "code": "gateway_draining",
                     "message": format!("The gateway is {}: it is finishing the turns in flight and not starting new ones. Try again later.",
@@ -339,7 +338,7 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
             content: text,
         });
         let turn_id = format!("turn_{}", &crate::ids::random_hex128()[..16]);
-        let mut stream = s.backend.start(TurnRequest {
+        let mut running = admission.start(TurnRequest {
             messages: history.clone(),
             model: s.config.api_server.model_name.clone(),
             session_id: session_id.clone(),
@@ -355,10 +354,10 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
         }
         let mut reply = String::new();
         let ended = loop {
-            let event = tokio::select! {
-                e = stream.next() => e,
+            let step = tokio::select! {
+                step = running.next() => step,
                 incoming = socket.recv() => match incoming {
-                    // The client left mid-turn: dropping the stream cancels the turn.
+                    // The client left mid-turn: dropping the turn cancels it.
                     Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break false,
                     Some(Ok(WsMessage::Text(_))) => {
                         let v = json!({"type": "error", "code": "turn_in_progress",
@@ -368,26 +367,20 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
                     }
                     Some(Ok(_)) => continue,
                 },
-                () = s.turns_cancel.cancelled() => break false,
             };
-            let (msg, done) = match event {
-                Some(TurnEvent::Delta(t)) => {
+            let (msg, done) = match step {
+                Step::Delta(t) => {
                     reply.push_str(&t);
                     (json!({"type": "delta", "text": t}), false)
                 }
-                Some(TurnEvent::Usage(_)) => continue,
-                Some(TurnEvent::Done) => {
-                    guard.set_outcome(TurnOutcome::Completed);
-                    (json!({"type": "done", "turn_id": turn_id}), true)
-                }
-                Some(TurnEvent::Failed(m)) => {
-                    guard.set_outcome(TurnOutcome::Failed);
-                    (
-                        json!({"type": "error", "code": "turn_failed", "message": m}),
-                        true,
-                    )
-                }
-                None => (
+                Step::End(End::Completed) => (json!({"type": "done", "turn_id": turn_id}), true),
+                Step::End(End::Failed(m)) => (
+                    json!({"type": "error", "code": "turn_failed", "message": m}),
+                    true,
+                ),
+                // Cut by the shutdown deadline: the socket closes.
+                Step::End(End::Interrupted(Interruption::Cancelled)) => break false,
+                Step::End(End::Interrupted(Interruption::NoOutcome)) => (
                     json!({"type": "error", "code": "turn_interrupted", "message": "the turn ended without an answer"}),
                     true,
                 ),
@@ -399,8 +392,7 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
                 break true;
             }
         };
-        drop(stream);
-        drop(guard);
+        drop(running);
         if !ended {
             break;
         }

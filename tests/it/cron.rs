@@ -878,7 +878,7 @@ async fn overlap_is_skipped_and_a_job_far_behind_fires_once_then_fast_forwards()
     let mut behind = job("0123456789ab", None);
     behind.next_run_at = Some(Timestamp::from_second(now.as_second() - 3600).unwrap());
     behind.created_at = Timestamp::from_second(now.as_second() - 7200).unwrap();
-    app.state.store.insert_job(&behind).await.unwrap();
+    app.state.cron.store().insert_job(&behind).await.unwrap();
     let runs = wait_runs(&app, "0123456789ab", |r| {
         r.first().is_some_and(|r| r["status"] == "completed")
     })
@@ -888,7 +888,13 @@ async fn overlap_is_skipped_and_a_job_far_behind_fires_once_then_fast_forwards()
         1,
         "fired once for all the missed slots: {runs:?}"
     );
-    let j = app.state.store.get_job("0123456789ab").await.unwrap();
+    let j = app
+        .state
+        .cron
+        .store()
+        .get_job("0123456789ab")
+        .await
+        .unwrap();
     assert!(
         j.next_run_at.unwrap() > now,
         "fast-forwarded past now: {:?}",
@@ -1176,7 +1182,7 @@ async fn a_run_whose_lease_is_taken_over_stops_its_agent_and_is_not_recorded_twi
             ("running".into(), "another-replica".into(), None),
             "the run that lost its lease was recorded"
         );
-        let job = app.state.store.get_job(&id).await.unwrap();
+        let job = app.state.cron.store().get_job(&id).await.unwrap();
         assert_eq!(job.last_status, None);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -1202,7 +1208,7 @@ async fn a_drain_begun_mid_tick_leaves_the_unclaimed_jobs_due() {
             j
         })
         .collect();
-    app.state.store.insert_jobs(&jobs).await.unwrap();
+    app.state.cron.store().insert_jobs(&jobs).await.unwrap();
 
     let mut watch = app.state.gate.subscribe();
     let drain = app.state.drain.clone();
@@ -1216,7 +1222,7 @@ async fn a_drain_begun_mid_tick_leaves_the_unclaimed_jobs_due() {
     let report = app.state.cron.tick().await.unwrap();
     drainer.await.unwrap();
 
-    let store = &app.state.store;
+    let store = &app.state.cron.store();
     let due = store
         .due_jobs(jiff::Timestamp::now(), 10_000)
         .await

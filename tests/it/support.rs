@@ -67,8 +67,8 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
         // This test binary is not the gateway: agent keepers run from the real one.
         config.agent.command.keeper_exe = env!("CARGO_BIN_EXE_hermes-gateway").into();
-        let state = AppState::prepare(config, clock).await.unwrap();
-        let listeners = state.bind().await.unwrap();
+        let state = app::prepare(config, clock).await.unwrap();
+        let listeners = app::bind(&state.config).await.unwrap();
         let api = format!(
             "http://{}",
             listeners.api.as_ref().unwrap().local_addr().unwrap()
@@ -202,7 +202,7 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(t) = self.task.take() {
             self.state.shutdown.stop();
-            self.state.turns_cancel.cancel();
+            self.state.turns.cancel_all();
             t.abort();
         }
     }

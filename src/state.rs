@@ -1,0 +1,87 @@
+//! What request handlers and background tasks share: [`AppState`], one struct of `Arc`s
+//! built by `app::prepare`, and the [`Shutdown`] request.
+//!
+//! It sits below `http` and `app` (both import it; it imports neither), so a handler
+//! reaches the domain without reaching back up into the wiring.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::AuditLog;
+use crate::auth::ratelimit::RateLimiter;
+use crate::auth::sessions::Sessions;
+use crate::auth::{DashboardAuth, TokenAuth};
+use crate::chronos::FireVerifier;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::cron::CronService;
+use crate::events::Events;
+use crate::lifecycle::{DrainControl, RuntimeInfo, TurnGate};
+use crate::metrics::Metrics;
+use crate::turn::Turns;
+
+/// Everything request handlers and background tasks share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    /// The lifecycle state and in-flight turns (status reads; admission goes through `turns`).
+    pub gate: Arc<TurnGate>,
+    /// Starts every turn (the API, WebSocket chat).
+    pub turns: Turns,
+    pub drain: Arc<DrainControl>,
+    pub audit: Arc<AuditLog>,
+    pub metrics: Arc<Metrics>,
+    pub info: Arc<RuntimeInfo>,
+    pub token_auth: Arc<TokenAuth>,
+    pub dashboard_auth: Arc<DashboardAuth>,
+    /// Dashboard sessions and WebSocket tickets (in the store, shared by replicas).
+    pub sessions: Arc<Sessions>,
+    /// Password logins per client: the 11th within 60 s is refused.
+    pub login_limiter: Arc<RateLimiter>,
+    /// Cron jobs, the ticker and runs (and, through `cron.store()`, the database).
+    pub cron: Arc<CronService>,
+    /// Checks the tokens of `POST /api/cron/fire` (pinned keys or a JWKS, per config).
+    pub fire_verifier: Arc<dyn FireVerifier>,
+    /// Live audit and cron-run events for `/api/events`.
+    pub events: Events,
+    pub shutdown: Shutdown,
+}
+
+/// A request to end the process: a plain stop (exit 0) or a restart (exit 75).
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    token: CancellationToken,
+    restart: Arc<AtomicBool>,
+}
+
+impl Shutdown {
+    /// Asks for a stop; the first request decides stop vs restart.
+    pub fn stop(&self) {
+        self.token.cancel();
+    }
+
+    /// Asks for a restart (exit 75) unless a stop was already requested.
+    pub fn restart(&self) {
+        if !self.token.is_cancelled() {
+            self.restart.store(true, Ordering::SeqCst);
+        }
+        self.token.cancel();
+    }
+
+    /// Resolves once a stop or restart was requested.
+    pub async fn requested(&self) {
+        self.token.cancelled().await;
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Whether the request was a restart.
+    pub fn is_restart(&self) -> bool {
+        self.restart.load(Ordering::SeqCst)
+    }
+}
