@@ -97,8 +97,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         cron: Default::default(),
     });
 
-    let gate = TurnGate::new(clock.clone(), metrics.clone());
-    gate.set_events(events.clone());
+    let gate = TurnGate::new(clock.clone(), metrics.clone(), events.clone());
     let drain = Arc::new(DrainControl::new(
         gate.clone(),
         Marker::new(config.marker_path()),

@@ -311,7 +311,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new("2026-11-22T10:00:00Z".parse().unwrap());
         let metrics = Arc::new(Metrics::default());
-        let gate = TurnGate::new(clock.clone(), metrics.clone());
+        let gate = TurnGate::new(clock.clone(), metrics.clone(), Default::default());
         gate.mark_serving();
         let audit_path = dir.path().join("audit.log");
         let audit = Arc::new(AuditLog::new(audit_path.clone(), clock.clone()));
