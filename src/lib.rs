@@ -15,6 +15,8 @@
 //! - [`state`]: [`state::AppState`], what handlers and background tasks share.
 //! - [`app`]: wiring, listeners, background tasks and the shutdown drain.
 //! - [`audit`], [`events`], [`metrics`], [`clock`], [`ids`]: cross-cutting pieces.
+//! - [`formats`]: pure parsers of credential text (PEM/JWK public keys, password hashes),
+//!   a leaf that `config`, `auth` and `chronos` share.
 //! - [`files`]: private (0700/0600), atomic and bounded non-blocking file I/O under
 //!   `HERMES_HOME`.
 //! - [`procfs`]: reading `/proc` (a process's stat line and children) for the turn
@@ -34,6 +36,7 @@ pub mod config;
 pub mod cron;
 pub mod events;
 pub mod files;
+pub mod formats;
 pub mod http;
 pub mod ids;
 pub mod lifecycle;
