@@ -100,7 +100,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
     let gate = TurnGate::new(clock.clone(), metrics.clone(), events.clone());
     let drain = Arc::new(DrainControl::new(
         gate.clone(),
-        Marker::new(config.marker_path()),
+        Marker::new(config.marker_path(), clock.clone()),
         audit.clone(),
         metrics.clone(),
         clock.clone(),
@@ -226,7 +226,7 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
         state.drain.clone(),
         background.clone(),
     ));
-    let state_file = StateFile::new(state.config.state_path());
+    let state_file = StateFile::new(state.config.state_path(), state.clock.clone());
     for (listener, router, cell, what) in [
         (
             listeners.api,
