@@ -229,7 +229,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pinned: Timestamp = "2001-02-03T04:05:06Z".parse().unwrap();
         let clock = ManualClock::new(pinned);
-        let gate = TurnGate::new(clock.clone(), Arc::new(Metrics::default()));
+        let gate = TurnGate::new(
+            clock.clone(),
+            Arc::new(Metrics::default()),
+            Default::default(),
+        );
         let info = RuntimeInfo {
             version: "test",
             pid: 1,
