@@ -184,7 +184,7 @@ impl AppState {
         ));
         drain.reconcile();
 
-        let store = crate::store::Store::open(&config).await?;
+        let store = crate::store::Store::open(&config, &*clock).await?;
         let turns_cancel = CancellationToken::new();
         let cron = Arc::new(crate::cron::CronService::new(
             store.clone(),
@@ -193,10 +193,10 @@ impl AppState {
             clock.clone(),
             config.cron.timezone.clone(),
             info.clone(),
+            Duration::from_secs(config.cron.lease_seconds),
+            events.clone(),
             turns_cancel.clone(),
         ));
-        cron.set_lease(std::time::Duration::from_secs(config.cron.lease_seconds));
-        cron.set_events(events.clone());
         let session_ttl = match config.dashboard.basic_auth.session_ttl_seconds {
             0 => crate::auth::sessions::DEFAULT_SESSION_TTL,
             n => Duration::from_secs(n),
