@@ -8,6 +8,15 @@
 //!
 //! Errors keep "the database is unreachable" ([`StoreError::Unavailable`], a 503) apart from
 //! "no such row" and from query failures.
+//!
+//! # Layout
+//! - `jobs`: job CRUD and the due scan; `runs`: opening, renewing, ending, sweeping and
+//!   reading runs; `claim`: the exactly-once claim of a slot; `rows`: the row-to-model
+//!   conversions they share. The model itself is [`crate::job`]; the store never imports
+//!   `cron`.
+//! - `sqlite_writer`: group commit on SQLite's write connection for the ops `claim` and
+//!   `runs` hand it.
+//! - `fire_tokens`, `dashboard_auth`: accepted fire-token ids; sessions and tickets.
 
 mod claim;
 mod dashboard_auth;
