@@ -108,7 +108,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
     ));
     drain.reconcile();
 
-    let store = crate::store::Store::open(&config).await?;
+    let store = crate::store::Store::open(&config, &*clock).await?;
     let turns_cancel = CancellationToken::new();
     let cron = Arc::new(crate::cron::CronService::new(
         store.clone(),
@@ -117,10 +117,10 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         clock.clone(),
         config.cron.timezone.clone(),
         info.clone(),
+        Duration::from_secs(config.cron.lease_seconds),
+        events.clone(),
         turns_cancel.clone(),
     ));
-    cron.set_lease(std::time::Duration::from_secs(config.cron.lease_seconds));
-    cron.set_events(events.clone());
     let session_ttl = match config.dashboard.basic_auth.session_ttl_seconds {
         0 => crate::auth::sessions::DEFAULT_SESSION_TTL,
         n => Duration::from_secs(n),

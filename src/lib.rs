@@ -8,6 +8,8 @@
 //! - [`chronos`]: externally fired cron (SPEC §8): fire-token verification (pinned keys or a
 //!   cached JWKS) and the account-service provider that arms each job's next slot.
 //! - [`cron`]: jobs, schedules, the ticker and run execution.
+//! - [`job`]: the job and run model `cron` and `store` share (a leaf), and the one
+//!   decision of a claim's outcome.
 //! - [`store`]: the database (SQLite or PostgreSQL); the only module that speaks SQL.
 //! - [`http`]: routers, DTOs and error mapping for the API server and the dashboard.
 //! - [`turn`]: the one turn driver every source of turns adapts (admission, backend
@@ -39,6 +41,7 @@ pub mod files;
 pub mod formats;
 pub mod http;
 pub mod ids;
+pub mod job;
 pub mod lifecycle;
 pub mod metrics;
 pub mod procfs;
