@@ -3,8 +3,8 @@
 //! response. The same key with a different body is refused (422), never silently served.
 //!
 //! Only completed answers are kept: a refusal (draining, a failed turn) is an `ApiError`,
-//! returned as it is and never kept, so a retry after one runs again. Entries live for [`TTL`], at most [`MAX_ENTRIES`] of them; memory is
-//! bounded whatever clients send. Process-local by design: a retry normally reaches the
+//! returned as it is and never kept, so a retry after one runs again. Entries live for
+//! [`TTL`], at most [`MAX_ENTRIES`] of them; memory is bounded whatever clients send. Process-local by design: a retry normally reaches the
 //! same instance, and the turn itself is what must not run twice concurrently.
 
 use std::collections::HashMap;
