@@ -13,7 +13,7 @@ use crate::audit::AuditLog;
 use crate::auth::ratelimit::RateLimiter;
 use crate::auth::sessions::Sessions;
 use crate::auth::{DashboardAuth, TokenAuth};
-use crate::chronos::FireVerifier;
+use crate::chronos::Fires;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::cron::CronService;
@@ -43,8 +43,9 @@ pub struct AppState {
     pub login_limiter: Arc<RateLimiter>,
     /// Cron jobs, the ticker and runs (and, through `cron.store()`, the database).
     pub cron: Arc<CronService>,
-    /// Checks the tokens of `POST /api/cron/fire` (pinned keys or a JWKS, per config).
-    pub fire_verifier: Arc<dyn FireVerifier>,
+    /// Decides `POST /api/cron/fire`: its token (pinned keys or a JWKS, per config), body,
+    /// hand-off to `cron`, audit and metric.
+    pub fires: Arc<Fires>,
     /// Live audit and cron-run events for `/api/events`.
     pub events: Events,
     pub shutdown: Shutdown,
