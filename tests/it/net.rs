@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 
-use crate::support::TestApp;
+use crate::support::{TestApp, eventually};
 
 /// Generous cap for anything the server should do within about a second.
 const CAP: Duration = Duration::from_secs(10);
@@ -80,17 +80,10 @@ async fn served(base: &str, path: &str) -> Option<TcpStream> {
 
 /// Retries `served` until it succeeds (a freed slot is noticed asynchronously).
 async fn served_eventually(base: &str, path: &str) -> TcpStream {
-    let deadline = tokio::time::Instant::now() + CAP;
-    loop {
-        if let Some(s) = served(base, path).await {
-            return s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no connection slot was freed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(CAP, "a connection slot to be freed", async || {
+        served(base, path).await
+    })
+    .await
 }
 
 #[tokio::test]
@@ -259,14 +252,7 @@ async fn websockets_count_against_the_cap_until_they_close() {
     let open = || async { tokio_tungstenite::connect_async(url.clone()).await.ok() };
     let first = open().await.expect("first socket");
     // The harness's own pooled connection holds a slot until the 1 s header timeout ends it.
-    let deadline = tokio::time::Instant::now() + CAP;
-    let second = loop {
-        if let Some(s) = open().await {
-            break s;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no slot freed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let second = eventually(CAP, "a slot for a second socket", open).await;
     assert!(
         served(&app.dash, "/api/status").await.is_none(),
         "two open sockets fill the cap"
