@@ -704,6 +704,7 @@ async fn jwks_keys_rotate_survive_an_outage_and_refetch_at_most_every_30s() {
 
     // Rotation: the set now publishes b (EC) and drops a; a token under b triggers a refetch.
     portal.with(|s| s.jwks = vec![jwk(Algorithm::ES256, EC_A_KEY, "b")]);
+    // Past the 200 ms refetch interval (the rule under test is a duration).
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert!(
         v.verify(&tok(Algorithm::ES256, EC_A_KEY, "b"))
@@ -720,6 +721,7 @@ async fn jwks_keys_rotate_survive_an_outage_and_refetch_at_most_every_30s() {
 
     // Outage: the cached kid keeps working; an uncached kid is "no key" (503), not a 401.
     portal.with(|s| s.jwks_down = true);
+    // Past the refetch interval again.
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(
         v.verify(&tok(Algorithm::RS256, RSA_A_KEY, "c"))
@@ -1101,6 +1103,7 @@ async fn a_jwks_with_no_usable_key_does_not_replace_the_good_set() {
     ] {
         portal.with(|s| s.jwks = bad.clone());
         let hits = portal.with(|s| s.jwks_hits);
+        // Past the 100 ms refetch interval (the rule under test is a duration).
         tokio::time::sleep(Duration::from_millis(150)).await;
         let unknown = sign(Algorithm::RS256, RSA_B_KEY, Some("new"), &claims(""));
         assert!(v.verify(&unknown).await.is_err());
@@ -1168,6 +1171,7 @@ async fn a_jwks_body_over_1_mib_is_refused_while_it_streams_and_the_keys_are_kep
 
     for mode in [1, 2] {
         jwks.mode.store(mode, Ordering::SeqCst);
+        // Past the 100 ms refetch interval (the rule under test is a duration).
         tokio::time::sleep(Duration::from_millis(150)).await;
         let started = std::time::Instant::now();
         assert_eq!(
@@ -1318,6 +1322,7 @@ async fn a_fire_burst_against_a_down_account_service_costs_a_handful_of_calls_an
             (202, json!("not_due")),
             "{v}"
         );
+        // The burst's pace: 200 fires spread over a few seconds of back-off.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = burst.elapsed();

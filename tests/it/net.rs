@@ -441,6 +441,17 @@ async fn without_trusted_proxies_a_forged_x_forwarded_for_does_not_escape_the_lo
         assert_eq!(bad_login(&app, &format!("192.0.2.{i}")).await, 401);
     }
     assert_eq!(bad_login(&app, "192.0.2.200").await, 429);
+    // Every attempt is audited under the peer's address, none under a forged one.
+    let failures: Vec<Value> = app
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "login_failure")
+        .collect();
+    assert_eq!(failures.len(), 11, "{failures:?}");
+    assert!(
+        failures.iter().all(|e| e["ip"] == "127.0.0.1"),
+        "{failures:?}"
+    );
     assert!(!app.audit_text().contains("192.0.2."));
 }
 
