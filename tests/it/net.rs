@@ -280,12 +280,17 @@ async fn a_websocket_frame_over_64_kib_closes_the_socket_before_its_payload_is_r
              Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
         );
         stream.write_all(upgrade.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "{path}: upgrade");
-            head.push(byte[0]);
-        }
+        let head = tokio::time::timeout(CAP, async {
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "{path}: upgrade");
+                head.push(byte[0]);
+            }
+            head
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{path}: no upgrade answer within {CAP:?}"));
         assert!(head.starts_with(b"HTTP/1.1 101"), "{path}");
         // A 100 KiB text frame: its header and the first 1 KiB, then the client waits. The
         // server must refuse on the header, not wait for (and buffer) the whole payload.

@@ -81,3 +81,25 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+#[tokio::test]
+async fn a_test_database_is_dropped_with_its_guard_even_with_a_session_still_open() {
+    let db = TestDatabase::create().await;
+    let name = db.name.clone();
+    let mut open = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    sqlx::raw_sql("SELECT 1").execute(&mut open).await.unwrap();
+    drop(db);
+    let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "{name} is still there");
+    assert!(
+        sqlx::raw_sql("SELECT 1").execute(&mut open).await.is_err(),
+        "the session open on {name} was not ended"
+    );
+}

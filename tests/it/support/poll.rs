@@ -105,3 +105,56 @@ pub async fn eventually_every<A: Answer>(
 pub fn matching<T>(v: T, pred: impl FnOnce(&T) -> bool) -> Result<T, T> {
     if pred(&v) { Ok(v) } else { Err(v) }
 }
+
+// The helper's own promises: an answer ends the wait, a deadline ends it too (even a
+// probe that never returns), and the failure carries the last answer seen.
+
+#[tokio::test]
+async fn a_probe_that_answers_ends_the_wait_with_its_value() {
+    let mut calls = 0;
+    let got = poll(Duration::from_millis(1), PATIENCE, async || {
+        calls += 1;
+        if calls == 3 { Ok(calls) } else { Err(calls) }
+    })
+    .await;
+    assert_eq!(got.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn a_probe_that_never_answers_times_out_with_the_last_answer_seen() {
+    let started = std::time::Instant::now();
+    let mut calls = 0;
+    let got = poll(EVERY, Duration::from_millis(100), async || {
+        calls += 1;
+        Err::<(), _>(format!("call {calls}"))
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let timed_out = got.unwrap_err();
+    assert_eq!(timed_out.last, format!("call {calls}"));
+    assert!(calls > 1, "probed once only");
+    assert!(
+        elapsed >= Duration::from_millis(100) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_probe_still_running_at_the_deadline_is_cut_off() {
+    let started = std::time::Instant::now();
+    let mut calls = 0;
+    let got = poll(EVERY, Duration::from_millis(100), async || {
+        calls += 1;
+        if calls == 1 {
+            return None;
+        }
+        std::future::pending::<Option<()>>().await
+    })
+    .await;
+    let timed_out = got.unwrap_err();
+    assert!(
+        timed_out.last.starts_with("not yet") && timed_out.last.contains("still running"),
+        "{timed_out:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
