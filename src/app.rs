@@ -109,17 +109,15 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
     drain.reconcile();
 
     let store = crate::store::Store::open(&config, &*clock).await?;
-    let turns_cancel = CancellationToken::new();
+    let turns = Turns::new(gate.clone(), backend);
     let cron = Arc::new(crate::cron::CronService::new(
         store.clone(),
-        gate.clone(),
-        backend.clone(),
+        turns.clone(),
         clock.clone(),
         config.cron.timezone.clone(),
         info.clone(),
         Duration::from_secs(config.cron.lease_seconds),
         events.clone(),
-        turns_cancel.clone(),
     ));
     let session_ttl = match config.dashboard.basic_auth.session_ttl_seconds {
         0 => crate::auth::sessions::DEFAULT_SESSION_TTL,
@@ -141,7 +139,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
     ));
 
     Ok(AppState {
-        turns: Turns::new(gate.clone(), backend, turns_cancel),
+        turns,
         cron,
         fires,
         config: Arc::new(config),

@@ -25,13 +25,11 @@ pub struct Turns {
 }
 
 impl Turns {
-    /// `cancel` is the shutdown deadline's token (cron runs, still outside the driver,
-    /// watch it too).
-    pub fn new(gate: Arc<TurnGate>, backend: Arc<Backend>, cancel: CancellationToken) -> Self {
+    pub fn new(gate: Arc<TurnGate>, backend: Arc<Backend>) -> Self {
         Self {
             gate,
             backend,
-            cancel,
+            cancel: CancellationToken::new(),
         }
     }
 
@@ -45,6 +43,11 @@ impl Turns {
             backend: self.backend.clone(),
             cancel: self.cancel.clone(),
         })
+    }
+
+    /// The gate the turns pass (for a caller that reads the lifecycle state).
+    pub fn gate(&self) -> &Arc<TurnGate> {
+        &self.gate
     }
 
     /// Cuts every running turn (the shutdown deadline passed): each ends
@@ -210,10 +213,7 @@ mod tests {
         let gate = TurnGate::new(clock, Arc::new(Metrics::default()), Default::default());
         gate.mark_serving();
         let backend = Arc::new(Backend::Echo(crate::agent::EchoBackend::new(0)));
-        (
-            Turns::new(gate.clone(), backend, CancellationToken::new()),
-            gate,
-        )
+        (Turns::new(gate.clone(), backend), gate)
     }
 
     /// A backend stream that yields `events` and then, unless `end` says it ends, stays

@@ -11,8 +11,8 @@ use jiff::Timestamp;
 use super::service::{CronError, CronService};
 use super::tick::Claim;
 use crate::job::{Job, JobState};
-use crate::lifecycle::TurnGuard;
 use crate::store::StoreError;
+use crate::turn::Admission;
 
 /// How long before its slot an external fire still runs a job (the scheduler's clock and
 /// ours may disagree by this much).
@@ -117,7 +117,7 @@ impl CronService {
 
     async fn fire_here(self: &Arc<Self>, req: FireRequest) -> Result<Fired, CronError> {
         let guard = self
-            .gate
+            .turns
             .admit(&format!("cron-{}", req.job_id))
             .map_err(|_| CronError::Draining)?;
         let now = self.now();
@@ -149,7 +149,7 @@ impl CronService {
         job: Job,
         now: Timestamp,
         req: &FireRequest,
-        guard: TurnGuard,
+        guard: Admission,
     ) -> Result<Fired, CronError> {
         let jti = req.jti.as_ref().map(|(id, until)| (id.as_str(), *until));
         let run_id = match self.claim(&job, now, jti).await? {
@@ -179,7 +179,7 @@ impl CronService {
     /// answer is final), and a token seen before is a `duplicate` whatever it names.
     async fn no_claim(
         &self,
-        guard: TurnGuard,
+        guard: Admission,
         req: &FireRequest,
         outcome: FireOutcome,
         run_id: Option<String>,

@@ -4,14 +4,11 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
-
 use super::deliver::DELIVERY_BACKOFF;
 use super::service::{CronError, CronService};
-use crate::agent::{Message, TurnEvent, TurnRequest};
+use crate::agent::{Message, TurnRequest};
 use crate::job::{ClaimOutcome, Job, JobState, Run, RunStatus};
-use crate::lifecycle::TurnGuard;
-use crate::metrics::TurnOutcome;
+use crate::turn::{Admission, End, Interruption, Step};
 
 /// Attempts to record a run's end (backing off like deliveries).
 const FINISH_ATTEMPTS: u32 = 5;
@@ -22,7 +19,7 @@ impl CronService {
         let job = self.get(id).await?;
         // Admitted before the run is opened: a drain never turns it into an interrupted run.
         let guard = self
-            .gate
+            .turns
             .admit(&format!("cron-{}", job.id))
             .map_err(|_| CronError::Draining)?;
         let now = self.now();
@@ -52,7 +49,7 @@ impl CronService {
         job: Job,
         run: Run,
         finish_job: Option<JobState>,
-        admitted: Option<TurnGuard>,
+        admitted: Option<Admission>,
     ) {
         let this = self.clone();
         self.announce(&run);
@@ -99,10 +96,10 @@ impl CronService {
 
     /// Runs the turn, renewing the lease; `None` when the lease was lost (the turn is then
     /// cancelled and the run is not this process's to record).
-    async fn execute(&self, job: &Job, mut run: Run, admitted: Option<TurnGuard>) -> Option<Run> {
+    async fn execute(&self, job: &Job, mut run: Run, admitted: Option<Admission>) -> Option<Run> {
         let session = format!("cron-{}", job.id);
-        let mut guard = match admitted.map_or_else(|| self.gate.admit(&session), Ok) {
-            Ok(g) => g,
+        let admission = match admitted.map_or_else(|| self.turns.admit(&session), Ok) {
+            Ok(a) => a,
             Err(refusal) => {
                 run.status = RunStatus::Interrupted;
                 run.error = Some(refusal.to_string());
@@ -110,7 +107,7 @@ impl CronService {
                 return Some(run);
             }
         };
-        let mut events = self.backend.start(TurnRequest {
+        let mut running = admission.start(TurnRequest {
             messages: vec![Message {
                 role: "user".into(),
                 content: job.prompt.clone(),
@@ -126,12 +123,9 @@ impl CronService {
         renew.tick().await;
         let (status, error) = loop {
             tokio::select! {
-                event = events.next() => match event {
-                    Some(TurnEvent::Delta(t)) => text.push_str(&t),
-                    Some(TurnEvent::Usage(_)) => {}
-                    Some(TurnEvent::Done) => break (RunStatus::Completed, None),
-                    Some(TurnEvent::Failed(m)) => break (RunStatus::Failed, Some(m)),
-                    None => break (RunStatus::Interrupted, Some("the turn ended without an outcome".into())),
+                step = running.next() => match step {
+                    Step::Delta(t) => text.push_str(&t),
+                    Step::End(end) => break run_end(end),
                 },
                 _ = renew.tick() => {
                     let now = self.now();
@@ -139,11 +133,10 @@ impl CronService {
                     match self.store.renew_lease(&run.id, &self.owner.id, until).await {
                         Ok(true) => lease_until = until,
                         Ok(false) => {
-                            // Dropping the turn stream cancels the turn (the agent process
-                            // group is killed); whoever holds the run now records it.
+                            // Dropping the turn cancels it (the agent's processes are
+                            // killed; it counts as interrupted); whoever holds the run now
+                            // records it.
                             tracing::warn!(run = %run.id, job = %job.id, "the run's lease was taken over (or the run ended elsewhere); stopping it without recording it");
-                            drop(events);
-                            guard.set_outcome(TurnOutcome::Interrupted);
                             return None;
                         }
                         Err(e) if now >= lease_until => {
@@ -155,18 +148,29 @@ impl CronService {
                         Err(e) => tracing::warn!(run = %run.id, error = %e, "cannot renew the run lease"),
                     }
                 }
-                () = self.cancel.cancelled() => break (RunStatus::Interrupted, Some("the gateway shut down before the run finished".into())),
             }
         };
-        guard.set_outcome(match status {
-            RunStatus::Completed => TurnOutcome::Completed,
-            RunStatus::Failed => TurnOutcome::Failed,
-            _ => TurnOutcome::Interrupted,
-        });
+        drop(running);
         run.status = status;
         run.error = error;
         run.output = Some(text);
         run.finished_at = Some(self.now());
         Some(run)
+    }
+}
+
+/// A run's status and error from how its turn ended.
+fn run_end(end: End) -> (RunStatus, Option<String>) {
+    match end {
+        End::Completed => (RunStatus::Completed, None),
+        End::Failed(m) => (RunStatus::Failed, Some(m)),
+        End::Interrupted(Interruption::NoOutcome) => (
+            RunStatus::Interrupted,
+            Some("the turn ended without an outcome".into()),
+        ),
+        End::Interrupted(Interruption::Cancelled) => (
+            RunStatus::Interrupted,
+            Some("the gateway shut down before the run finished".into()),
+        ),
     }
 }

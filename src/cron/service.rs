@@ -1,4 +1,4 @@
-//! [`CronService`]: what every part of cron shares — the store, the turn gate, the backend,
+//! [`CronService`]: what every part of cron shares — the store, the turn driver,
 //! the clock and time zone, this process's lease owner and lease — built complete in its
 //! constructor, plus the wake-ups and the small helpers the other files use. What the
 //! service does lives beside it: `jobs` (CRUD), `fire`, `tick`, `run`, `deliver`.
@@ -11,16 +11,15 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde_json::json;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use super::owner::Owner;
 use super::schedule::Schedule;
-use crate::agent::Backend;
 use crate::clock::{SharedClock, iso};
 use crate::events::Events;
 use crate::job::{NewRun, Run};
-use crate::lifecycle::{CronStatus, RuntimeInfo, TurnGate};
+use crate::lifecycle::{CronStatus, RuntimeInfo};
 use crate::store::{Store, StoreError};
+use crate::turn::Turns;
 
 /// How long a claimed run is owned before another process may call it interrupted (the
 /// default of `cron.lease_seconds`).
@@ -44,8 +43,9 @@ pub enum CronError {
 #[derive(Debug)]
 pub struct CronService {
     pub(super) store: Store,
-    pub(super) gate: Arc<TurnGate>,
-    pub(super) backend: Arc<Backend>,
+    /// Runs are turns: admitted, run, ended and counted by the driver (which the
+    /// shutdown deadline cuts).
+    pub(super) turns: Turns,
     clock: SharedClock,
     tz: TimeZone,
     info: Arc<RuntimeInfo>,
@@ -63,30 +63,24 @@ pub struct CronService {
     events: Events,
     /// When [`CronService::upkeep`] last ran (Unix seconds).
     pub(super) last_upkeep: AtomicI64,
-    /// Fired at the shutdown deadline: running runs stop and are recorded interrupted.
-    pub(super) cancel: CancellationToken,
 }
 
 impl CronService {
     /// The service of this process. `lease` is how long a claimed run is held between
     /// renewals (`cron.lease_seconds`; [`LEASE`] by default); run starts and ends are
-    /// announced on `events`; `cancel` stops running runs at the shutdown deadline.
-    #[allow(clippy::too_many_arguments)]
+    /// announced on `events`.
     pub fn new(
         store: Store,
-        gate: Arc<TurnGate>,
-        backend: Arc<Backend>,
+        turns: Turns,
         clock: SharedClock,
         tz: TimeZone,
         info: Arc<RuntimeInfo>,
         lease: Duration,
         events: Events,
-        cancel: CancellationToken,
     ) -> Self {
         Self {
             store,
-            gate,
-            backend,
+            turns,
             clock,
             tz,
             owner: Owner::current(info.pid),
@@ -100,7 +94,6 @@ impl CronService {
             rearm: Notify::new(),
             events,
             last_upkeep: AtomicI64::new(i64::MIN / 2),
-            cancel,
         }
     }
 

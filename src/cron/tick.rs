@@ -112,7 +112,7 @@ impl CronService {
     /// a drain begun mid-tick stops the claiming and leaves the remaining jobs due.
     pub async fn tick(self: &Arc<Self>) -> Result<TickReport, CronError> {
         let mut report = TickReport::default();
-        if self.gate.snapshot().state != GatewayState::Running {
+        if self.turns.gate().snapshot().state != GatewayState::Running {
             self.record(|s| s.skipped_while_draining = true);
             return Ok(report);
         }
@@ -121,7 +121,7 @@ impl CronService {
         let due = self.store.due_jobs(now, TICK_BATCH).await?;
         report.due = due.len();
         for job in due {
-            let Ok(guard) = self.gate.admit(&format!("cron-{}", job.id)) else {
+            let Ok(guard) = self.turns.admit(&format!("cron-{}", job.id)) else {
                 report.refused = report.due - report.claimed - report.skipped_overlap - report.lost;
                 self.record(|s| s.skipped_while_draining = true);
                 break;
@@ -240,7 +240,7 @@ impl CronService {
                     s.last_error = None;
                     s.skipped_while_draining = report.refused > 0
                         || (report == TickReport::default()
-                            && self.gate.snapshot().state != GatewayState::Running);
+                            && self.turns.gate().snapshot().state != GatewayState::Running);
                 }),
                 Err(e) => {
                     tracing::error!(error = %e, "cron tick failed");

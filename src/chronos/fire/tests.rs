@@ -4,9 +4,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::turn::Turns;
 use jiff::tz::TimeZone;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::agent::{Backend, EchoBackend};
@@ -78,14 +78,12 @@ async fn fixture() -> Fixture {
         .unwrap();
     let cron = Arc::new(CronService::new(
         store,
-        gate.clone(),
-        Arc::new(Backend::Echo(EchoBackend::new(0))),
+        Turns::new(gate.clone(), Arc::new(Backend::Echo(EchoBackend::new(0)))),
         shared.clone(),
         TimeZone::UTC,
         info,
         std::time::Duration::from_secs(300),
         Default::default(),
-        CancellationToken::new(),
     ));
     let audit = Arc::new(AuditLog::new(dir.path().join("audit.log"), shared));
     let fires = Fires::new(Arc::new(FakeVerifier), cron.clone(), audit, metrics.clone());
