@@ -176,7 +176,7 @@ impl AppState {
         gate.set_events(events.clone());
         let drain = Arc::new(DrainControl::new(
             gate.clone(),
-            Marker::new(config.marker_path()),
+            Marker::new(config.marker_path(), clock.clone()),
             audit.clone(),
             metrics.clone(),
             clock.clone(),
@@ -310,7 +310,7 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
         state.drain.clone(),
         background.clone(),
     ));
-    let state_file = StateFile::new(state.config.state_path());
+    let state_file = StateFile::new(state.config.state_path(), state.clock.clone());
     for (listener, router, cell, what) in [
         (
             listeners.api,

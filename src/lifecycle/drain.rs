@@ -317,7 +317,7 @@ mod tests {
         let audit = Arc::new(AuditLog::new(audit_path.clone(), clock.clone()));
         let ctl = DrainControl::new(
             gate,
-            Marker::new(dir.path().join(".drain_request.json")),
+            Marker::new(dir.path().join(".drain_request.json"), clock.clone()),
             audit,
             metrics,
             clock.clone(),
