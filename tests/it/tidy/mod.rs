@@ -246,3 +246,64 @@ fn the_limits_apply_to_what_is_not_a_table() {
         )
     );
 }
+
+/// The crates a module may name, as ARCHITECTURE.md's invariants put them: the domain
+/// never knows the HTTP server (`axum`), `lifecycle` and `auth` make no HTTP request
+/// (`reqwest`), and only `store` speaks SQL (`sqlx`). Each rule is (crate, the top-level
+/// modules that may name it).
+const CRATE_RULES: &[(&str, &[&str])] = &[
+    ("axum", &["http"]),
+    ("sqlx", &["store"]),
+    (
+        "reqwest",
+        &["agent", "chronos", "cli", "config", "cron", "http"],
+    ),
+];
+
+/// Where a file names a crate its module may not: `file:line: crate`, one per file and crate.
+fn crate_rule_breaks(files: &[graph::File], rules: &[(&str, &[&str])]) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in files {
+        let top = f.module.first().map_or("", String::as_str);
+        for (krate, allowed) in rules {
+            if allowed.contains(&top) {
+                continue;
+            }
+            if let Some(t) = f.src.toks.iter().find(|t| t.ident() == Some(krate)) {
+                out.push(format!("{}:{}: {krate}", f.label, t.line));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn modules_name_only_the_crates_their_layer_may() {
+    let files = graph::files(&src_files());
+    let breaks = crate_rule_breaks(&files, CRATE_RULES);
+    assert!(
+        breaks.is_empty(),
+        "\na module names a crate its layer must not (see ARCHITECTURE.md, Invariants):\n    {}\n",
+        breaks.join("\n    ")
+    );
+}
+
+#[test]
+fn crate_rules_catch_a_domain_module_naming_the_server() {
+    let texts = [
+        (
+            "lifecycle/gate.rs".to_string(),
+            "use axum::Router;\nfn f() { let s = \"sqlx\"; }".to_string(),
+        ),
+        ("http/api.rs".to_string(), "use axum::Json;".to_string()),
+        (
+            "cron/mod.rs".to_string(),
+            "// sqlx in a comment\nfn g() { sqlx::query(\"\"); }".to_string(),
+        ),
+    ];
+    let files = graph::files(&texts);
+    assert_eq!(
+        crate_rule_breaks(&files, CRATE_RULES),
+        ["src/lifecycle/gate.rs:1: axum", "src/cron/mod.rs:2: sqlx"]
+    );
+}
