@@ -14,4 +14,5 @@ mod net;
 mod process;
 mod soak;
 mod support;
+mod tidy;
 mod wire;
