@@ -17,7 +17,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response, SecurityRequirement};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, dashboard, fire, jobs, page, schemas, session, ws};
+use super::{api, chat, dashboard, fire, jobs, page, schemas, session, ws};
 use crate::state::AppState;
 
 /// Security scheme names.
@@ -41,7 +41,7 @@ const SESSION_TOKEN: &str = "sessionToken";
         api::models,
         api::model,
         api::capabilities,
-        api::chat_completions,
+        chat::chat_completions,
         serve_api,
         fire::fire,
         jobs::list,
