@@ -498,10 +498,13 @@ fn bench_job(i: usize, next: i64) -> hermes_gateway::cron::Job {
 }
 
 async fn open_store(kind: &str, where_: &str) -> hermes_gateway::store::Store {
+    use hermes_gateway::clock::SystemClock;
     use hermes_gateway::store::Store;
     match kind {
-        "sqlite" => Store::sqlite(Path::new(where_)).await.unwrap(),
-        _ => Store::postgres(where_).await.unwrap(),
+        "sqlite" => Store::sqlite(Path::new(where_), &SystemClock)
+            .await
+            .unwrap(),
+        _ => Store::postgres(where_, &SystemClock).await.unwrap(),
     }
 }
 
@@ -798,9 +801,12 @@ async fn receiver(kind: &str, slot: i64, http: &reqwest::Client) -> (Receiver, S
         }
         panic!("the Python receiver never became ready");
     }
-    let store = hermes_gateway::store::Store::sqlite(&home.path().join("state.db"))
-        .await
-        .unwrap();
+    let store = hermes_gateway::store::Store::sqlite(
+        &home.path().join("state.db"),
+        &hermes_gateway::clock::SystemClock,
+    )
+    .await
+    .unwrap();
     let at = jiff::Timestamp::from_second(slot).unwrap().to_string();
     let jobs: Vec<_> = (0..FIRE_JOBS)
         .map(|i| {

@@ -97,11 +97,10 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         cron: Default::default(),
     });
 
-    let gate = TurnGate::new(clock.clone(), metrics.clone());
-    gate.set_events(events.clone());
+    let gate = TurnGate::new(clock.clone(), metrics.clone(), events.clone());
     let drain = Arc::new(DrainControl::new(
         gate.clone(),
-        Marker::new(config.marker_path()),
+        Marker::new(config.marker_path(), clock.clone()),
         audit.clone(),
         metrics.clone(),
         clock.clone(),
@@ -109,7 +108,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
     ));
     drain.reconcile();
 
-    let store = crate::store::Store::open(&config).await?;
+    let store = crate::store::Store::open(&config, &*clock).await?;
     let turns_cancel = CancellationToken::new();
     let cron = Arc::new(crate::cron::CronService::new(
         store.clone(),
@@ -118,10 +117,10 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         clock.clone(),
         config.cron.timezone.clone(),
         info.clone(),
+        Duration::from_secs(config.cron.lease_seconds),
+        events.clone(),
         turns_cancel.clone(),
     ));
-    cron.set_lease(std::time::Duration::from_secs(config.cron.lease_seconds));
-    cron.set_events(events.clone());
     let session_ttl = match config.dashboard.basic_auth.session_ttl_seconds {
         0 => crate::auth::sessions::DEFAULT_SESSION_TTL,
         n => Duration::from_secs(n),
@@ -232,7 +231,7 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
         state.drain.clone(),
         background.clone(),
     ));
-    let state_file = StateFile::new(state.config.state_path());
+    let state_file = StateFile::new(state.config.state_path(), state.clock.clone());
     for (listener, router, cell, what) in [
         (
             listeners.api,

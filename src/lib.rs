@@ -8,6 +8,8 @@
 //! - [`chronos`]: externally fired cron (SPEC §8): fire-token verification (pinned keys or a
 //!   cached JWKS) and the account-service provider that arms each job's next slot.
 //! - [`cron`]: jobs, schedules, the ticker and run execution.
+//! - [`job`]: the job and run model `cron` and `store` share (a leaf), and the one
+//!   decision of a claim's outcome.
 //! - [`store`]: the database (SQLite or PostgreSQL); the only module that speaks SQL.
 //! - [`http`]: routers, DTOs and error mapping for the API server and the dashboard.
 //! - [`turn`]: the one turn driver every source of turns adapts (admission, backend
@@ -15,6 +17,8 @@
 //! - [`state`]: [`state::AppState`], what handlers and background tasks share.
 //! - [`app`]: wiring, listeners, background tasks and the shutdown drain.
 //! - [`audit`], [`events`], [`metrics`], [`clock`], [`ids`]: cross-cutting pieces.
+//! - [`formats`]: pure parsers of credential text (PEM/JWK public keys, password hashes),
+//!   a leaf that `config`, `auth` and `chronos` share.
 //! - [`files`]: private (0700/0600), atomic and bounded non-blocking file I/O under
 //!   `HERMES_HOME`.
 //! - [`procfs`]: reading `/proc` (a process's stat line and children) for the turn
@@ -34,8 +38,10 @@ pub mod config;
 pub mod cron;
 pub mod events;
 pub mod files;
+pub mod formats;
 pub mod http;
 pub mod ids;
+pub mod job;
 pub mod lifecycle;
 pub mod metrics;
 pub mod procfs;

@@ -207,7 +207,7 @@ mod tests {
 
     fn turns() -> (Turns, Arc<TurnGate>) {
         let clock: SharedClock = ManualClock::new(jiff::Timestamp::UNIX_EPOCH);
-        let gate = TurnGate::new(clock, Arc::new(Metrics::default()));
+        let gate = TurnGate::new(clock, Arc::new(Metrics::default()), Default::default());
         gate.mark_serving();
         let backend = Arc::new(Backend::Echo(crate::agent::EchoBackend::new(0)));
         (

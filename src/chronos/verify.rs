@@ -10,10 +10,11 @@ use std::future::Future;
 use std::pin::Pin;
 
 use jiff::Timestamp;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
 use crate::clock::SharedClock;
+pub use crate::formats::public_key::{KeyKind, KeyParseError, PublicKey};
 
 /// Leeway applied to `exp` and `nbf`, in seconds (SPEC §8).
 pub const LEEWAY_SECONDS: i64 = 30;
@@ -65,115 +66,6 @@ pub trait FireVerifier: Send + Sync + std::fmt::Debug {
         &'a self,
         token: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<FireClaims, FireAuthError>> + Send + 'a>>;
-}
-
-/// The kind of a configured public key; it alone decides the acceptable algorithms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
-    /// RSA: RS256, RS384, RS512.
-    Rsa,
-    /// EC: ES256, ES384.
-    Ec,
-}
-
-impl KeyKind {
-    fn allows(self, alg: Algorithm) -> bool {
-        match self {
-            Self::Rsa => matches!(alg, Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512),
-            Self::Ec => matches!(alg, Algorithm::ES256 | Algorithm::ES384),
-        }
-    }
-}
-
-/// A parsed public key with its kind (and, from a JWK with `alg`, the one algorithm it
-/// was published for).
-#[derive(Clone)]
-pub struct PublicKey {
-    kind: KeyKind,
-    only: Option<Algorithm>,
-    key: DecodingKey,
-}
-
-impl std::fmt::Debug for PublicKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PublicKey")
-            .field("kind", &self.kind)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A PEM text that is not an RSA or EC public key.
-#[derive(Debug, thiserror::Error)]
-#[error("{what}: not an RSA or EC public key in PEM form")]
-pub struct KeyParseError {
-    /// Where the key came from, e.g. `cron.chronos.nas_public_keys[1]`.
-    pub what: String,
-}
-
-impl PublicKey {
-    /// Parses a PEM public key (SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`).
-    pub fn from_pem(pem: &str, what: &str) -> Result<Self, KeyParseError> {
-        let err = || KeyParseError {
-            what: what.to_string(),
-        };
-        if !pem.contains("PUBLIC KEY-----") {
-            // Private keys, certificates and secrets are refused: only public keys pin.
-            return Err(err());
-        }
-        if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
-            return Ok(Self {
-                kind: KeyKind::Rsa,
-                only: None,
-                key,
-            });
-        }
-        if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
-            return Ok(Self {
-                kind: KeyKind::Ec,
-                only: None,
-                key,
-            });
-        }
-        Err(err())
-    }
-
-    /// A signing key from a JWKS entry: RSA or EC (P-256/P-384) only, not marked for
-    /// encryption; a symmetric (`oct`) or unknown key yields `None` and is never used.
-    pub fn from_jwk(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Self> {
-        use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, PublicKeyUse};
-        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-            return None;
-        }
-        let kind = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => KeyKind::Rsa,
-            AlgorithmParameters::EllipticCurve(ec)
-                if matches!(ec.curve, EllipticCurve::P256 | EllipticCurve::P384) =>
-            {
-                KeyKind::Ec
-            }
-            _ => return None,
-        };
-        let only = match jwk.common.key_algorithm {
-            None => None,
-            Some(a) => Some(
-                a.to_string()
-                    .parse::<Algorithm>()
-                    .ok()
-                    .filter(|a| kind.allows(*a))?,
-            ),
-        };
-        let key = DecodingKey::from_jwk(jwk).ok()?;
-        Some(Self { kind, only, key })
-    }
-
-    fn allows(&self, alg: Algorithm) -> bool {
-        self.kind.allows(alg) && self.only.is_none_or(|only| only == alg)
-    }
-
-    /// The key's kind.
-    pub fn kind(&self) -> KeyKind {
-        self.kind
-    }
 }
 
 #[derive(Deserialize)]
@@ -316,7 +208,7 @@ pub fn verify_with_keys<'k>(
         v.validate_exp = false;
         v.validate_nbf = false;
         v.validate_aud = false;
-        if let Ok(data) = jsonwebtoken::decode::<RawClaims>(token, &key.key, &v) {
+        if let Ok(data) = jsonwebtoken::decode::<RawClaims>(token, key.decoding_key(), &v) {
             return check_claims(data.claims, policy, now);
         }
     }

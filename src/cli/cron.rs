@@ -2,13 +2,16 @@
 //! `API_SERVER_KEY` when set), so every change reaches the ticker at once. `import` reads a
 //! Hermes `cron/jobs.json` and creates each job, reporting each one it could not.
 
-use std::path::Path;
 use std::time::Duration;
 
 use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::config::Config;
+
+mod import;
+
+use import::import;
 
 #[derive(Debug, Subcommand)]
 pub enum CronCommand {
@@ -192,8 +195,47 @@ impl Api {
 }
 
 pub async fn command(config: &Config, cmd: CronCommand) -> i32 {
+    let (out, call) = plan(cmd);
+    let api = Api::new(config, out.url.as_deref());
+    let result = match call {
+        Call::Api(method, path, body) => api.call(method, &path, body.as_ref()).await,
+        Call::Delete(id) => api
+            .call(reqwest::Method::DELETE, &format!("/api/jobs/{id}"), None)
+            .await
+            .map(|_| json!({"ok": true, "deleted": id})),
+        Call::Import(file) => import(&api, &file).await,
+    };
+    match result {
+        Ok(v) => {
+            if out.json {
+                println!("{v}");
+            } else {
+                print_human(&v);
+            }
+            if v["failed"].as_array().is_some_and(|f| !f.is_empty()) {
+                super::EXIT_FAILURE
+            } else {
+                0
+            }
+        }
+        Err(e) => {
+            eprintln!("hermes-gateway: {e}");
+            super::EXIT_FAILURE
+        }
+    }
+}
+
+/// What a command asks of the API server.
+enum Call {
+    Api(reqwest::Method, String, Option<Value>),
+    Delete(String),
+    Import(std::path::PathBuf),
+}
+
+fn plan(cmd: CronCommand) -> (Out, Call) {
     use reqwest::Method;
-    let (out, result) = match cmd {
+    let job = |id: &str, action: &str| format!("/api/jobs/{id}{action}");
+    match cmd {
         CronCommand::Add {
             schedule,
             name,
@@ -214,92 +256,21 @@ pub async fn command(config: &Config, cmd: CronCommand) -> i32 {
                     body[k] = v;
                 }
             }
-            let api = Api::new(config, out.url.as_deref());
-            (out, api.call(Method::POST, "/api/jobs", Some(&body)).await)
+            (out, Call::Api(Method::POST, "/api/jobs".into(), Some(body)))
         }
-        CronCommand::List(out) => {
-            let api = Api::new(config, out.url.as_deref());
-            (out, api.call(Method::GET, "/api/jobs", None).await)
-        }
-        CronCommand::Show { id, out } => {
-            let api = Api::new(config, out.url.as_deref());
-            (
-                out,
-                api.call(Method::GET, &format!("/api/jobs/{id}"), None)
-                    .await,
-            )
-        }
-        CronCommand::Rm { id, out } => {
-            let api = Api::new(config, out.url.as_deref());
-            let result = api
-                .call(Method::DELETE, &format!("/api/jobs/{id}"), None)
-                .await
-                .map(|_| json!({"ok": true, "deleted": id}));
-            (out, result)
-        }
-        CronCommand::Pause { id, out } => {
-            let api = Api::new(config, out.url.as_deref());
-            (
-                out,
-                api.call(Method::POST, &format!("/api/jobs/{id}/pause"), None)
-                    .await,
-            )
-        }
+        CronCommand::List(out) => (out, Call::Api(Method::GET, "/api/jobs".into(), None)),
+        CronCommand::Show { id, out } => (out, Call::Api(Method::GET, job(&id, ""), None)),
+        CronCommand::Rm { id, out } => (out, Call::Delete(id)),
+        CronCommand::Pause { id, out } => (out, Call::Api(Method::POST, job(&id, "/pause"), None)),
         CronCommand::Resume { id, out } => {
-            let api = Api::new(config, out.url.as_deref());
-            (
-                out,
-                api.call(Method::POST, &format!("/api/jobs/{id}/resume"), None)
-                    .await,
-            )
+            (out, Call::Api(Method::POST, job(&id, "/resume"), None))
         }
-        CronCommand::Run { id, out } => {
-            let api = Api::new(config, out.url.as_deref());
-            (
-                out,
-                api.call(Method::POST, &format!("/api/jobs/{id}/run"), None)
-                    .await,
-            )
-        }
-        CronCommand::Runs { id, limit, out } => {
-            let api = Api::new(config, out.url.as_deref());
-            (
-                out,
-                api.call(
-                    Method::GET,
-                    &format!("/api/jobs/{id}/runs?limit={limit}"),
-                    None,
-                )
-                .await,
-            )
-        }
-        CronCommand::Import { file, out } => {
-            let api = Api::new(config, out.url.as_deref());
-            let result = import(&api, &file).await;
-            (out, result)
-        }
-    };
-    match result {
-        Ok(v) if out.json => {
-            println!("{v}");
-            if v["failed"].as_array().is_some_and(|f| !f.is_empty()) {
-                super::EXIT_FAILURE
-            } else {
-                0
-            }
-        }
-        Ok(v) => {
-            print_human(&v);
-            if v["failed"].as_array().is_some_and(|f| !f.is_empty()) {
-                super::EXIT_FAILURE
-            } else {
-                0
-            }
-        }
-        Err(e) => {
-            eprintln!("hermes-gateway: {e}");
-            super::EXIT_FAILURE
-        }
+        CronCommand::Run { id, out } => (out, Call::Api(Method::POST, job(&id, "/run"), None)),
+        CronCommand::Runs { id, limit, out } => (
+            out,
+            Call::Api(Method::GET, job(&id, &format!("/runs?limit={limit}")), None),
+        ),
+        CronCommand::Import { file, out } => (out, Call::Import(file)),
     }
 }
 
@@ -370,78 +341,4 @@ fn print_human(v: &Value) {
 fn default_name(prompt: &str) -> String {
     let one_line = prompt.split_whitespace().collect::<Vec<_>>().join(" ");
     one_line.chars().take(50).collect()
-}
-
-/// One Hermes job as a create request: `schedule` may be a string or Hermes's object form.
-pub fn hermes_job_to_spec(j: &Value) -> Result<Value, String> {
-    let schedule = match &j["schedule"] {
-        Value::String(s) => s.clone(),
-        Value::Object(o) => {
-            if let Some(expr) = o.get("expr").and_then(Value::as_str) {
-                expr.to_owned()
-            } else if let Some(at) = o.get("run_at").and_then(Value::as_str) {
-                at.to_owned()
-            } else if let Some(m) = o.get("minutes").and_then(Value::as_u64) {
-                format!("every {m}m")
-            } else if let Some(d) = o.get("display").and_then(Value::as_str) {
-                d.to_owned()
-            } else {
-                return Err("schedule: no expr, run_at, minutes or display".into());
-            }
-        }
-        _ => return Err("schedule: missing".into()),
-    };
-    let mut spec = json!({
-        "prompt": j["prompt"].as_str().ok_or("prompt: missing")?,
-        "schedule": schedule,
-    });
-    spec["name"] = match j["name"].as_str().filter(|n| !n.trim().is_empty()) {
-        Some(n) => json!(n),
-        None => json!(default_name(spec["prompt"].as_str().unwrap_or_default())),
-    };
-    if let Some(t) = j["repeat"]["times"].as_u64().or(j["repeat"].as_u64()) {
-        spec["repeat"] = json!(t);
-    }
-    if let Some(d) = j["deliver"]
-        .as_str()
-        .filter(|d| *d == "local" || d.starts_with("http"))
-    {
-        spec["deliver"] = json!(d);
-    }
-    if let Some(e) = j["enabled"].as_bool() {
-        spec["enabled"] = json!(e);
-    }
-    Ok(spec)
-}
-
-async fn import(api: &Api, file: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let doc: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", file.display()))?;
-    let jobs = doc["jobs"].as_array().or(doc.as_array()).ok_or_else(|| {
-        format!(
-            "{}: expected {{\"jobs\": [...]}} or a list of jobs",
-            file.display()
-        )
-    })?;
-    let (mut created, mut failed) = (Vec::new(), Vec::new());
-    for (i, j) in jobs.iter().enumerate() {
-        let name = j["name"]
-            .as_str()
-            .or(j["id"].as_str())
-            .map_or_else(|| format!("jobs[{i}]"), str::to_owned);
-        let outcome = match hermes_job_to_spec(j) {
-            Ok(spec) => {
-                api.call(reqwest::Method::POST, "/api/jobs", Some(&spec))
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(v) => created.push(v["job"].clone()),
-            Err(e) => failed.push(json!({"name": name, "error": e})),
-        }
-    }
-    Ok(json!({"created": created, "failed": failed}))
 }

@@ -5,13 +5,14 @@
 //! `HERMES_DASHBOARD_DRAIN_SECRET` (or `HERMES_DASHBOARD_SESSION_TOKEN`).
 
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use super::client::{Client, ClientError};
 use super::{DrainCommand, EXIT_FAILURE, Target};
-use crate::clock::iso;
+use crate::clock::{SystemClock, iso};
 use crate::config::Config;
 use crate::lifecycle::Marker;
 
@@ -92,7 +93,7 @@ async fn remote_change(config: &Config, t: &Target, action: &str) -> Result<Valu
 }
 
 fn local_change(config: &Config, action: &str) -> Result<Value, String> {
-    let marker = Marker::new(config.marker_path());
+    let marker = Marker::new(config.marker_path(), Arc::new(SystemClock));
     let path = marker.path().display().to_string();
     if action == "drain" {
         let now = jiff::Timestamp::now();
@@ -118,7 +119,7 @@ async fn fetch(config: &Config, client: &Client, local: bool) -> Result<Value, C
     } else {
         client.get("/api/status", false).await
     }?;
-    if local && let Some(m) = Marker::new(config.marker_path()).read() {
+    if local && let Some(m) = Marker::new(config.marker_path(), Arc::new(SystemClock)).read() {
         v["marker_present"] = json!(true);
         v["requested_at"] = json!(iso(m.requested_at));
         v["principal"] = json!(m.principal);

@@ -42,7 +42,8 @@ async fn serve(config: Config) -> i32 {
         Err(e) => {
             tracing::error!("cannot start: {e}");
             state.gate.mark_startup_failed();
-            let file = crate::lifecycle::StateFile::new(state.config.state_path());
+            let file =
+                crate::lifecycle::StateFile::new(state.config.state_path(), state.clock.clone());
             let _ = file.write(&state.gate.snapshot(), &state.info);
             return super::EXIT_FAILURE;
         }

@@ -5,7 +5,28 @@
 //! its key path, so an operator fixes a config in one pass. It must not start anything:
 //! other modules get a finished [`Config`] and never read the environment themselves.
 
+//! # Layout
+//! - `load`: the entry points and the order of the steps;
+//! - `tree`: YAML into a tree, typed getters with key paths, the record of known keys;
+//! - `agent`, `gateway`, `dashboard`, `cron`, `drain_storage`: one reader per section;
+//! - `values`: URL, origin and variable-name checks the sections share;
+//! - `env`: the [`Env`] source, overrides and secrets;
+//! - `checks`: the checks of the effective values, the cross-field ones included.
+//!
+//! Config holds plain values (a PEM key or a password hash stays text); the domain
+//! modules turn them into their own types. It imports no domain module: a value the
+//! domain will parse is checked here with the same leaf parser ([`crate::formats`]).
+
+mod agent;
+mod checks;
+mod cron;
+mod dashboard;
+mod drain_storage;
+mod env;
+mod gateway;
 mod load;
+mod tree;
+mod values;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,55 +34,11 @@ use std::path::PathBuf;
 
 use secrecy::SecretString;
 
+pub use env::{Env, ProcessEnv};
 pub use load::{known_keys, load, load_file};
 
 /// Exit status for a fatal configuration problem (EX_CONFIG), part of the compat contract.
 pub const EXIT_CONFIG: i32 = 78;
-
-/// Where environment variables come from; a trait so tests never touch the process env.
-pub trait Env {
-    /// Returns the variable's value, treating an empty value as unset.
-    fn var(&self, name: &str) -> Option<String>;
-
-    /// Every variable whose name starts with `prefix` (empty values left out), sorted by
-    /// name; how the `command` agent's `LC_*` locale variables are found.
-    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)>;
-}
-
-/// The real process environment.
-#[derive(Debug, Clone, Copy)]
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
-    }
-
-    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
-        let mut out: Vec<_> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .filter(|(k, v)| k.starts_with(prefix) && !v.is_empty())
-            .collect();
-        out.sort();
-        out
-    }
-}
-
-impl Env for HashMap<String, String> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).filter(|v| !v.is_empty()).cloned()
-    }
-
-    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
-        let mut out: Vec<_> = self
-            .iter()
-            .filter(|(k, v)| k.starts_with(prefix) && !v.is_empty())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        out.sort();
-        out
-    }
-}
 
 /// One problem found in the configuration, with the key path (or env var) it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,16 +304,4 @@ pub fn is_loopback_host(host: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_hosts() {
-        for h in ["127.0.0.1", "127.5.0.1", "::1", "[::1]", "localhost"] {
-            assert!(is_loopback_host(h), "{h}");
-        }
-        for h in ["0.0.0.0", "10.0.0.1", "example.com", "::"] {
-            assert!(!is_loopback_host(h), "{h}");
-        }
-    }
-}
+mod tests;

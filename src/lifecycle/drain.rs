@@ -311,13 +311,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new("2026-11-22T10:00:00Z".parse().unwrap());
         let metrics = Arc::new(Metrics::default());
-        let gate = TurnGate::new(clock.clone(), metrics.clone());
+        let gate = TurnGate::new(clock.clone(), metrics.clone(), Default::default());
         gate.mark_serving();
         let audit_path = dir.path().join("audit.log");
         let audit = Arc::new(AuditLog::new(audit_path.clone(), clock.clone()));
         let ctl = DrainControl::new(
             gate,
-            Marker::new(dir.path().join(".drain_request.json")),
+            Marker::new(dir.path().join(".drain_request.json"), clock.clone()),
             audit,
             metrics,
             clock.clone(),

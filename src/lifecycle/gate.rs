@@ -135,18 +135,14 @@ pub struct TurnGate {
     tx: watch::Sender<Snapshot>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
-    /// Where turn starts and ends are announced (the dashboard's live events), once set.
-    events: std::sync::OnceLock<crate::events::Events>,
+    /// Where turn starts and ends are announced (the dashboard's live events).
+    events: crate::events::Events,
 }
 
 impl TurnGate {
-    /// Announces every turn's start and end on `events` from now on.
-    pub fn set_events(&self, events: crate::events::Events) {
-        let _ = self.events.set(events);
-    }
-
     fn announce(&self, id: u64, phase: &str, outcome: Option<TurnOutcome>) {
-        if let Some(events) = self.events.get().filter(|e| e.has_listeners()) {
+        if self.events.has_listeners() {
+            let events = &self.events;
             let mut m = serde_json::Map::new();
             m.insert("turn".into(), id.into());
             m.insert("phase".into(), phase.into());
@@ -158,7 +154,12 @@ impl TurnGate {
     }
 
     /// A gate in the `starting` state: nothing is admitted until [`TurnGate::mark_serving`].
-    pub fn new(clock: SharedClock, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// Every turn's start and end is announced on `events`.
+    pub fn new(
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        events: crate::events::Events,
+    ) -> Arc<Self> {
         let inner = Inner {
             phase: Phase::Starting,
             drain: None,
@@ -173,7 +174,7 @@ impl TurnGate {
             tx,
             clock,
             metrics,
-            events: std::sync::OnceLock::new(),
+            events,
         })
     }
 
@@ -375,7 +376,11 @@ mod tests {
     use crate::clock::SystemClock;
 
     fn gate() -> Arc<TurnGate> {
-        let g = TurnGate::new(Arc::new(SystemClock), Arc::new(Metrics::default()));
+        let g = TurnGate::new(
+            Arc::new(SystemClock),
+            Arc::new(Metrics::default()),
+            Default::default(),
+        );
         g.mark_serving();
         g
     }
@@ -389,7 +394,11 @@ mod tests {
 
     #[test]
     fn nothing_is_admitted_while_starting() {
-        let g = TurnGate::new(Arc::new(SystemClock), Arc::new(Metrics::default()));
+        let g = TurnGate::new(
+            Arc::new(SystemClock),
+            Arc::new(Metrics::default()),
+            Default::default(),
+        );
         assert_eq!(g.admit("s").unwrap_err(), Refusal::NotReady);
         assert_eq!(g.snapshot().state, GatewayState::Starting);
     }
@@ -442,7 +451,11 @@ mod tests {
 
     #[test]
     fn drain_recorded_while_starting_is_in_force_when_serving() {
-        let g = TurnGate::new(Arc::new(SystemClock), Arc::new(Metrics::default()));
+        let g = TurnGate::new(
+            Arc::new(SystemClock),
+            Arc::new(Metrics::default()),
+            Default::default(),
+        );
         g.enter_drain(request());
         g.mark_serving();
         assert_eq!(g.snapshot().state, GatewayState::Draining);

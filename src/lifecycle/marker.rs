@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::SharedClock;
+
 /// What a present marker says; fields are best effort because the file may be corrupt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MarkerContent {
@@ -49,6 +51,8 @@ struct MarkerFile {
 #[derive(Debug, Clone)]
 pub struct Marker {
     path: PathBuf,
+    /// Dates a present marker whose own time cannot be known (it cannot be examined).
+    clock: SharedClock,
 }
 
 /// Longest principal we carry from a marker into logs and audit lines.
@@ -58,8 +62,9 @@ const MAX_PRINCIPAL_CHARS: usize = 128;
 pub const MAX_MARKER_BYTES: usize = 64 * 1024;
 
 impl Marker {
-    pub fn new(path: PathBuf) -> Self {
-        Self { path }
+    /// The marker at `path`; `clock` dates a marker whose own time cannot be read.
+    pub fn new(path: PathBuf, clock: SharedClock) -> Self {
+        Self { path, clock }
     }
 
     pub fn path(&self) -> &Path {
@@ -108,7 +113,7 @@ impl Marker {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
                 return Some(unusable(
-                    Timestamp::now(),
+                    self.clock.now(),
                     format!("cannot be examined: {e}"),
                 ));
             }
@@ -117,7 +122,7 @@ impl Marker {
             .modified()
             .ok()
             .and_then(|t| Timestamp::try_from(t).ok())
-            .unwrap_or_else(Timestamp::now);
+            .unwrap_or_else(|| self.clock.now());
         let bytes = match crate::files::read_regular(&self.path, MAX_MARKER_BYTES) {
             Ok(Some(bytes)) => bytes,
             // Removed between the look and the read.
@@ -138,6 +143,8 @@ impl Marker {
                 settling: false,
             },
             None => MarkerContent {
+                // The age of an mtime the kernel stamped is measured on the kernel's clock,
+                // not the injected one: it is a duration, not a timestamp that leaves us.
                 // Within SETTLE either way: a file system clock a hair ahead still counts.
                 settling: meta.modified().is_ok_and(|t| match t.elapsed() {
                     Ok(age) => age < SETTLE,
@@ -170,11 +177,16 @@ fn clean_principal(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{ManualClock, SystemClock};
+
+    fn at(path: PathBuf) -> Marker {
+        Marker::new(path, std::sync::Arc::new(SystemClock))
+    }
 
     #[test]
     fn write_read_remove_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let m = Marker::new(dir.path().join(".drain_request.json"));
+        let m = at(dir.path().join(".drain_request.json"));
         assert_eq!(m.read(), None);
         let at: Timestamp = "2026-01-02T03:04:05Z".parse().unwrap();
         m.write(at, "nas").unwrap();
@@ -201,7 +213,7 @@ mod tests {
     #[test]
     fn corrupt_or_empty_markers_still_mean_draining() {
         let dir = tempfile::tempdir().unwrap();
-        let m = Marker::new(dir.path().join(".drain_request.json"));
+        let m = at(dir.path().join(".drain_request.json"));
         for body in [
             "",
             "{not json",
@@ -218,7 +230,7 @@ mod tests {
     #[test]
     fn a_100_kib_marker_means_draining_and_is_not_parsed() {
         let dir = tempfile::tempdir().unwrap();
-        let m = Marker::new(dir.path().join(".drain_request.json"));
+        let m = at(dir.path().join(".drain_request.json"));
         // Valid JSON with a huge principal: were it read whole, it would parse.
         let body = format!(
             r#"{{"action":"drain","requested_at":"2026-01-02T03:04:05Z","principal":"{}"}}"#,
@@ -234,7 +246,7 @@ mod tests {
     fn special_files_at_the_marker_path_mean_draining() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".drain_request.json");
-        let m = Marker::new(path.clone());
+        let m = at(path.clone());
         let ok = std::process::Command::new("mkfifo")
             .arg(&path)
             .status()
@@ -260,7 +272,7 @@ mod tests {
         );
         assert!(m.is_directory());
         assert!(m.remove().is_err());
-        let dev = Marker::new("/dev/null".into());
+        let dev = at("/dev/null".into());
         assert_eq!(
             dev.read().unwrap().problem.as_deref(),
             Some("is a character device, not a regular file")
@@ -272,5 +284,29 @@ mod tests {
         assert_eq!(clean_principal("a\nb\u{7}c"), "abc");
         assert_eq!(clean_principal("   "), "marker");
         assert_eq!(clean_principal(&"x".repeat(500)).len(), MAX_PRINCIPAL_CHARS);
+    }
+
+    #[test]
+    fn a_marker_that_cannot_be_examined_is_dated_by_the_injected_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        // A regular file where a directory of the path should be: stat fails (ENOTDIR).
+        std::fs::write(dir.path().join("home"), "").unwrap();
+        let pinned: Timestamp = "2001-02-03T04:05:06Z".parse().unwrap();
+        let m = Marker::new(
+            dir.path().join("home/.drain_request.json"),
+            ManualClock::new(pinned),
+        );
+        let c = m
+            .read()
+            .expect("a marker that cannot be examined is present");
+        assert!(
+            c.problem
+                .as_deref()
+                .unwrap()
+                .starts_with("cannot be examined: "),
+            "{:?}",
+            c.problem
+        );
+        assert_eq!(c.requested_at, pinned, "dated by the clock, not the system");
     }
 }

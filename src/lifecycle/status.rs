@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::gate::{GatewayState, Snapshot, TurnGate};
-use crate::clock::iso;
+use crate::clock::{SharedClock, iso};
 use crate::files::{read_regular, write_atomic};
 
 /// Facts about this process that do not change while it runs (addresses are set once bound).
@@ -146,6 +146,8 @@ impl DrainDetail {
 #[derive(Debug, Clone)]
 pub struct StateFile {
     path: PathBuf,
+    /// Stamps each write's `updated_at`.
+    clock: SharedClock,
 }
 
 /// Least time between two writes of the state file; bounds I/O under heavy turn churn.
@@ -155,8 +157,9 @@ const MIN_WRITE_INTERVAL: Duration = Duration::from_millis(25);
 pub const MAX_STATE_FILE_BYTES: usize = 1024 * 1024;
 
 impl StateFile {
-    pub fn new(path: PathBuf) -> Self {
-        Self { path }
+    /// The state file at `path`; `clock` stamps each write's `updated_at`.
+    pub fn new(path: PathBuf, clock: SharedClock) -> Self {
+        Self { path, clock }
     }
 
     /// Merges the current record into the file, atomically.
@@ -174,7 +177,7 @@ impl StateFile {
         }
         doc.insert("pid".into(), info.pid.into());
         doc.insert("start_time".into(), iso(info.start_time).into());
-        doc.insert("updated_at".into(), iso(Timestamp::now()).into());
+        doc.insert("updated_at".into(), iso(self.clock.now()).into());
         for (key, cell) in [
             ("api_server_addr", &info.api_server_addr),
             ("dashboard_addr", &info.dashboard_addr),
@@ -212,5 +215,42 @@ impl StateFile {
                 r = rx.changed() => if r.is_err() { return },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn the_state_file_is_stamped_by_the_injected_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let pinned: Timestamp = "2001-02-03T04:05:06Z".parse().unwrap();
+        let clock = ManualClock::new(pinned);
+        let gate = TurnGate::new(
+            clock.clone(),
+            Arc::new(Metrics::default()),
+            Default::default(),
+        );
+        let info = RuntimeInfo {
+            version: "test",
+            pid: 1,
+            start_time: pinned,
+            restart_drain_timeout: 1.0,
+            auth_required: false,
+            auth_providers: Vec::new(),
+            api_server_addr: OnceLock::new(),
+            dashboard_addr: OnceLock::new(),
+            cron: Mutex::new(None),
+        };
+        let path = dir.path().join("gateway_state.json");
+        let file = StateFile::new(path.clone(), clock.clone());
+        clock.advance(Duration::from_secs(90));
+        file.write(&gate.snapshot(), &info).unwrap();
+        let doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(doc["updated_at"], "2001-02-03T04:06:36.000000Z");
+        assert_eq!(doc["start_time"], "2001-02-03T04:05:06.000000Z");
     }
 }

@@ -8,10 +8,22 @@
 //!
 //! Errors keep "the database is unreachable" ([`StoreError::Unavailable`], a 503) apart from
 //! "no such row" and from query failures.
+//!
+//! # Layout
+//! - `jobs`: job CRUD and the due scan; `runs`: opening, renewing, ending, sweeping and
+//!   reading runs; `claim`: the exactly-once claim of a slot; `rows`: the row-to-model
+//!   conversions they share. The model itself is [`crate::job`]; the store never imports
+//!   `cron`.
+//! - `sqlite_writer`: group commit on SQLite's write connection for the ops `claim` and
+//!   `runs` hand it.
+//! - `fire_tokens`, `dashboard_auth`: accepted fire-token ids; sessions and tickets.
 
+mod claim;
 mod dashboard_auth;
 mod fire_tokens;
 mod jobs;
+mod rows;
+mod runs;
 mod sqlite_writer;
 
 use std::path::Path;
@@ -21,9 +33,12 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+/// What a claim needs and answers, named where the store's callers look for them (the
+/// model itself lives in [`crate::job`]).
+pub use crate::job::{ClaimOutcome, NewRun};
 pub use dashboard_auth::{Redemption, StoredSession};
-pub use jobs::{ClaimOutcome, NewRun};
 
+use crate::clock::Clock;
 use crate::config::Config;
 
 /// Migrations per backend, applied in order, each exactly once.
@@ -150,16 +165,17 @@ impl SqlitePools {
 }
 
 impl Store {
-    /// Opens the configured store and brings its schema up to date.
-    pub async fn open(config: &Config) -> Result<Self, StoreError> {
+    /// Opens the configured store and brings its schema up to date (`clock` dates the
+    /// migrations it applies).
+    pub async fn open(config: &Config, clock: &dyn Clock) -> Result<Self, StoreError> {
         match &config.storage.url {
-            Some(url) => Self::postgres(url.expose_secret()).await,
-            None => Self::sqlite(&config.home.join("state.db")).await,
+            Some(url) => Self::postgres(url.expose_secret(), clock).await,
+            None => Self::sqlite(&config.home.join("state.db"), clock).await,
         }
     }
 
     /// An SQLite store in `path` (created if missing, mode 0600).
-    pub async fn sqlite(path: &Path) -> Result<Self, StoreError> {
+    pub async fn sqlite(path: &Path, clock: &dyn Clock) -> Result<Self, StoreError> {
         // The file exists, 0600, before SQLite opens it: SQLite gives the `-wal` and `-shm`
         // files it creates the database file's mode. Loose leftovers are tightened.
         let sidecars = ["-wal", "-shm", "-journal"].map(|s| {
@@ -192,12 +208,12 @@ impl Store {
         let read = pool(4).await.map_err(unavailable)?;
         let batch = sqlite_writer::Writer::spawn(write.clone());
         let store = Self::Sqlite(SqlitePools { read, write, batch });
-        store.migrate().await?;
+        store.migrate(clock.now()).await?;
         Ok(store)
     }
 
     /// A PostgreSQL store at `url`. Errors never echo the URL (it may hold a password).
-    pub async fn postgres(url: &str) -> Result<Self, StoreError> {
+    pub async fn postgres(url: &str, clock: &dyn Clock) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -205,7 +221,7 @@ impl Store {
             .await
             .map_err(|e| StoreError::Unavailable(format!("PostgreSQL: {}", redact(&e))))?;
         let store = Self::Postgres(pool);
-        store.migrate().await?;
+        store.migrate(clock.now()).await?;
         Ok(store)
     }
 
@@ -217,11 +233,11 @@ impl Store {
         }
     }
 
-    /// Applies missing migrations. On PostgreSQL an advisory lock serialises replicas
-    /// starting at the same moment.
-    async fn migrate(&self) -> Result<(), StoreError> {
+    /// Applies missing migrations, recording them applied at `now`. On PostgreSQL an
+    /// advisory lock serialises replicas starting at the same moment.
+    async fn migrate(&self, now: jiff::Timestamp) -> Result<(), StoreError> {
         const TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
-        let now = jiff::Timestamp::now().as_second();
+        let now = now.as_second();
         let migrations = match self {
             Self::Sqlite(_) => SQLITE_MIGRATIONS,
             Self::Postgres(_) => POSTGRES_MIGRATIONS,

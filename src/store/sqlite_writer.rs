@@ -1,126 +1,87 @@
-//! Group commit for SQLite's hot writes: run claims and run ends.
+//! Group commit on SQLite's write connection: a transport for the hot writes that knows
+//! nothing of what they do.
 //!
-//! SQLite commits one writer at a time, and each commit writes its pages to the WAL; a
-//! claim per commit caps fires at a few thousand per second however fast the rest is. So
-//! claims and run ends go to one task that takes whatever is queued (up to
-//! [`MAX_BATCH`]), runs each as one script inside a single `BEGIN IMMEDIATE … COMMIT`, and
+//! SQLite commits one writer at a time, and each commit writes its pages to the WAL; one
+//! write per commit caps fires at a few thousand per second however fast the rest is. So
+//! callers hand a [`Write`] to one task that takes whatever is queued (up to
+//! [`MAX_BATCH`]), applies each in turn inside a single `BEGIN IMMEDIATE … COMMIT`, and
 //! answers each caller after the commit: nothing is acknowledged before it is committed
 //! (WAL with `synchronous=NORMAL`: a commit survives the process crashing; a power loss may
 //! take the last ones), and a batch that fails is rolled back whole and every caller in it
-//! gets the error (a claim that fails claims nothing, so the caller's retry is safe).
+//! gets the error (so a write that fails wrote nothing, and the caller's retry is safe).
 //!
-//! Each op's statements are data-dependent on the one before through `changes()` (the row
-//! count of the last completed INSERT/UPDATE/DELETE), so an op needs one round trip to the
-//! connection's thread. Every statement binds all of its op's arguments through a one-row
-//! table, because the driver binds a script's numbered parameters statement by statement
-//! and stops at a gap.
+//! The ops themselves (the claim and the run end) are defined by the modules that own
+//! them; each should need one round trip to the connection's thread, since the batch's ops
+//! run one after another.
 
-use sqlx::{Row, SqlitePool};
+use std::future::Future;
+
+use futures_util::future::BoxFuture;
+use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
-use super::jobs::ClaimOutcome;
 
 /// Most ops in one transaction.
 const MAX_BATCH: usize = 128;
 /// Ops waiting for the writer before callers wait to enqueue.
 const QUEUE: usize = 4096;
 
-macro_rules! claim_args {
-    () => {
-        "WITH a(job, next, state, now, slot, run, status, lease, owner, jti, keep_until, fin) \
-         AS (VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)) "
-    };
+/// One write to group-commit: applied inside the batch's transaction, its output handed
+/// to the caller only once that transaction has committed.
+pub(super) trait Write: Send + 'static {
+    type Output: Send + 'static;
+
+    /// Runs the op's statements on the write connection, inside the open transaction. It
+    /// must not commit or roll back.
+    fn apply(
+        &self,
+        conn: &mut SqliteConnection,
+    ) -> impl Future<Output = Result<Self::Output, StoreError>> + Send;
 }
 
-/// Claims a slot: record the token id (if any; a replay stops here), move the job off the
-/// slot (compare-and-swap), open the run. The two `SELECT`s report the first and last step.
-const CLAIM: &str = concat!(
-    claim_args!(),
-    "INSERT INTO fire_tokens (jti, expires_at) SELECT jti, keep_until FROM a WHERE jti IS NOT NULL \
-     ON CONFLICT (jti) DO NOTHING;\n",
-    "SELECT changes();\n",
-    claim_args!(),
-    "UPDATE jobs SET next_run_at = a.next, state = a.state, updated_at = a.now FROM a \
-     WHERE jobs.id = a.job AND jobs.next_run_at = a.slot AND jobs.enabled = 1 \
-     AND jobs.state = 'scheduled' AND (a.jti IS NULL OR changes() = 1);\n",
-    claim_args!(),
-    "INSERT INTO runs (id, job_id, scheduled_for, started_at, status, lease_until, owner, finished_at) \
-     SELECT run, job, slot, now, status, lease, owner, fin FROM a WHERE changes() = 1 \
-     ON CONFLICT (job_id, scheduled_for) DO NOTHING;\n",
-    "SELECT changes();"
-);
+/// A queued write with its caller's reply channel, its output type erased.
+trait Queued: Send {
+    fn apply<'a>(
+        &'a mut self,
+        conn: &'a mut SqliteConnection,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
-macro_rules! finish_args {
-    () => {
-        "WITH f(run, status, fin, output, error, job, started, done, job_state, owner) \
-         AS (VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)) "
-    };
+    /// Answers the caller with the op's output once `committed` is `Ok`, else the error.
+    fn answer(self: Box<Self>, committed: Result<(), StoreError>);
 }
 
-/// Ends a run still marked running and held by the owner, then (only if it did) records
-/// the outcome on its job.
-const FINISH: &str = concat!(
-    finish_args!(),
-    "UPDATE runs SET status = f.status, finished_at = f.fin, output = f.output, error = f.error \
-     FROM f WHERE runs.id = f.run AND runs.status = 'running' AND runs.owner = f.owner;\n",
-    "SELECT changes();\n",
-    finish_args!(),
-    "UPDATE jobs SET last_run_at = f.started, last_status = f.status, last_error = f.error, \
-     repeat_completed = repeat_completed + f.done, state = COALESCE(f.job_state, jobs.state), \
-     updated_at = f.fin FROM f WHERE jobs.id = f.job AND changes() = 1;"
-);
-
-/// A claim's arguments, in the order of `claim_args!`.
-#[derive(Debug)]
-pub(super) struct ClaimArgs {
-    pub job: String,
-    pub next: Option<i64>,
-    pub state: &'static str,
-    pub now: i64,
-    pub slot: i64,
-    pub run: String,
-    pub status: &'static str,
-    pub lease: i64,
-    pub owner: String,
-    pub jti: Option<String>,
-    pub keep_until: Option<i64>,
-    pub finished: Option<i64>,
+struct Pending<W: Write> {
+    op: W,
+    output: Option<W::Output>,
+    reply: oneshot::Sender<Result<W::Output, StoreError>>,
 }
 
-/// A run end's arguments, in the order of `finish_args!`.
-#[derive(Debug)]
-pub(super) struct FinishArgs {
-    pub run: String,
-    /// Who must still hold the run's lease for the end to be recorded.
-    pub owner: String,
-    pub status: &'static str,
-    pub finished_at: i64,
-    pub output: Option<String>,
-    pub error: Option<String>,
-    pub job: String,
-    pub started_at: i64,
-    /// 1 when the run counts towards `repeat.completed`.
-    pub done: i64,
-    pub job_state: Option<&'static str>,
-}
+impl<W: Write> Queued for Pending<W> {
+    fn apply<'a>(
+        &'a mut self,
+        conn: &'a mut SqliteConnection,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.output = Some(self.op.apply(conn).await?);
+            Ok(())
+        })
+    }
 
-#[derive(Debug)]
-enum Op {
-    Claim(ClaimArgs, oneshot::Sender<Result<ClaimOutcome, StoreError>>),
-    Finish(FinishArgs, oneshot::Sender<Result<bool, StoreError>>),
-}
-
-#[derive(Debug)]
-enum Done {
-    Claim(ClaimOutcome),
-    Finish(bool),
+    fn answer(self: Box<Self>, committed: Result<(), StoreError>) {
+        let Self { output, reply, .. } = *self;
+        let answer = committed.and_then(|()| {
+            output.ok_or_else(|| StoreError::Query("the SQLite writer skipped an op".into()))
+        });
+        // A caller that went away (its request was dropped) needs no answer.
+        drop(reply.send(answer));
+    }
 }
 
 /// The queue in front of the writer task; the task ends when the last handle is dropped.
 #[derive(Debug, Clone)]
 pub(super) struct Writer {
-    queue: mpsc::Sender<Op>,
+    queue: mpsc::Sender<Box<dyn Queued>>,
 }
 
 impl Writer {
@@ -131,20 +92,19 @@ impl Writer {
         Self { queue }
     }
 
-    pub async fn claim(&self, args: ClaimArgs) -> Result<ClaimOutcome, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::Claim(args, tx)).await?;
-        rx.await.map_err(|_| gone())?
-    }
-
-    pub async fn finish(&self, args: FinishArgs) -> Result<bool, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::Finish(args, tx)).await?;
-        rx.await.map_err(|_| gone())?
-    }
-
-    async fn send(&self, op: Op) -> Result<(), StoreError> {
-        self.queue.send(op).await.map_err(|_| gone())
+    /// Applies `op` in the next batch; its output once the batch has committed.
+    pub async fn write<W: Write>(&self, op: W) -> Result<W::Output, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            op,
+            output: None,
+            reply,
+        };
+        self.queue
+            .send(Box::new(pending))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 }
 
@@ -152,46 +112,25 @@ fn gone() -> StoreError {
     StoreError::Unavailable("the SQLite writer stopped".into())
 }
 
-async fn run(pool: SqlitePool, mut ops: mpsc::Receiver<Op>) {
+async fn run(pool: SqlitePool, mut ops: mpsc::Receiver<Box<dyn Queued>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let result = apply(&pool, &batch).await;
-        for (i, op) in batch.drain(..).enumerate() {
-            let done = match &result {
-                Ok(done) => Ok(&done[i]),
-                Err(e) => Err(e.clone()),
-            };
-            // A caller that went away (its request was dropped) needs no answer.
-            match (op, done) {
-                (Op::Claim(_, tx), Ok(Done::Claim(c))) => drop(tx.send(Ok(*c))),
-                (Op::Finish(_, tx), Ok(Done::Finish(f))) => drop(tx.send(Ok(*f))),
-                (Op::Claim(_, tx), Err(e)) => drop(tx.send(Err(e))),
-                (Op::Finish(_, tx), Err(e)) => drop(tx.send(Err(e))),
-                (op, Ok(other)) => {
-                    tracing::error!(
-                        ?op,
-                        ?other,
-                        "SQLite writer answered an op with another op's result"
-                    );
-                }
-            }
+        let committed = apply(&pool, &mut batch).await;
+        for op in batch.drain(..) {
+            op.answer(committed.clone());
         }
     }
 }
 
-/// Runs `ops` in one transaction; all or nothing.
-async fn apply(pool: &SqlitePool, ops: &[Op]) -> Result<Vec<Done>, StoreError> {
+/// Applies `ops` in one transaction; all or nothing.
+async fn apply(pool: &SqlitePool, ops: &mut [Box<dyn Queued>]) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await?;
     sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let mut done = Vec::with_capacity(ops.len());
     let mut failed = None;
     for op in ops {
-        match execute(&mut conn, op).await {
-            Ok(d) => done.push(d),
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
+        if let Err(e) = op.apply(&mut conn).await {
+            failed = Some(e);
+            break;
         }
     }
     let end = if failed.is_none() {
@@ -205,60 +144,7 @@ async fn apply(pool: &SqlitePool, ops: &[Op]) -> Result<Vec<Done>, StoreError> {
         failed.get_or_insert(e.into());
     }
     match failed {
-        None => Ok(done),
+        None => Ok(()),
         Some(e) => Err(e),
     }
-}
-
-async fn execute(conn: &mut sqlx::SqliteConnection, op: &Op) -> Result<Done, StoreError> {
-    match op {
-        Op::Claim(a, _) => {
-            let rows = sqlx::query(CLAIM)
-                .bind(&a.job)
-                .bind(a.next)
-                .bind(a.state)
-                .bind(a.now)
-                .bind(a.slot)
-                .bind(&a.run)
-                .bind(a.status)
-                .bind(a.lease)
-                .bind(&a.owner)
-                .bind(&a.jti)
-                .bind(a.keep_until)
-                .bind(a.finished)
-                .fetch_all(&mut *conn)
-                .await?;
-            let (token, opened) = (count(&rows, 0)?, count(&rows, 1)?);
-            Ok(Done::Claim(if a.jti.is_some() && token == 0 {
-                ClaimOutcome::Replayed
-            } else if opened == 1 {
-                ClaimOutcome::Claimed
-            } else {
-                ClaimOutcome::Lost
-            }))
-        }
-        Op::Finish(f, _) => {
-            let rows = sqlx::query(FINISH)
-                .bind(&f.run)
-                .bind(f.status)
-                .bind(f.finished_at)
-                .bind(&f.output)
-                .bind(&f.error)
-                .bind(&f.job)
-                .bind(f.started_at)
-                .bind(f.done)
-                .bind(f.job_state)
-                .bind(&f.owner)
-                .fetch_all(&mut *conn)
-                .await?;
-            Ok(Done::Finish(count(&rows, 0)? == 1))
-        }
-    }
-}
-
-fn count(rows: &[sqlx::sqlite::SqliteRow], i: usize) -> Result<i64, StoreError> {
-    let row = rows
-        .get(i)
-        .ok_or_else(|| StoreError::Query(format!("writer script returned {} rows", rows.len())))?;
-    Ok(row.try_get::<i64, _>(0)?)
 }

@@ -14,8 +14,13 @@ use crate::support::{Proc, TestApp, fresh_postgres_url};
 /// One fresh store of each kind.
 async fn stores() -> Vec<(Store, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::sqlite(&dir.path().join("state.db")).await.unwrap();
-    let pg = Store::postgres(&fresh_postgres_url().await).await.unwrap();
+    let clock = hermes_gateway::clock::SystemClock;
+    let sqlite = Store::sqlite(&dir.path().join("state.db"), &clock)
+        .await
+        .unwrap();
+    let pg = Store::postgres(&fresh_postgres_url().await, &clock)
+        .await
+        .unwrap();
     vec![(sqlite, dir), (pg, tempfile::tempdir().unwrap())]
 }
 
