@@ -89,7 +89,7 @@ impl Fixture {
     pub async fn new(mode: Mode) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new("2026-11-22T10:00:00Z".parse().unwrap());
-        let store = crate::store::Store::sqlite(&dir.path().join("state.db"))
+        let store = crate::store::Store::sqlite(&dir.path().join("state.db"), &*clock)
             .await
             .unwrap();
         let loopback = matches!(mode, Mode::Loopback);
