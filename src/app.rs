@@ -144,11 +144,17 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
     ));
     let fire_verifier =
         crate::chronos::verifier_from_config(&config.cron.chronos, clock.clone(), metrics.clone())?;
+    let fires = Arc::new(crate::chronos::Fires::new(
+        fire_verifier,
+        cron.clone(),
+        audit.clone(),
+        metrics.clone(),
+    ));
 
     Ok(AppState {
         turns: Turns::new(gate.clone(), backend, turns_cancel),
         cron,
-        fire_verifier,
+        fires,
         config: Arc::new(config),
         clock,
         gate,

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditLog;
 use crate::auth::Access;
-use crate::chronos::FireVerifier;
+use crate::chronos::Fires;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::cron::CronService;
@@ -38,8 +38,9 @@ pub struct AppState {
     pub access: Arc<Access>,
     /// Cron jobs, the ticker and runs (and, through `cron.store()`, the database).
     pub cron: Arc<CronService>,
-    /// Checks the tokens of `POST /api/cron/fire` (pinned keys or a JWKS, per config).
-    pub fire_verifier: Arc<dyn FireVerifier>,
+    /// Decides `POST /api/cron/fire`: its token (pinned keys or a JWKS, per config), body,
+    /// hand-off to `cron`, audit and metric.
+    pub fires: Arc<Fires>,
     /// Live audit and cron-run events for `/api/events`.
     pub events: Events,
     pub shutdown: Shutdown,

@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use nix::sys::signal::{Signal, kill};
@@ -101,8 +102,32 @@ impl CommandBackend {
         if tx.is_closed() {
             return TurnEvent::Failed("the turn was cancelled".into());
         }
-        // The keeper is not killed on drop: it must live to kill the turn's processes, and
-        // it ends by itself once the agent is gone, or when this process dies.
+        let mut child = match self.spawn_keeper(nonce) {
+            Ok(child) => child,
+            Err(event) => return event,
+        };
+        *lock(keeper) = child.id().and_then(|pid| i32::try_from(pid).ok());
+        let stdin = write_input(&mut child, &request);
+        let stderr = spawn_stderr_tail(&mut child);
+
+        let outcome = tokio::select! {
+            outcome = self.pump(&mut child, tx, keeper) => outcome,
+            () = tokio::time::sleep(self.timeout) => Outcome::TimedOut,
+            () = tx.closed() => Outcome::Cancelled,
+        };
+        end_turn_processes(&mut child, keeper, nonce, &request.turn_id).await;
+        if let Some(task) = stdin {
+            task.abort();
+        }
+        let stderr_tail = take_stderr_tail(stderr).await;
+        self.final_event(outcome, &stderr_tail, &request.turn_id)
+    }
+
+    /// Starts the turn's keeper, which starts the agent, in its own process group with the
+    /// agent's environment and the turn's marker. The keeper is not killed on drop: it must
+    /// live to kill the turn's processes, and it ends by itself once the agent is gone, or
+    /// when this process dies. A keeper that cannot start is the turn's final event.
+    fn spawn_keeper(&self, nonce: &str) -> Result<Child, TurnEvent> {
         let mut cmd = Command::new(&self.keeper_exe);
         cmd.args(keeper::args(&self.argv))
             .stdin(Stdio::piped())
@@ -119,96 +144,19 @@ impl CommandBackend {
         if let Some(dir) = &self.workdir {
             cmd.current_dir(dir);
         }
-        let mut child = match cmd.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                tracing::error!(keeper = %self.keeper_exe.display(), error = %e, "cannot start the agent's keeper");
-                return TurnEvent::Failed(format!(
-                    "the agent command could not be started: {:?}",
-                    e.kind()
-                ));
-            }
-        };
-        *lock(keeper) = child.id().and_then(|pid| i32::try_from(pid).ok());
-        let input = json!({
-            "messages": request.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
-            "session_id": request.session_id,
-            "model": request.model,
-            "turn_id": request.turn_id,
-        });
-        // Written from its own task: an agent that never reads stdin must not block us.
-        let stdin = child.stdin.take().map(|mut stdin| {
-            let mut bytes = input.to_string().into_bytes();
-            bytes.push(b'\n');
-            tokio::spawn(async move {
-                let _ = stdin.write_all(&bytes).await;
-            })
-        });
-        let stderr = child.stderr.take().map(|mut err| {
-            tokio::spawn(async move {
-                let mut tail = Vec::new();
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = err.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    tail.extend_from_slice(&buf[..n]);
-                    if tail.len() > STDERR_TAIL_BYTES {
-                        tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-                    }
-                }
-                String::from_utf8_lossy(&tail).into_owned()
-            })
-        });
+        cmd.spawn().map_err(|e| {
+            tracing::error!(keeper = %self.keeper_exe.display(), error = %e, "cannot start the agent's keeper");
+            TurnEvent::Failed(format!(
+                "the agent command could not be started: {:?}",
+                e.kind()
+            ))
+        })
+    }
 
-        let outcome = tokio::select! {
-            outcome = self.pump(&mut child, tx, keeper) => outcome,
-            () = tokio::time::sleep(self.timeout) => Outcome::TimedOut,
-            () = tx.closed() => Outcome::Cancelled,
-        };
-        // Whatever happened, nothing the turn started may outlive it: the keeper kills it
-        // all when told to (or by itself, once the agent exited), then exits.
-        // Only a keeper not yet reaped is signalled: a reaped pid may be someone else's.
-        if matches!(child.try_wait(), Ok(None)) {
-            signal_keeper(keeper);
-        }
-        if tokio::time::timeout(KEEPER_GRACE, child.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(turn = %request.turn_id, "the agent's keeper did not finish in time; killing it");
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-        }
-        *lock(keeper) = None;
-        // A keeper that died by a signal (its own agent killed it, or we did after it was
-        // stopped) left the turn's processes to us; one that exited cleaned up itself.
-        let killed =
-            child.try_wait().ok().flatten().is_some_and(|status| {
-                std::os::unix::process::ExitStatusExt::signal(&status).is_some()
-            });
-        if killed {
-            let nonce = nonce.to_owned();
-            let _ = tokio::task::spawn_blocking(move || keeper::sweep_orphans(&nonce)).await;
-        }
-        if let Some(task) = stdin {
-            task.abort();
-        }
-        // Every writer is dead, so stderr is at its end; the cap guards against one that
-        // escaped.
-        let stderr_tail = match stderr {
-            Some(task) => {
-                let abort = task.abort_handle();
-                match tokio::time::timeout(STDOUT_LINGER, task).await {
-                    Ok(tail) => tail.unwrap_or_default(),
-                    Err(_) => {
-                        abort.abort();
-                        String::new()
-                    }
-                }
-            }
-            None => String::new(),
-        };
+    /// The turn's final event for how it ended, logged where the operator needs to know.
+    /// `stderr_tail` tells "could not start" (the keeper's [`keeper::SPAWN_FAILED`] line)
+    /// from an agent that ran and failed.
+    fn final_event(&self, outcome: Outcome, stderr_tail: &str, turn_id: &str) -> TurnEvent {
         match outcome {
             Outcome::Exited(status) if status.success() => TurnEvent::Done,
             Outcome::Exited(status)
@@ -224,11 +172,11 @@ impl CommandBackend {
                 TurnEvent::Failed(format!("the agent command could not be started: {why}"))
             }
             Outcome::Exited(status) => {
-                tracing::warn!(turn = %request.turn_id, %status, stderr = %stderr_tail.trim(), "agent command failed");
+                tracing::warn!(turn = %turn_id, %status, stderr = %stderr_tail.trim(), "agent command failed");
                 TurnEvent::Failed(format!("the agent command failed ({status})"))
             }
             Outcome::TimedOut => {
-                tracing::warn!(turn = %request.turn_id, timeout_s = self.timeout.as_secs(), "agent command timed out");
+                tracing::warn!(turn = %turn_id, timeout_s = self.timeout.as_secs(), "agent command timed out");
                 TurnEvent::Failed(format!(
                     "the agent command timed out after {} s",
                     self.timeout.as_secs()
@@ -238,7 +186,7 @@ impl CommandBackend {
                 "the agent command wrote more than {MAX_OUTPUT_BYTES} bytes"
             )),
             Outcome::Io(e) => {
-                tracing::error!(turn = %request.turn_id, error = %e, "agent command I/O failed");
+                tracing::error!(turn = %turn_id, error = %e, "agent command I/O failed");
                 TurnEvent::Failed("reading the agent command's output failed".into())
             }
             Outcome::Cancelled => TurnEvent::Failed("the turn was cancelled".into()),
@@ -306,6 +254,96 @@ impl CommandBackend {
             return Outcome::Cancelled;
         }
         Outcome::Exited(status)
+    }
+}
+
+/// Writes the turn's one JSON line to the agent's stdin and closes it, from its own task:
+/// an agent that never reads stdin must not block us.
+fn write_input(child: &mut Child, request: &TurnRequest) -> Option<JoinHandle<()>> {
+    let input = json!({
+        "messages": request.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+        "session_id": request.session_id,
+        "model": request.model,
+        "turn_id": request.turn_id,
+    });
+    child.stdin.take().map(|mut stdin| {
+        let mut bytes = input.to_string().into_bytes();
+        bytes.push(b'\n');
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&bytes).await;
+        })
+    })
+}
+
+/// Reads the agent's stderr to its end, keeping the last [`STDERR_TAIL_BYTES`] for the log.
+fn spawn_stderr_tail(child: &mut Child) -> Option<JoinHandle<String>> {
+    child.stderr.take().map(|mut err| {
+        tokio::spawn(async move {
+            let mut tail = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > STDERR_TAIL_BYTES {
+                    tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+                }
+            }
+            String::from_utf8_lossy(&tail).into_owned()
+        })
+    })
+}
+
+/// Whatever ended the turn, nothing the turn started may outlive it: the keeper kills it
+/// all when told to (or by itself, once the agent exited), then exits; one that does not
+/// within [`KEEPER_GRACE`] is killed. Returns once the keeper is reaped and, if it died by a
+/// signal, the turn's orphans it left are swept.
+async fn end_turn_processes(
+    child: &mut Child,
+    keeper: &Mutex<Option<i32>>,
+    nonce: &str,
+    turn_id: &str,
+) {
+    // Only a keeper not yet reaped is signalled: a reaped pid may be someone else's.
+    if matches!(child.try_wait(), Ok(None)) {
+        signal_keeper(keeper);
+    }
+    if tokio::time::timeout(KEEPER_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(turn = %turn_id, "the agent's keeper did not finish in time; killing it");
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    *lock(keeper) = None;
+    // A keeper that died by a signal (its own agent killed it, or we did after it was
+    // stopped) left the turn's processes to us; one that exited cleaned up itself.
+    let killed = child
+        .try_wait()
+        .ok()
+        .flatten()
+        .is_some_and(|status| std::os::unix::process::ExitStatusExt::signal(&status).is_some());
+    if killed {
+        let nonce = nonce.to_owned();
+        let _ = tokio::task::spawn_blocking(move || keeper::sweep_orphans(&nonce)).await;
+    }
+}
+
+/// The stderr tail once the turn's processes are gone. Every writer is dead, so stderr is
+/// at its end; the [`STDOUT_LINGER`] cap guards against one that escaped.
+async fn take_stderr_tail(task: Option<JoinHandle<String>>) -> String {
+    let Some(task) = task else {
+        return String::new();
+    };
+    let abort = task.abort_handle();
+    match tokio::time::timeout(STDOUT_LINGER, task).await {
+        Ok(tail) => tail.unwrap_or_default(),
+        Err(_) => {
+            abort.abort();
+            String::new()
+        }
     }
 }
 

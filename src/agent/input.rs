@@ -97,6 +97,10 @@ pub fn chat_messages(messages: Option<&Value>) -> Result<Vec<Message>, InputErro
     Ok(out)
 }
 
+/// What is wrong with one content part: its compat code and the problem, which the caller
+/// prefixes with the part's place.
+type PartError = (Option<&'static str>, String);
+
 /// One message's `content`: a string, or a list of at most [`MAX_PARTS`] parts.
 fn content_text(i: usize, content: Option<&Value>) -> Result<String, InputError> {
     let param = || format!("messages[{i}].content");
@@ -130,66 +134,75 @@ fn content_text(i: usize, content: Option<&Value>) -> Result<String, InputError>
     }
     let mut texts = Vec::new();
     for (j, part) in parts.iter().enumerate() {
-        let err = |code, what: String| {
+        let text = part_text(part).map_err(|(code, what)| {
             InputError::new(param(), code, format!("messages[{i}].content[{j}]: {what}"))
-        };
-        let text = match part {
-            // A bare string is a text part (some clients send them).
-            Value::String(s) => Some(s),
-            Value::Object(p) => match p.get("type").and_then(Value::as_str) {
-                Some("text" | "input_text" | "output_text") => match p.get("text") {
-                    Some(Value::String(t)) => Some(t),
-                    _ => return Err(err(BAD_PART, "a text part needs a string `text`".into())),
-                },
-                Some(kind @ ("image_url" | "input_image")) => {
-                    check_image(p).map_err(|(code, what)| err(code, format!("{kind}: {what}")))?;
-                    None
-                }
-                Some(kind @ ("file" | "input_file")) => {
-                    return Err(err(
-                        UNSUPPORTED,
-                        format!("{kind} parts are not supported; send text or images"),
-                    ));
-                }
-                Some(other) => {
-                    return Err(err(
-                        UNSUPPORTED,
-                        format!(
-                            "unsupported content part type {other:?} (expected text, \
-                             input_text, output_text, image_url or input_image)"
-                        ),
-                    ));
-                }
-                None => return Err(err(BAD_PART, "a content part needs a string `type`".into())),
-            },
-            _ => {
-                return Err(err(
-                    BAD_PART,
-                    "a content part must be an object with a `type`".into(),
-                ));
-            }
-        };
-        if let Some(t) = text {
-            if t.len() > MAX_TEXT_PART_BYTES {
-                return Err(err(
-                    BAD_PART,
-                    format!(
-                        "text part of {} bytes (at most {MAX_TEXT_PART_BYTES})",
-                        t.len()
-                    ),
-                ));
-            }
-            if !t.is_empty() {
-                texts.push(t.as_str());
-            }
+        })?;
+        if let Some(t) = text.filter(|t| !t.is_empty()) {
+            texts.push(t);
         }
     }
     Ok(texts.join("\n"))
 }
 
+/// One content part's text, at most [`MAX_TEXT_PART_BYTES`]; `None` for an image part,
+/// which is checked but carries no text.
+fn part_text(part: &Value) -> Result<Option<&str>, PartError> {
+    let text = match part {
+        // A bare string is a text part (some clients send them).
+        Value::String(s) => s,
+        Value::Object(p) => match typed_part_text(p)? {
+            Some(t) => t,
+            None => return Ok(None),
+        },
+        _ => {
+            return Err((
+                BAD_PART,
+                "a content part must be an object with a `type`".into(),
+            ));
+        }
+    };
+    if text.len() > MAX_TEXT_PART_BYTES {
+        return Err((
+            BAD_PART,
+            format!(
+                "text part of {} bytes (at most {MAX_TEXT_PART_BYTES})",
+                text.len()
+            ),
+        ));
+    }
+    Ok(Some(text))
+}
+
+/// A part object by its `type`: a text part's `text`, `None` for a valid image part, and
+/// files or unknown types refused.
+fn typed_part_text(p: &serde_json::Map<String, Value>) -> Result<Option<&String>, PartError> {
+    match p.get("type").and_then(Value::as_str) {
+        Some("text" | "input_text" | "output_text") => match p.get("text") {
+            Some(Value::String(t)) => Ok(Some(t)),
+            _ => Err((BAD_PART, "a text part needs a string `text`".into())),
+        },
+        Some(kind @ ("image_url" | "input_image")) => {
+            check_image(p).map_err(|(code, what)| (code, format!("{kind}: {what}")))?;
+            Ok(None)
+        }
+        Some(kind @ ("file" | "input_file")) => Err((
+            UNSUPPORTED,
+            format!("{kind} parts are not supported; send text or images"),
+        )),
+        Some(other) => Err((
+            UNSUPPORTED,
+            format!(
+                "unsupported content part type {other:?} (expected text, \
+                 input_text, output_text, image_url or input_image)"
+            ),
+        )),
+        None => Err((BAD_PART, "a content part needs a string `type`".into())),
+    }
+}
+
 /// An image part's URL (`image_url` as a string, or `{url, detail}` as Chat Completions
 /// sends it): http(s), or a `data:image/...` URL with a payload.
-fn check_image(p: &serde_json::Map<String, Value>) -> Result<(), (Option<&'static str>, String)> {
+fn check_image(p: &serde_json::Map<String, Value>) -> Result<(), PartError> {
     let (url, detail) = match p.get("image_url") {
         Some(Value::Object(o)) => (o.get("url"), o.get("detail").or(p.get("detail"))),
         other => (other, p.get("detail")),

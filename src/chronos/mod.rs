@@ -1,12 +1,14 @@
 //! Chronos: externally fired cron (SPEC §8).
 //!
 //! Owns the verification of fire tokens (`verify` with pinned keys, `jwks` with a cached
-//! JWKS) and the `chronos` provider (`client` for the account service's agent-cron API,
-//! `reconcile` keeping it in step with the jobs). It must not know the HTTP server, the
-//! store or the run path: the fire handler calls [`FireVerifier::verify`] and maps
-//! [`FireAuthError`] to 401/503, then hands the fire to `cron`.
+//! JWKS), fire acceptance (`fire`: token, body, the hand-off to `cron`, and the audit and
+//! metric of every answer) and the `chronos` provider (`client` for the account service's
+//! agent-cron API, `reconcile` keeping it in step with the jobs). It may call `cron`'s
+//! public API; `cron` never imports it. It must not know the HTTP server, the store or the
+//! run path: the fire handler calls [`Fires::fire`] and maps its [`FireRefusal`].
 
 pub mod client;
+pub mod fire;
 pub mod jwks;
 pub mod reconcile;
 pub mod verify;
@@ -14,6 +16,7 @@ pub mod verify;
 use std::sync::Arc;
 
 pub use client::{AccountClient, AccountError, Armed};
+pub use fire::{Accepted, FireRefusal, Fires};
 pub use jwks::JwksVerifier;
 pub use reconcile::{ReconcileReport, Reconciler};
 pub use verify::{

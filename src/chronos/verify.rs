@@ -40,13 +40,24 @@ pub enum FireAuthError {
     NoKey(&'static str),
 }
 
-/// The claims of an accepted fire token the handler needs.
+/// The claims of an accepted fire token that fire acceptance needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FireClaims {
     /// Token id, for replay refusal (kept until `exp` + leeway).
     pub jti: Option<String>,
     /// Expiry, seconds since the epoch.
     pub exp: i64,
+}
+
+impl FireClaims {
+    /// The token id and until when the replay table must remember it: `exp` plus the
+    /// leeway, the last moment this verifier still accepts the token. `None` for a token
+    /// without a `jti`.
+    pub fn replay_entry(self) -> Option<(String, Timestamp)> {
+        let until = Timestamp::from_second(self.exp.saturating_add(LEEWAY_SECONDS))
+            .unwrap_or(Timestamp::MAX);
+        self.jti.map(|jti| (jti, until))
+    }
 }
 
 /// The checks every verifier applies to claims, whatever the key source.

@@ -393,7 +393,6 @@ pub async fn chat_completions(
         model,
         messages: req.messages,
         session: session.clone(),
-        stream,
         include_usage: req.include_usage,
     };
     let idempotency_key = match headers.get(IDEMPOTENCY_HEADER) {
@@ -403,8 +402,9 @@ pub async fn chat_completions(
         _ => None,
     };
     let mut response = match idempotency_key {
-        Some(key) => idempotency.run(key, &body, || run_turn(&s, turn)).await?,
-        None => run_turn(&s, turn).await?,
+        Some(key) => idempotency.run(key, &body, || completed(&s, turn)).await?,
+        None if stream => streamed(&s, turn)?,
+        None => Json(completed(&s, turn).await?).into_response(),
     };
     if let Ok(v) = HeaderValue::from_str(&session) {
         response.headers_mut().insert(SESSION_HEADER, v);
@@ -417,13 +417,19 @@ struct Turn {
     model: String,
     messages: Vec<Message>,
     session: String,
-    stream: bool,
     /// `stream_options.include_usage`: end the stream with a usage chunk.
     include_usage: bool,
 }
 
-/// Admits the turn through the driver and runs it on the backend, streamed or collected.
-async fn run_turn(s: &AppState, turn: Turn) -> Result<Response, ApiError> {
+/// A turn started on the backend, with what its answer reports.
+struct Started {
+    meta: ChunkMeta,
+    running: crate::turn::Turn,
+    prompt_tokens: u64,
+}
+
+/// Admits the turn through the driver and starts it on the backend.
+fn start(s: &AppState, turn: Turn) -> Result<Started, ApiError> {
     let admission = s.turns.admit(&turn.session).map_err(ApiError::refused)?;
     let meta = ChunkMeta {
         id: format!("chatcmpl-{}", crate::ids::random_hex128()),
@@ -437,15 +443,28 @@ async fn run_turn(s: &AppState, turn: Turn) -> Result<Response, ApiError> {
         session_id: turn.session,
         turn_id: meta.id.clone(),
     });
-    if turn.stream {
-        let usage = turn.include_usage.then_some(StreamUsage {
-            prompt_tokens,
-            completion_tokens: 0,
-        });
-        Ok(stream_response(meta, running, usage))
-    } else {
-        complete(meta, running, prompt_tokens).await
-    }
+    Ok(Started {
+        meta,
+        running,
+        prompt_tokens,
+    })
+}
+
+/// Runs the turn and answers it as an SSE stream.
+fn streamed(s: &AppState, turn: Turn) -> Result<Response, ApiError> {
+    let include_usage = turn.include_usage;
+    let started = start(s, turn)?;
+    let usage = include_usage.then_some(StreamUsage {
+        prompt_tokens: started.prompt_tokens,
+        completion_tokens: 0,
+    });
+    Ok(stream_response(started.meta, started.running, usage))
+}
+
+/// Runs the turn to its end and answers it as one completion.
+async fn completed(s: &AppState, turn: Turn) -> Result<Value, ApiError> {
+    let started = start(s, turn)?;
+    complete(started.meta, started.running, started.prompt_tokens).await
 }
 
 /// A rough token count for `usage` when the backend reports none (whitespace-separated words).
@@ -463,7 +482,7 @@ async fn complete(
     meta: ChunkMeta,
     running: crate::turn::Turn,
     prompt_tokens: u64,
-) -> Result<Response, ApiError> {
+) -> Result<Value, ApiError> {
     let done = running.collect().await;
     let failure = match done.end {
         End::Completed => None,
@@ -496,7 +515,7 @@ async fn complete(
     if let Some(message) = failure {
         body["hermes"] = json!({"incomplete": true, "error": message});
     }
-    Ok(Json(body).into_response())
+    Ok(body)
 }
 
 fn chunk(meta: &ChunkMeta, delta: Value, finish_reason: Option<&str>) -> Bytes {
@@ -596,8 +615,7 @@ fn stream_response(
             End::Failed(message) => {
                 // Text already sent stays with the client; the last chunk marks it incomplete.
                 let mut last = chunk(&st.meta, json!({}), Some("error")).to_vec();
-                let err = json!({"error": {"message": message, "type": "server_error",
-                    "code": "agent_incomplete", "partial": st.sent_text}});
+                let err = super::error::incomplete_stream(&message, st.sent_text);
                 last.extend_from_slice(format!("data: {err}\n\ndata: [DONE]\n\n").as_bytes());
                 Bytes::from(last)
             }

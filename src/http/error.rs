@@ -1,8 +1,12 @@
-//! Error responses: every failure a handler can return, mapped to its compat JSON shape.
+//! Error responses: the one error type every `http` handler returns, and every compat JSON
+//! error shape, written here once.
 //!
-//! Two families: OpenAI-style `{"error":{"message","type","code"}}` on the API server, and
-//! the dashboard's `{"error","detail",...}`. 5xx bodies never carry internal text; the
-//! detail is logged instead.
+//! Three families: OpenAI-style `{"error":{"message","type","code"}}` on the API server
+//! (and the last frame of a stream that failed, [`incomplete_stream`]); the dashboard's
+//! `{"error","detail",...}`; and `{"error": message}` of the job API and the fire route
+//! (SPEC §7, §8). The domain's errors (`CronError`, `FireRefusal`, `Refusal`,
+//! `InputError`) become an [`ApiError`] here and nowhere else. 5xx bodies never carry
+//! internal text; the detail is logged instead.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -10,17 +14,35 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::agent::input::InputError;
+use crate::chronos::FireRefusal;
+use crate::cron::CronError;
 use crate::lifecycle::Refusal;
+use crate::store::StoreError;
 
 /// Seconds a refused client is told to wait before retrying.
 pub const RETRY_AFTER_SECONDS: u64 = 5;
 
-/// A 503 with `body` and `Retry-After`: something we need is down for now.
+/// A 503 with `body` and `Retry-After`: something we need is down for now. Only for the
+/// dashboard's remaining hand-built bodies; an [`ApiError`] sets the header itself.
 pub fn unavailable(body: Value) -> Response {
-    let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-    r
+    with_retry_after(
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response(),
+        RETRY_AFTER_SECONDS,
+    )
+}
+
+fn with_retry_after(mut response: Response, seconds: u64) -> Response {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// The error event a stream sends as its last frame when the backend failed after the
+/// answer began (`partial`: some text was already sent).
+pub fn incomplete_stream(message: &str, partial: bool) -> Value {
+    json!({"error": {"message": message, "type": "server_error",
+        "code": "agent_incomplete", "partial": partial}})
 }
 
 /// A failed request.
@@ -34,6 +56,8 @@ pub enum ApiError {
         code: Option<&'static str>,
         retry_after: bool,
     },
+    /// API server: a chat input refused by `agent::input`, OpenAI shape with its `param`.
+    Input(InputError),
     /// Dashboard: no or bad credential.
     Unauthenticated {
         reason: Option<&'static str>,
@@ -45,12 +69,25 @@ pub enum ApiError {
     BadRequest { error: &'static str, detail: String },
     /// Dashboard: the request is fine but the state on disk prevents it (409).
     Conflict { error: &'static str, detail: String },
+    /// Dashboard: any other refusal in its `{"error","detail"}` shape (403, 404, 405,
+    /// 429, 503...), with `Retry-After` seconds when set.
+    Dashboard {
+        status: StatusCode,
+        error: &'static str,
+        detail: String,
+        retry_after: Option<u64>,
+    },
+    /// Dashboard: a refused WebSocket upgrade, `{"error":"unauthenticated","detail","reason"}`.
+    Socket {
+        status: StatusCode,
+        reason: &'static str,
+        detail: String,
+    },
     /// Dashboard: something failed on our side; `log` is never sent.
     Internal { log: String },
-    /// API server: a chat input refused by `agent::input`, OpenAI shape with its `param`.
-    Input(InputError),
-    /// A response already built by a handler, passed through unchanged.
-    Passthrough(Box<Response>),
+    /// Job API and fire route: `{"error": message}`; a 503 carries `Retry-After`. Built
+    /// from a [`CronError`] or a [`FireRefusal`], whose 5xx messages are fixed texts.
+    Jobs { status: StatusCode, message: String },
 }
 
 impl ApiError {
@@ -80,6 +117,17 @@ impl ApiError {
             message: format!("request body is larger than {limit} bytes"),
             kind: "invalid_request_error",
             code: Some("payload_too_large"),
+            retry_after: false,
+        }
+    }
+
+    /// An `Idempotency-Key` seen before with another body (422).
+    pub fn idempotency_key_reused() -> Self {
+        Self::OpenAi {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: "this Idempotency-Key was already used with a different request body".into(),
+            kind: "invalid_request_error",
+            code: Some("idempotency_key_reused"),
             retry_after: false,
         }
     }
@@ -122,6 +170,25 @@ impl ApiError {
         }
     }
 
+    /// No such route, or no such method on it (dashboard shape): 404 `not_found` or
+    /// 405 `method_not_allowed`.
+    pub fn no_dashboard_route(status: StatusCode, method: &str, path: &str) -> Self {
+        let (error, detail) = if status == StatusCode::METHOD_NOT_ALLOWED {
+            (
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            )
+        } else {
+            ("not_found", format!("no route {method} {path}"))
+        };
+        Self::Dashboard {
+            status,
+            error,
+            detail,
+            retry_after: None,
+        }
+    }
+
     /// `GET /v1/models/{id}` for a model this gateway does not serve.
     pub fn model_not_found(id: &str) -> Self {
         Self::OpenAi {
@@ -155,12 +222,18 @@ impl ApiError {
             retry_after: false,
         }
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, body, retry_after) = match self {
-            Self::Passthrough(response) => return *response,
+    fn jobs(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::Jobs {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// The status, body and `Retry-After` seconds of this error.
+    fn parts(self) -> (StatusCode, Value, Option<u64>) {
+        let retry = |yes: bool| yes.then_some(RETRY_AFTER_SECONDS);
+        match self {
             Self::OpenAi {
                 status,
                 message,
@@ -170,13 +243,13 @@ impl IntoResponse for ApiError {
             } => (
                 status,
                 json!({"error": {"message": message, "type": kind, "code": code}}),
-                retry_after,
+                retry(retry_after),
             ),
             Self::Input(e) => (
                 StatusCode::BAD_REQUEST,
                 json!({"error": {"message": e.message, "type": "invalid_request_error",
                     "param": e.param, "code": e.code}}),
-                false,
+                None,
             ),
             Self::Unauthenticated { reason, login_url } => {
                 let mut body = json!({"error": "unauthenticated", "detail": "Unauthorized"});
@@ -186,38 +259,113 @@ impl IntoResponse for ApiError {
                 if let Some(url) = login_url {
                     body["login_url"] = Value::from(url);
                 }
-                (StatusCode::UNAUTHORIZED, body, false)
+                (StatusCode::UNAUTHORIZED, body, None)
             }
             Self::ProviderUnreachable(name) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"detail": format!("Auth provider '{name}' unreachable")}),
-                true,
+                retry(true),
             ),
-            Self::BadRequest { error, detail } => (
-                StatusCode::BAD_REQUEST,
+            Self::BadRequest { error, detail } => {
+                Self::dashboard(StatusCode::BAD_REQUEST, error, detail).parts()
+            }
+            Self::Conflict { error, detail } => {
+                Self::dashboard(StatusCode::CONFLICT, error, detail).parts()
+            }
+            Self::Dashboard {
+                status,
+                error,
+                detail,
+                retry_after,
+            } => (
+                status,
                 json!({"error": error, "detail": detail}),
-                false,
+                retry_after,
             ),
-            Self::Conflict { error, detail } => (
-                StatusCode::CONFLICT,
-                json!({"error": error, "detail": detail}),
-                false,
+            Self::Socket {
+                status,
+                reason,
+                detail,
+            } => (
+                status,
+                json!({"error": "unauthenticated", "detail": detail, "reason": reason}),
+                None,
             ),
             Self::Internal { log } => {
                 tracing::error!(error = %log, "internal error");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     json!({"error": "internal_error", "detail": "Internal server error"}),
-                    false,
+                    None,
                 )
             }
-        };
-        let mut response = (status, Json(body)).into_response();
-        if retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            Self::Jobs { status, message } => (
+                status,
+                json!({"error": message}),
+                retry(status == StatusCode::SERVICE_UNAVAILABLE),
+            ),
         }
-        response
+    }
+
+    fn dashboard(status: StatusCode, error: &'static str, detail: String) -> Self {
+        Self::Dashboard {
+            status,
+            error,
+            detail,
+            retry_after: None,
+        }
     }
 }
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body, retry_after) = self.parts();
+        let response = (status, Json(body)).into_response();
+        match retry_after {
+            Some(seconds) => with_retry_after(response, seconds),
+            None => response,
+        }
+    }
+}
+
+/// A cron failure in the job API's shape: the 400 names the field, an unknown job is
+/// `Job not found` (compat), a store outage is a 503 to retry, anything else a 500.
+impl From<CronError> for ApiError {
+    fn from(e: CronError) -> Self {
+        match e {
+            CronError::Invalid(message) => Self::jobs(StatusCode::BAD_REQUEST, message),
+            CronError::NotFound(_) => Self::jobs(StatusCode::NOT_FOUND, "Job not found"),
+            CronError::Draining => Self::jobs(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            CronError::Store(StoreError::Unavailable(detail)) => {
+                tracing::error!(%detail, "store unavailable");
+                Self::jobs(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the job store is unavailable; retry later",
+                )
+            }
+            CronError::Store(e) => {
+                tracing::error!(error = %e, "job store error");
+                Self::jobs(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
+    }
+}
+
+/// A refused fire (SPEC §8): 401 for any token problem, 503 to retry when no key can be
+/// had, 400 naming the body's problem, and `cron`'s refusals as in the job API.
+impl From<FireRefusal> for ApiError {
+    fn from(r: FireRefusal) -> Self {
+        match r {
+            FireRefusal::BadToken => Self::jobs(StatusCode::UNAUTHORIZED, "invalid fire token"),
+            FireRefusal::NoKey => Self::jobs(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no fire-token key can be obtained right now; retry later",
+            ),
+            FireRefusal::BadBody(message) => Self::jobs(StatusCode::BAD_REQUEST, message),
+            FireRefusal::Cron(e) => e.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -2,9 +2,9 @@
 //! runs one turn; every repeat (also while the first is still running) gets that turn's
 //! response. The same key with a different body is refused (422), never silently served.
 //!
-//! Only successful responses are kept, so a retry after a refusal (draining, a failed
-//! turn) runs again. Entries live for [`TTL`], at most [`MAX_ENTRIES`] of them; memory is
-//! bounded whatever clients send. Process-local by design: a retry normally reaches the
+//! Only completed answers are kept: a refusal (draining, a failed turn) is an `ApiError`,
+//! returned as it is and never kept, so a retry after one runs again. Entries live for
+//! [`TTL`], at most [`MAX_ENTRIES`] of them; memory is bounded whatever clients send. Process-local by design: a retry normally reaches the
 //! same instance, and the turn itself is what must not run twice concurrently.
 
 use std::collections::HashMap;
@@ -12,9 +12,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
 use axum::response::{IntoResponse, Response};
+use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
@@ -27,18 +27,12 @@ pub const MAX_ENTRIES: usize = 10_000;
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;
 
-#[derive(Debug, Clone)]
-struct Cached {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
 #[derive(Debug)]
 struct Entry {
     body_digest: Vec<u8>,
     created: Instant,
-    response: OnceCell<Cached>,
+    /// The completed turn's JSON answer, once there is one.
+    answer: OnceCell<Value>,
 }
 
 /// The remembered keys of one process.
@@ -48,11 +42,12 @@ pub struct Idempotency {
 }
 
 impl Idempotency {
-    /// Runs `turn` once per (key, body); repeats get the first successful response.
+    /// Runs `turn` once per (key, body); repeats get its answer (a 200 with that JSON).
+    /// A turn that fails answers its error and is not kept.
     pub async fn run<F, Fut>(&self, key: &str, body: &[u8], turn: F) -> Result<Response, ApiError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Response, ApiError>>,
+        Fut: Future<Output = Result<Value, ApiError>>,
     {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err(ApiError::invalid_request(
@@ -65,36 +60,10 @@ impl Idempotency {
             .to_vec();
         let entry = self.entry(key, digest.clone());
         if entry.body_digest != digest {
-            return Err(ApiError::OpenAi {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                message: "this Idempotency-Key was already used with a different request body"
-                    .into(),
-                kind: "invalid_request_error",
-                code: Some("idempotency_key_reused"),
-                retry_after: false,
-            });
+            return Err(ApiError::idempotency_key_reused());
         }
-        let cached = entry
-            .response
-            .get_or_try_init(|| async {
-                let response = turn().await?;
-                if !response.status().is_success() {
-                    return Err(ApiError::Passthrough(Box::new(response)));
-                }
-                let (parts, body) = response.into_parts();
-                let body = axum::body::to_bytes(body, usize::MAX)
-                    .await
-                    .map_err(|e| ApiError::Internal { log: e.to_string() })?;
-                Ok(Cached {
-                    status: parts.status,
-                    headers: parts.headers,
-                    body,
-                })
-            })
-            .await?;
-        let mut response = (cached.status, cached.body.clone()).into_response();
-        *response.headers_mut() = cached.headers.clone();
-        Ok(response)
+        let answer = entry.answer.get_or_try_init(turn).await?;
+        Ok(Json(answer.clone()).into_response())
     }
 
     fn entry(&self, key: &str, digest: Vec<u8>) -> Arc<Entry> {
@@ -119,7 +88,7 @@ impl Idempotency {
         let entry = Arc::new(Entry {
             body_digest: digest,
             created: now,
-            response: OnceCell::new(),
+            answer: OnceCell::new(),
         });
         entries.insert(key.to_owned(), entry.clone());
         entry

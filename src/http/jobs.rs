@@ -1,9 +1,9 @@
 //! `/api/jobs`: cron job CRUD, pause/resume/run and run history (SPEC §7). Served on the
 //! API server (behind `API_SERVER_KEY`) and on the dashboard (behind its session gate).
-//! Errors are `{"error": message}` with 400/404/503, every 400 naming the field (SPEC §7
-//! compat: an id that is not 12 lowercase hex is `Invalid job ID format`, an unknown one
-//! `Job not found`). The wire bodies are parsed here, field by field, into the cron
-//! domain's `JobSpec`/`JobPatch`; the DTOs here are the wire shapes.
+//! Errors are `ApiError`s from `CronError` (`{"error": message}` with 400/404/503, every
+//! 400 naming the field; SPEC §7 compat: an id that is not 12 lowercase hex is `Invalid
+//! job ID format`, an unknown one `Job not found`). The wire bodies are parsed here, field
+//! by field, into the cron domain's `JobSpec`/`JobPatch`; the DTOs here are the wire shapes.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::{Map, Value};
 
+use super::ApiError;
 use crate::clock::iso;
 use crate::cron::{CronError, Job, JobPatch, JobSpec, REPEAT_RULE, Repeat, Run, is_job_id};
 use crate::state::AppState;
-use crate::store::StoreError;
 
 /// The job routes; the caller adds its own authentication in front.
 pub fn routes() -> Router<AppState> {
@@ -99,51 +99,17 @@ impl From<Run> for RunDto {
     }
 }
 
-/// A cron failure as `{"error": ...}`.
-pub(super) struct JobsError(CronError);
-
-impl From<CronError> for JobsError {
-    fn from(e: CronError) -> Self {
-        Self(e)
-    }
-}
-
-impl IntoResponse for JobsError {
-    fn into_response(self) -> Response {
-        let (status, message) = match &self.0 {
-            CronError::Invalid(m) => (StatusCode::BAD_REQUEST, m.clone()),
-            CronError::NotFound(_) => (StatusCode::NOT_FOUND, "Job not found".into()),
-            CronError::Draining => (StatusCode::SERVICE_UNAVAILABLE, self.0.to_string()),
-            CronError::Store(StoreError::Unavailable(detail)) => {
-                tracing::error!(%detail, "store unavailable");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the job store is unavailable; retry later".into(),
-                )
-            }
-            CronError::Store(e) => {
-                tracing::error!(error = %e, "job store error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
-            }
-        };
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            return super::error::unavailable(json!({"error": message}));
-        }
-        (status, Json(json!({"error": message}))).into_response()
-    }
-}
-
 /// Fields a job body may carry (compat: exactly what PATCH takes).
 const FIELDS: [&str; 8] = [
     "name", "schedule", "prompt", "deliver", "skills", "skill", "repeat", "enabled",
 ];
 
-fn invalid(message: impl Into<String>) -> JobsError {
-    JobsError(CronError::Invalid(message.into()))
+fn invalid(message: impl Into<String>) -> ApiError {
+    CronError::Invalid(message.into()).into()
 }
 
 /// The body as a JSON object of known fields; anything else names what is wrong.
-fn object(parsed: Result<Json<Value>, JsonRejection>) -> Result<Map<String, Value>, JobsError> {
+fn object(parsed: Result<Json<Value>, JsonRejection>) -> Result<Map<String, Value>, ApiError> {
     let Json(v) = parsed.map_err(|e| invalid(format!("invalid JSON body: {}", e.body_text())))?;
     let Value::Object(map) = v else {
         return Err(invalid("invalid JSON body: expected an object"));
@@ -161,7 +127,7 @@ fn object(parsed: Result<Json<Value>, JsonRejection>) -> Result<Map<String, Valu
 struct Fields(Map<String, Value>);
 
 impl Fields {
-    fn string(&mut self, key: &str) -> Result<Option<String>, JobsError> {
+    fn string(&mut self, key: &str) -> Result<Option<String>, ApiError> {
         match self.0.remove(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -169,7 +135,7 @@ impl Fields {
         }
     }
 
-    fn bool(&mut self, key: &str) -> Result<Option<bool>, JobsError> {
+    fn bool(&mut self, key: &str) -> Result<Option<bool>, ApiError> {
         match self.0.remove(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(b)),
@@ -179,7 +145,7 @@ impl Fields {
 
     /// `repeat`: absent, `null` (forever) or an integer ≥ 1. JSON's `3.0` is the integer 3
     /// (JSON Schema's `integer` includes it, and the OpenAPI document says `integer`).
-    fn repeat(&mut self) -> Result<Option<Option<u32>>, JobsError> {
+    fn repeat(&mut self) -> Result<Option<Option<u32>>, ApiError> {
         match self.0.remove("repeat") {
             None => Ok(None),
             Some(Value::Null) => Ok(Some(None)),
@@ -197,7 +163,7 @@ impl Fields {
     /// `skills` (a list of names) and `skill` (one name): Hermes loads skills into a run;
     /// this gateway's backends have none, so a job that names one is refused rather than
     /// run without it. Empty values are accepted.
-    fn no_skills(&mut self) -> Result<(), JobsError> {
+    fn no_skills(&mut self) -> Result<(), ApiError> {
         for key in ["skills", "skill"] {
             let named = match self.0.remove(key) {
                 None | Some(Value::Null) => false,
@@ -230,7 +196,7 @@ fn whole_number(v: &Value) -> Option<u64> {
     (f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f)).then_some(f as u64)
 }
 
-fn spec(parsed: Result<Json<Value>, JsonRejection>) -> Result<JobSpec, JobsError> {
+fn spec(parsed: Result<Json<Value>, JsonRejection>) -> Result<JobSpec, ApiError> {
     let mut f = Fields(object(parsed)?);
     f.no_skills()?;
     Ok(JobSpec {
@@ -243,7 +209,7 @@ fn spec(parsed: Result<Json<Value>, JsonRejection>) -> Result<JobSpec, JobsError
     })
 }
 
-fn patch(parsed: Result<Json<Value>, JsonRejection>) -> Result<JobPatch, JobsError> {
+fn patch(parsed: Result<Json<Value>, JsonRejection>) -> Result<JobPatch, ApiError> {
     let map = object(parsed)?;
     if map.is_empty() {
         return Err(invalid(format!(
@@ -276,17 +242,15 @@ fn patch(parsed: Result<Json<Value>, JsonRejection>) -> Result<JobPatch, JobsErr
 }
 
 /// The path's job id, refused with the compat 400 unless it is well-formed.
-fn job_id(Path(id): Path<String>) -> Result<String, JobsError> {
+fn job_id(Path(id): Path<String>) -> Result<String, ApiError> {
     if is_job_id(&id) {
         Ok(id)
     } else {
-        Err(JobsError(CronError::Invalid(
-            "Invalid job ID format".into(),
-        )))
+        Err(invalid("Invalid job ID format"))
     }
 }
 
-type Reply = Result<Response, JobsError>;
+type Reply = Result<Response, ApiError>;
 
 /// Every job.
 #[utoipa::path(get, path = "/api/jobs", tag = "cron",

@@ -193,6 +193,14 @@ fn bearer(description: &str, format: Option<&str>) -> SecurityScheme {
     SecurityScheme::Http(b.build())
 }
 
+/// The fire endpoint's token, the same scheme on both listeners.
+fn fire_token_scheme() -> SecurityScheme {
+    bearer(
+        "a short-lived fire token signed by the account service (RS256/384/512, ES256/384)",
+        Some("JWT"),
+    )
+}
+
 fn requirement(name: &str) -> SecurityRequirement {
     SecurityRequirement::new(name, Vec::<String>::new())
 }
@@ -246,13 +254,7 @@ impl Modify for ApiServerGate {
                 None,
             ),
         );
-        components.add_security_scheme(
-            FIRE_TOKEN,
-            bearer(
-                "a short-lived fire token signed by the account service (RS256/384/512, ES256/384)",
-                Some("JWT"),
-            ),
-        );
+        components.add_security_scheme(FIRE_TOKEN, fire_token_scheme());
         each_operation(doc, |path, op| {
             // Foreign browser origins and, without API_SERVER_KEY, foreign Host names are
             // refused before routing, on every route.
@@ -296,6 +298,17 @@ struct DashboardGate {
 impl Modify for DashboardGate {
     fn modify(&self, doc: &mut Document) {
         let components = doc.components.get_or_insert_with(Default::default);
+        let session_scheme = self.add_schemes(components);
+        each_operation(doc, |path, op| {
+            self.gate_operation(session_scheme, path, op)
+        });
+    }
+}
+
+impl DashboardGate {
+    /// Adds the security schemes of this mode to `components`; returns the name of the
+    /// session scheme (the cookie in gated mode, the loopback token header otherwise).
+    fn add_schemes(&self, components: &mut utoipa::openapi::Components) -> &'static str {
         let session_scheme = if self.gated {
             components.add_security_scheme(
                 SESSION_COOKIE,
@@ -321,63 +334,66 @@ impl Modify for DashboardGate {
                 bearer("HERMES_DASHBOARD_DRAIN_SECRET (or _NEXT)", None),
             );
         }
-        components.add_security_scheme(
-            FIRE_TOKEN,
-            bearer(
-                "a short-lived fire token signed by the account service (RS256/384/512, ES256/384)",
-                Some("JWT"),
+        components.add_security_scheme(FIRE_TOKEN, fire_token_scheme());
+        session_scheme
+    }
+
+    /// Sets the security of the operation at `path`, and on a gated one (the page aside)
+    /// adds the answers the gate gives before the handler runs.
+    fn gate_operation(
+        &self,
+        session_scheme: &'static str,
+        path: &str,
+        op: &mut utoipa::openapi::path::Operation,
+    ) {
+        if path == "/api/cron/fire" {
+            op.security = Some(vec![requirement(FIRE_TOKEN)]);
+            return;
+        }
+        // The page is public in loopback mode; gated mode sends a browser without a
+        // session to /login.
+        if dashboard::is_public_path(path) || (path == "/" && !self.gated) {
+            op.security = Some(vec![SecurityRequirement::default()]);
+            return;
+        }
+        let token_route = path == crate::auth::drain_secret::DRAIN_ROUTE
+            || path == crate::auth::drain_secret::RESTART_ROUTE;
+        let scheme = if token_route && self.drain_secret {
+            DRAIN_SECRET
+        } else {
+            session_scheme
+        };
+        op.security = Some(vec![requirement(scheme)]);
+        if path != "/" {
+            self.add_gate_responses(op);
+        }
+    }
+
+    /// The gate's own answers on a gated operation: 401 without a valid session or token,
+    /// 403 for a foreign-origin cookie write (gated mode), 503 when the auth backend is
+    /// unreachable; an answer the handler documents itself is kept.
+    fn add_gate_responses(&self, op: &mut utoipa::openapi::path::Operation) {
+        let responses = &mut op.responses.responses;
+        responses.insert(
+            "401".into(),
+            response_ref(
+                "DashboardError",
+                "unauthenticated: no valid session or token",
             ),
         );
-        let (gated, drain_secret) = (self.gated, self.drain_secret);
-        each_operation(doc, |path, op| {
-            if path == "/api/cron/fire" {
-                op.security = Some(vec![requirement(FIRE_TOKEN)]);
-                return;
-            }
-            // The page is public in loopback mode; gated mode sends a browser without a
-            // session to /login.
-            if dashboard::is_public_path(path) || (path == "/" && !gated) {
-                op.security = Some(vec![SecurityRequirement::default()]);
-                return;
-            }
-            let token_route = path == crate::auth::drain_secret::DRAIN_ROUTE
-                || path == crate::auth::drain_secret::RESTART_ROUTE;
-            let scheme = if token_route && drain_secret {
-                DRAIN_SECRET
-            } else {
-                session_scheme
-            };
-            op.security = Some(vec![requirement(scheme)]);
-            if path == "/" {
-                return;
-            }
-            op.responses.responses.insert(
-                "401".into(),
+        if self.gated {
+            responses.entry("403".into()).or_insert_with(|| {
                 response_ref(
                     "DashboardError",
-                    "unauthenticated: no valid session or token",
-                ),
-            );
-            if gated {
-                op.responses
-                    .responses
-                    .entry("403".into())
-                    .or_insert_with(|| {
-                        response_ref(
-                            "DashboardError",
-                            "forbidden_origin: a cookie-borne write from a foreign Origin",
-                        )
-                    });
-            }
-            op.responses
-                .responses
-                .entry("503".into())
-                .or_insert_with(|| {
-                    response_ref(
-                        "DashboardError",
-                        "an auth provider or the session store is unreachable; Retry-After",
-                    )
-                });
+                    "forbidden_origin: a cookie-borne write from a foreign Origin",
+                )
+            });
+        }
+        responses.entry("503".into()).or_insert_with(|| {
+            response_ref(
+                "DashboardError",
+                "an auth provider or the session store is unreachable; Retry-After",
+            )
         });
     }
 }

@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::support::{Proc, TestApp, cli, fresh_postgres_url, parse_sse, strong_secret};
+use crate::support::{
+    PATIENCE, Proc, TestApp, TestDatabase, cli, eventually, parse_sse, strong_secret,
+};
 
 /// Writes an executable shell script agent into `dir`.
 fn agent(dir: &Path, name: &str, body: &str) -> String {
@@ -259,26 +261,39 @@ async fn sleeper_app() -> (TestApp, tempfile::TempDir) {
     (TestApp::spawn(&yaml, &[]).await, dir)
 }
 
+/// Waits until the file at `path` has something in it (an agent wrote a pid); its text.
 async fn wait_for_file(path: &Path) -> String {
-    for _ in 0..500 {
-        if let Ok(t) = std::fs::read_to_string(path)
-            && !t.trim().is_empty()
-        {
-            return t;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{} never appeared", path.display());
+    let what = format!("{} to be written", path.display());
+    eventually(PATIENCE, &what, async || {
+        std::fs::read_to_string(path)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+    })
+    .await
 }
 
+/// Fails unless process `pid` is gone within 3 s (a keeper exits just after its kill).
 async fn assert_gone(pid: &str) {
-    for _ in 0..300 {
-        if !pid_alive(pid) {
-            return;
+    let what = format!("process {} to be gone", pid.trim());
+    eventually(Duration::from_secs(3), &what, async || {
+        (!pid_alive(pid)).then_some(())
+    })
+    .await;
+}
+
+/// Fails unless every process whose command line contains `needle` is gone within 3 s (a
+/// keeper exits just after the kill it did); `what` names what they must not outlive.
+async fn assert_none_left(needle: &str, what: &str) {
+    let what = format!("no process of {needle} to outlive {what}");
+    eventually(Duration::from_secs(3), &what, async || {
+        let left = processes_with(needle);
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("process {pid} still alive");
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -287,6 +302,7 @@ async fn a_client_that_disconnects_cancels_its_turn_and_kills_the_agent() {
         let (app, dir) = sleeper_app().await;
         let client = reqwest::Client::new();
         let url = format!("{}/v1/chat/completions", app.api);
+        let (heard, heard_rx) = tokio::sync::oneshot::channel();
         let request = tokio::spawn(async move {
             let resp = client
                 .post(url)
@@ -295,10 +311,13 @@ async fn a_client_that_disconnects_cancels_its_turn_and_kills_the_agent() {
                 .await;
             // Streaming: read until the agent's first words, then hang up (the abort below).
             if let Ok(mut r) = resp {
-                let mut seen = String::new();
+                let (mut seen, mut heard) = (String::new(), Some(heard));
                 while let Ok(Some(c)) = r.chunk().await {
                     seen.push_str(&String::from_utf8_lossy(&c));
-                    if seen.contains("started") {
+                    if seen.contains("started")
+                        && let Some(heard) = heard.take()
+                    {
+                        let _ = heard.send(());
                         std::future::pending::<()>().await;
                     }
                 }
@@ -307,7 +326,13 @@ async fn a_client_that_disconnects_cancels_its_turn_and_kills_the_agent() {
         let agent_pid = wait_for_file(&dir.path().join("agent.pid")).await;
         let child_pid = wait_for_file(&dir.path().join("child.pid")).await;
         app.wait_until(|s| s["active_agents"] == 1).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if stream {
+            // Hang up only once the agent's first words reached the client.
+            tokio::time::timeout(PATIENCE, heard_rx)
+                .await
+                .expect("the agent's first words reach the client in time")
+                .expect("the stream ended before the agent's first words");
+        }
         request.abort();
         let _ = request.await;
         app.wait_until(|s| s["active_agents"] == 0).await;
@@ -328,7 +353,8 @@ async fn command_agent_environment_is_built_and_holds_no_gateway_secret() {
     let home = tempfile::tempdir().unwrap();
     let argv = agent(home.path(), "agent.sh", "cat >/dev/null; env");
     let (drain, drain_next) = (strong_secret(), strong_secret());
-    let database_url = fresh_postgres_url().await;
+    let db = TestDatabase::create().await;
+    let database_url = db.url().to_owned();
     let secrets: &[(&str, &str)] = &[
         ("API_SERVER_KEY", "sk-api-key-never-for-agents"),
         ("HERMES_DASHBOARD_DRAIN_SECRET", &drain),
@@ -428,18 +454,6 @@ fn sleeper(dir: &Path) -> String {
     path.display().to_string()
 }
 
-/// The processes whose command line contains `needle` once they are gone, or after 3 s
-/// those still alive (a keeper exits just after the kill it did).
-async fn processes_left(needle: &str) -> Vec<String> {
-    for _ in 0..300 {
-        if processes_with(needle).is_empty() {
-            return Vec::new();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    processes_with(needle)
-}
-
 /// Live (not zombie) processes whose command line contains `needle`.
 fn processes_with(needle: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -517,15 +531,10 @@ async fn a_setsid_child_cannot_hold_a_turn_past_its_timeout_nor_outlive_it() {
     let first = seen.await.unwrap();
     assert!(first.contains("hi"), "{first}");
     // `echo hi` may run before the background `setsid` has exec'd the sleeper.
-    let mut ran = false;
-    for _ in 0..200 {
-        ran = !processes_with(&s).is_empty();
-        if ran {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(ran, "the setsid child never ran");
+    eventually(PATIENCE, "the setsid child to run", async || {
+        (!processes_with(&s).is_empty()).then_some(())
+    })
+    .await;
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", p.api))
         .json(&json!({"messages": [{"role": "user", "content": "x"}]}))
@@ -544,8 +553,7 @@ async fn a_setsid_child_cannot_hold_a_turn_past_its_timeout_nor_outlive_it() {
     assert_eq!(body["choices"][0]["message"]["content"], "hi\n");
     // Two 3 s turns back to back (the streamed one, then this one), plus slack.
     assert!(elapsed < Duration::from_secs(6 + 3), "took {elapsed:?}");
-    let left = processes_left(&s).await;
-    assert!(left.is_empty(), "outlived the turn: {left:?}");
+    assert_none_left(&s, "the turn").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -596,8 +604,7 @@ async fn an_agent_that_exits_ends_its_turn_and_takes_its_daemons_with_it() {
             pid.trim()
         );
     }
-    let left = processes_left(&s).await;
-    assert!(left.is_empty(), "outlived the turn: {left:?}");
+    assert_none_left(&s, "the turn").await;
 }
 
 /// An agent whose double-forked setsid daemon records its pid, then the agent talks and
@@ -634,8 +641,7 @@ async fn a_client_that_disconnects_kills_setsid_descendants_too() {
     let _ = task.await;
     app.wait_until(|s| s["active_agents"] == 0).await;
     assert_gone(&daemon).await;
-    let left = processes_left(&dir.path().display().to_string()).await;
-    assert!(left.is_empty(), "outlived the turn: {left:?}");
+    assert_none_left(&dir.path().display().to_string(), "the turn").await;
 }
 
 #[tokio::test]
@@ -693,7 +699,7 @@ async fn ending_one_turn_leaves_the_daemons_of_another_running_turn_alone() {
 async fn a_shutdown_kills_setsid_descendants_too() {
     let home = tempfile::tempdir().unwrap();
     let argv = daemonising_agent(home.path());
-    let p = Proc::start(
+    let mut p = Proc::start(
         home.path(),
         &format!(
             "agent: {{backend: command, restart_drain_timeout: 0.5, command: {{argv: [{argv:?}]}}}}"
@@ -706,16 +712,10 @@ async fn a_shutdown_kills_setsid_descendants_too() {
     let daemon = wait_for_file(&home.path().join("daemon.pid")).await;
     assert!(pid_alive(&daemon));
     p.signal("TERM");
-    let (code, p) = tokio::task::spawn_blocking(move || {
-        let mut p = p;
-        (p.wait_exit(), p)
-    })
-    .await
-    .unwrap();
+    let code = p.wait_exit().await;
     assert_eq!(code, 0, "{}", p.stderr());
     assert_gone(&daemon).await;
-    let left = processes_left(&home.path().display().to_string()).await;
-    assert!(left.is_empty(), "outlived the gateway: {left:?}");
+    assert_none_left(&home.path().display().to_string(), "the gateway").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -747,10 +747,9 @@ async fn a_sigkilled_gateway_takes_its_agents_and_their_daemons_with_it() {
     assert!(pid_alive(&daemon));
     // No clean-up code of the gateway runs: only the kernel and the turn's keeper act.
     p.signal("KILL");
-    p.wait_exit();
+    p.wait_exit().await;
     assert_gone(&daemon).await;
-    let left = processes_left(&home.path().display().to_string()).await;
-    assert!(left.is_empty(), "outlived the gateway: {left:?}");
+    assert_none_left(&home.path().display().to_string(), "the gateway").await;
 }
 
 #[tokio::test]
@@ -825,11 +824,7 @@ async fn an_agent_that_kills_or_stops_its_keeper_still_leaves_nothing_behind() {
             let pid = wait_for_file(&home.path().join(file)).await;
             assert_gone(&pid).await;
         }
-        let left = processes_left(&s).await;
-        assert!(
-            left.is_empty(),
-            "{how}: outlived the turn: {left:?} ({body})"
-        );
+        assert_none_left(&s, &format!("the turn ({how}; it answered {body})")).await;
         p.wait_status(|st| st["active_agents"] == 0).await;
     }
 }

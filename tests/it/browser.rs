@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, free_port};
+use crate::support::{PATIENCE, TestApp, eventually, free_port, matching};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -42,12 +42,12 @@ impl Browser {
             );
         let http = reqwest::Client::new();
         let root = format!("http://127.0.0.1:{port}");
-        for _ in 0..500 {
-            if http.get(format!("{root}/status")).send().await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            Duration::from_secs(20),
+            "chromedriver to answer",
+            async || http.get(format!("{root}/status")).send().await,
+        )
+        .await;
         let profile = tempfile::tempdir().unwrap();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -106,13 +106,8 @@ impl Browser {
     }
 
     async fn element(&self, css: &str) -> String {
-        for _ in 0..250 {
-            if let Some(e) = self.find(css).await {
-                return e;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no element {css}");
+        let what = format!("an element {css}");
+        eventually(PATIENCE, &what, async || self.find(css).await).await
     }
 
     async fn type_into(&self, css: &str, text: &str) {
@@ -147,22 +142,19 @@ impl Browser {
         }
     }
 
-    /// Waits (10 s at most) until the element's text satisfies `pred`.
+    /// Waits (20 s at most: every probe is two WebDriver calls) until the element's text
+    /// satisfies `pred`.
     async fn wait_text(&self, css: &str, pred: impl Fn(&str) -> bool) -> String {
-        let mut last = String::new();
-        for _ in 0..500 {
-            last = self.text(css).await;
-            if pred(&last) {
-                return last;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("{css} never matched; last text {last:?}");
+        let what = format!("the text of {css} to match");
+        eventually(Duration::from_secs(20), &what, async || {
+            matching(self.text(css).await, |t| pred(t)).map_err(|t| format!("{t:?}"))
+        })
+        .await
     }
 
     /// Accepts the `confirm()` dialog once it is open.
     async fn accept_dialog(&self) {
-        for _ in 0..250 {
+        eventually(PATIENCE, "a confirmation dialog to accept", async || {
             let v: Value = self
                 .http
                 .post(format!("{}/alert/accept", self.base))
@@ -173,12 +165,9 @@ impl Browser {
                 .json()
                 .await
                 .unwrap();
-            if v["value"].is_null() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no confirmation dialog appeared");
+            matching(v, |v| v["value"].is_null())
+        })
+        .await;
     }
 
     async fn screenshot(&self, path: &PathBuf) {

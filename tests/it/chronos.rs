@@ -17,7 +17,7 @@ use hermes_gateway::metrics::Metrics;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::support::{Proc, TestApp, fresh_postgres_url};
+use crate::support::{Proc, TestApp, TestDatabase, eventually};
 
 const RSA_A_KEY: &str = include_str!("../fixtures/chronos/rsa_a.key");
 const RSA_A_PUB: &str = include_str!("../fixtures/chronos/rsa_a.pub");
@@ -276,15 +276,8 @@ async fn runs(http: &reqwest::Client, base: &str, id: &str) -> Vec<Value> {
     v["runs"].as_array().cloned().unwrap_or_default()
 }
 
-async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..500 {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
+/// How long the account-service loop and fired runs get (generous, for a loaded machine).
+const WAIT: Duration = Duration::from_secs(20);
 
 // ---- tests ----------------------------------------------------------------------------
 
@@ -334,7 +327,7 @@ async fn fire_endpoint_checks_token_first_then_body_and_runs_the_job() {
     assert_eq!(v["job_id"], id.as_str());
     assert_eq!(v["outcome"], "started");
     let run_id = v["run_id"].as_str().unwrap().to_owned();
-    let done = wait_for("the fired run to complete", async || {
+    let done = eventually(WAIT, "the fired run to complete", async || {
         let r = runs(http, &app.api, &id).await;
         (r.first().map(|r| r["status"].clone()) == Some(json!("completed"))).then_some(r)
     })
@@ -616,8 +609,17 @@ async fn fifty_concurrent_deliveries_of_one_slot_start_one_run() {
         49,
         "{outcomes:?}"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(runs(&app.http, &app.api, &id).await.len(), 1);
+    // The one run ends, and it stays the only one.
+    let all = eventually(WAIT, "the started run to complete", async || {
+        let r = runs(&app.http, &app.api, &id).await;
+        if r.first().is_some_and(|r| r["status"] == "completed") {
+            Ok(r)
+        } else {
+            Err(json!(r))
+        }
+    })
+    .await;
+    assert_eq!(all.len(), 1, "{all:?}");
     // Duplicates never counted as turns.
     let metrics = app.metrics().await;
     assert!(
@@ -702,6 +704,7 @@ async fn jwks_keys_rotate_survive_an_outage_and_refetch_at_most_every_30s() {
 
     // Rotation: the set now publishes b (EC) and drops a; a token under b triggers a refetch.
     portal.with(|s| s.jwks = vec![jwk(Algorithm::ES256, EC_A_KEY, "b")]);
+    // Past the 200 ms refetch interval (the rule under test is a duration).
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert!(
         v.verify(&tok(Algorithm::ES256, EC_A_KEY, "b"))
@@ -718,6 +721,7 @@ async fn jwks_keys_rotate_survive_an_outage_and_refetch_at_most_every_30s() {
 
     // Outage: the cached kid keeps working; an uncached kid is "no key" (503), not a 401.
     portal.with(|s| s.jwks_down = true);
+    // Past the refetch interval again.
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(
         v.verify(&tok(Algorithm::RS256, RSA_A_KEY, "c"))
@@ -841,7 +845,7 @@ async fn chronos_provider_arms_fires_runs_and_rearms() {
     let (id, slot) = create(&app, "*/5 * * * * *").await;
 
     // Armed: the job's next slot, with the compat body.
-    let armed = wait_for("the job to be armed", async || {
+    let armed = eventually(WAIT, "the job to be armed", async || {
         portal
             .calls("provision")
             .into_iter()
@@ -871,12 +875,12 @@ async fn chronos_provider_arms_fires_runs_and_rearms() {
     )
     .await;
     assert_eq!((code, v["outcome"].clone()), (202, json!("started")), "{v}");
-    wait_for("the run to complete", async || {
+    eventually(WAIT, "the run to complete", async || {
         let r = runs(&app.http, &app.api, &id).await;
         (r.first().map(|r| r["status"].clone()) == Some(json!("completed"))).then_some(())
     })
     .await;
-    let rearmed = wait_for("the next slot to be armed", async || {
+    let rearmed = eventually(WAIT, "the next slot to be armed", async || {
         portal.with(|s| {
             s.armed
                 .iter()
@@ -897,7 +901,7 @@ async fn chronos_provider_arms_fires_runs_and_rearms() {
     // A fire that arrives early (our clock behind the scheduler's) starts nothing, and the
     // one-shot it used up is armed again at once.
     let (later, later_slot) = create(&app, "every 1h").await;
-    wait_for("the hourly job to be armed", async || {
+    eventually(WAIT, "the hourly job to be armed", async || {
         portal.with(|s| {
             s.armed
                 .iter()
@@ -917,7 +921,7 @@ async fn chronos_provider_arms_fires_runs_and_rearms() {
     )
     .await;
     assert_eq!(v["outcome"], "not_due");
-    let again = wait_for("the used-up one-shot to be armed again", async || {
+    let again = eventually(WAIT, "the used-up one-shot to be armed again", async || {
         portal
             .calls("provision")
             .into_iter()
@@ -933,7 +937,7 @@ async fn chronos_provider_arms_fires_runs_and_rearms() {
         .send()
         .await
         .unwrap();
-    wait_for("the paused job to be cancelled", async || {
+    eventually(WAIT, "the paused job to be cancelled", async || {
         portal
             .with(|s| s.armed.iter().all(|a| a["job_id"] != id.as_str()))
             .then_some(())
@@ -976,12 +980,29 @@ async fn identity_rejection_is_shown_and_not_retried_and_unusable_config_falls_b
             .unwrap()
             .contains(ACCESS_TOKEN)
     );
+    // No retry for a window past the first back-off (1 s): an absence takes a wait.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         portal.with(|s| s.calls.len()),
         1,
         "retried a permanent rejection"
     );
+    // ...while the loop is alive: a job change is what makes it ask again.
+    let (code, v) = {
+        let r = app
+            .http
+            .post(format!("{}/api/jobs", app.api))
+            .json(&json!({"name": "t", "prompt": "p", "schedule": "every 1h"}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(code, 201, "{v}");
+    eventually(WAIT, "a job change to reconcile again", async || {
+        (portal.with(|s| s.calls.len()) >= 2).then_some(())
+    })
+    .await;
 
     // chronos without a token: the built-in ticker runs, with the reason in status.
     let app = TestApp::spawn("cron: {provider: chronos}", &[]).await;
@@ -995,8 +1016,8 @@ async fn identity_rejection_is_shown_and_not_retried_and_unusable_config_falls_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_postgres_fire_one_slot_once() {
-    let url = fresh_postgres_url().await;
-    let env = [("HERMES_DATABASE_URL", url.as_str())];
+    let db = TestDatabase::create().await;
+    let env = [("HERMES_DATABASE_URL", db.url())];
     let yaml = format!(
         "agent: {{echo: {{delay_ms: 300}}}}\ncron: {{chronos: {{expected_audience: {AUD:?}, nas_public_keys: {}}}}}",
         yaml_list(&[RSA_A_PUB, EC_A_PUB])
@@ -1041,7 +1062,7 @@ async fn two_processes_on_one_postgres_fire_one_slot_once() {
         started += usize::from(v["outcome"] == "started");
     }
     assert_eq!(started, 1);
-    let all = wait_for("the run to finish", async || {
+    let all = eventually(WAIT, "the run to finish", async || {
         let r = runs(&http, &b.api, &id).await;
         (r.iter().all(|r| r["status"] == "completed") && !r.is_empty()).then_some(r)
     })
@@ -1082,6 +1103,7 @@ async fn a_jwks_with_no_usable_key_does_not_replace_the_good_set() {
     ] {
         portal.with(|s| s.jwks = bad.clone());
         let hits = portal.with(|s| s.jwks_hits);
+        // Past the 100 ms refetch interval (the rule under test is a duration).
         tokio::time::sleep(Duration::from_millis(150)).await;
         let unknown = sign(Algorithm::RS256, RSA_B_KEY, Some("new"), &claims(""));
         assert!(v.verify(&unknown).await.is_err());
@@ -1149,6 +1171,7 @@ async fn a_jwks_body_over_1_mib_is_refused_while_it_streams_and_the_keys_are_kep
 
     for mode in [1, 2] {
         jwks.mode.store(mode, Ordering::SeqCst);
+        // Past the 100 ms refetch interval (the rule under test is a duration).
         tokio::time::sleep(Duration::from_millis(150)).await;
         let started = std::time::Instant::now();
         assert_eq!(
@@ -1222,13 +1245,13 @@ async fn key_independent_checks_are_401_even_while_the_jwks_is_down() {
     assert_eq!(status, 503);
 }
 
-#[test]
-fn plain_http_jwks_or_portal_urls_off_loopback_are_a_config_error() {
+#[tokio::test]
+async fn plain_http_jwks_or_portal_urls_off_loopback_are_a_config_error() {
     let home = tempfile::tempdir().unwrap();
     let yaml = "cron: {chronos: {portal_url: 'http://portal.example', nas_jwks_url: 'http://portal.example/jwks'}}";
     // `run` must refuse to start (bounded: a gateway that starts is killed after 10 s).
     let mut gw = Proc::start(home.path(), yaml, &[]);
-    assert_eq!(gw.wait_exit(), 78, "{}", gw.stderr());
+    assert_eq!(gw.wait_exit().await, 78, "{}", gw.stderr());
     let (code, _, check) = crate::support::cli(home.path(), &["config", "check"], &[], "");
     assert_eq!(code, 78, "{check}");
     for err in [gw.stderr(), check] {
@@ -1279,7 +1302,7 @@ async fn a_fire_burst_against_a_down_account_service_costs_a_handful_of_calls_an
         .await
         .unwrap();
     let id = v["job"]["id"].as_str().unwrap().to_owned();
-    wait_for("the first reconcile to fail", async || {
+    eventually(WAIT, "the first reconcile to fail", async || {
         (attempts.load(Ordering::SeqCst) > 0).then_some(())
     })
     .await;
@@ -1299,6 +1322,7 @@ async fn a_fire_burst_against_a_down_account_service_costs_a_handful_of_calls_an
             (202, json!("not_due")),
             "{v}"
         );
+        // The burst's pace: 200 fires spread over a few seconds of back-off.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = burst.elapsed();

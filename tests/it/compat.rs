@@ -198,10 +198,7 @@ async fn restart_endpoint_drains_and_exits_75() {
     assert_eq!(v["action"], "restart");
     let done = in_flight.await.unwrap();
     assert_eq!(done["choices"][0]["message"]["content"], "finish me");
-    let code = tokio::task::spawn_blocking(move || p.wait_exit())
-        .await
-        .unwrap();
-    assert_eq!(code, 75);
+    assert_eq!(p.wait_exit().await, 75, "{}", p.stderr());
 }
 
 const OPENAI_SCRIPT: &str = r#"

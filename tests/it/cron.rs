@@ -9,19 +9,19 @@ use hermes_gateway::store::{ClaimOutcome, NewRun, Store};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::support::{Proc, TestApp, fresh_postgres_url};
+use crate::support::{PATIENCE, Proc, TestApp, TestDatabase, eventually, matching};
 
-/// One fresh store of each kind.
-async fn stores() -> Vec<(Store, tempfile::TempDir)> {
+/// One fresh store of each kind, with the directory and the database they live in (which
+/// must outlive them).
+async fn stores() -> (Vec<Store>, tempfile::TempDir, TestDatabase) {
     let dir = tempfile::tempdir().unwrap();
     let clock = hermes_gateway::clock::SystemClock;
+    let db = TestDatabase::create().await;
     let sqlite = Store::sqlite(&dir.path().join("state.db"), &clock)
         .await
         .unwrap();
-    let pg = Store::postgres(&fresh_postgres_url().await, &clock)
-        .await
-        .unwrap();
-    vec![(sqlite, dir), (pg, tempfile::tempdir().unwrap())]
+    let pg = Store::postgres(db.url(), &clock).await.unwrap();
+    (vec![sqlite, pg], dir, db)
 }
 
 fn t(s: i64) -> Timestamp {
@@ -63,7 +63,8 @@ fn new_run(id: &str, job: &str, slot: i64, lease: i64) -> NewRun {
 
 #[tokio::test]
 async fn store_jobs_crud_on_both_backends() {
-    for (store, _dir) in stores().await {
+    let (stores, _dir, _db) = stores().await;
+    for store in stores {
         let kind = store.kind();
         store
             .insert_job(&job("aaaaaaaaaaaa", Some(60)))
@@ -99,7 +100,8 @@ async fn store_jobs_crud_on_both_backends() {
 
 #[tokio::test]
 async fn due_scan_and_claim_are_exactly_once_on_both_backends() {
-    for (store, _dir) in stores().await {
+    let (stores, _dir, _db) = stores().await;
+    for store in stores {
         let kind = store.kind();
         for (i, next) in [(1, Some(10)), (2, Some(20)), (3, Some(30)), (4, None)] {
             store
@@ -187,7 +189,8 @@ async fn due_scan_and_claim_are_exactly_once_on_both_backends() {
 
 #[tokio::test]
 async fn expired_leases_become_interrupted_runs_on_both_backends() {
-    for (store, _dir) in stores().await {
+    let (stores, _dir, _db) = stores().await;
+    for store in stores {
         let kind = store.kind();
         store
             .insert_job(&job("cccccccccccc", Some(10)))
@@ -244,8 +247,11 @@ async fn api(
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// Polls the runs of job `id` (30 s at most: webhook retries take seconds) until `pred`
+/// holds; returns them.
 async fn wait_runs(app: &TestApp, id: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    for _ in 0..1000 {
+    let what = format!("the runs of {id} to match");
+    eventually(Duration::from_secs(30), &what, async || {
         let (_, v) = api(
             app,
             reqwest::Method::GET,
@@ -254,12 +260,9 @@ async fn wait_runs(app: &TestApp, id: &str, pred: impl Fn(&[Value]) -> bool) -> 
         )
         .await;
         let runs = v["runs"].as_array().cloned().unwrap_or_default();
-        if pred(&runs) {
-            return runs;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("runs of {id} never matched");
+        if pred(&runs) { Ok(runs) } else { Err(v) }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -541,16 +544,11 @@ async fn the_ticker_runs_due_jobs_skips_while_draining_and_completes_repeat_n() 
     })
     .await;
     assert_ne!(runs[0]["scheduled_for"], runs[1]["scheduled_for"]);
-    let (_, v) = api(&app, Method::GET, &format!("/api/jobs/{id}"), None).await;
-    for _ in 0..100 {
+    let after = eventually(PATIENCE, "the job to end completed", async || {
         let (_, v) = api(&app, Method::GET, &format!("/api/jobs/{id}"), None).await;
-        if v["job"]["state"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (_, after) = api(&app, Method::GET, &format!("/api/jobs/{id}"), None).await;
-    assert_eq!(after["job"]["state"], "completed", "{v}");
+        matching(v, |v| v["job"]["state"] == "completed")
+    })
+    .await;
     assert_eq!(after["job"]["repeat"], json!({"times": 2, "completed": 2}));
     let status = app.status().await;
     assert_eq!(status["cron"]["provider"], "builtin");
@@ -566,7 +564,16 @@ async fn the_ticker_runs_due_jobs_skips_while_draining_and_completes_repeat_n() 
     )
     .await;
     let id = v["job"]["id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let due: Timestamp = v["job"]["next_run_at"].as_str().unwrap().parse().unwrap();
+    // A tick that began once the job was due, and skipped it.
+    app.wait_until(|s| {
+        s["cron"]["skipped_while_draining"] == true
+            && s["cron"]["last_tick_at"]
+                .as_str()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .is_some_and(|t| t >= due)
+    })
+    .await;
     let (_, v) = api(&app, Method::GET, &format!("/api/jobs/{id}/runs"), None).await;
     assert_eq!(v["runs"], json!([]), "nothing runs while draining");
     assert_eq!(app.status().await["cron"]["skipped_while_draining"], true);
@@ -609,13 +616,11 @@ async fn webhook_delivery_posts_the_output_and_records_failures() {
     let (_, v) = api(&app, Method::POST, "/api/jobs", Some(json!({"name": "t", "prompt": "deliver me", "schedule": "every 1d", "deliver": format!("{base}/ok")}))).await;
     let id = v["job"]["id"].as_str().unwrap().to_owned();
     api(&app, Method::POST, &format!("/api/jobs/{id}/run"), None).await;
-    for _ in 0..500 {
-        if !got.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let posted = got.lock().unwrap().clone();
+    let posted = eventually(PATIENCE, "the webhook to be posted to", async || {
+        let posted = got.lock().unwrap().clone();
+        (!posted.is_empty()).then_some(posted)
+    })
+    .await;
     assert_eq!(posted.len(), 1);
     assert_eq!(posted[0]["output"], "deliver me");
     assert_eq!(posted[0]["job_id"], id.as_str());
@@ -650,8 +655,8 @@ async fn get(http: &reqwest::Client, url: String) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_postgres_run_each_slot_once_and_survive_a_sigkill() {
-    let url = fresh_postgres_url().await;
-    let env = [("HERMES_DATABASE_URL", url.as_str())];
+    let db = TestDatabase::create().await;
+    let env = [("HERMES_DATABASE_URL", db.url())];
     let yaml =
         "agent: {echo: {delay_ms: 1500}}\ncron: {tick_interval_seconds: 1, lease_seconds: 3}";
     let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -673,7 +678,25 @@ async fn two_processes_on_one_postgres_run_each_slot_once_and_survive_a_sigkill(
             .unwrap();
         ids.push(v["job"]["id"].as_str().unwrap().to_owned());
     }
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Both processes contend for a few slots of every job before the kill.
+    let runs_of = async |base: &str, id: &str| -> Vec<Value> {
+        let v = get(&http, format!("{base}/api/jobs/{id}/runs?limit=100")).await;
+        v["runs"].as_array().cloned().unwrap_or_default()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "two slots of every job to be run",
+        async || {
+            for id in &ids {
+                let runs = runs_of(&a.api, id).await;
+                if runs.len() < 2 {
+                    return Err(format!("job {id}: {}", json!(runs)));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
     // SIGKILL one process mid-run: start a run on it explicitly (so it surely has one in
     // flight, whoever wins the scheduled slots), wait until it is running, then kill it.
     // The run is recorded interrupted when its lease ends, and the slots go on.
@@ -701,10 +724,38 @@ async fn two_processes_on_one_postgres_run_each_slot_once_and_survive_a_sigkill(
         .await;
     a.child.kill().unwrap();
     let _ = a.child.wait();
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    for id in &ids {
-        let v = get(&http, format!("{}/api/jobs/{id}/runs?limit=100", b.api)).await;
-        let runs = v["runs"].as_array().unwrap();
+    let killed_at = Timestamp::now();
+    // The survivor runs the slots after the kill (every job has a completed one scheduled
+    // after it), and the run in flight on the killed process ends when its lease does.
+    let all = eventually(
+        Duration::from_secs(30),
+        "the survivor to run every job after the kill and end the killed run",
+        async || {
+            let mut all = Vec::new();
+            for id in &ids {
+                let runs = runs_of(&b.api, id).await;
+                let after = runs.iter().any(|r| {
+                    r["status"] == "completed"
+                        && r["scheduled_for"]
+                            .as_str()
+                            .and_then(|t| t.parse::<Timestamp>().ok())
+                            .is_some_and(|t| t > killed_at)
+                });
+                if runs.len() < 4 || !after {
+                    return Err(format!("job {id}: {}", json!(runs)));
+                }
+                all.push(runs);
+            }
+            let manual = runs_of(&b.api, &manual_id).await;
+            let killed = manual.iter().find(|r| r["id"] == killed_run.as_str());
+            if killed.is_none_or(|r| r["status"] != "interrupted") {
+                return Err(format!("the killed run: {}", json!(manual)));
+            }
+            Ok(all)
+        },
+    )
+    .await;
+    for runs in &all {
         let mut slots: Vec<&str> = runs
             .iter()
             .map(|r| r["scheduled_for"].as_str().unwrap())
@@ -736,7 +787,8 @@ async fn two_processes_on_one_postgres_run_each_slot_once_and_survive_a_sigkill(
         Some(json!("interrupted")),
         "{v}"
     );
-    assert!(b.stderr().is_empty() || !b.stderr().contains("panicked"));
+    let stderr = b.stderr();
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -951,20 +1003,6 @@ fn sleeping_agent_yaml(pids: &std::path::Path) -> String {
     )
 }
 
-async fn wait_for<T>(what: &str, secs: u64, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// SIGKILL the real binary while a run's agent sleeps, start it again in the same home:
 /// the dead run is recorded interrupted within seconds (not when its 300 s lease ends),
 /// and the job's next slot runs instead of being skipped as an overlap with a ghost.
@@ -989,32 +1027,44 @@ async fn sigkilled_run_is_interrupted_at_restart(env: &[(&str, &str)]) {
         .unwrap();
     let id = v["job"]["id"].as_str().unwrap().to_owned();
     let runs_url = |p: &Proc| format!("{}/api/jobs/{id}/runs?limit=100", p.api);
-    let ghost = wait_for("the first run's agent to start", 20, async || {
-        let v = get(&http, runs_url(&first)).await;
-        let run = v["runs"].as_array()?.last()?.clone();
-        (run["status"] == "running" && !agent_pids(&pids).is_empty()).then_some(run)
-    })
+    let ghost = eventually(
+        Duration::from_secs(20),
+        "the first run's agent to start",
+        async || {
+            let v = get(&http, runs_url(&first)).await;
+            let run = v["runs"].as_array()?.last()?.clone();
+            (run["status"] == "running" && !agent_pids(&pids).is_empty()).then_some(run)
+        },
+    )
     .await;
     // Killed but not reaped: the dead gateway stays a zombie while the next one starts, as
     // under a supervisor that restarts before it waits (a zombie runs nothing).
     first.signal("KILL");
     let stat = format!("/proc/{}/stat", first.child.id());
-    wait_for("the killed gateway to be a zombie", 10, async || {
-        let text = std::fs::read_to_string(&stat).ok()?;
-        text.rsplit_once(") ")?.1.starts_with('Z').then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the killed gateway to be a zombie",
+        async || {
+            let text = std::fs::read_to_string(&stat).ok()?;
+            text.rsplit_once(") ")?.1.starts_with('Z').then_some(())
+        },
+    )
     .await;
     kill_agents(&pids);
 
     let second = Proc::start(home.path(), &yaml, env);
     second.wait_running().await;
     let restarted = std::time::Instant::now();
-    let runs = wait_for("the dead run to be recorded interrupted", 10, async || {
-        let v = get(&http, runs_url(&second)).await;
-        let runs = v["runs"].as_array()?.clone();
-        let dead = runs.iter().find(|r| r["id"] == ghost["id"])?;
-        (dead["status"] == "interrupted").then_some(runs)
-    })
+    let runs = eventually(
+        Duration::from_secs(10),
+        "the dead run to be recorded interrupted",
+        async || {
+            let v = get(&http, runs_url(&second)).await;
+            let runs = v["runs"].as_array()?.clone();
+            let dead = runs.iter().find(|r| r["id"] == ghost["id"])?;
+            (dead["status"] == "interrupted").then_some(runs)
+        },
+    )
     .await;
     assert!(
         restarted.elapsed() < Duration::from_secs(10),
@@ -1027,7 +1077,7 @@ async fn sigkilled_run_is_interrupted_at_restart(env: &[(&str, &str)]) {
         "{dead}"
     );
     // The job moves on: a later slot runs (it is not skipped as overlapping the ghost).
-    wait_for("a later slot to run", 10, async || {
+    eventually(Duration::from_secs(10), "a later slot to run", async || {
         let v = get(&http, runs_url(&second)).await;
         v["runs"]
             .as_array()?
@@ -1056,13 +1106,14 @@ async fn a_sigkilled_gateway_records_its_dead_run_interrupted_at_restart_on_sqli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_gateway_records_its_dead_run_interrupted_at_restart_on_postgres() {
-    let url = fresh_postgres_url().await;
-    sigkilled_run_is_interrupted_at_restart(&[("HERMES_DATABASE_URL", url.as_str())]).await;
+    let db = TestDatabase::create().await;
+    sigkilled_run_is_interrupted_at_restart(&[("HERMES_DATABASE_URL", db.url())]).await;
 }
 
 #[tokio::test]
 async fn lease_renewal_and_the_run_end_need_the_owner_on_both_backends() {
-    for (store, _dir) in stores().await {
+    let (stores, _dir, _db) = stores().await;
+    for store in stores {
         let kind = store.kind();
         store
             .insert_job(&job("dddddddddddd", Some(10)))
@@ -1145,7 +1196,7 @@ async fn a_run_whose_lease_is_taken_over_stops_its_agent_and_is_not_recorded_twi
     let (code, v) = api(&app, Method::POST, &format!("/api/jobs/{id}/run"), None).await;
     assert_eq!(code, 202, "{v}");
     let run_id = v["run"]["id"].as_str().unwrap().to_owned();
-    let pid = wait_for("the agent to start", 10, async || {
+    let pid = eventually(Duration::from_secs(10), "the agent to start", async || {
         agent_pids(&pids).first().copied()
     })
     .await;
@@ -1165,9 +1216,9 @@ async fn a_run_whose_lease_is_taken_over_stops_its_agent_and_is_not_recorded_twi
         .rows_affected();
     assert_eq!(stolen, 1);
     // Renewals come every lease/3 = 1 s: the agent must be gone well before its 60 s sleep.
-    wait_for(
+    eventually(
+        Duration::from_secs(10),
         "the agent of the run that lost its lease to end",
-        10,
         async || (!alive(pid)).then_some(()),
     )
     .await;

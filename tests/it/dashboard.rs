@@ -11,7 +11,7 @@ use hermes_gateway::clock::ManualClock;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
-use crate::support::{Proc, TestApp, fresh_postgres_url};
+use crate::support::{PATIENCE, Proc, TestApp, TestDatabase, eventually, matching};
 
 const USER: &str = "admin";
 const PASSWORD: &str = "correct horse battery staple";
@@ -100,17 +100,6 @@ async fn next_json(socket: &mut Socket) -> Value {
             return serde_json::from_str(&t).unwrap();
         }
     }
-}
-
-/// Reads frames until one matches `pred`.
-async fn until(socket: &mut Socket, pred: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..200 {
-        let v = next_json(socket).await;
-        if pred(&v) {
-            return v;
-        }
-    }
-    panic!("no matching frame");
 }
 
 #[tokio::test]
@@ -638,14 +627,20 @@ async fn loopback_mode_serves_the_token_in_the_page_and_chats_and_streams_events
     );
     app.state.drain.begin("operator").unwrap();
     let (mut saw_status, mut saw_audit) = (false, false);
-    while !(saw_status && saw_audit) {
-        let v = next_json(&mut events).await;
-        if v["type"] == "status" && v["status"]["gateway_state"] == "draining" {
-            assert_eq!(v["drain"]["principal"], "operator");
-            saw_status = true;
-        }
-        saw_audit |= v["type"] == "audit" && v["event"] == "drain_begin";
-    }
+    eventually(
+        PATIENCE,
+        "the draining status and its audit record",
+        async || {
+            let v = next_json(&mut events).await;
+            if v["type"] == "status" && v["status"]["gateway_state"] == "draining" {
+                assert_eq!(v["drain"]["principal"], "operator");
+                saw_status = true;
+            }
+            saw_audit |= v["type"] == "audit" && v["event"] == "drain_begin";
+            matching(v, |_| saw_status && saw_audit)
+        },
+    )
+    .await;
 
     // Chat through the gate: refused while draining, with a clear message...
     let mut chat = connect(&app.dash, "/api/ws?token=local-session-token-123", None)
@@ -670,14 +665,16 @@ async fn loopback_mode_serves_the_token_in_the_page_and_chats_and_streams_events
     assert_eq!(next_json(&mut chat).await["type"], "start");
     // The turn's start event and a status with it in flight, in whichever order.
     let (mut started, mut busy) = (false, false);
-    while !(started && busy) {
+    eventually(PATIENCE, "the turn's start and a busy status", async || {
         let v = next_json(&mut events).await;
         started |= v["type"] == "turn" && v["phase"] == "started";
         if v["type"] == "status" && v["status"]["active_agents"] == 1 {
             assert_eq!(v["status"]["gateway_busy"], true);
             busy = true;
         }
-    }
+        matching(v, |_| started && busy)
+    })
+    .await;
     let mut text = String::new();
     loop {
         let v = next_json(&mut chat).await;
@@ -688,8 +685,10 @@ async fn loopback_mode_serves_the_token_in_the_page_and_chats_and_streams_events
         }
     }
     assert_eq!(text, "hello there");
-    until(&mut events, |v| {
-        v["type"] == "status" && v["status"]["active_agents"] == 0
+    eventually(PATIENCE, "a status with no turn in flight", async || {
+        matching(next_json(&mut events).await, |v| {
+            v["type"] == "status" && v["status"]["active_agents"] == 0
+        })
     })
     .await;
 }
@@ -742,9 +741,9 @@ async fn behind_a_path_prefix_the_login_links_carry_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_minted_on_one_process_opens_once_on_another() {
-    let url = fresh_postgres_url().await;
+    let db = TestDatabase::create().await;
     let mut env = gated_env().to_vec();
-    env.push(("HERMES_DATABASE_URL", url.as_str()));
+    env.push(("HERMES_DATABASE_URL", db.url()));
     let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = Proc::start(home_a.path(), "", &env);
     let b = Proc::start(home_b.path(), "", &env);

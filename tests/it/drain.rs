@@ -1,11 +1,11 @@
 //! Safe drain end to end: concurrent turns, the endpoint, the marker and the state file.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, strong_secret};
+use crate::support::{PATIENCE, TestApp, eventually, matching, strong_secret};
 
 /// 100 slow turns (half streaming); a drain mid-way refuses new turns while every
 /// in-flight turn completes with its full text and the count falls monotonically to 0.
@@ -62,18 +62,16 @@ async fn drain_mid_way_through_100_turns_loses_nothing() {
 
     // The in-flight count only falls, down to 0.
     let mut last = u64::MAX;
-    loop {
+    eventually(PATIENCE, "the in-flight count to fall to 0", async || {
         let s = app.status().await;
         assert_eq!(s["gateway_state"], "draining");
         assert_eq!(s["gateway_drainable"], false);
         let n = s["active_agents"].as_u64().unwrap();
         assert!(n <= last, "active_agents rose from {last} to {n}");
         last = n;
-        if n == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        matching(s, |_| n == 0)
+    })
+    .await;
     for t in turns {
         let (status, content, done, text) = t.await.unwrap();
         assert_eq!(status, 200);
@@ -175,8 +173,11 @@ async fn status_and_drain_detail_fields() {
     assert_eq!(s["restart_drain_timeout"], 12.0);
     let app = Arc::new(app);
     let a2 = app.clone();
+    let sent = Instant::now();
     let turn = tokio::spawn(async move { a2.chat("slow one").await });
     let s = app.wait_until(|s| s["active_agents"] == 1).await;
+    // The turn was admitted after `sent` and before `in_flight`.
+    let in_flight = Instant::now();
     assert_eq!(
         (s["gateway_busy"].clone(), s["active_sessions"].clone()),
         (json!(true), json!(1))
@@ -186,17 +187,30 @@ async fn status_and_drain_detail_fields() {
         assert_eq!(app.status().await["active_agents"], 1);
     }
     app.drain_post(Some(&secret), "").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let d: Value = app
-        .http
-        .get(format!("{}/api/gateway/drain", app.dash))
-        .bearer_auth(&secret)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The oldest turn's age, read until it is past 0.15 s: each reading lies between the
+    // time since the turn was seen in flight and the time since it was sent (±1 ms of
+    // rounding).
+    let d = eventually(PATIENCE, "the turn to be 0.15 s old", async || {
+        let not_before = in_flight.elapsed();
+        let d: Value = app
+            .http
+            .get(format!("{}/api/gateway/drain", app.dash))
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let not_after = sent.elapsed();
+        let age = d["oldest_active_seconds"].as_f64().unwrap();
+        assert!(
+            age + 0.002 >= not_before.as_secs_f64() && age <= not_after.as_secs_f64() + 0.002,
+            "age {age} s outside {not_before:?}..{not_after:?}: {d}"
+        );
+        matching(d, |_| age >= 0.15)
+    })
+    .await;
     assert_eq!(d["draining"], true);
     assert_eq!(d["principal"], "drain-control");
     assert_eq!(d["active_agents"], 1);
@@ -229,18 +243,15 @@ async fn status_and_drain_detail_fields() {
     assert_eq!(doc["gateway_running"], false);
 }
 
+/// Polls the JSON file at `path` until it parses and satisfies `pred`.
 async fn wait_file(path: &std::path::Path, pred: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..300 {
-        if let Some(v) = std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            && pred(&v)
-        {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{} never matched", path.display());
+    let what = format!("{} to match", path.display());
+    eventually(PATIENCE, &what, async || -> Result<Value, String> {
+        let text = std::fs::read(path).map_err(|e| e.to_string())?;
+        let doc: Value = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
+        matching(doc, &pred).map_err(|d| d.to_string())
+    })
+    .await
 }
 
 #[tokio::test]
@@ -263,13 +274,10 @@ async fn a_marker_written_by_another_process_drains_and_its_removal_undrains() {
     app.wait_until(|s| s["gateway_state"] == "running").await;
     assert_eq!(app.chat("x").await.0, 200);
     // The gate flips a moment before the audit line is written.
-    for _ in 0..300 {
-        if app.audit_events().len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let events = app.audit_events();
+    let events = eventually(PATIENCE, "both audit records", async || {
+        matching(app.audit_events(), |e| e.len() >= 2).map_err(|e| json!(e))
+    })
+    .await;
     assert_eq!(events[0]["event"], "drain_begin");
     assert_eq!(events[0]["principal"], "operator", "{events:?}");
     assert_eq!(events[0]["source"], "marker");

@@ -4,11 +4,11 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Proc, free_port, strong_secret};
+use crate::support::{PATIENCE, Proc, eventually, free_port, strong_secret};
 
 const MARKER: &str = ".drain_request.json";
 
@@ -18,22 +18,6 @@ fn http() -> reqwest::Client {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
-}
-
-/// Polls `/api/status` (20 s at most, each request 5 s at most) until `pred` holds.
-async fn wait_status(p: &Proc, pred: impl Fn(&Value) -> bool) -> Value {
-    let http = http();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("{}/api/status", p.dash)).send().await
-            && let Ok(v) = r.json::<Value>().await
-            && pred(&v)
-        {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the status never matched; stderr:\n{}", p.stderr());
 }
 
 /// `GET url` must answer within 5 s; returns (status, body).
@@ -107,10 +91,10 @@ async fn check_hostile_marker(kind: Hostile, before_start: bool) {
     }
     let mut p = Proc::start(home.path(), "", &env);
     if !before_start {
-        wait_status(&p, |s| s["gateway_state"] == "running").await;
+        p.wait_running().await;
         kind.create(home.path());
     }
-    wait_status(&p, |s| s["gateway_state"] == "draining").await;
+    p.wait_status(|s| s["gateway_state"] == "draining").await;
 
     let (code, health) = get(format!("{}/health", p.api), None).await;
     assert_eq!(
@@ -156,14 +140,14 @@ async fn check_hostile_marker(kind: Hostile, before_start: bool) {
             assert!(meta.file_type().is_file(), "the FIFO was replaced");
             let (code, body) = drain_post(&p, &secret, "cancel").await;
             assert_eq!((code, &body["was_draining"]), (200, &Value::from(true)));
-            wait_status(&p, |s| s["gateway_state"] == "running").await;
+            p.wait_running().await;
         }
         Hostile::SymlinkToDevZero | Hostile::SymlinkToRegularFile => {
             // Cancel removes the link, never what it points at.
             let (code, body) = drain_post(&p, &secret, "cancel").await;
             assert_eq!((code, &body["was_draining"]), (200, &Value::from(true)));
             assert!(std::fs::symlink_metadata(home.path().join(MARKER)).is_err());
-            wait_status(&p, |s| s["gateway_state"] == "running").await;
+            p.wait_running().await;
             if let Hostile::SymlinkToRegularFile = kind {
                 assert!(home.path().join("elsewhere.json").exists());
             }
@@ -171,7 +155,11 @@ async fn check_hostile_marker(kind: Hostile, before_start: bool) {
     }
 
     p.signal("TERM");
-    assert_eq!(p.wait_exit(), 0, "{kind:?}: SIGTERM still ends the gateway");
+    assert_eq!(
+        p.wait_exit().await,
+        0,
+        "{kind:?}: SIGTERM still ends the gateway"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,13 +204,13 @@ fn cpu_seconds(pid: u32) -> f64 {
 async fn a_drain_marker_costs_under_5_percent_of_a_core() {
     let home = tempfile::tempdir().unwrap();
     let p = Proc::start(home.path(), "", &[]);
-    wait_status(&p, |s| s["gateway_state"] == "running").await;
+    p.wait_running().await;
     std::fs::write(
         home.path().join(MARKER),
         r#"{"action":"drain","requested_at":"2099-01-01T00:00:00Z","principal":"operator"}"#,
     )
     .unwrap();
-    wait_status(&p, |s| s["gateway_state"] == "draining").await;
+    p.wait_status(|s| s["gateway_state"] == "draining").await;
     let pid = p.child.id();
     let before = cpu_seconds(pid);
     // A measuring window, not an ordering wait: the gateway is idle and draining throughout.
@@ -282,36 +270,24 @@ async fn files_under_home_are_private_under_umask_022() {
         .stderr(std::fs::File::create(&stderr).unwrap());
     let mut p = Proc {
         child: cmd.spawn().unwrap(),
-        home: home.clone(),
         api: format!("http://127.0.0.1:{api}"),
         dash: format!("http://127.0.0.1:{dash}"),
+        stderr_log: stderr,
     };
-    let stderr_text = || std::fs::read_to_string(&stderr).unwrap_or_default();
-    let http = http();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = http.get(format!("{}/api/status", p.dash)).send().await
-            && r.json::<Value>()
-                .await
-                .is_ok_and(|v| v["gateway_state"] == "running")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never ran:\n{}", stderr_text());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    p.wait_running().await;
     // A drain writes the marker, the audit log and (through the mirror) the state file.
     let (code, body) = drain_post(&p, &secret, "drain").await;
     assert_eq!(code, 200, "{body}");
     let state_file = home.join("gateway_state.json");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&state_file).is_ok_and(|t| t.contains("\"draining\"")) {
-        assert!(
-            Instant::now() < deadline,
-            "the state file never said draining"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(PATIENCE, "the state file to say draining", async || {
+        let text = std::fs::read_to_string(&state_file).map_err(|e| e.to_string())?;
+        if text.contains("\"draining\"") {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    })
+    .await;
     for dir in [root.path().join("created"), home.clone(), home.join("logs")] {
         assert_eq!(format!("{:o}", mode(&dir)), "700", "{}", dir.display());
     }
@@ -326,7 +302,7 @@ async fn files_under_home_are_private_under_umask_022() {
         assert_eq!(format!("{:o}", mode(&home.join(file))), "600", "{file}");
     }
     p.signal("TERM");
-    assert_eq!(p.wait_exit(), 0, "{}", stderr_text());
+    assert_eq!(p.wait_exit().await, 0, "{}", p.stderr());
     // After the exit: a write in progress has its temp file, but none may outlive it.
     let leftovers: Vec<_> = std::fs::read_dir(&home)
         .unwrap()

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 
-use crate::support::TestApp;
+use crate::support::{TestApp, eventually};
 
 /// Generous cap for anything the server should do within about a second.
 const CAP: Duration = Duration::from_secs(10);
@@ -80,17 +80,10 @@ async fn served(base: &str, path: &str) -> Option<TcpStream> {
 
 /// Retries `served` until it succeeds (a freed slot is noticed asynchronously).
 async fn served_eventually(base: &str, path: &str) -> TcpStream {
-    let deadline = tokio::time::Instant::now() + CAP;
-    loop {
-        if let Some(s) = served(base, path).await {
-            return s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no connection slot was freed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(CAP, "a connection slot to be freed", async || {
+        served(base, path).await
+    })
+    .await
 }
 
 #[tokio::test]
@@ -259,14 +252,7 @@ async fn websockets_count_against_the_cap_until_they_close() {
     let open = || async { tokio_tungstenite::connect_async(url.clone()).await.ok() };
     let first = open().await.expect("first socket");
     // The harness's own pooled connection holds a slot until the 1 s header timeout ends it.
-    let deadline = tokio::time::Instant::now() + CAP;
-    let second = loop {
-        if let Some(s) = open().await {
-            break s;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no slot freed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let second = eventually(CAP, "a slot for a second socket", open).await;
     assert!(
         served(&app.dash, "/api/status").await.is_none(),
         "two open sockets fill the cap"
@@ -294,12 +280,17 @@ async fn a_websocket_frame_over_64_kib_closes_the_socket_before_its_payload_is_r
              Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
         );
         stream.write_all(upgrade.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "{path}: upgrade");
-            head.push(byte[0]);
-        }
+        let head = tokio::time::timeout(CAP, async {
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "{path}: upgrade");
+                head.push(byte[0]);
+            }
+            head
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{path}: no upgrade answer within {CAP:?}"));
         assert!(head.starts_with(b"HTTP/1.1 101"), "{path}");
         // A 100 KiB text frame: its header and the first 1 KiB, then the client waits. The
         // server must refuse on the header, not wait for (and buffer) the whole payload.
@@ -455,6 +446,17 @@ async fn without_trusted_proxies_a_forged_x_forwarded_for_does_not_escape_the_lo
         assert_eq!(bad_login(&app, &format!("192.0.2.{i}")).await, 401);
     }
     assert_eq!(bad_login(&app, "192.0.2.200").await, 429);
+    // Every attempt is audited under the peer's address, none under a forged one.
+    let failures: Vec<Value> = app
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "login_failure")
+        .collect();
+    assert_eq!(failures.len(), 11, "{failures:?}");
+    assert!(
+        failures.iter().all(|e| e["ip"] == "127.0.0.1"),
+        "{failures:?}"
+    );
     assert!(!app.audit_text().contains("192.0.2."));
 }
 

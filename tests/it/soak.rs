@@ -21,7 +21,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::support::{Proc, fresh_postgres_url, strong_secret};
+use crate::support::{Proc, TestDatabase, eventually, strong_secret};
 
 const RSA_KEY: &str = include_str!("../fixtures/chronos/rsa_a.key");
 const RSA_PUB: &str = include_str!("../fixtures/chronos/rsa_a.pub");
@@ -128,17 +128,19 @@ fn processes_marked(mark: &str) -> Vec<u32> {
     found
 }
 
+/// Fails unless every agent process of the soak is gone within 3 s (`what` names the
+/// moment: they must not outlive their gateway).
 async fn wait_no_agents(mark: &str, what: &str) {
-    for _ in 0..300 {
-        if processes_marked(mark).is_empty() {
-            return;
+    let what = format!("the agent processes to end with their gateway ({what})");
+    eventually(Duration::from_secs(3), &what, async || {
+        let left = processes_marked(mark);
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "agent processes outlived their gateway ({what}): {:?}",
-        processes_marked(mark)
-    );
+    })
+    .await;
 }
 
 /// Drives chat turns until `stop`; records what each answer was.
@@ -278,11 +280,11 @@ async fn life(
         Fault::Kill => {
             proc.signal("KILL");
             ledger.kills += 1;
-            proc.wait_exit();
+            proc.wait_exit().await;
         }
         Fault::Term | Fault::Restart => {
             proc.signal(if fault == Fault::Term { "TERM" } else { "USR1" });
-            let code = proc.wait_exit();
+            let code = proc.wait_exit().await;
             assert_eq!(
                 code,
                 if fault == Fault::Term { 0 } else { 75 },
@@ -340,17 +342,23 @@ async fn check(
         v["runs"].as_array().cloned().unwrap_or_default()
     };
     // A restart records its own dead runs at once; what the last life starts ends quickly.
-    let mut all: HashMap<String, Vec<Value>> = HashMap::new();
-    for _ in 0..300 {
-        all.clear();
+    let all = eventually(Duration::from_secs(30), "no run left running", async || {
+        let mut all: HashMap<String, Vec<Value>> = HashMap::new();
         for id in &ledger.jobs {
             all.insert(id.clone(), runs_of(id).await);
         }
-        if all.values().flatten().all(|r| r["status"] != "running") {
-            break;
+        let running: Vec<&Value> = all
+            .values()
+            .flatten()
+            .filter(|r| r["status"] == "running")
+            .collect();
+        if running.is_empty() {
+            Ok(all)
+        } else {
+            Err(json!(running))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let mut checked = 0;
     for (id, runs) in &all {
         let mut slots = HashSet::new();
@@ -390,7 +398,7 @@ async fn check(
         }
     }
     proc.signal("TERM");
-    assert_eq!(proc.wait_exit(), 0, "{}", proc.stderr());
+    assert_eq!(proc.wait_exit().await, 0, "{}", proc.stderr());
     let state: Value =
         serde_json::from_slice(&std::fs::read(home.join("gateway_state.json")).unwrap()).unwrap();
     assert_eq!(state["gateway_state"], "stopped");
@@ -468,6 +476,10 @@ async fn soak_sqlite_turns_fires_and_runs_survive_kills_terms_and_drains() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_postgres_turns_fires_and_runs_survive_kills_terms_and_drains() {
-    let url = fresh_postgres_url().await;
-    soak("postgres", vec![("HERMES_DATABASE_URL".into(), url)]).await;
+    let db = TestDatabase::create().await;
+    soak(
+        "postgres",
+        vec![("HERMES_DATABASE_URL".into(), db.url().to_owned())],
+    )
+    .await;
 }

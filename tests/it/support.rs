@@ -1,5 +1,12 @@
 //! Test harness: a real gateway on loopback, in process ([`TestApp`]) or as the release
-//! binary in a child process ([`Proc`]), with helpers to drive and observe it.
+//! binary in a child process ([`Proc`]), with helpers to drive and observe it; waiting
+//! ([`eventually`]) and PostgreSQL test databases ([`TestDatabase`]) in submodules.
+
+mod pg;
+mod poll;
+
+pub use pg::TestDatabase;
+pub use poll::{EVERY, PATIENCE, eventually, eventually_every, matching, poll};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -123,16 +130,12 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Polls `/api/status` until `pred` holds (5 s at most).
+    /// Polls `/api/status` until `pred` holds ([`PATIENCE`] at most); returns that status.
     pub async fn wait_until(&self, pred: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..500 {
-            let s = self.status().await;
-            if pred(&s) {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("condition not reached; last status {}", self.status().await);
+        eventually(PATIENCE, "the status to match", async || {
+            matching(self.status().await, &pred)
+        })
+        .await
     }
 
     /// A non-streaming chat turn; returns (status, headers, body).
@@ -256,28 +259,6 @@ pub fn parse_sse(body: &str) -> (String, bool) {
     (content, done)
 }
 
-/// The PostgreSQL server the suite uses (`.ci/deps` starts it on loopback).
-pub fn postgres_admin_url() -> String {
-    std::env::var("HERMES_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://hermes:hermes@127.0.0.1:5432/hermes_test".into())
-}
-
-/// A freshly created, empty database on the test server; its URL.
-pub async fn fresh_postgres_url() -> String {
-    use sqlx::Connection;
-    let admin = postgres_admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is needed for this test ({admin}): run .ci/deps to install and start it ({e})")
-    });
-    let name = format!("hermes_it_{}", &hermes_gateway::ids::random_hex128()[..16]);
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    format!("{base}/{name}")
-}
-
 /// A free loopback port (bound and released; fine for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -290,9 +271,10 @@ pub fn free_port() -> u16 {
 /// The release/debug binary as a child process.
 pub struct Proc {
     pub child: Child,
-    pub home: PathBuf,
     pub api: String,
     pub dash: String,
+    /// Where its stderr goes (`stderr.log` in its home unless the test started it itself).
+    pub stderr_log: PathBuf,
 }
 
 impl Proc {
@@ -361,34 +343,45 @@ impl Proc {
         }
         Self {
             child: cmd.spawn().unwrap(),
-            home: home.to_path_buf(),
             api: format!("http://127.0.0.1:{api}"),
             dash: format!("http://127.0.0.1:{dash}"),
+            stderr_log: home.join("stderr.log"),
         }
     }
 
-    /// Waits (10 s at most) until the process serves `/api/status` in state `running`.
+    /// Waits until the process serves `/api/status` in state `running`.
     pub async fn wait_running(&self) {
         self.wait_status(|s| s["gateway_state"] == "running").await;
     }
 
-    /// Polls `/api/status` (10 s at most) until `pred` holds; returns that status.
+    /// Waits until the process answers and has left `starting`; returns its status.
+    pub async fn wait_ready(&self) -> Value {
+        self.wait_status(|s| s["gateway_state"] != "starting").await
+    }
+
+    /// Polls `/api/status` (20 s at most, each request too) until `pred` holds; returns
+    /// that status. A timeout shows the last answer and the process's stderr.
     pub async fn wait_status(&self, pred: impl Fn(&Value) -> bool) -> Value {
         let http = reqwest::Client::new();
-        for _ in 0..1000 {
-            if let Ok(r) = http.get(format!("{}/api/status", self.dash)).send().await
-                && let Ok(v) = r.json::<Value>().await
-                && pred(&v)
-            {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let url = format!("{}/api/status", self.dash);
+        let status = async || -> Result<Value, String> {
+            let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+            let v: Value = r.json().await.map_err(|e| e.to_string())?;
+            matching(v, &pred).map_err(|v| v.to_string())
+        };
+        let within = Duration::from_secs(20);
+        match poll(EVERY, within, status).await {
+            Ok(v) => v,
+            Err(t) => panic!(
+                "the status did not match within {within:?}; last: {}; stderr:\n{}",
+                t.last,
+                self.stderr()
+            ),
         }
-        panic!("the status never matched; stderr:\n{}", self.stderr());
     }
 
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.home.join("stderr.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
     /// Sends a signal by name with kill(1).
@@ -402,16 +395,21 @@ impl Proc {
         assert!(ok, "kill -{name} failed");
     }
 
-    /// Waits for exit (10 s at most) and returns the exit code.
-    pub fn wait_exit(&mut self) -> i32 {
-        for _ in 0..1000 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
+    /// Waits for exit (10 s at most) and returns the exit code (-1 for a signal); a process
+    /// still running then is killed and the test fails with its stderr.
+    pub async fn wait_exit(&mut self) -> i32 {
+        let child = &mut self.child;
+        let exited = async || child.try_wait().unwrap().map(|s| s.code().unwrap_or(-1));
+        match poll(EVERY, PATIENCE, exited).await {
+            Ok(code) => code,
+            Err(_) => {
+                let _ = self.child.kill();
+                panic!(
+                    "the process did not exit within {PATIENCE:?}; stderr:\n{}",
+                    self.stderr()
+                );
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = self.child.kill();
-        panic!("process did not exit; stderr:\n{}", self.stderr());
     }
 }
 

@@ -306,3 +306,22 @@ fn refuses_non_public_pem() {
     );
     assert!(PinnedKeyVerifier::new(&["hello".into()], policy, clock).is_err());
 }
+
+#[test]
+fn replay_entry_lasts_until_exp_plus_leeway() {
+    let claims = |jti: Option<&str>, exp| FireClaims {
+        jti: jti.map(str::to_owned),
+        exp,
+    };
+    let at = |secs| Timestamp::from_second(secs).unwrap();
+    assert_eq!(
+        claims(Some("j-1"), NOW + 300).replay_entry(),
+        Some(("j-1".to_owned(), at(NOW + 300 + LEEWAY_SECONDS)))
+    );
+    assert_eq!(claims(None, NOW + 300).replay_entry(), None);
+    // An `exp` past what a timestamp holds is remembered for ever, not dropped.
+    assert_eq!(
+        claims(Some("j-2"), i64::MAX).replay_entry(),
+        Some(("j-2".to_owned(), Timestamp::MAX))
+    );
+}
