@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{Backend, BackendError};
 use crate::audit::AuditLog;
 use crate::auth::drain_secret::{DRAIN_ROUTE, RESTART_ROUTE};
-use crate::auth::{DashboardAuth, DrainSecretProvider, ProviderStatus, TokenAuth};
+use crate::auth::{Access, DashboardAuth, DrainSecretProvider, ProviderStatus, TokenAuth};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::lifecycle::{DrainControl, Marker, RuntimeInfo, StateFile, TurnGate};
@@ -123,11 +123,22 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         0 => crate::auth::sessions::DEFAULT_SESSION_TTL,
         n => Duration::from_secs(n),
     };
-    let sessions = Arc::new(crate::auth::sessions::Sessions::new(
+    let sessions = crate::auth::sessions::Sessions::new(
         store.clone(),
         clock.clone(),
         session_ttl,
         !dashboard_auth.is_gated(),
+    );
+    let access = Arc::new(Access::new(
+        token_auth,
+        dashboard_auth,
+        sessions,
+        crate::auth::ratelimit::RateLimiter::new(
+            LOGIN_ATTEMPTS_PER_MINUTE,
+            Duration::from_secs(60),
+        ),
+        audit.clone(),
+        metrics.clone(),
     ));
     let fire_verifier =
         crate::chronos::verifier_from_config(&config.cron.chronos, clock.clone(), metrics.clone())?;
@@ -149,13 +160,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         audit,
         metrics,
         info,
-        token_auth: Arc::new(token_auth),
-        dashboard_auth: Arc::new(dashboard_auth),
-        sessions,
-        login_limiter: Arc::new(crate::auth::ratelimit::RateLimiter::new(
-            LOGIN_ATTEMPTS_PER_MINUTE,
-            Duration::from_secs(60),
-        )),
+        access,
         events,
         shutdown: Shutdown::default(),
     })

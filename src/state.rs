@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditLog;
-use crate::auth::ratelimit::RateLimiter;
-use crate::auth::sessions::Sessions;
-use crate::auth::{DashboardAuth, TokenAuth};
+use crate::auth::Access;
 use crate::chronos::Fires;
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -35,12 +33,9 @@ pub struct AppState {
     pub audit: Arc<AuditLog>,
     pub metrics: Arc<Metrics>,
     pub info: Arc<RuntimeInfo>,
-    pub token_auth: Arc<TokenAuth>,
-    pub dashboard_auth: Arc<DashboardAuth>,
-    /// Dashboard sessions and WebSocket tickets (in the store, shared by replicas).
-    pub sessions: Arc<Sessions>,
-    /// Password logins per client: the 11th within 60 s is refused.
-    pub login_limiter: Arc<RateLimiter>,
+    /// Who may reach the dashboard: the token seam, the session mode, sessions and
+    /// WebSocket tickets, the login limit; decides and audits.
+    pub access: Arc<Access>,
     /// Cron jobs, the ticker and runs (and, through `cron.store()`, the database).
     pub cron: Arc<CronService>,
     /// Decides `POST /api/cron/fire`: its token (pinned keys or a JWKS, per config), body,

@@ -1,10 +1,11 @@
 //! Authentication: the generic bearer-token seam, its providers, and the dashboard's
 //! session modes.
 //!
-//! Owns every credential comparison (always constant time) and every auth decision; the
-//! HTTP layer only extracts headers and maps [`TokenDecision`]s to responses. Secrets never
-//! leave this module except as a yes/no.
+//! Owns every credential comparison (always constant time) and every auth decision, with
+//! its audit event and metric ([`Access`]); the HTTP layer only extracts a request's facts
+//! and maps the outcome to a response. Secrets never leave this module except as a yes/no.
 
+pub mod access;
 pub mod basic;
 pub mod drain_secret;
 pub mod password;
@@ -14,6 +15,7 @@ pub mod session;
 pub mod sessions;
 pub mod token;
 
+pub use access::Access;
 pub use drain_secret::{DrainSecretProvider, assess_secret_strength};
 pub use session::DashboardAuth;
 pub use token::{

@@ -1,11 +1,15 @@
 //! The dashboard listener: status, drain control, metrics, the OpenAPI document, and the
-//! auth gate in front of them (token routes first, then public paths, then sessions).
+//! auth gate in front of them. The gate reads the request's facts, asks `auth::Access`
+//! (which decides and audits: token routes first, then public paths, then sessions) and
+//! maps its decision to a response.
 
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::header::AsHeaderName;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,11 +19,9 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::ApiError;
-use crate::audit::AuditEvent;
-use crate::auth::DashboardAuth;
-use crate::auth::session::SessionRejection;
+use crate::auth::access::{Caller, Challenge, Decision, RouteRequest};
 use crate::auth::sessions::Session;
-use crate::auth::{TokenDecision, TokenPrincipal, bearer_token};
+use crate::auth::{TokenPrincipal, bearer_token};
 use crate::clock::iso;
 use crate::lifecycle::{DrainDetail, StatusRecord};
 use crate::metrics::{Format, LiveGauges};
@@ -27,7 +29,7 @@ use crate::state::AppState;
 
 /// Header carrying the loopback-mode session token (compat).
 const SESSION_TOKEN_HEADER: &str = "x-hermes-session-token";
-/// Where gated mode sends a browser that has no session.
+/// Where gated mode sends a browser that has no session (under the public path prefix).
 const LOGIN_URL: &str = "/login";
 /// Paths anyone may call, whatever the mode.
 /// `/api/cron/fire` checks its own token (SPEC §8).
@@ -83,164 +85,100 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         .into_response()
 }
 
-fn client_ip(s: &AppState, req: &Request) -> String {
-    req.extensions()
+fn client_ip(s: &AppState, parts: &Parts) -> String {
+    parts
+        .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| super::origin::client_addr(s, c.0, req.headers()).to_string())
+        .map(|c| super::origin::client_addr(s, c.0, &parts.headers).to_string())
         .unwrap_or_default()
 }
 
-/// Decides who may reach a dashboard route.
-async fn auth_gate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    // In loopback mode the page carries the session token, so it is served only under
-    // the dashboard's own names: a page on a rebound DNS name cannot read it. (No Host at
-    // all is not a browser, so not a rebinding page.)
-    if path == "/"
-        && !s.dashboard_auth.is_gated()
-        && req.headers().contains_key(header::HOST)
-        && super::origin::own_host(&s, req.headers()).is_none()
-    {
-        return (
-            StatusCode::FORBIDDEN,
-            Json(json!({"error": "forbidden_host", "detail": "this dashboard page is served only under its own host names (set dashboard.public_url for another)"})),
-        )
-            .into_response();
-    }
-    if s.token_auth.is_token_route(&path) {
-        let header = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let decision = s.token_auth.authenticate(bearer_token(header)).await;
-        let ip = client_ip(&s, &req);
-        return match decision {
-            TokenDecision::Accepted(principal) => {
-                s.metrics.auth_decision("token", "accepted");
-                s.audit.record(
-                    AuditEvent::TokenAuthSuccess,
-                    &[
-                        ("provider", json!(principal.provider)),
-                        ("principal", json!(principal.principal)),
-                        ("path", json!(path)),
-                        ("ip", json!(ip)),
-                    ],
-                );
-                req.extensions_mut().insert(principal);
-                next.run(req).await
-            }
-            TokenDecision::Rejected => {
-                s.metrics.auth_decision("token", "rejected");
-                s.audit.record(
-                    AuditEvent::TokenAuthFailure,
-                    &[
-                        ("reason", json!("no_provider_recognises_token")),
-                        ("path", json!(path)),
-                        ("ip", json!(ip)),
-                    ],
-                );
-                ApiError::Unauthenticated {
-                    reason: None,
-                    login_url: None,
+/// Lets a request through to its route or answers it; `auth::Access` decides (and audits).
+async fn auth_gate(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let ip = client_ip(&s, &parts);
+    let decision = s.access.route(&route_request(&s, &parts, &ip)).await;
+    match decision {
+        Decision::Allow(caller) => {
+            match caller {
+                Caller::Anonymous => {}
+                Caller::Token(principal) => {
+                    parts.extensions.insert(principal);
                 }
-                .into_response()
-            }
-            TokenDecision::Unavailable(provider) => {
-                s.metrics.auth_decision("token", "unavailable");
-                s.audit.record(
-                    AuditEvent::TokenAuthFailure,
-                    &[
-                        ("provider", json!(provider)),
-                        ("reason", json!("provider_unreachable")),
-                        ("path", json!(path)),
-                        ("ip", json!(ip)),
-                    ],
-                );
-                ApiError::ProviderUnreachable(provider).into_response()
-            }
-        };
-    }
-    if is_public(&s, &path) {
-        return next.run(req).await;
-    }
-    let session = match &*s.dashboard_auth {
-        DashboardAuth::Loopback { .. } => {
-            let presented = req
-                .headers()
-                .get(SESSION_TOKEN_HEADER)
-                .and_then(|v| v.to_str().ok());
-            match s.dashboard_auth.check(presented) {
-                Ok(()) => Session::loopback(),
-                Err(rejection) => {
-                    s.metrics.auth_decision("session", "rejected");
-                    return reject_session(&s, rejection, &path);
+                Caller::Session(session) => {
+                    parts.extensions.insert(session);
                 }
             }
+            next.run(Request::from_parts(parts, body)).await
         }
-        DashboardAuth::Gated { .. } => {
-            let Some(token) = super::session::session_cookie(req.headers()) else {
-                s.metrics.auth_decision("session", "rejected");
-                return reject_session(&s, SessionRejection::NoSession, &path);
-            };
-            match s.sessions.lookup(token).await {
-                // A cookie rides along on cross-site requests: a browser's state-changing
-                // request must come from our own origin (CSRF).
-                Ok(Some(_)) if !same_origin_write(&s, &req) => {
-                    return (
-                        StatusCode::FORBIDDEN,
-                        Json(json!({"error": "forbidden_origin", "detail": "this request must come from the dashboard's own origin"})),
-                    )
-                        .into_response();
-                }
-                Ok(Some(session)) => session,
-                Ok(None) => {
-                    s.metrics.auth_decision("session", "rejected");
-                    s.audit.record(
-                        AuditEvent::SessionRejected,
-                        &[
-                            ("reason", json!("invalid_session")),
-                            ("path", json!(path)),
-                            ("ip", json!(client_ip(&s, &req))),
-                        ],
-                    );
-                    return reject_session(&s, SessionRejection::InvalidSession, &path);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "session store unavailable");
-                    return ApiError::ProviderUnreachable("session store".into()).into_response();
-                }
-            }
+        Decision::ForbiddenHost => forbidden(
+            "forbidden_host",
+            "this dashboard page is served only under its own host names (set dashboard.public_url for another)",
+        ),
+        Decision::ForbiddenOrigin => forbidden(
+            "forbidden_origin",
+            "this request must come from the dashboard's own origin",
+        ),
+        Decision::Unauthenticated(challenge) => challenge_response(&s, challenge),
+        Decision::Unavailable(provider) => ApiError::ProviderUnreachable(provider).into_response(),
+    }
+}
+
+/// The facts the gate decides on, read from the request's head.
+fn route_request<'r>(s: &AppState, parts: &'r Parts, ip: &'r str) -> RouteRequest<'r> {
+    let headers = &parts.headers;
+    let path = parts.uri.path();
+    RouteRequest {
+        path,
+        public: is_public_path(path),
+        read: matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS),
+        bearer: bearer_token(header_text(headers, header::AUTHORIZATION)),
+        session_token: header_text(headers, SESSION_TOKEN_HEADER),
+        session_cookie: super::session::session_cookie(headers),
+        host_sent: headers.contains_key(header::HOST),
+        own_host: super::origin::own_host(s, headers).is_some(),
+        origin: super::origin::browser_origin(s, headers),
+        ip,
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn forbidden(error: &str, detail: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({"error": error, "detail": detail})),
+    )
+        .into_response()
+}
+
+/// A request without credentials: 401, or in gated mode a page's 302 to the login page.
+fn challenge_response(s: &AppState, challenge: Challenge) -> Response {
+    match challenge {
+        Challenge::Token => ApiError::Unauthenticated {
+            reason: None,
+            login_url: None,
         }
-    };
-    s.metrics.auth_decision("session", "accepted");
-    req.extensions_mut().insert(session);
-    next.run(req).await
-}
-
-/// A read, a non-browser client (no Origin), or a browser on an allowed origin.
-fn same_origin_write(s: &AppState, req: &Request) -> bool {
-    use axum::http::Method;
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return true;
-    }
-    match req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-    {
-        None => true,
-        Some(origin) => super::origin::origin_allowed(s, req.headers(), origin),
+        .into_response(),
+        // SPEC §9: a page without a session gets 302 to the login page.
+        Challenge::Login => (StatusCode::FOUND, [(header::LOCATION, login_url(s))]).into_response(),
+        Challenge::Session {
+            reason,
+            offer_login,
+        } => ApiError::Unauthenticated {
+            reason: Some(reason.as_str()),
+            login_url: offer_login.then(|| login_url(s)),
+        }
+        .into_response(),
     }
 }
 
-/// Paths the gate lets through: public ones, the sign-in routes, static assets, the
-/// WebSocket endpoints (they check their own ticket or token), and in loopback mode the
-/// page itself (it carries the session token).
-fn is_public(s: &AppState, path: &str) -> bool {
-    is_public_path(path) || (path == "/" && !s.dashboard_auth.is_gated())
-}
-
-/// Paths public in every mode (the OpenAPI document marks them so).
+/// Paths public in every mode (the OpenAPI document marks them so): status, health,
+/// metrics, the documents, the fire route (it checks its own token), the sign-in routes,
+/// static assets and the WebSocket endpoints (they check their own ticket or token). In
+/// loopback mode `auth::Access` also lets the page through (it carries the session token).
 pub fn is_public_path(path: &str) -> bool {
     PUBLIC_PATHS.contains(&path)
         || super::session::PUBLIC.contains(&path)
@@ -262,19 +200,6 @@ pub fn public_prefix(public_url: &str) -> String {
     reqwest::Url::parse(public_url)
         .map(|u| u.path().trim_end_matches('/').to_owned())
         .unwrap_or_default()
-}
-
-fn reject_session(s: &AppState, rejection: SessionRejection, path: &str) -> Response {
-    let gated = s.dashboard_auth.is_gated();
-    if gated && !path.starts_with("/api/") {
-        // SPEC §9: a page without a session gets 302 to the login page.
-        return (StatusCode::FOUND, [(header::LOCATION, login_url(s))]).into_response();
-    }
-    ApiError::Unauthenticated {
-        reason: Some(rejection.as_str()),
-        login_url: gated.then(|| login_url(s)),
-    }
-    .into_response()
 }
 
 /// Runtime status (public).

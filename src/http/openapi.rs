@@ -137,9 +137,9 @@ async fn serve_api() -> axum::response::Response {
 async fn serve_dashboard(State(s): State<AppState>) -> axum::response::Response {
     // One document per auth mode, rendered once: the mode is fixed for a process's life.
     static DOCS: [OnceLock<String>; 4] = [const { OnceLock::new() }; 4];
-    let gated = s.dashboard_auth.is_gated();
+    let gated = s.access.is_gated();
     let drain_secret = s
-        .token_auth
+        .access
         .is_token_route(crate::auth::drain_secret::DRAIN_ROUTE);
     let slot = usize::from(gated) * 2 + usize::from(drain_secret);
     json_text(DOCS[slot].get_or_init(|| dashboard_document(gated, drain_secret)))

@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
+use crate::auth::access::Origin;
 use crate::state::AppState;
 
 /// The `Host` header and the name in it (port, IPv6 brackets and a final dot removed);
@@ -91,6 +92,16 @@ pub fn origin_allowed(s: &AppState, headers: &HeaderMap, origin: &str) -> bool {
         [format!("http://{host}"), format!("https://{host}")]
             .iter()
             .any(|o| o.eq_ignore_ascii_case(origin))
+    })
+}
+
+/// A browser's `Origin` (non-browser clients send none) and whether this dashboard accepts
+/// it, as `auth::Access` takes it.
+pub fn browser_origin<'h>(s: &AppState, headers: &'h HeaderMap) -> Option<Origin<'h>> {
+    let value = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())?;
+    Some(Origin {
+        value,
+        allowed: origin_allowed(s, headers, value),
     })
 }
 

@@ -46,7 +46,7 @@ pub async fn app_css() -> Response {
               (status = 302, description = "gated mode without a session: to the login page", headers(("Location" = String))),
               (status = 403, description = "forbidden_host: loopback mode under a foreign Host", body = super::schemas::DashboardError)))]
 pub async fn index(State(s): State<AppState>) -> Response {
-    let token = match &*s.dashboard_auth {
+    let token = match s.access.dashboard() {
         DashboardAuth::Loopback { session_token } => session_token.expose_secret().to_owned(),
         DashboardAuth::Gated { .. } => String::new(),
     };

@@ -1,6 +1,7 @@
 //! Dashboard sign-in (SPEC §9): `/login`, `POST /auth/password-login`, `POST /auth/logout`,
 //! `GET /api/auth/me`, `GET /api/auth/providers`, `POST /api/auth/ws-ticket`, and the
-//! session cookie. The rules (hashes, sessions, tickets, the rate limit) live in `auth`.
+//! session cookie. The rules (hashes, sessions, tickets, the rate limit) and their audit
+//! live in `auth::Access`; these handlers parse, call it, and map its outcome.
 
 use std::net::SocketAddr;
 
@@ -10,19 +11,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiError;
-use crate::audit::AuditEvent;
+use crate::auth::access::{Credentials, LoginOutcome, MAX_PASSWORD_BYTES, MAX_USERNAME_BYTES};
 use crate::auth::sessions::{SESSION_COOKIE, Session, TICKET_TTL};
 use crate::clock::iso;
 use crate::state::AppState;
-
-/// Longest username and password a login may carry (the username is audited).
-const MAX_USERNAME_BYTES: usize = 128;
-const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// Paths of this module that anyone may call.
 pub const PUBLIC: [&str; 4] = [
@@ -108,85 +105,63 @@ pub async fn password_login(
     body: Bytes,
 ) -> Response {
     let ip = super::origin::client_addr(&s, peer, &headers);
-    let failure = |reason: &str, username: Option<&str>| {
-        s.audit.record(
-            AuditEvent::LoginFailure,
-            &[
-                ("provider", json!("basic")),
-                ("reason", json!(reason)),
-                ("username", json!(username)),
-                ("ip", json!(ip.to_string())),
-            ],
-        );
-    };
-    if let Err(wait) = s.login_limiter.attempt(ip) {
-        failure("rate_limited", None);
-        let secs = wait.as_secs().max(1);
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("too many login attempts from this client; retry in {secs} s"),
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return r;
-    }
-    let Some(basic) = s.dashboard_auth.basic() else {
-        failure("no_password_provider", None);
-        return error(
+    let login = serde_json::from_slice::<PasswordLogin>(&body).ok();
+    let credentials = login.as_ref().map(|l| Credentials {
+        username: &l.username,
+        password: &l.password,
+    });
+    match s.access.password_login(ip, credentials).await {
+        LoginOutcome::SignedIn { cookie, session } => signed_in(&s, &cookie, &session),
+        LoginOutcome::RateLimited { retry_after } => {
+            let secs = retry_after.as_secs().max(1);
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many login attempts from this client; retry in {secs} s"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            r
+        }
+        LoginOutcome::NoPasswordProvider => error(
             StatusCode::NOT_FOUND,
             "no_password_provider",
             "password login is not configured (dashboard.basic_auth)".into(),
-        );
-    };
-    let login = serde_json::from_slice::<PasswordLogin>(&body)
-        .ok()
-        .filter(|l| {
-            l.username.len() <= MAX_USERNAME_BYTES && l.password.len() <= MAX_PASSWORD_BYTES
-        });
-    let Some(login) = login else {
-        failure("invalid_body", None);
-        return error(
+        ),
+        LoginOutcome::InvalidBody => error(
             StatusCode::BAD_REQUEST,
             "invalid_body",
             format!(
                 r#"expected a JSON body {{"username": "...", "password": "..."}} (at most {MAX_USERNAME_BYTES} and {MAX_PASSWORD_BYTES} bytes)"#
             ),
-        );
-    };
-    let Some(principal) = basic.authenticate(&login.username, &login.password).await else {
-        failure("invalid_credentials", Some(&login.username));
-        return error(
+        ),
+        LoginOutcome::InvalidCredentials => error(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",
             "Invalid username or password".into(),
-        );
-    };
-    match s.sessions.create(&principal, "basic").await {
-        Ok((token, session)) => {
-            s.audit.record(
-                AuditEvent::LoginSuccess,
-                &[
-                    ("provider", json!("basic")),
-                    ("principal", json!(principal)),
-                    ("ip", json!(ip.to_string())),
-                ],
-            );
-            let mut r = Json(json!({
-                "ok": true,
-                "user": {"id": session.principal, "provider": session.provider},
-                "expires_at": iso(session.expires_at),
-            }))
-            .into_response();
-            let cookie = cookie(&s, token.expose_secret(), s.sessions.ttl().as_secs());
-            r.headers_mut().insert(header::SET_COOKIE, cookie);
-            r
-        }
-        Err(e) => ApiError::Internal {
+        ),
+        LoginOutcome::StoreFailed(e) => ApiError::Internal {
             log: format!("cannot store the session: {e}"),
         }
         .into_response(),
     }
+}
+
+/// The signed-in answer: the user, the expiry, and the session cookie.
+fn signed_in(s: &AppState, cookie_value: &SecretString, session: &Session) -> Response {
+    let mut r = Json(json!({
+        "ok": true,
+        "user": {"id": session.principal, "provider": session.provider},
+        "expires_at": iso(session.expires_at),
+    }))
+    .into_response();
+    let cookie = cookie(
+        s,
+        cookie_value.expose_secret(),
+        s.access.session_ttl().as_secs(),
+    );
+    r.headers_mut().insert(header::SET_COOKIE, cookie);
+    r
 }
 
 /// Ends the session (its tickets die with it) and clears the cookie.
@@ -196,12 +171,7 @@ pub async fn logout(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(token) = session_cookie(&headers)
-        && let Ok(true) = s.sessions.revoke(token).await
-    {
-        s.audit
-            .record(AuditEvent::Logout, &[("ip", json!(peer.ip().to_string()))]);
-    }
+    s.access.logout(session_cookie(&headers), peer.ip()).await;
     let mut r = Json(json!({"ok": true})).into_response();
     r.headers_mut()
         .insert(header::SET_COOKIE, cookie(&s, "", 0));
@@ -225,7 +195,7 @@ pub async fn me(State(s): State<AppState>, Extension(session): Extension<Session
         "provider": session.provider,
         "expires_at": expires_at,
         "user": {"id": session.principal, "provider": session.provider},
-        "mode": if s.dashboard_auth.is_gated() { "gated" } else { "loopback" },
+        "mode": if s.access.is_gated() { "gated" } else { "loopback" },
     }))
     .into_response()
 }
@@ -237,7 +207,8 @@ pub async fn me(State(s): State<AppState>, Extension(session): Extension<Session
               (status = 503, description = "no auth providers registered (loopback mode)", body = super::schemas::Detail)))]
 pub async fn providers(State(s): State<AppState>) -> Response {
     let list: Vec<_> = s
-        .dashboard_auth
+        .access
+        .dashboard()
         .basic()
         .map(|_| json!({"name": "basic", "display_name": "Password", "supports_password": true}))
         .into_iter()
@@ -262,24 +233,13 @@ pub async fn ws_ticket(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(session): Extension<Session>,
 ) -> Response {
-    match s.sessions.mint_ticket(&session).await {
+    match s.access.mint_ticket(&session, peer.ip()).await {
         Ok(ticket) => {
-            s.audit.record(
-                AuditEvent::WsTicketMinted,
-                &[
-                    ("principal", json!(session.principal)),
-                    ("provider", json!(session.provider)),
-                    ("ip", json!(peer.ip().to_string())),
-                ],
-            );
             Json(json!({"ticket": ticket, "ttl_seconds": TICKET_TTL.as_secs()})).into_response()
         }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot store a WebSocket ticket");
-            super::error::unavailable(json!({
-                "error": "store_unavailable",
-                "detail": "the session store is unavailable; retry later",
-            }))
-        }
+        Err(_) => super::error::unavailable(json!({
+            "error": "store_unavailable",
+            "detail": "the session store is unavailable; retry later",
+        })),
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::agent::{Message, TurnRequest};
-use crate::audit::AuditEvent;
-use crate::auth::sessions::{Session, ticket_prefix};
+use crate::auth::access::{SocketRefusal, SocketRequest};
+use crate::auth::sessions::Session;
 use crate::lifecycle::{DrainDetail, StatusRecord};
 use crate::state::AppState;
 use crate::turn::{End, Interruption, Step};
@@ -60,68 +60,27 @@ fn refuse(status: StatusCode, reason: &str, detail: String) -> Response {
         .into_response()
 }
 
-/// Decides who opens the socket, before the upgrade: an error answers the HTTP request.
-fn authorize_origin(s: &AppState, headers: &HeaderMap, ip: &str) -> Result<(), Box<Response>> {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
-        // Not a browser (a browser always sends Origin on an upgrade): nothing to forge.
-        return Ok(());
-    };
-    if super::origin::origin_allowed(s, headers, origin) {
-        return Ok(());
-    }
-    s.audit.record(
-        AuditEvent::WsTicketRejected,
-        &[
-            ("reason", json!("foreign_origin")),
-            ("origin", json!(origin)),
-            ("ip", json!(ip)),
-        ],
-    );
-    Err(Box::new(refuse(
-        StatusCode::FORBIDDEN,
-        "foreign_origin",
-        format!("Origin {origin} may not open dashboard WebSockets"),
-    )))
-}
-
+/// Decides who opens the socket, before the upgrade (`auth::Access` decides and audits); a
+/// refusal answers the HTTP request: 403 for a foreign Origin, else 401.
 async fn authorize(
     s: &AppState,
     auth: &WsAuth,
     headers: &HeaderMap,
     ip: &str,
 ) -> Result<Session, Box<Response>> {
-    authorize_origin(s, headers, ip)?;
-    let rejected = |reason: &str, detail: String| {
-        s.audit.record(
-            AuditEvent::WsTicketRejected,
-            &[("reason", json!(reason)), ("ip", json!(ip))],
-        );
-        Box::new(refuse(StatusCode::UNAUTHORIZED, reason, detail))
+    let request = SocketRequest {
+        origin: super::origin::browser_origin(s, headers),
+        ticket: auth.ticket.as_deref(),
+        token: auth.token.as_deref(),
+        ip,
     };
-    let gated = s.dashboard_auth.is_gated();
-    if gated && auth.token.is_some() {
-        return Err(rejected(
-            "token_not_accepted",
-            "this dashboard requires a ticket from POST /api/auth/ws-ticket; ?token= is not accepted".into(),
-        ));
-    }
-    if let Some(ticket) = auth.ticket.as_deref() {
-        return s.sessions.redeem_ticket(ticket).await.map_err(|e| {
-            tracing::info!(ticket = %ticket_prefix(ticket), reason = e.reason(), "WebSocket ticket refused");
-            rejected(e.reason(), e.to_string())
-        });
-    }
-    match auth.token.as_deref() {
-        Some(token) if s.dashboard_auth.check(Some(token)).is_ok() => Ok(Session::loopback()),
-        Some(_) => Err(rejected(
-            "invalid_session_token",
-            "the session token is not valid".into(),
-        )),
-        None => Err(rejected(
-            "missing_ticket",
-            "open this socket with ?ticket= from POST /api/auth/ws-ticket".into(),
-        )),
-    }
+    s.access.open_socket(&request).await.map_err(|refusal| {
+        let status = match refusal {
+            SocketRefusal::ForeignOrigin(_) => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        Box::new(refuse(status, refusal.reason(), refusal.to_string()))
+    })
 }
 
 /// Live status, drain changes, turn and run events, audit events (WebSocket upgrade).
@@ -215,7 +174,7 @@ async fn events_socket(mut socket: WebSocket, s: AppState, session: Session) {
             },
             _ = heartbeat.tick() => {
                 // A socket lives no longer than the session that opened it.
-                if !s.sessions.still_live(&session).await { break; }
+                if !s.access.still_live(&session).await { break; }
                 WsMessage::Ping(Vec::new().into())
             }
             incoming = socket.recv() => match incoming {
@@ -297,7 +256,7 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
                 Some(Ok(_)) => continue,
             },
             _ = heartbeat.tick() => {
-                if !s.sessions.still_live(&session).await
+                if !s.access.still_live(&session).await
                     || socket.send(WsMessage::Ping(Vec::new().into())).await.is_err()
                 {
                     break;
@@ -306,7 +265,7 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
             }
             () = s.shutdown.requested() => break,
         };
-        if !s.sessions.still_live(&session).await {
+        if !s.access.still_live(&session).await {
             let v = json!({"type": "error", "code": "session_ended", "message": "your session has ended; sign in again"});
             let _ = socket.send(frame(v)).await;
             break;
