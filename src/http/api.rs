@@ -1,20 +1,18 @@
-//! The API server's router and its small routes: health, readiness, models, capabilities
-//! and the `API_SERVER_KEY` check; chat completions are `chat`'s.
+//! The API server's router and its small routes: health, readiness, models and
+//! capabilities (chat completions are `chat`'s, the key check `api_key`'s).
+
+use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use std::sync::Arc;
-
 use super::idempotency::Idempotency;
 use super::{ApiError, BODY_LIMIT};
-use crate::auth::{bearer_token, constant_time_eq};
 use crate::lifecycle::StatusRecord;
 use crate::state::AppState;
 
@@ -39,7 +37,7 @@ pub fn router(state: AppState, docs: Router<AppState>) -> Router {
         .merge(
             super::jobs::routes().route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
-                require_api_key,
+                super::api_key::require,
             )),
         )
         // Unknown routes and methods answer in the OpenAI shape, never with an empty body
@@ -142,34 +140,6 @@ pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Readiness>) {
     )
 }
 
-/// Guards API-server routes other than chat (the job API) with `API_SERVER_KEY`.
-async fn require_api_key(
-    State(s): State<AppState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match check_api_key(&s, req.headers()) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
-    }
-}
-
-pub(super) fn check_api_key(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    use secrecy::ExposeSecret;
-    let Some(key) = &s.config.secrets.api_server_key else {
-        return Ok(());
-    };
-    let presented = bearer_token(
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    );
-    match presented {
-        Some(t) if constant_time_eq(t.as_bytes(), key.expose_secret().as_bytes()) => Ok(()),
-        _ => Err(ApiError::invalid_api_key()),
-    }
-}
-
 /// The one model this gateway serves.
 #[utoipa::path(get, path = "/v1/models", tag = "api",
     responses((status = 200, description = "OpenAI model list", body = super::schemas::ModelList)))]
@@ -177,7 +147,7 @@ pub async fn models(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    check_api_key(&s, &headers)?;
+    super::api_key::check(&s, &headers)?;
     Ok(Json(json!({"object": "list", "data": [model_object(&s)]})))
 }
 
@@ -200,7 +170,7 @@ pub async fn model(
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    check_api_key(&s, &headers)?;
+    super::api_key::check(&s, &headers)?;
     if id != s.config.api_server.model_name {
         return Err(ApiError::model_not_found(&id));
     }
@@ -215,7 +185,7 @@ pub async fn capabilities(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    check_api_key(&s, &headers)?;
+    super::api_key::check(&s, &headers)?;
     let endpoint = |method: &str, path: &str| json!({"method": method, "path": path});
     Ok(Json(json!({
         "object": "hermes.api_server.capabilities",

@@ -15,7 +15,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::api::check_api_key;
 use super::idempotency::Idempotency;
 use super::{ApiError, BODY_LIMIT};
 use crate::agent::{Message, TurnRequest, Usage};
@@ -138,7 +137,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    check_api_key(&s, &headers)?;
+    super::api_key::check(&s, &headers)?;
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(BODY_LIMIT),
         _ => ApiError::invalid_request(format!("cannot read request body: {e}"), None),

@@ -4,6 +4,7 @@
 //! modules. Both routers add the security headers to every response.
 
 mod api;
+mod api_key;
 mod chat;
 mod cors;
 mod dashboard;
