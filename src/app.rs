@@ -85,17 +85,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
 
     let (token_auth, _) = token_auth(&config);
     let dashboard_auth = DashboardAuth::from_config(&config);
-    let info = Arc::new(RuntimeInfo {
-        version: env!("CARGO_PKG_VERSION"),
-        pid: std::process::id(),
-        start_time: clock.now(),
-        restart_drain_timeout: config.agent.restart_drain_timeout,
-        auth_required: dashboard_auth.is_gated(),
-        auth_providers: token_auth.provider_names(),
-        api_server_addr: OnceLock::new(),
-        dashboard_addr: OnceLock::new(),
-        cron: Default::default(),
-    });
+    let info = runtime_info(&config, &clock, &token_auth, &dashboard_auth);
 
     let gate = TurnGate::new(clock.clone(), metrics.clone(), events.clone());
     let drain = Arc::new(DrainControl::new(
@@ -119,27 +109,15 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         Duration::from_secs(config.cron.lease_seconds),
         events.clone(),
     ));
-    let session_ttl = match config.dashboard.basic_auth.session_ttl_seconds {
-        0 => crate::auth::sessions::DEFAULT_SESSION_TTL,
-        n => Duration::from_secs(n),
-    };
-    let sessions = crate::auth::sessions::Sessions::new(
-        store.clone(),
-        clock.clone(),
-        session_ttl,
-        !dashboard_auth.is_gated(),
-    );
-    let access = Arc::new(Access::new(
+    let access = access(
+        &config,
+        &store,
+        &clock,
+        &audit,
+        &metrics,
         token_auth,
         dashboard_auth,
-        sessions,
-        crate::auth::ratelimit::RateLimiter::new(
-            LOGIN_ATTEMPTS_PER_MINUTE,
-            Duration::from_secs(60),
-        ),
-        audit.clone(),
-        metrics.clone(),
-    ));
+    );
     let fire_verifier =
         crate::chronos::verifier_from_config(&config.cron.chronos, clock.clone(), metrics.clone())?;
     let fires = Arc::new(crate::chronos::Fires::new(
@@ -164,6 +142,60 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         events,
         shutdown: Shutdown::default(),
     })
+}
+
+/// What `/api/status` reports about this process beyond the gate's state.
+fn runtime_info(
+    config: &Config,
+    clock: &SharedClock,
+    token_auth: &TokenAuth,
+    dashboard_auth: &DashboardAuth,
+) -> Arc<RuntimeInfo> {
+    Arc::new(RuntimeInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        pid: std::process::id(),
+        start_time: clock.now(),
+        restart_drain_timeout: config.agent.restart_drain_timeout,
+        auth_required: dashboard_auth.is_gated(),
+        auth_providers: token_auth.provider_names(),
+        api_server_addr: OnceLock::new(),
+        dashboard_addr: OnceLock::new(),
+        cron: Default::default(),
+    })
+}
+
+/// Who may reach what: the token seam, the dashboard's mode, its sessions (in the store)
+/// and the login limit, recording to `audit` and `metrics`.
+fn access(
+    config: &Config,
+    store: &crate::store::Store,
+    clock: &SharedClock,
+    audit: &Arc<AuditLog>,
+    metrics: &Arc<Metrics>,
+    token_auth: TokenAuth,
+    dashboard_auth: DashboardAuth,
+) -> Arc<Access> {
+    let session_ttl = match config.dashboard.basic_auth.session_ttl_seconds {
+        0 => crate::auth::sessions::DEFAULT_SESSION_TTL,
+        n => Duration::from_secs(n),
+    };
+    let sessions = crate::auth::sessions::Sessions::new(
+        store.clone(),
+        clock.clone(),
+        session_ttl,
+        !dashboard_auth.is_gated(),
+    );
+    Arc::new(Access::new(
+        token_auth,
+        dashboard_auth,
+        sessions,
+        crate::auth::ratelimit::RateLimiter::new(
+            LOGIN_ATTEMPTS_PER_MINUTE,
+            Duration::from_secs(60),
+        ),
+        audit.clone(),
+        metrics.clone(),
+    ))
 }
 
 /// Binds the enabled listeners.

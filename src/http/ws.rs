@@ -24,7 +24,7 @@ use crate::auth::access::{SocketRefusal, SocketRequest};
 use crate::auth::sessions::Session;
 use crate::lifecycle::{DrainDetail, StatusRecord};
 use crate::state::AppState;
-use crate::turn::{End, Interruption, Step};
+use crate::turn::{End, Interruption, Step, Turn};
 
 /// The WebSocket paths (the gate lets them through; they authenticate themselves).
 pub const PATHS: [&str; 2] = ["/api/events", "/api/ws"];
@@ -248,48 +248,96 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
     let mut history: Vec<Message> = Vec::new();
     let mut heartbeat = tokio::time::interval(heartbeat_every(&s));
     heartbeat.tick().await;
-    loop {
-        let raw = tokio::select! {
-            incoming = socket.recv() => match incoming {
-                Some(Ok(WsMessage::Text(t))) => t.to_string(),
-                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => continue,
-            },
-            _ = heartbeat.tick() => {
-                if !s.access.still_live(&session).await
-                    || socket.send(WsMessage::Ping(Vec::new().into())).await.is_err()
-                {
-                    break;
-                }
-                continue;
-            }
-            () = s.shutdown.requested() => break,
-        };
+    while let Some(raw) = next_text(&mut socket, &s, &session, &mut heartbeat).await {
         if !s.access.still_live(&session).await {
             let v = json!({"type": "error", "code": "session_ended", "message": "your session has ended; sign in again"});
             let _ = socket.send(frame(v)).await;
             break;
         }
-        let text = match chat_text(&raw) {
-            Ok(t) => t,
+        let flow = match chat_text(&raw) {
+            Ok(text) => {
+                let chat = Chat {
+                    s: &s,
+                    session: &session,
+                    session_id: &session_id,
+                };
+                chat.answer(&mut socket, &mut history, text).await
+            }
             Err(problem) => {
                 let v = json!({"type": "error", "code": "invalid_message", "message": problem});
-                if socket.send(frame(v)).await.is_err() {
-                    break;
-                }
-                continue;
+                send_or_close(&mut socket, v).await
             }
         };
-        let admission = match s.turns.admit(&session_id) {
+        if flow == Flow::Close {
+            break;
+        }
+    }
+    let _ = socket.send(WsMessage::Close(None)).await;
+}
+
+/// Whether a chat socket goes on after a message.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+async fn send_or_close(socket: &mut WebSocket, v: Value) -> Flow {
+    match socket.send(frame(v)).await {
+        Ok(()) => Flow::Continue,
+        Err(_) => Flow::Close,
+    }
+}
+
+/// The next text message, answering heartbeats meanwhile; `None` once the socket closes,
+/// the session ends or the gateway shuts down.
+async fn next_text(
+    socket: &mut WebSocket,
+    s: &AppState,
+    session: &Session,
+    heartbeat: &mut tokio::time::Interval,
+) -> Option<String> {
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Text(t))) => return Some(t.to_string()),
+                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => continue,
+            },
+            _ = heartbeat.tick() => {
+                if !s.access.still_live(session).await
+                    || socket.send(WsMessage::Ping(Vec::new().into())).await.is_err()
+                {
+                    return None;
+                }
+            }
+            () = s.shutdown.requested() => return None,
+        }
+    }
+}
+
+/// One dashboard chat conversation: whose it is and its turn session.
+struct Chat<'a> {
+    s: &'a AppState,
+    session: &'a Session,
+    session_id: &'a str,
+}
+
+impl Chat<'_> {
+    /// Answers one user message as a turn of the driver, keeping the history bounded.
+    async fn answer(
+        &self,
+        socket: &mut WebSocket,
+        history: &mut Vec<Message>,
+        text: String,
+    ) -> Flow {
+        let admission = match self.s.turns.admit(self.session_id) {
             Ok(a) => a,
             Err(refusal) => {
                 let v = json!({"type": "error", "code": "gateway_draining",
                     "message": format!("The gateway is {}: it is finishing the turns in flight and not starting new ones. Try again later.",
                         if matches!(refusal, crate::lifecycle::Refusal::NotReady) { "starting" } else { "draining" })});
-                if socket.send(frame(v)).await.is_err() {
-                    break;
-                }
-                continue;
+                return send_or_close(socket, v).await;
             }
         };
         history.push(Message {
@@ -297,64 +345,20 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
             content: text,
         });
         let turn_id = format!("turn_{}", &crate::ids::random_hex128()[..16]);
-        let mut running = admission.start(TurnRequest {
+        let running = admission.start(TurnRequest {
             messages: history.clone(),
-            model: s.config.api_server.model_name.clone(),
-            session_id: session_id.clone(),
+            model: self.s.config.api_server.model_name.clone(),
+            session_id: self.session_id.to_owned(),
             turn_id: turn_id.clone(),
         });
-        tracing::debug!(principal = %session.principal, turn = %turn_id, "dashboard chat turn");
-        if socket
-            .send(frame(json!({"type": "start", "turn_id": turn_id})))
-            .await
-            .is_err()
-        {
-            break;
+        tracing::debug!(principal = %self.session.principal, turn = %turn_id, "dashboard chat turn");
+        let start = json!({"type": "start", "turn_id": turn_id});
+        if send_or_close(socket, start).await == Flow::Close {
+            return Flow::Close;
         }
-        let mut reply = String::new();
-        let ended = loop {
-            let step = tokio::select! {
-                step = running.next() => step,
-                incoming = socket.recv() => match incoming {
-                    // The client left mid-turn: dropping the turn cancels it.
-                    Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break false,
-                    Some(Ok(WsMessage::Text(_))) => {
-                        let v = json!({"type": "error", "code": "turn_in_progress",
-                            "message": "the previous message is still being answered; send this one when it is done"});
-                        if socket.send(frame(v)).await.is_err() { break false; }
-                        continue;
-                    }
-                    Some(Ok(_)) => continue,
-                },
-            };
-            let (msg, done) = match step {
-                Step::Delta(t) => {
-                    reply.push_str(&t);
-                    (json!({"type": "delta", "text": t}), false)
-                }
-                Step::End(End::Completed) => (json!({"type": "done", "turn_id": turn_id}), true),
-                Step::End(End::Failed(m)) => (
-                    json!({"type": "error", "code": "turn_failed", "message": m}),
-                    true,
-                ),
-                // Cut by the shutdown deadline: the socket closes.
-                Step::End(End::Interrupted(Interruption::Cancelled)) => break false,
-                Step::End(End::Interrupted(Interruption::NoOutcome)) => (
-                    json!({"type": "error", "code": "turn_interrupted", "message": "the turn ended without an answer"}),
-                    true,
-                ),
-            };
-            if socket.send(frame(msg)).await.is_err() {
-                break false;
-            }
-            if done {
-                break true;
-            }
+        let Some(reply) = relay(socket, running, &turn_id).await else {
+            return Flow::Close;
         };
-        drop(running);
-        if !ended {
-            break;
-        }
         history.push(Message {
             role: "assistant".into(),
             content: reply,
@@ -362,8 +366,52 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
         if history.len() > MAX_HISTORY {
             history.drain(..history.len() - MAX_HISTORY);
         }
+        Flow::Continue
     }
-    let _ = socket.send(WsMessage::Close(None)).await;
+}
+
+/// Sends the turn's steps as frames until its end; the reply, or `None` when the socket
+/// must close (the client left, which drops and so cancels the turn, or the shutdown
+/// deadline cut it).
+async fn relay(socket: &mut WebSocket, mut running: Turn, turn_id: &str) -> Option<String> {
+    let mut reply = String::new();
+    loop {
+        let step = tokio::select! {
+            step = running.next() => step,
+            incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(WsMessage::Text(_))) => {
+                    let v = json!({"type": "error", "code": "turn_in_progress",
+                        "message": "the previous message is still being answered; send this one when it is done"});
+                    if send_or_close(socket, v).await == Flow::Close { return None; }
+                    continue;
+                }
+                Some(Ok(_)) => continue,
+            },
+        };
+        let (msg, done) = match step {
+            Step::Delta(t) => {
+                reply.push_str(&t);
+                (json!({"type": "delta", "text": t}), false)
+            }
+            Step::End(End::Completed) => (json!({"type": "done", "turn_id": turn_id}), true),
+            Step::End(End::Failed(m)) => (
+                json!({"type": "error", "code": "turn_failed", "message": m}),
+                true,
+            ),
+            Step::End(End::Interrupted(Interruption::Cancelled)) => return None,
+            Step::End(End::Interrupted(Interruption::NoOutcome)) => (
+                json!({"type": "error", "code": "turn_interrupted", "message": "the turn ended without an answer"}),
+                true,
+            ),
+        };
+        if send_or_close(socket, msg).await == Flow::Close {
+            return None;
+        }
+        if done {
+            return Some(reply);
+        }
+    }
 }
 
 #[cfg(test)]
