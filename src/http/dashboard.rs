@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::ApiError;
@@ -67,22 +67,13 @@ pub fn router(state: AppState, docs: Router<AppState>) -> Router {
 }
 
 /// A JSON 404 (dashboard shape) for a path the dashboard does not serve.
-async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"error": "not_found", "detail": format!("no route {method} {}", uri.path())})),
-    )
-        .into_response()
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::no_dashboard_route(StatusCode::NOT_FOUND, method.as_str(), uri.path())
 }
 
 /// A JSON 405 (dashboard shape) for a method a path does not take.
-async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        Json(json!({"error": "method_not_allowed",
-            "detail": format!("{method} is not allowed on {}", uri.path())})),
-    )
-        .into_response()
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::no_dashboard_route(StatusCode::METHOD_NOT_ALLOWED, method.as_str(), uri.path())
 }
 
 fn client_ip(s: &AppState, parts: &Parts) -> String {
@@ -146,12 +137,14 @@ fn header_text(headers: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn forbidden(error: &str, detail: &str) -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        Json(json!({"error": error, "detail": detail})),
-    )
-        .into_response()
+fn forbidden(error: &'static str, detail: &str) -> Response {
+    ApiError::Dashboard {
+        status: StatusCode::FORBIDDEN,
+        error,
+        detail: detail.to_owned(),
+        retry_after: None,
+    }
+    .into_response()
 }
 
 /// A request without credentials: 401, or in gated mode a page's 302 to the login page.

@@ -22,15 +22,6 @@ use crate::store::StoreError;
 /// Seconds a refused client is told to wait before retrying.
 pub const RETRY_AFTER_SECONDS: u64 = 5;
 
-/// A 503 with `body` and `Retry-After`: something we need is down for now. Only for the
-/// dashboard's remaining hand-built bodies; an [`ApiError`] sets the header itself.
-pub fn unavailable(body: Value) -> Response {
-    with_retry_after(
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response(),
-        RETRY_AFTER_SECONDS,
-    )
-}
-
 fn with_retry_after(mut response: Response, seconds: u64) -> Response {
     response
         .headers_mut()

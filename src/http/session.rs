@@ -67,8 +67,14 @@ fn cookie(s: &AppState, value: &str, max_age: u64) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn error(status: StatusCode, error: &str, detail: String) -> Response {
-    (status, Json(json!({"error": error, "detail": detail}))).into_response()
+fn error(status: StatusCode, error: &'static str, detail: String) -> Response {
+    ApiError::Dashboard {
+        status,
+        error,
+        detail,
+        retry_after: None,
+    }
+    .into_response()
 }
 
 /// The sign-in page (public).
@@ -114,14 +120,13 @@ pub async fn password_login(
         LoginOutcome::SignedIn { cookie, session } => signed_in(&s, &cookie, &session),
         LoginOutcome::RateLimited { retry_after } => {
             let secs = retry_after.as_secs().max(1);
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many login attempts from this client; retry in {secs} s"),
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            r
+            ApiError::Dashboard {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                error: "rate_limited",
+                detail: format!("too many login attempts from this client; retry in {secs} s"),
+                retry_after: Some(secs),
+            }
+            .into_response()
         }
         LoginOutcome::NoPasswordProvider => error(
             StatusCode::NOT_FOUND,
@@ -237,9 +242,12 @@ pub async fn ws_ticket(
         Ok(ticket) => {
             Json(json!({"ticket": ticket, "ttl_seconds": TICKET_TTL.as_secs()})).into_response()
         }
-        Err(_) => super::error::unavailable(json!({
-            "error": "store_unavailable",
-            "detail": "the session store is unavailable; retry later",
-        })),
+        Err(_) => ApiError::Dashboard {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error: "store_unavailable",
+            detail: "the session store is unavailable; retry later".into(),
+            retry_after: Some(super::error::RETRY_AFTER_SECONDS),
+        }
+        .into_response(),
     }
 }

@@ -10,15 +10,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ApiError;
 use crate::agent::{Message, TurnRequest};
 use crate::auth::access::{SocketRefusal, SocketRequest};
 use crate::auth::sessions::Session;
@@ -52,12 +53,13 @@ pub struct WsAuth {
     token: Option<String>,
 }
 
-fn refuse(status: StatusCode, reason: &str, detail: String) -> Response {
-    (
+fn refuse(status: StatusCode, reason: &'static str, detail: String) -> Response {
+    ApiError::Socket {
         status,
-        Json(json!({"error": "unauthenticated", "detail": detail, "reason": reason})),
-    )
-        .into_response()
+        reason,
+        detail,
+    }
+    .into_response()
 }
 
 /// Decides who opens the socket, before the upgrade (`auth::Access` decides and audits); a
