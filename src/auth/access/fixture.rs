@@ -8,7 +8,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use super::Access;
+use super::{Access, Origin};
 use crate::audit::AuditLog;
 use crate::auth::basic::BasicProvider;
 use crate::auth::password::{PasswordHash, hash_password};
@@ -18,6 +18,16 @@ use crate::auth::sessions::{Session, Sessions};
 use crate::auth::token::{ProviderError, TokenAuth, TokenPrincipal, TokenProvider, VerifyFuture};
 use crate::clock::ManualClock;
 use crate::metrics::{LiveGauges, Metrics};
+
+/// A browser Origin the dashboard does not allow, and its own.
+pub const FOREIGN: Option<Origin<'static>> = Some(Origin {
+    value: "https://evil.example",
+    allowed: false,
+});
+pub const OURS: Option<Origin<'static>> = Some(Origin {
+    value: "http://127.0.0.1:9119",
+    allowed: true,
+});
 
 /// The client every test request comes from.
 pub const IP: &str = "203.0.113.7";

@@ -218,14 +218,6 @@ mod tests {
 
     /// Stands for the cookie of a live session in a table row.
     const LIVE: &str = "<a live session's cookie>";
-    const FOREIGN: Option<Origin<'static>> = Some(Origin {
-        value: "https://evil.example",
-        allowed: false,
-    });
-    const OURS: Option<Origin<'static>> = Some(Origin {
-        value: "http://127.0.0.1:9119",
-        allowed: true,
-    });
 
     /// A GET of `path` with no credentials, from a non-browser client, sent to our name.
     fn get(path: &'static str) -> RouteRequest<'static> {

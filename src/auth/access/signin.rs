@@ -340,14 +340,6 @@ mod tests {
 
     /// Stands for a fresh ticket of a live session (the loopback one in loopback mode).
     const MINTED: &str = "<a fresh ticket>";
-    const FOREIGN: Option<Origin<'static>> = Some(Origin {
-        value: "https://evil.example",
-        allowed: false,
-    });
-    const OURS: Option<Origin<'static>> = Some(Origin {
-        value: "http://127.0.0.1:9119",
-        allowed: true,
-    });
 
     fn socket(
         origin: Option<Origin<'static>>,

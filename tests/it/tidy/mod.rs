@@ -247,10 +247,11 @@ fn the_limits_apply_to_what_is_not_a_table() {
     );
 }
 
-/// The crates a module may name, as ARCHITECTURE.md's invariants put them: the domain
+/// The names a module may use, as ARCHITECTURE.md's invariants put them: the domain
 /// never knows the HTTP server (`axum`), `lifecycle` and `auth` make no HTTP request
-/// (`reqwest`), and only `store` speaks SQL (`sqlx`). Each rule is (crate, the top-level
-/// modules that may name it).
+/// (`reqwest`), only `store` speaks SQL (`sqlx`), and only the turn driver folds a
+/// backend's events (`TurnEvent`). Each rule is (name, the top-level modules that may use
+/// it).
 const CRATE_RULES: &[(&str, &[&str])] = &[
     ("axum", &["http"]),
     ("sqlx", &["store"]),
@@ -258,6 +259,7 @@ const CRATE_RULES: &[(&str, &[&str])] = &[
         "reqwest",
         &["agent", "chronos", "cli", "config", "cron", "http"],
     ),
+    ("TurnEvent", &["agent", "turn"]),
 ];
 
 /// Where a file names a crate its module may not: `file:line: crate`, one per file and crate.
