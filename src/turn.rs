@@ -142,9 +142,12 @@ impl Turn {
             return Step::End(End::Interrupted(Interruption::NoOutcome));
         }
         loop {
+            // Biased: once the deadline has fired, events the backend already queued are
+            // not sent on (the turn ends interrupted, whatever it had buffered).
             let event = tokio::select! {
-                event = self.events.next() => event,
+                biased;
                 () = &mut self.cancelled => return self.end(End::Interrupted(Interruption::Cancelled)),
+                event = self.events.next() => event,
             };
             return match event {
                 Some(TurnEvent::Delta(text)) => Step::Delta(text),
@@ -313,6 +316,22 @@ mod tests {
             Step::End(End::Interrupted(Interruption::Cancelled))
         );
         assert_eq!(gate.snapshot().active_agents, 0);
+    }
+
+    /// A backend that has already queued its whole answer still ends interrupted once the
+    /// deadline fired: the cut wins over buffered events.
+    #[tokio::test]
+    async fn cancel_wins_over_buffered_events() {
+        for _ in 0..50 {
+            let (turns, _) = turns();
+            let events = scripted(vec![TurnEvent::Delta("a".into()), TurnEvent::Done], true);
+            let mut turn = turns.admit("s").unwrap().run(events);
+            turns.cancel_all();
+            assert_eq!(
+                turn.next().await,
+                Step::End(End::Interrupted(Interruption::Cancelled))
+            );
+        }
     }
 
     #[tokio::test]
