@@ -14,7 +14,7 @@ use crate::config::{Config, is_loopback_host};
 
 /// Runs a command's future on a single-threaded runtime.
 pub fn block_on(f: impl Future<Output = i32>) -> i32 {
-    super::run::init_logging("warn");
+    super::logging::init("warn", crate::config::LogFormat::Text);
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::client::Client;
 use super::{EXIT_FAILURE, Target};
 use crate::auth::{DashboardAuth, assess_secret_strength};
-use crate::config::{Config, ConfigError, EXIT_CONFIG};
+use crate::config::{Config, ConfigError, EXIT_CONFIG, LogFormat};
 
 pub async fn status(config: &Config, t: &Target) -> i32 {
     let client = Client::new(config, t.url.as_deref());
@@ -119,6 +119,7 @@ pub fn effective(config: &Config) -> Value {
             },
         },
         "storage": {"url": redacted(&c.storage.url), "kind": if c.storage.url.is_some() { "postgres" } else { "sqlite" }},
+        "logging": {"format": match c.logging.format { LogFormat::Text => "text", LogFormat::Json => "json" }, "level": c.logging.level},
         "secrets": {
             "API_SERVER_KEY": redacted(&c.secrets.api_server_key),
             "HERMES_DASHBOARD_DRAIN_SECRET": redacted(&c.secrets.drain_secret),

@@ -8,6 +8,7 @@ mod client;
 mod cron;
 mod drain;
 mod inspect;
+mod logging;
 mod run;
 
 use std::path::PathBuf;

@@ -9,7 +9,7 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 
 pub fn run(config: Config) -> i32 {
-    init_logging("info");
+    super::logging::init(&config.logging.level, config.logging.format);
     // Agents run as the gateway's user: without this they could read the gateway's secrets
     // from /proc/<pid>/environ (or its memory) and ptrace it. Exec resets it, so agents and
     // their keepers are unaffected.
@@ -83,15 +83,4 @@ fn spawn_signal_handler(state: &AppState) -> std::io::Result<()> {
         }
     });
     Ok(())
-}
-
-/// Logs to stderr; `RUST_LOG` overrides the default level.
-pub fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }

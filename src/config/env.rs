@@ -114,6 +114,26 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// `HERMES_LOG_FORMAT` replaces `logging.format`. (`RUST_LOG` replaces the level when
+    /// logging starts, as `tracing`'s own variable.)
+    pub(super) fn log_format_override(
+        &mut self,
+        env: &dyn Env,
+        logging: &mut super::LoggingConfig,
+    ) {
+        if let Some(v) = env.var("HERMES_LOG_FORMAT") {
+            match super::LogFormat::parse(&v) {
+                Some(f) => logging.format = f,
+                None => self.issue(
+                    "HERMES_LOG_FORMAT",
+                    format!("expected text or json, got {v:?}"),
+                ),
+            }
+        }
+    }
+}
+
 /// The compat spellings of a boolean in the environment.
 fn parse_bool(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {

@@ -16,7 +16,15 @@ use super::tree::{Reader, parse_yaml};
 use super::{Config, ConfigError, Env, StorageConfig};
 
 /// The top-level sections of SPEC §3.
-const SECTIONS: &[&str] = &["agent", "gateway", "dashboard", "drain", "cron", "storage"];
+const SECTIONS: &[&str] = &[
+    "agent",
+    "gateway",
+    "dashboard",
+    "drain",
+    "cron",
+    "storage",
+    "logging",
+];
 
 /// Reads `config_path` (or `$home/config.yaml`) and the environment into a [`Config`].
 ///
@@ -84,9 +92,11 @@ impl Reader {
         let drain = self.drain(&top);
         let cron = self.cron(&top);
         let mut storage_url = self.storage_url(&top);
+        let mut logging = self.logging(&top);
 
         // Environment overrides (compat names), the effective values' checks, then secrets.
         self.env_overrides(env, &mut api_server, &mut dashboard, &mut storage_url);
+        self.log_format_override(env, &mut logging);
         self.check_effective(&mut api_server, &mut dashboard);
         if let Some(url) = &storage_url {
             self.check_storage_url(url);
@@ -104,6 +114,7 @@ impl Reader {
             storage: StorageConfig {
                 url: storage_url.map(SecretString::from),
             },
+            logging,
             secrets,
         }
     }

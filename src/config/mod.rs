@@ -90,6 +90,7 @@ pub struct Config {
     pub drain: DrainConfig,
     pub cron: CronConfig,
     pub storage: StorageConfig,
+    pub logging: LoggingConfig,
     pub secrets: Secrets,
 }
 
@@ -253,6 +254,32 @@ pub struct ChronosConfig {
     pub expected_audience: String,
     pub nas_jwks_url: String,
     pub nas_public_keys: Vec<String>,
+}
+
+/// How the gateway logs (to stderr): the line format and the level filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `info,hermes_gateway::cron=debug`); `RUST_LOG` wins.
+    pub level: String,
+}
+
+/// One log line: human text, or one JSON object (level, target, message, fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// The spelling in config and in `HERMES_LOG_FORMAT`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(Self::Text),
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

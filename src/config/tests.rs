@@ -163,6 +163,19 @@ fn config_error_table() {
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [(&'a str, &'a str)]);
     let table: &[Case] = &[
         ("[1, 2]", &[], &[("(top level)", "expected a mapping")]),
+        (
+            "logging: {format: xml, level: 'info,=nonsense=='}",
+            &[],
+            &[
+                ("logging.format", "expected text or json, got \"xml\""),
+                ("logging.level", "not a log filter"),
+            ],
+        ),
+        (
+            "",
+            &[("HERMES_LOG_FORMAT", "yaml")],
+            &[("HERMES_LOG_FORMAT", "expected text or json")],
+        ),
         ("agents: {}", &[], &[("agents", "unknown key")]),
         (
             "agent: echo",

@@ -8,6 +8,7 @@ mod chronos;
 mod compat;
 mod cron;
 mod dashboard;
+mod deploy;
 mod drain;
 mod files;
 mod net;
