@@ -145,7 +145,8 @@ impl History {
         let mut recorded = ring.buckets.iter().filter(|b| b.minute >= first).peekable();
         let mut minutes = Vec::with_capacity(MINUTES);
         for minute in first..=current {
-            let start = jiff::Timestamp::from_second(minute * 60).map_or_else(|_| String::new(), iso);
+            let start =
+                jiff::Timestamp::from_second(minute * 60).map_or_else(|_| String::new(), iso);
             match recorded.next_if(|b| b.minute == minute) {
                 Some(b) => {
                     level = b.in_flight_end;
@@ -230,7 +231,10 @@ mod tests {
         h.in_flight(2);
         clock.advance(Duration::from_secs(180));
         let s = h.snapshot();
-        let tail: Vec<usize> = s.minutes[MINUTES - 4..].iter().map(|m| m.in_flight).collect();
+        let tail: Vec<usize> = s.minutes[MINUTES - 4..]
+            .iter()
+            .map(|m| m.in_flight)
+            .collect();
         assert_eq!(tail, [3, 2, 2, 2], "the peak, then the level left behind");
         assert_eq!(s.in_flight, 2);
         // A new minute starts at the level it inherits.
@@ -252,7 +256,11 @@ mod tests {
         assert_eq!(h.lock().buckets.len(), MINUTES);
         let s = h.snapshot();
         // The current minute saw nothing yet; the 59 before it one turn each.
-        assert!(s.minutes[..MINUTES - 1].iter().all(|m| m.turns["completed"] == 1));
+        assert!(
+            s.minutes[..MINUTES - 1]
+                .iter()
+                .all(|m| m.turns["completed"] == 1)
+        );
         assert!(s.minutes[MINUTES - 1].turns.is_empty());
         assert_eq!(s.minutes[MINUTES - 1].in_flight, 1);
     }

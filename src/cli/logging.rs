@@ -158,7 +158,13 @@ mod tests {
             .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(user = "ada", attempts = 3u64, ok = true, "signed in after {} tries", 3);
+            tracing::info!(
+                user = "ada",
+                attempts = 3u64,
+                ok = true,
+                "signed in after {} tries",
+                3
+            );
             tracing::warn!(level = "clashes", ratio = 0.5);
         });
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
@@ -175,9 +181,18 @@ mod tests {
             (&first["user"], &first["attempts"], &first["ok"]),
             (&Value::from("ada"), &Value::from(3), &Value::from(true))
         );
-        assert!(first["timestamp"].as_str().unwrap().parse::<jiff::Timestamp>().is_ok());
+        assert!(
+            first["timestamp"]
+                .as_str()
+                .unwrap()
+                .parse::<jiff::Timestamp>()
+                .is_ok()
+        );
         assert_eq!(second["level"], "WARN");
-        assert_eq!(second["message"], "", "an event without a message still has the key");
+        assert_eq!(
+            second["message"], "",
+            "an event without a message still has the key"
+        );
         assert_eq!(second["field.level"], "clashes");
         assert_eq!(second["ratio"], 0.5);
     }
