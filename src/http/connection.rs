@@ -55,7 +55,7 @@ pub async fn connection(State(s): State<AppState>, headers: HeaderMap) -> Json<C
         api_base_url: c
             .api_server
             .enabled
-            .then(|| base_url(&c.api_server.host, c.api_server.port, request_host)),
+            .then(|| base_url(&c.api_server.host, api_port(&s), request_host)),
         model: c.api_server.model_name.clone(),
         backend: c.agent.backend.as_str(),
         upstream_model,
@@ -64,6 +64,15 @@ pub async fn connection(State(s): State<AppState>, headers: HeaderMap) -> Json<C
         features: FEATURES.to_vec(),
         version: env!("CARGO_PKG_VERSION"),
     })
+}
+
+/// The API server's port: the bound one (port 0 binds any), else the configured one.
+fn api_port(s: &AppState) -> u16 {
+    s.info
+        .api_server_addr
+        .get()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map_or(s.config.api_server.port, |a| a.port())
 }
 
 /// A `Host` header's name without its port (`[::1]:9119` → `[::1]`).
