@@ -493,6 +493,11 @@ async fn jobs_are_made_previewed_in_the_cron_zone_run_and_read_from_the_page() {
         browser.text(".runs li details[open] .run-output").await,
         "summarise the night"
     );
+    browser
+        .wait_text("#activity li", |t| {
+            t.contains("Run of morning report completed")
+        })
+        .await;
 
     // Pause, resume, edit, delete.
     browser
@@ -689,6 +694,28 @@ async fn the_page_charts_turns_drains_from_the_keyboard_and_reads_at_1366_and_39
     assert_eq!(app.status().await["gateway_state"], "running");
     browser
         .wait_text("#activity li", |t| t.contains("Drain cancelled by "))
+        .await;
+
+    // A fire without a token: refused, in the feed and on the fires chart.
+    let fire = app
+        .http
+        .post(format!("{}/api/cron/fire", app.api))
+        .json(&json!({"job_id": "0123456789ab"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fire.status(), 401);
+    browser
+        .wait_text("#activity li", |t| {
+            t.ends_with("Fire refused: missing token")
+        })
+        .await;
+    browser
+        .wait_script(
+            "the refused fire charted",
+            "return document.getElementById('chart-fires').dataset.total === '1'
+                && document.querySelectorAll('#chart-fires rect.o-unauthorized').length === 1",
+        )
         .await;
 
     // Chat from the keyboard: type, Enter; the answer streams in.
