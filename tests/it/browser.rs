@@ -354,6 +354,12 @@ async fn the_dashboard_page_signs_in_drains_cancels_and_chats_in_chromium() {
     browser
         .wait_text("#drain-by", |t| t.starts_with("operator at "))
         .await;
+    // The feed says who drained, and how many turns were in flight then.
+    browser
+        .wait_text("#activity li", |t| {
+            t.ends_with("Drain begun by operator · 1 turn in flight")
+        })
+        .await;
     assert_eq!(
         turn.await.unwrap(),
         200,
@@ -599,6 +605,13 @@ async fn the_page_charts_turns_drains_from_the_keyboard_and_reads_at_1366_and_39
     assert_eq!(
         browser.text("#chat-with").await,
         "With hermes-agent on the echo backend."
+    );
+    // No stored sessions are advertised (`chat_sessions`), so no session field is offered.
+    assert_eq!(
+        browser
+            .script("return document.getElementById('chat-session-row').offsetParent === null")
+            .await,
+        json!(true)
     );
 
     // The charts move while turns run: the in-flight line rises, then the turns are counted.
