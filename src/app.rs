@@ -74,7 +74,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         path: config.home.display().to_string(),
         source,
     })?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(clock.clone()));
     let events = crate::events::Events::default();
     let audit =
         Arc::new(AuditLog::new(config.audit_path(), clock.clone()).with_events(events.clone()));

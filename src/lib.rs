@@ -17,6 +17,8 @@
 //! - [`state`]: [`state::AppState`], what handlers and background tasks share.
 //! - [`app`]: wiring, listeners, background tasks and the shutdown drain.
 //! - [`audit`], [`events`], [`metrics`], [`clock`], [`ids`]: cross-cutting pieces.
+//! - [`history`]: the last hour of turns, fires and in-flight levels per minute, for the
+//!   dashboard's charts.
 //! - [`formats`]: pure parsers of credential text (PEM/JWK public keys, password hashes),
 //!   a leaf that `config`, `auth` and `chronos` share.
 //! - [`files`]: private (0700/0600), atomic and bounded non-blocking file I/O under
@@ -39,6 +41,7 @@ pub mod cron;
 pub mod events;
 pub mod files;
 pub mod formats;
+pub mod history;
 pub mod http;
 pub mod ids;
 pub mod job;

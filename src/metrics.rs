@@ -1,4 +1,6 @@
-//! Prometheus metrics: the registry, the counters domain code bumps, and text rendering.
+//! Prometheus metrics: the registry, the counters domain code bumps, and text rendering;
+//! and, fed by the same calls, the last hour of turns and fires per minute
+//! ([`crate::history`]) for the dashboard's charts.
 //!
 //! Owns metric names and label sets. Gauges that mirror live state (in-flight turns, gateway
 //! state) are set from a snapshot at scrape time, so nothing has to keep them in sync.
@@ -8,6 +10,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::clock::SharedClock;
+use crate::history::History;
 
 /// How a turn ended, as counted by `hermes_turns_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +69,8 @@ pub struct Metrics {
     jwks_fetches: Family<OutcomeLabels, Counter>,
     cron_fires: Family<OutcomeLabels, Counter>,
     account_calls: Family<OutcomeLabels, Counter>,
+    /// The last hour of turns, fires and in-flight levels, per minute.
+    history: History,
 }
 
 /// The live values scraped into gauges.
@@ -83,7 +90,15 @@ const STATES: [&str; 6] = [
 ];
 
 impl Default for Metrics {
+    /// Metrics whose history reads the system clock.
     fn default() -> Self {
+        Self::new(std::sync::Arc::new(crate::clock::SystemClock))
+    }
+}
+
+impl Metrics {
+    /// Every metric at zero; the history dates its minutes with `clock`.
+    pub fn new(clock: SharedClock) -> Self {
         let mut registry = Registry::with_prefix("hermes");
         let turns = Family::<OutcomeLabels, Counter>::default();
         let in_flight = Gauge::default();
@@ -143,11 +158,15 @@ impl Default for Metrics {
             jwks_fetches,
             cron_fires,
             account_calls,
+            history: History::new(clock),
         }
     }
-}
 
-impl Metrics {
+    /// The last hour per minute, for the dashboard.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
     /// Counts one finished (or refused) turn.
     pub fn turn(&self, outcome: TurnOutcome) {
         self.turns
@@ -155,6 +174,7 @@ impl Metrics {
                 outcome: outcome.as_str(),
             })
             .inc();
+        self.history.turn(outcome.as_str());
     }
 
     /// Counts one authentication decision, e.g. `("token", "accepted")`.
@@ -183,6 +203,7 @@ impl Metrics {
         self.cron_fires
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+        self.history.fire(outcome);
     }
 
     /// Counts one call to the account service (`ok`, `error`, `rejected`).

@@ -182,6 +182,21 @@ impl CronService {
         }
     }
 
+    /// The next `n` slots `text` would run at if a job were created with it now, in the
+    /// service's time zone; a refusal is the one `create` would give.
+    pub fn preview(&self, text: &str, n: usize) -> Result<Vec<jiff::Zoned>, CronError> {
+        if text.trim().is_empty() {
+            return Err(CronError::Invalid("schedule: required".into()));
+        }
+        let now = self.now();
+        let schedule = self.parse(text, now)?;
+        Ok(schedule
+            .upcoming(now, n)
+            .into_iter()
+            .map(|t| t.to_zoned(self.time_zone().clone()))
+            .collect())
+    }
+
     pub async fn runs(&self, id: &str, limit: i64) -> Result<Vec<Run>, CronError> {
         self.get(id).await?;
         Ok(self.store.list_runs(id, limit).await?)

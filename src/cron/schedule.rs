@@ -127,6 +127,18 @@ impl Schedule {
         }
     }
 
+    /// The first `n` slots of a job created (or rescheduled) at `now`: [`Schedule::first`],
+    /// then each slot after the one before; fewer when the schedule ends (a one-shot).
+    pub fn upcoming(&self, now: Timestamp, n: usize) -> Vec<Timestamp> {
+        let mut out = Vec::with_capacity(n);
+        let mut next = self.first(now);
+        while let Some(t) = next.filter(|_| out.len() < n) {
+            out.push(t);
+            next = self.next_after(t);
+        }
+        out
+    }
+
     /// Whether the schedule fires once only.
     pub fn is_once(&self) -> bool {
         matches!(self, Self::Once(_))
@@ -479,6 +491,35 @@ mod tests {
         check("every monday 13pm", "bad time of day");
         check("whenever", "1 fields");
         check("0 0 30 2 *", "never run");
+    }
+
+    #[test]
+    fn upcoming_slots_are_the_ones_a_new_job_would_run() {
+        let now = at("2026-03-28T12:00:00Z");
+        let upcoming = |text: &str, n: usize| -> Vec<String> {
+            Schedule::parse(text, &tz("Europe/Berlin"), now)
+                .unwrap()
+                .upcoming(now, n)
+                .iter()
+                .map(|t| t.to_string())
+                .collect()
+        };
+        // Across the spring-forward night: 09:00 Berlin is 08:00Z, then 07:00Z.
+        assert_eq!(
+            upcoming("0 9 * * *", 3),
+            [
+                "2026-03-29T07:00:00Z",
+                "2026-03-30T07:00:00Z",
+                "2026-03-31T07:00:00Z"
+            ]
+        );
+        assert_eq!(
+            upcoming("every 2h", 2),
+            ["2026-03-28T14:00:00Z", "2026-03-28T16:00:00Z"]
+        );
+        // A one-shot has one slot, however many are asked for.
+        assert_eq!(upcoming("in 30m", 5), ["2026-03-28T12:30:00Z"]);
+        assert!(upcoming("0 9 * * *", 0).is_empty());
     }
 
     #[test]

@@ -106,6 +106,11 @@ impl CronService {
         Timestamp::from_second(self.clock.now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
     }
 
+    /// The zone schedules are evaluated in (`cron.timezone`).
+    pub fn time_zone(&self) -> &TimeZone {
+        &self.tz
+    }
+
     /// Parses a schedule text in the service's time zone (a refusal names the field).
     pub(super) fn parse(&self, text: &str, now: Timestamp) -> Result<Schedule, CronError> {
         Schedule::parse(text, &self.tz, now)

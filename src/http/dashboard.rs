@@ -46,6 +46,7 @@ const PUBLIC_PATHS: [&str; 5] = [
 pub fn router(state: AppState, docs: Router<AppState>) -> Router {
     Router::new()
         .route("/api/status", get(status))
+        .route("/api/connection", get(super::connection::connection))
         .route("/health/ready", get(super::api::ready))
         .route("/api/gateway/drain", get(drain_status).post(drain_action))
         .route("/api/gateway/restart", post(restart))

@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::ApiError;
 use crate::clock::iso;
@@ -24,6 +25,7 @@ use crate::state::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/jobs", get(list).post(create))
+        .route("/api/jobs/preview", get(preview))
         .route("/api/jobs/{id}", get(show).patch(update).delete(remove))
         .route("/api/jobs/{id}/pause", post(pause))
         .route("/api/jobs/{id}/resume", post(resume))
@@ -362,4 +364,69 @@ pub async fn runs(
         .map(RunDto::from)
         .collect();
     Ok(Json(json!({ "runs": runs })).into_response())
+}
+
+/// Most slots a preview lists.
+const MAX_PREVIEW: usize = 20;
+
+#[derive(Deserialize)]
+pub(super) struct PreviewQuery {
+    schedule: Option<String>,
+    count: Option<i64>,
+}
+
+/// The next slots of a schedule, in `cron.timezone`.
+#[derive(Serialize, ToSchema)]
+pub struct SchedulePreview {
+    /// The schedule text as given.
+    schedule: String,
+    /// The zone the slots are evaluated in (`cron.timezone`), e.g. `Europe/Berlin`.
+    timezone: String,
+    /// The next slots, soonest first (one for a one-shot).
+    next_runs: Vec<Slot>,
+}
+
+/// One slot of a preview.
+#[derive(Serialize, ToSchema)]
+pub struct Slot {
+    /// The instant, in UTC, as `next_run_at` is written.
+    at: String,
+    /// The same instant in `cron.timezone`, with its offset (RFC 3339).
+    local: String,
+}
+
+/// The next runs a job with this schedule would have if it were saved now (nothing is
+/// saved), in `cron.timezone`; a bad schedule is the 400 that creating the job would be.
+#[utoipa::path(get, path = "/api/jobs/preview", tag = "cron",
+    params(("schedule" = String, Query, description = "the schedule text, as a job's `schedule`"),
+           ("count" = Option<i64>, Query, format = Int64, minimum = 1, maximum = 20, description = "how many slots (default 5, at most 20)")),
+    responses((status = 200, description = "the next slots", body = SchedulePreview), (status = 400, description = "a missing or bad schedule, or a bad `count` (named)", body = super::schemas::JobsError)))]
+pub async fn preview(
+    State(s): State<AppState>,
+    q: Result<Query<PreviewQuery>, QueryRejection>,
+) -> Reply {
+    let Query(q) = q.map_err(|e| invalid(format!("invalid query: {}", e.body_text())))?;
+    let count = match q.count {
+        None => 5,
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_PREVIEW).contains(n))
+            .ok_or_else(|| invalid(format!("count: must be from 1 to {MAX_PREVIEW}")))?,
+    };
+    let schedule = q.schedule.unwrap_or_default();
+    let next_runs = s
+        .cron
+        .preview(&schedule, count)?
+        .into_iter()
+        .map(|z| Slot {
+            at: iso(z.timestamp()),
+            local: z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+        })
+        .collect();
+    Ok(Json(SchedulePreview {
+        schedule,
+        timezone: s.config.cron.timezone_name.clone(),
+        next_runs,
+    })
+    .into_response())
 }

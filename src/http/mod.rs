@@ -6,6 +6,7 @@
 mod api;
 mod api_key;
 mod chat;
+mod connection;
 mod cors;
 mod dashboard;
 mod error;

@@ -17,7 +17,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response, SecurityRequirement};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, chat, dashboard, fire, jobs, page, schemas, session, ws};
+use super::{api, chat, connection, dashboard, fire, jobs, page, schemas, session, ws};
 use crate::state::AppState;
 
 /// Security scheme names.
@@ -53,6 +53,7 @@ const SESSION_TOKEN: &str = "sessionToken";
         jobs::resume,
         jobs::run_now,
         jobs::runs,
+        jobs::preview,
     ),
     components(schemas(schemas::OpenAiError, schemas::JobsError)),
     modifiers(&ApiServerGate),
@@ -73,6 +74,7 @@ struct ApiServerDoc;
     ),
     paths(
         dashboard::status,
+        connection::connection,
         api::ready,
         dashboard::drain_status,
         dashboard::drain_action,
@@ -89,6 +91,7 @@ struct ApiServerDoc;
         jobs::resume,
         jobs::run_now,
         jobs::runs,
+        jobs::preview,
         session::login_page,
         session::password_login,
         session::logout,
@@ -99,6 +102,11 @@ struct ApiServerDoc;
         ws::chat,
         page::index,
         page::app_js,
+        page::charts_js,
+        page::jobs_js,
+        page::activity_js,
+        page::connection_js,
+        page::chat_js,
         page::app_css,
     ),
     components(schemas(schemas::DashboardError, schemas::JobsError)),

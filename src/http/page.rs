@@ -16,20 +16,66 @@ use crate::state::AppState;
 
 const INDEX: &str = include_str!("page/index.html");
 const APP_JS: &str = include_str!("page/app.js");
+const CHARTS_JS: &str = include_str!("page/charts.js");
+const JOBS_JS: &str = include_str!("page/jobs.js");
+const ACTIVITY_JS: &str = include_str!("page/activity.js");
+const CONNECTION_JS: &str = include_str!("page/connection.js");
+const CHAT_JS: &str = include_str!("page/chat.js");
 const APP_CSS: &str = include_str!("page/app.css");
+const JS: &str = "text/javascript; charset=utf-8";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/assets/app.js", get(app_js))
+        .route("/assets/charts.js", get(charts_js))
+        .route("/assets/jobs.js", get(jobs_js))
+        .route("/assets/activity.js", get(activity_js))
+        .route("/assets/connection.js", get(connection_js))
+        .route("/assets/chat.js", get(chat_js))
         .route("/assets/app.css", get(app_css))
 }
 
-/// The page's script.
+/// The page's core script: API calls, the confirmation dialog, live status, drain, start.
 #[utoipa::path(get, path = "/assets/app.js", tag = "page",
     responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String)))]
 pub async fn app_js() -> Response {
-    asset(APP_JS, "text/javascript; charset=utf-8")
+    asset(APP_JS, JS)
+}
+
+/// The page's charts of the last hour (SVG, drawn from the `history` messages).
+#[utoipa::path(get, path = "/assets/charts.js", tag = "page",
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String)))]
+pub async fn charts_js() -> Response {
+    asset(CHARTS_JS, JS)
+}
+
+/// The page's cron jobs: table, create/edit with the schedule preview, actions, runs.
+#[utoipa::path(get, path = "/assets/jobs.js", tag = "page",
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String)))]
+pub async fn jobs_js() -> Response {
+    asset(JOBS_JS, JS)
+}
+
+/// The page's activity feed (drains, sign-ins, fires, finished runs).
+#[utoipa::path(get, path = "/assets/activity.js", tag = "page",
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String)))]
+pub async fn activity_js() -> Response {
+    asset(ACTIVITY_JS, JS)
+}
+
+/// The page's connection panel and client snippets.
+#[utoipa::path(get, path = "/assets/connection.js", tag = "page",
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String)))]
+pub async fn connection_js() -> Response {
+    asset(CONNECTION_JS, JS)
+}
+
+/// The page's chat.
+#[utoipa::path(get, path = "/assets/chat.js", tag = "page",
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String)))]
+pub async fn chat_js() -> Response {
+    asset(CHAT_JS, JS)
 }
 
 /// The page's style sheet.

@@ -1,5 +1,5 @@
 //! The dashboard's WebSockets (SPEC §9): `/api/events` (live status, drain changes, turns,
-//! cron runs and audit events) and `/api/ws` (chat: each message is a turn through the gate).
+//! cron runs, audit events and the last hour's history) and `/api/ws` (chat: each message is a turn through the gate).
 //!
 //! Browsers cannot set headers on an upgrade, so these endpoints authenticate themselves:
 //! gated mode accepts only `?ticket=` (single use, 30 s, bound to a live session) and refuses
@@ -31,6 +31,8 @@ use crate::turn::{End, Interruption, Step, Turn};
 pub const PATHS: [&str; 2] = ["/api/events", "/api/ws"];
 /// Least time between two status messages (a busy gateway changes state constantly).
 const STATUS_EVERY: Duration = Duration::from_millis(100);
+/// Least time between two history messages (the charts move by the minute).
+const HISTORY_EVERY: Duration = Duration::from_secs(1);
 /// Messages of a conversation sent with each turn (the oldest are dropped).
 const MAX_HISTORY: usize = 40;
 /// Largest frame and message a client may send on either socket (SPEC §10). The frame
@@ -85,7 +87,8 @@ async fn authorize(
     })
 }
 
-/// Live status, drain changes, turn and run events, audit events (WebSocket upgrade).
+/// Live status, drain changes, turn and run events, audit events, the last hour's history
+/// (WebSocket upgrade).
 #[utoipa::path(get, path = "/api/events", tag = "dashboard",
     params(("ticket" = Option<String>, Query, description = "single-use ticket from POST /api/auth/ws-ticket"),
            ("token" = Option<String>, Query, description = "loopback mode only: the session token"),
@@ -138,22 +141,33 @@ fn status_message(s: &AppState) -> String {
     .to_string()
 }
 
-/// Sends the status now and whenever it changes (at most every 100 ms), every live event,
-/// and a ping when idle; ends when the client leaves or the gateway stops.
+/// The last hour per minute (`history::HistorySnapshot`), for the page's charts.
+fn history_message(s: &AppState) -> String {
+    let mut v = json!(s.metrics.history().snapshot());
+    v["type"] = json!("history");
+    v.to_string()
+}
+
+/// Sends the status now and whenever it changes (at most every 100 ms), then the history
+/// now and whenever it changes (at most every second), every live event, and a ping when
+/// idle; ends when the client leaves or the gateway stops.
 async fn events_socket(mut socket: WebSocket, s: AppState, session: Session) {
     let mut status = s.gate.subscribe();
+    let mut history = s.metrics.history().subscribe();
     let mut feed = s.events.subscribe();
     // The first frame is always the status, whatever else is going on.
     status.borrow_and_update();
-    if socket
-        .send(WsMessage::Text(status_message(&s).into()))
-        .await
-        .is_err()
-    {
-        return;
+    history.borrow_and_update();
+    for first in [status_message(&s), history_message(&s)] {
+        if socket.send(WsMessage::Text(first.into())).await.is_err() {
+            return;
+        }
     }
-    let mut dirty = false;
+    let (mut dirty, mut history_dirty) = (false, false);
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
+    let mut history_tick = tokio::time::interval(HISTORY_EVERY);
+    // After a quiet spell, one message at once, then one a second (not a burst).
+    history_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeat = tokio::time::interval(heartbeat_every(&s));
     heartbeat.tick().await;
     loop {
@@ -166,6 +180,15 @@ async fn events_socket(mut socket: WebSocket, s: AppState, session: Session) {
             _ = status_tick.tick(), if dirty => {
                 dirty = false;
                 WsMessage::Text(status_message(&s).into())
+            }
+            changed = history.changed() => {
+                if changed.is_err() { break; }
+                history_dirty = true;
+                continue;
+            }
+            _ = history_tick.tick(), if history_dirty => {
+                history_dirty = false;
+                WsMessage::Text(history_message(&s).into())
             }
             event = feed.recv() => match event {
                 Ok(text) => WsMessage::Text(text.as_ref().into()),

@@ -219,6 +219,8 @@ impl TurnGate {
                     session,
                 },
             );
+            // Under the lock, so the history hears the levels in order.
+            self.metrics.history().in_flight(inner.turns.len());
             (Ok(id), true)
         });
         match admitted {
@@ -249,6 +251,7 @@ impl TurnGate {
                     inner.sessions.remove(&entry.session);
                 }
             }
+            self.metrics.history().in_flight(inner.turns.len());
             ((), true)
         });
         if let Some(outcome) = outcome {
@@ -401,6 +404,29 @@ mod tests {
         );
         assert_eq!(g.admit("s").unwrap_err(), Refusal::NotReady);
         assert_eq!(g.snapshot().state, GatewayState::Starting);
+    }
+
+    #[test]
+    fn the_history_sees_the_in_flight_peak_and_the_outcomes() {
+        let clock = crate::clock::ManualClock::new("2026-03-01T10:00:00Z".parse().unwrap());
+        let metrics = Arc::new(Metrics::new(clock.clone()));
+        let g = TurnGate::new(clock.clone(), metrics.clone(), Default::default());
+        g.mark_serving();
+        let (mut a, b) = (g.admit("s").unwrap(), g.admit("s").unwrap());
+        a.outcome = Some(TurnOutcome::Completed);
+        drop(a);
+        clock.advance(std::time::Duration::from_secs(60));
+        drop(b);
+        g.enter_drain(request());
+        assert!(g.admit("s").is_err());
+        let h = metrics.history().snapshot();
+        let [.., before, now] = &h.minutes[..] else {
+            unreachable!("an hour of minutes")
+        };
+        assert_eq!((before.in_flight, now.in_flight, h.in_flight), (2, 1, 0));
+        assert_eq!(before.turns.get("completed"), Some(&1));
+        assert_eq!(now.turns.get("interrupted"), Some(&1));
+        assert_eq!(now.turns.get("refused"), Some(&1));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod deploy;
 mod drain;
 mod files;
 mod net;
+mod operator;
 mod process;
 mod soak;
 mod support;

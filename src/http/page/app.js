@@ -1,5 +1,7 @@
-// The dashboard page: live status over /api/events, drain controls, jobs and runs, and a
-// chat over /api/ws. Relative URLs throughout, so it works behind a path prefix.
+// The dashboard page's core: API calls and socket URLs, the confirmation dialog, time
+// formatting in the cron zone, live status over /api/events (handing the other messages
+// to the charts, jobs and activity scripts), the drain controls, and the start.
+// Relative URLs throughout, so the page works behind a path prefix.
 'use strict';
 
 const token = document.querySelector('meta[name="hermes-session-token"]').content;
@@ -23,6 +25,10 @@ async function api(path, options) {
   return body;
 }
 
+function sendJson(path, method, value) {
+  return api(path, {method, headers: {'Content-Type': 'application/json'}, body: JSON.stringify(value)});
+}
+
 // A socket URL with a fresh single-use ticket.
 async function socketUrl(path) {
   const {ticket} = await api('api/auth/ws-ticket', {method: 'POST'});
@@ -32,9 +38,67 @@ async function socketUrl(path) {
   return url.toString();
 }
 
-function fmtTime(iso) { return iso ? new Date(iso).toLocaleString() : '–'; }
+function el(tag, attrs, text) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
 
-// ---- status -------------------------------------------------------------------------
+// ---- time, in the zone cron schedules are written in --------------------------------
+
+let cronZone = 'UTC';
+let zoneFormat = null;
+
+function setCronZone(zone) {
+  try {
+    zoneFormat = new Intl.DateTimeFormat('en-GB', {timeZone: zone, year: 'numeric', month: '2-digit',
+      day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23', timeZoneName: 'shortOffset'});
+    cronZone = zone;
+  } catch (e) {
+    // A zone this browser does not know: show UTC, and say so.
+    zoneFormat = null;
+    cronZone = 'UTC';
+  }
+}
+
+// "2026-03-29 09:00:00 GMT+2" in the cron zone (the offset: unambiguous in any locale).
+function fmtZoned(iso) {
+  if (!iso) return '–';
+  const d = new Date(iso);
+  if (!zoneFormat) return d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+  const p = Object.fromEntries(zoneFormat.formatToParts(d).map((x) => [x.type, x.value]));
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${p.timeZoneName}`;
+}
+
+// The browser's local time of day, for live events.
+function fmtClock(iso) { return iso ? new Date(iso).toLocaleTimeString([], {hour12: false}) : '–'; }
+
+// ---- the confirmation dialog ----------------------------------------------------------
+
+// Asks in a modal dialog; resolves true on OK (Enter: OK has focus), false on Cancel or
+// Escape. Focus goes back where it was.
+function askConfirm(title, text, okLabel) {
+  const d = $('confirm');
+  $('confirm-title').textContent = title;
+  $('confirm-text').textContent = text;
+  $('confirm-ok').textContent = okLabel;
+  const opener = document.activeElement;
+  d.returnValue = '';
+  d.showModal();
+  $('confirm-ok').focus();
+  return new Promise((resolve) => {
+    d.addEventListener('close', () => {
+      resolve(d.returnValue === 'ok');
+      if (opener && typeof opener.focus === 'function') opener.focus();
+    }, {once: true});
+  });
+}
+
+// ---- status and drain -----------------------------------------------------------------
+
+// After a drain change, focus moves to the control that undoes it once it is enabled.
+let focusNext = null;
 
 function showStatus(msg) {
   const s = msg.status, d = msg.drain;
@@ -43,11 +107,37 @@ function showStatus(msg) {
   state.dataset.state = s.gateway_state;
   $('active').textContent = String(s.active_agents);
   $('oldest').textContent = d.oldest_active_seconds ? d.oldest_active_seconds.toFixed(1) + ' s' : '–';
-  $('drain-by').textContent = d.draining ? (d.principal || '?') + ' at ' + fmtTime(d.requested_at) : '–';
+  $('drain-by').textContent = d.draining ? (d.principal || '?') + ' at ' + fmtZoned(d.requested_at) : '–';
   $('version').textContent = s.version;
   $('drain').disabled = s.gateway_state !== 'running';
   $('undrain').disabled = s.gateway_state !== 'draining';
+  moveFocus();
 }
+
+function moveFocus() {
+  if (focusNext && !$(focusNext).disabled) { $(focusNext).focus(); focusNext = null; }
+}
+
+async function drain(action) {
+  const ok = action === 'drain'
+    ? await askConfirm('Drain the gateway?', 'New turns are refused until you cancel the drain; turns in flight finish.', 'Drain')
+    : await askConfirm('Cancel the drain?', 'The gateway accepts new turns again.', 'Cancel drain');
+  if (!ok) return;
+  $('drain-error').textContent = '';
+  try {
+    await sendJson('api/gateway/drain', 'POST', {action});
+    // The status that enables it may have come before this answer, or come after it.
+    focusNext = action === 'drain' ? 'undrain' : 'drain';
+    moveFocus();
+  } catch (e) { $('drain-error').textContent = e.message; }
+}
+
+// ---- the live events socket -----------------------------------------------------------
+
+// Message type → its handlers; the other scripts add theirs with onEvent.
+const eventHandlers = {};
+function onEvent(type, handle) { (eventHandlers[type] = eventHandlers[type] || []).push(handle); }
+onEvent('status', showStatus);
 
 function connectEvents(delay) {
   socketUrl('api/events').then((url) => {
@@ -55,8 +145,7 @@ function connectEvents(delay) {
     ws.onopen = () => { $('live').textContent = 'live'; delay = 500; };
     ws.onmessage = (e) => {
       const msg = JSON.parse(e.data);
-      if (msg.type === 'status') showStatus(msg);
-      else if (msg.type === 'run') { loadJobs(); if (msg.job_id === selectedJob) loadRuns(selectedJob); }
+      for (const handle of eventHandlers[msg.type] || []) handle(msg);
     };
     ws.onclose = () => {
       $('live').textContent = 'reconnecting…';
@@ -68,123 +157,25 @@ function connectEvents(delay) {
   });
 }
 
-async function drain(action) {
-  const question = action === 'drain'
-    ? 'Drain the gateway? New turns are refused until you cancel; turns in flight finish.'
-    : 'Cancel the drain and accept new turns again?';
-  if (!confirm(question)) return;
-  $('drain-error').textContent = '';
-  try {
-    await api('api/gateway/drain', {method: 'POST', headers: {'Content-Type': 'application/json'},
-                                    body: JSON.stringify({action})});
-  } catch (e) { $('drain-error').textContent = e.message; }
-}
+// ---- start ----------------------------------------------------------------------------
 
-// ---- jobs and runs ------------------------------------------------------------------
-
-let selectedJob = null;
-
-async function loadJobs() {
-  try {
-    const {jobs} = await api('api/jobs');
-    const body = $('jobs');
-    body.replaceChildren();
-    if (!jobs.length) {
-      const tr = document.createElement('tr');
-      tr.innerHTML = '<td colspan="5" class="muted">No jobs yet.</td>';
-      body.append(tr);
-    }
-    for (const j of jobs) {
-      const tr = document.createElement('tr');
-      tr.tabIndex = 0;
-      tr.setAttribute('aria-selected', String(j.id === selectedJob));
-      for (const text of [j.name, j.schedule, j.state, fmtTime(j.next_run_at), j.last_status || '–']) {
-        const td = document.createElement('td');
-        td.textContent = text;
-        tr.append(td);
-      }
-      const pick = () => { selectedJob = j.id; $('runs-of').textContent = '(' + j.name + ')'; loadJobs(); loadRuns(j.id); };
-      tr.onclick = pick;
-      tr.onkeydown = (e) => { if (e.key === 'Enter') pick(); };
-      body.append(tr);
-    }
-  } catch (e) { $('jobs').innerHTML = '<tr><td colspan="5" class="error"></td></tr>'; $('jobs').querySelector('td').textContent = e.message; }
-}
-
-async function loadRuns(id) {
-  const list = $('runs');
-  try {
-    const {runs} = await api('api/jobs/' + encodeURIComponent(id) + '/runs?limit=10');
-    list.replaceChildren();
-    if (!runs.length) { list.innerHTML = '<li class="muted">No runs yet.</li>'; }
-    for (const r of runs) {
-      const li = document.createElement('li');
-      li.textContent = fmtTime(r.started_at) + ' · ' + r.status + (r.error ? ' · ' + r.error : '');
-      list.append(li);
-    }
-  } catch (e) { list.textContent = e.message; }
-}
-
-// ---- chat ---------------------------------------------------------------------------
-
-let chat = null;
-let pending = [];
-let current = null;
-
-function addMessage(kind, text) {
-  const li = document.createElement('li');
-  li.className = kind;
-  li.textContent = text;
-  $('messages').append(li);
-  li.scrollIntoView({block: 'end'});
-  return li;
-}
-
-function openChat() {
-  return socketUrl('api/ws').then((url) => new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
-    ws.onopen = () => { chat = ws; resolve(ws); };
-    ws.onerror = () => reject(new Error('the chat connection failed'));
-    ws.onclose = () => { chat = null; current = null; };
-    ws.onmessage = (e) => {
-      const msg = JSON.parse(e.data);
-      if (msg.type === 'start') current = addMessage('assistant', '');
-      else if (msg.type === 'delta' && current) current.textContent += msg.text;
-      else if (msg.type === 'done') current = null;
-      else if (msg.type === 'error') { addMessage('notice', msg.message); current = null; }
-    };
-  }));
-}
-
-async function send(e) {
-  e.preventDefault();
-  const input = $('chat-input');
-  const text = input.value.trim();
-  if (!text) return;
-  $('chat-error').textContent = '';
-  try {
-    const ws = chat || await openChat();
-    addMessage('user', text);
-    ws.send(JSON.stringify({message: text}));
-    input.value = '';
-  } catch (err) { $('chat-error').textContent = err.message; }
-}
-
-// ---- start --------------------------------------------------------------------------
+// What the other scripts start once signed in, given the connection facts.
+const starters = [];
 
 async function start() {
   $('drain').onclick = () => drain('drain');
   $('undrain').onclick = () => drain('cancel');
-  $('chat-form').onsubmit = send;
   $('logout').onclick = async () => { await api('auth/logout', {method: 'POST'}).catch(() => {}); location.href = 'login'; };
   try {
     const me = await api('api/auth/me');
     $('who').textContent = me.mode === 'gated' ? 'Signed in as ' + me.user.id : 'Local session';
     $('logout').hidden = me.mode !== 'gated';
   } catch (e) { return; }
+  const conn = await api('api/connection').catch(() => ({features: [], cron_timezone: 'UTC'}));
+  setCronZone(conn.cron_timezone || 'UTC');
   showStatus({status: await api('api/status'), drain: {}});
-  loadJobs();
+  for (const f of starters) f(conn);
   connectEvents(500);
 }
 
-start();
+document.addEventListener('DOMContentLoaded', start);
