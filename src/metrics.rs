@@ -43,6 +43,12 @@ struct AuthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -64,6 +70,7 @@ pub struct Metrics {
     jwks_fetches: Family<OutcomeLabels, Counter>,
     cron_fires: Family<OutcomeLabels, Counter>,
     account_calls: Family<OutcomeLabels, Counter>,
+    api_requests: Family<RouteLabels, Counter>,
 }
 
 /// The live values scraped into gauges.
@@ -93,6 +100,7 @@ impl Default for Metrics {
         let jwks_fetches = Family::<OutcomeLabels, Counter>::default();
         let cron_fires = Family::<OutcomeLabels, Counter>::default();
         let account_calls = Family::<OutcomeLabels, Counter>::default();
+        let api_requests = Family::<RouteLabels, Counter>::default();
         registry.register("turns", "Agent turns by how they ended", turns.clone());
         registry.register(
             "turns_in_flight",
@@ -129,6 +137,11 @@ impl Default for Metrics {
             "Calls to the account service's agent-cron API by result (ok, error, rejected)",
             account_calls.clone(),
         );
+        registry.register(
+            "api_requests",
+            "API-server answers by route template and outcome (ok, bad_request, unauthorized, forbidden, not_found, conflict, too_large, rate_limited, unavailable, error)",
+            api_requests.clone(),
+        );
         // Pre-create the common series so dashboards see zeros, not gaps.
         for outcome in ["completed", "failed", "interrupted", "refused"] {
             let _ = turns.get_or_create(&OutcomeLabels { outcome });
@@ -143,6 +156,7 @@ impl Default for Metrics {
             jwks_fetches,
             cron_fires,
             account_calls,
+            api_requests,
         }
     }
 }
@@ -189,6 +203,16 @@ impl Metrics {
     pub fn account_call(&self, outcome: &'static str) {
         self.account_calls
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts one API-server answer on `route` (its template, e.g. `/v1/runs/{id}`).
+    pub fn api_request(&self, route: &str, outcome: &'static str) {
+        self.api_requests
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                outcome,
+            })
             .inc();
     }
 
