@@ -41,7 +41,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 }
 
 /// Starts a run; it lives on its own, whatever becomes of this connection.
-#[utoipa::path(post, path = "/v1/runs", tag = "runs", request_body = super::schemas::RunRequest,
+#[utoipa::path(post, path = "/v1/runs", tag = "runs", operation_id = "start_run", request_body = super::schemas::RunRequest,
     responses(
         (status = 202, description = "started (its row is committed): follow it with GET /v1/runs/{id} or its events", body = super::schemas::RunStarted),
         (status = 400, description = "invalid request: the message names the field; `param` the field or item (`input`, `input[2].content`, `session_id`), `code` the kind", body = super::schemas::ChatRequestError),
@@ -71,7 +71,7 @@ pub async fn start(
 }
 
 /// A run's state, on any replica.
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", operation_id = "get_run",
     params(("id" = String, Path, description = "the run id (`run_…`)")),
     responses(
         (status = 200, description = "the run", body = super::schemas::RunObject),
@@ -87,7 +87,7 @@ pub async fn show(
 }
 
 /// A run's events as server-sent events, from its first, ending after its last.
-#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs",
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", operation_id = "run_events",
     params(("id" = String, Path, description = "the run id (`run_…`)")),
     responses(
         (status = 200, description = "`data: <json>` per event (each a RunEvent), replayed from the first for a late subscriber; `: keepalive` every 30 s of quiet; `: stream closed` after the run's last event", content_type = "text/event-stream", body = super::schemas::RunEvent),
@@ -104,7 +104,7 @@ pub async fn events(
 
 /// Stops a running run (its agent is stopped within a few seconds, on whichever replica
 /// runs it); it ends `cancelled` with a `run.stopped` event.
-#[utoipa::path(post, path = "/v1/runs/{id}/stop", tag = "runs",
+#[utoipa::path(post, path = "/v1/runs/{id}/stop", tag = "runs", operation_id = "stop_run",
     params(("id" = String, Path, description = "the run id (`run_…`)")),
     responses(
         (status = 200, description = "stopping", body = super::schemas::RunStopping),

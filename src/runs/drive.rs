@@ -145,20 +145,20 @@ impl Runs {
     /// Writes the new events and renews the lease; a stop asked elsewhere stops the run.
     /// `Some` when the run must end.
     async fn sync(&self, live: &LiveRun, p: &mut Progress) -> Option<Exit> {
-        let (events, last_event) = live.since(p.synced);
+        let new = live.since(p.synced);
         let now = self.now_ms();
         let progress = RunProgress {
             id: &live.id,
             owner: &self.owner,
             first_seq: p.synced as i64,
-            events: &events,
-            last_event,
-            now_ms: now,
+            events: &new.events,
+            last_event: new.last_event,
+            updated_at_ms: new.updated_at_ms,
             lease_until_ms: now + LEASE_MS,
         };
         match self.store.sync_agent_run(&progress).await {
             Ok(Synced::Held { stop_requested }) => {
-                p.synced += events.len();
+                p.synced += new.events.len();
                 p.lease_until_ms = progress.lease_until_ms;
                 if stop_requested {
                     // Seen by the loop's next turn.
@@ -184,16 +184,16 @@ impl Runs {
     /// Records the run's end with its last events (retried: a store hiccup must not leave
     /// a finished run to be called dead when its lease runs out).
     async fn record_end(&self, live: &LiveRun, p: &Progress, status: AgentRunStatus, error: Option<&str>) {
-        let (events, last_event) = live.since(p.synced);
+        let last = live.since(p.synced);
         for attempt in 1..=END_ATTEMPTS {
             let end = RunEnd {
                 progress: RunProgress {
                     id: &live.id,
                     owner: &self.owner,
                     first_seq: p.synced as i64,
-                    events: &events,
-                    last_event,
-                    now_ms: self.now_ms(),
+                    events: &last.events,
+                    last_event: last.last_event,
+                    updated_at_ms: last.updated_at_ms,
                     lease_until_ms: 0,
                 },
                 status,
@@ -241,4 +241,36 @@ fn usage(input: u64, output: u64) -> Value {
 /// A rough token count when the backend reports none (whitespace-separated words).
 fn words(text: &str) -> u64 {
     text.split_whitespace().count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_way_a_run_ends_has_its_status_and_last_event() {
+        use AgentRunStatus::*;
+        let table: Vec<(Exit, AgentRunStatus, &str, Option<&str>)> = vec![
+            (Exit::Turn(End::Completed), Completed, "run.completed", None),
+            (Exit::Turn(End::Failed("boom".into())), Failed, "run.failed", Some("boom")),
+            (
+                Exit::Turn(End::Interrupted(Interruption::Cancelled)),
+                Interrupted,
+                "run.failed",
+                Some(SHUTDOWN),
+            ),
+            (
+                Exit::Turn(End::Interrupted(Interruption::NoOutcome)),
+                Interrupted,
+                "run.failed",
+                Some(NO_OUTCOME),
+            ),
+            (Exit::Stopped, Cancelled, "run.stopped", None),
+            (Exit::LeaseGone, Interrupted, "run.failed", Some(LEASE_GONE)),
+            (Exit::Lost, Interrupted, "run.failed", Some(LOST)),
+        ];
+        for (exit, status, event, error) in &table {
+            assert_eq!(outcome(exit), (*status, *event, *error));
+        }
+    }
 }

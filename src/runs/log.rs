@@ -39,6 +39,14 @@ struct LogState {
     end: Option<Ended>,
 }
 
+/// What the store has not seen yet of a run's log.
+#[derive(Debug, Clone)]
+pub(super) struct Unsynced {
+    pub events: Vec<Arc<str>>,
+    pub last_event: Option<&'static str>,
+    pub updated_at_ms: i64,
+}
+
 /// How a run ended.
 #[derive(Debug, Clone)]
 pub(super) struct Ended {
@@ -98,10 +106,15 @@ impl LiveRun {
         self.grown.send_replace(());
     }
 
-    /// The events from `from` on and the name of the last one, for a sync to the store.
-    pub fn since(&self, from: usize) -> (Vec<Arc<str>>, Option<&'static str>) {
+    /// The events from `from` on, the name of the last one and its time, for a sync to
+    /// the store.
+    pub fn since(&self, from: usize) -> Unsynced {
         let s = self.state();
-        (s.events.get(from..).unwrap_or_default().to_vec(), s.last_event)
+        Unsynced {
+            events: s.events.get(from..).unwrap_or_default().to_vec(),
+            last_event: s.last_event,
+            updated_at_ms: s.updated_at_ms,
+        }
     }
 
     /// Marks the run ended (its last event already pushed): the feeds end after it.

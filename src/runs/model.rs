@@ -44,12 +44,12 @@ pub enum RunError {
     /// The gate admits no turn (draining, stopping, starting).
     #[error(transparent)]
     Refused(Refusal),
-    #[error("Too many concurrent runs (max {MAX_IN_FLIGHT})")]
+    #[error("Too many concurrent runs (max {})", MAX_IN_FLIGHT)]
     TooMany,
     #[error("Run not found: {0}")]
     NotFound(String),
     /// A stop for a run that has already ended.
-    #[error("Run {id} has already ended ({})", status.as_str())]
+    #[error("Run {id} has already ended ({})", .status.as_str())]
     Ended { id: String, status: AgentRunStatus },
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -219,6 +219,8 @@ impl Runs {
         let mut fields = Map::new();
         fields.insert("status".into(), json!(AgentRunStatus::Interrupted.as_str()));
         fields.insert("error".into(), json!(DIED));
+        // What it said is in its deltas; its process took the rest with it.
+        fields.insert("output".into(), json!(""));
         let event = |_seq| event_text("run.failed", id, now, fields).to_string();
         if self.store.expire_agent_run(id, now, DIED, "run.failed", event).await? {
             tracing::warn!(run = %id, "found a run whose process is gone; recorded it interrupted");

@@ -67,7 +67,8 @@ pub struct RunProgress<'a> {
     pub first_seq: i64,
     pub events: &'a [std::sync::Arc<str>],
     pub last_event: Option<&'a str>,
-    pub now_ms: i64,
+    /// When its latest event happened.
+    pub updated_at_ms: i64,
     pub lease_until_ms: i64,
 }
 
@@ -100,8 +101,8 @@ macro_rules! select_agent_runs {
 const ADD_EVENT: &str = "INSERT INTO agent_run_events (run_id, seq, body) VALUES ($1, $2, $3) ON CONFLICT (run_id, seq) DO NOTHING";
 
 impl Store {
-    /// Records a new running run held by `owner`, then forgets the oldest ended runs
-    /// beyond the newest `keep`.
+    /// Records a new running run held by `owner`, then forgets the ended runs older than
+    /// the newest `keep` runs (with their events).
     pub async fn insert_agent_run(
         &self,
         run: &AgentRun,
@@ -115,7 +116,7 @@ impl Store {
         );
         let prune = sql(
             self,
-            "DELETE FROM agent_runs WHERE status <> 'running' AND created_at_ms < \
+            "DELETE FROM agent_runs WHERE status <> 'running' AND created_at_ms <= \
              (SELECT created_at_ms FROM agent_runs ORDER BY created_at_ms DESC LIMIT 1 OFFSET $1)",
         );
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
@@ -191,7 +192,7 @@ impl Store {
                 .bind(p.id)
                 .bind(p.owner)
                 .bind(p.lease_until_ms)
-                .bind(p.now_ms)
+                .bind(p.updated_at_ms)
                 .bind(p.last_event)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -225,7 +226,7 @@ impl Store {
                 .bind(end.status.as_str())
                 .bind(end.output)
                 .bind(end.error)
-                .bind(p.now_ms)
+                .bind(p.updated_at_ms)
                 .bind(p.last_event)
                 .execute(&mut *tx)
                 .await?

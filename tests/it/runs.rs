@@ -4,8 +4,10 @@
 //! event, and a run started on one replica is read and stopped on another.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use hermes_gateway::store::{AgentRun, AgentRunStatus, RunEnd, RunProgress, Store, Synced};
 use serde_json::{Value, json};
 
 use crate::backends::{agent, assert_gone, wait_for_file};
@@ -98,9 +100,11 @@ async fn read_until(resp: &mut reqwest::Response, mut seen: String, needle: &str
         .unwrap_or_else(|_| panic!("the event stream did not bring {needle:?} in time"))
 }
 
-/// The JSON of every `data:` line of an event stream's text.
+/// The JSON of every complete `data:` frame of an event stream's text.
 fn events_of(text: &str) -> Vec<Value> {
-    text.lines()
+    let complete = text.rfind("\n\n").map_or("", |end| &text[..end]);
+    complete
+        .lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .map(|d| serde_json::from_str(d).unwrap())
         .collect()
@@ -352,4 +356,133 @@ async fn a_run_started_on_one_replica_is_read_and_stopped_on_another() {
     let last = events_of(&text).pop().unwrap();
     assert_eq!(last["event"], "run.stopped", "{text}");
     assert_eq!(deltas(&events_of(&text)), "started", "{text}");
+}
+
+#[tokio::test]
+async fn the_dashboard_live_socket_shows_a_run_start_and_its_end() {
+    use futures_util::StreamExt;
+    let token = "runs-test-session-token";
+    let app = TestApp::spawn("", &[("HERMES_DASHBOARD_SESSION_TOKEN", token)]).await;
+    let url = format!("{}/api/events?token={token}", app.dash.replacen("http://", "ws://", 1));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut next = async || loop {
+        let frame = tokio::time::timeout(PATIENCE, socket.next()).await.expect("a frame in time");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = frame.unwrap().unwrap() {
+            return serde_json::from_str::<Value>(&t).unwrap();
+        }
+    };
+    // The status comes first, once the socket follows the live events.
+    assert_eq!(next().await["type"], "status");
+    let id = Runs::of(&app.api).start("hello").await;
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|s| s != "completed") {
+        let v = next().await;
+        if v["type"] == "agent_run" {
+            assert_eq!((&v["run_id"], &v["session_id"]), (&json!(id), &json!(id)), "{v}");
+            seen.push(v["status"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(seen, ["running", "completed"]);
+}
+
+// ---- the store's part: writes by the owner only, once; expiry; pruning -----------------
+
+/// One fresh store of each kind, with the directory and the database they live in.
+async fn stores() -> (Vec<Store>, tempfile::TempDir, TestDatabase) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = hermes_gateway::clock::SystemClock;
+    let db = TestDatabase::create().await;
+    let sqlite = Store::sqlite(&dir.path().join("state.db"), &clock).await.unwrap();
+    let pg = Store::postgres(db.url(), &clock).await.unwrap();
+    (vec![sqlite, pg], dir, db)
+}
+
+fn row(id: &str, created_at_ms: i64, lease_until_ms: i64) -> AgentRun {
+    AgentRun {
+        id: id.into(),
+        session_id: "s".into(),
+        model: "m".into(),
+        status: AgentRunStatus::Running,
+        created_at_ms,
+        updated_at_ms: created_at_ms,
+        last_event: None,
+        output: None,
+        error: None,
+        lease_until_ms,
+        stop_requested: false,
+    }
+}
+
+fn progress<'a>(owner: &'a str, first_seq: i64, events: &'a [Arc<str>], last: &'a str) -> RunProgress<'a> {
+    RunProgress {
+        id: "run_a",
+        owner,
+        first_seq,
+        events,
+        last_event: Some(last),
+        updated_at_ms: 2_000,
+        lease_until_ms: 40_000,
+    }
+}
+
+#[tokio::test]
+async fn the_run_store_writes_a_run_only_for_its_owner_once_and_keeps_the_newest() {
+    let (stores, _dir, _db) = stores().await;
+    for store in &stores {
+        let kind = store.kind();
+        store.insert_agent_run(&row("run_a", 1_000, 31_000), "me", 1_000).await.unwrap();
+        let two: Vec<Arc<str>> = vec![Arc::from(r#"{"n":0}"#), Arc::from(r#"{"n":1}"#)];
+        let held = |stop_requested| Synced::Held { stop_requested };
+        assert_eq!(store.sync_agent_run(&progress("me", 0, &two, "message.delta")).await.unwrap(), held(false), "{kind}");
+        // A sync retried after a lost answer adds nothing twice; another owner writes nothing.
+        assert_eq!(store.sync_agent_run(&progress("me", 0, &two, "message.delta")).await.unwrap(), held(false), "{kind}");
+        assert_eq!(store.sync_agent_run(&progress("other", 2, &[], "x")).await.unwrap(), Synced::Lost, "{kind}");
+        // A stop asked elsewhere reaches the owner at its next sync.
+        assert!(store.request_agent_run_stop("run_a").await.unwrap(), "{kind}");
+        assert_eq!(store.sync_agent_run(&progress("me", 2, &[], "message.delta")).await.unwrap(), held(true), "{kind}");
+        // Its lease (renewed to 40 s) holds: it is not found dead.
+        let never = |_: i64| -> String { unreachable!("a live run is not expired") };
+        assert!(!store.expire_agent_run("run_a", 39_999, "dead", "run.failed", never).await.unwrap());
+        let last: Vec<Arc<str>> = vec![Arc::from(r#"{"n":2}"#)];
+        let end = RunEnd {
+            progress: progress("me", 2, &last, "run.stopped"),
+            status: AgentRunStatus::Cancelled,
+            output: "out",
+            error: None,
+        };
+        assert!(store.finish_agent_run(&end).await.unwrap(), "{kind}");
+        assert!(!store.finish_agent_run(&end).await.unwrap(), "{kind}: ended twice");
+        assert!(!store.request_agent_run_stop("run_a").await.unwrap(), "{kind}");
+        let a = store.agent_run("run_a").await.unwrap().unwrap();
+        assert_eq!(
+            (a.status, a.output.as_deref(), a.last_event.as_deref(), a.updated_at_ms),
+            (AgentRunStatus::Cancelled, Some("out"), Some("run.stopped"), 2_000),
+            "{kind}"
+        );
+        let seqs: Vec<i64> = store.agent_run_events("run_a", 0, 100).await.unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(seqs, [0, 1, 2], "{kind}");
+        assert_eq!(store.agent_run_events("run_a", 1, 1).await.unwrap(), [(1, r#"{"n":1}"#.to_owned())], "{kind}");
+
+        // A run whose lease ran out is recorded interrupted once, its last event after the others.
+        store.insert_agent_run(&row("run_b", 1_001, 5_000), "gone", 1_000).await.unwrap();
+        let event = |seq: i64| format!(r#"{{"seq":{seq}}}"#);
+        assert!(store.expire_agent_run("run_b", 6_000, "dead", "run.failed", event).await.unwrap(), "{kind}");
+        assert!(!store.expire_agent_run("run_b", 6_000, "dead", "run.failed", event).await.unwrap(), "{kind}");
+        let b = store.agent_run("run_b").await.unwrap().unwrap();
+        assert_eq!(
+            (b.status, b.error.as_deref(), b.last_event.as_deref(), b.output.as_deref()),
+            (AgentRunStatus::Interrupted, Some("dead"), Some("run.failed"), Some("")),
+            "{kind}"
+        );
+        assert_eq!(store.agent_run_events("run_b", 0, 10).await.unwrap(), [(0, r#"{"seq":0}"#.to_owned())]);
+
+        // Keeping the newest one: the older ended runs go, with their events; running ones stay.
+        store.insert_agent_run(&row("run_r", 900, 99_000), "me", 1_000).await.unwrap();
+        store.insert_agent_run(&row("run_c", 1_002, 99_000), "me", 1).await.unwrap();
+        for (id, kept) in [("run_a", false), ("run_b", false), ("run_r", true), ("run_c", true)] {
+            assert_eq!(store.agent_run(id).await.unwrap().is_some(), kept, "{kind}: {id}");
+        }
+        assert!(store.agent_run_events("run_a", 0, 10).await.unwrap().is_empty(), "{kind}");
+        assert!(store.agent_run("run_nope").await.unwrap().is_none());
+    }
 }

@@ -1,8 +1,6 @@
 //! The run API's wire shapes (SPEC §11 "Runs"), for the API server's OpenAPI document.
 
-use serde_json::json;
-
-use super::{ContentPart, reference};
+use super::*;
 
 raw_schema!(
     RunRequest,
