@@ -17,7 +17,10 @@ pub(super) async fn count(
     req: Request,
     next: Next,
 ) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
     let response = next.run(req).await;
     if let Some(route) = route {
         metrics.api_request(&route, outcome(response.status()));
@@ -59,7 +62,11 @@ mod tests {
             (500, "error"),
             (503, "unavailable"),
         ] {
-            assert_eq!(outcome(StatusCode::from_u16(status).unwrap()), want, "{status}");
+            assert_eq!(
+                outcome(StatusCode::from_u16(status).unwrap()),
+                want,
+                "{status}"
+            );
         }
     }
 }

@@ -224,6 +224,9 @@ mod tests {
         view.output = Some("part".into());
         view.error = Some("boom".into());
         let v = run_json(&view);
-        assert_eq!((&v["output"], &v["error"]), (&json!("part"), &json!("boom")));
+        assert_eq!(
+            (&v["output"], &v["error"]),
+            (&json!("part"), &json!("boom"))
+        );
     }
 }

@@ -55,7 +55,12 @@ struct Progress {
 
 impl Runs {
     /// Runs the run to its end and records it.
-    pub(super) async fn drive(&self, live: Arc<LiveRun>, admission: Admission, request: TurnRequest) {
+    pub(super) async fn drive(
+        &self,
+        live: Arc<LiveRun>,
+        admission: Admission,
+        request: TurnRequest,
+    ) {
         let input_tokens: u64 = request.messages.iter().map(|m| words(&m.content)).sum();
         let mut turn = admission.start(request);
         let mut p = Progress {
@@ -183,7 +188,13 @@ impl Runs {
 
     /// Records the run's end with its last events (retried: a store hiccup must not leave
     /// a finished run to be called dead when its lease runs out).
-    async fn record_end(&self, live: &LiveRun, p: &Progress, status: AgentRunStatus, error: Option<&str>) {
+    async fn record_end(
+        &self,
+        live: &LiveRun,
+        p: &Progress,
+        status: AgentRunStatus,
+        error: Option<&str>,
+    ) {
         let last = live.since(p.synced);
         for attempt in 1..=END_ATTEMPTS {
             let end = RunEnd {
@@ -210,7 +221,9 @@ impl Runs {
                     tracing::warn!(run = %live.id, error = %e, attempt, "cannot record the run's end yet; retrying");
                     tokio::time::sleep(END_BACKOFF * attempt).await;
                 }
-                Err(e) => tracing::error!(run = %live.id, error = %e, "cannot record the run's end"),
+                Err(e) => {
+                    tracing::error!(run = %live.id, error = %e, "cannot record the run's end")
+                }
             }
         }
     }
@@ -252,7 +265,12 @@ mod tests {
         use AgentRunStatus::*;
         let table: Vec<(Exit, AgentRunStatus, &str, Option<&str>)> = vec![
             (Exit::Turn(End::Completed), Completed, "run.completed", None),
-            (Exit::Turn(End::Failed("boom".into())), Failed, "run.failed", Some("boom")),
+            (
+                Exit::Turn(End::Failed("boom".into())),
+                Failed,
+                "run.failed",
+                Some("boom"),
+            ),
             (
                 Exit::Turn(End::Interrupted(Interruption::Cancelled)),
                 Interrupted,

@@ -124,22 +124,43 @@ mod tests {
                 json!({"input": [{"role": "user", "content": [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}]}]}),
                 Ok("a\nb"),
             ),
-            (json!({"input": [{"type": "message", "content": "x"}]}), Ok("x")),
+            (
+                json!({"input": [{"type": "message", "content": "x"}]}),
+                Ok("x"),
+            ),
             (json!([]), Err(("body", "JSON object"))),
             (json!({}), Err(("input", "required"))),
             (json!({"input": ""}), Err(("input", "must not be empty"))),
             (json!({"input": []}), Err(("input", "non-empty list"))),
             (json!({"input": 3}), Err(("input", "required"))),
-            (json!({"input": [3]}), Err(("input[0]", "a string or a message"))),
-            (json!({"input": ["a", {}]}), Err(("input[1].content", "input[1].content: required"))),
+            (
+                json!({"input": [3]}),
+                Err(("input[0]", "a string or a message")),
+            ),
+            (
+                json!({"input": ["a", {}]}),
+                Err(("input[1].content", "input[1].content: required")),
+            ),
             (
                 json!({"input": [{"content": [{"type": "input_file", "file_id": "f"}]}]}),
                 Err(("input[0].content", "input[0].content[0]")),
             ),
-            (json!({"input": "x", "instructions": 1}), Err(("instructions", "must be a string"))),
-            (json!({"input": "x", "session_id": ""}), Err(("session_id", "1 to 128"))),
-            (json!({"input": "x", "session_id": "é".repeat(129)}), Err(("session_id", "1 to 128"))),
-            (json!({"input": "x", "model": []}), Err(("model", "must be a string"))),
+            (
+                json!({"input": "x", "instructions": 1}),
+                Err(("instructions", "must be a string")),
+            ),
+            (
+                json!({"input": "x", "session_id": ""}),
+                Err(("session_id", "1 to 128")),
+            ),
+            (
+                json!({"input": "x", "session_id": "é".repeat(129)}),
+                Err(("session_id", "1 to 128")),
+            ),
+            (
+                json!({"input": "x", "model": []}),
+                Err(("model", "must be a string")),
+            ),
         ];
         for (body, want) in table {
             match (ok(body.clone()), want) {

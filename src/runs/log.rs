@@ -57,7 +57,12 @@ pub(super) struct Ended {
 
 /// One event's JSON text: `{"event", "run_id", "timestamp", ...fields}`, the time in Unix
 /// seconds (with milliseconds, as Hermes sends it).
-pub(super) fn event_text(name: &str, run_id: &str, at_ms: i64, fields: Map<String, Value>) -> Arc<str> {
+pub(super) fn event_text(
+    name: &str,
+    run_id: &str,
+    at_ms: i64,
+    fields: Map<String, Value>,
+) -> Arc<str> {
     let mut obj = Map::with_capacity(fields.len() + 3);
     obj.insert("event".into(), json!(name));
     obj.insert("run_id".into(), json!(run_id));
@@ -164,25 +169,28 @@ impl LiveRun {
         // Subscribed before the first read, so no push after that read goes unseen.
         let grown = self.grown.subscribe();
         let start = (self.clone(), 0usize, grown, VecDeque::new());
-        Box::pin(stream::unfold(start, |(run, mut next, mut grown, mut ready)| async move {
-            loop {
-                if let Some(event) = ready.pop_front() {
-                    return Some((event, (run, next, grown, ready)));
+        Box::pin(stream::unfold(
+            start,
+            |(run, mut next, mut grown, mut ready)| async move {
+                loop {
+                    if let Some(event) = ready.pop_front() {
+                        return Some((event, (run, next, grown, ready)));
+                    }
+                    let ended = {
+                        let s = run.state();
+                        ready.extend(s.events.get(next..).unwrap_or_default().iter().cloned());
+                        next = s.events.len();
+                        s.end.is_some()
+                    };
+                    if !ready.is_empty() {
+                        continue;
+                    }
+                    if ended || grown.changed().await.is_err() {
+                        return None;
+                    }
                 }
-                let ended = {
-                    let s = run.state();
-                    ready.extend(s.events.get(next..).unwrap_or_default().iter().cloned());
-                    next = s.events.len();
-                    s.end.is_some()
-                };
-                if !ready.is_empty() {
-                    continue;
-                }
-                if ended || grown.changed().await.is_err() {
-                    return None;
-                }
-            }
-        }))
+            },
+        ))
     }
 }
 
@@ -230,7 +238,10 @@ mod tests {
     #[test]
     fn a_stop_is_refused_once_the_run_has_ended_and_the_view_follows_the_run() {
         let run = LiveRun::new("run_x".into(), "s".into(), "m".into(), 1_000);
-        assert_eq!((run.view().status, run.view().last_event), ("running", None));
+        assert_eq!(
+            (run.view().status, run.view().last_event),
+            ("running", None)
+        );
         assert_eq!(run.request_stop(), Ok(()));
         assert!(run.stop.is_cancelled());
         assert_eq!(run.view().status, "stopping");

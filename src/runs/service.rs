@@ -63,7 +63,11 @@ impl Runs {
             turns: turns.clone(),
             clock: clock.clone(),
             events: events.clone(),
-            owner: format!("runs-{}-{}", std::process::id(), crate::ids::random_hex128()),
+            owner: format!(
+                "runs-{}-{}",
+                std::process::id(),
+                crate::ids::random_hex128()
+            ),
             model: model.to_owned(),
             live: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
@@ -93,7 +97,11 @@ impl Runs {
     pub async fn start(self: &Arc<Self>, req: RunRequest) -> Result<String, RunError> {
         let id = format!("run_{}", crate::ids::random_hex128());
         let session = req.session_id.clone().unwrap_or_else(|| id.clone());
-        let model = req.model.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| self.model.clone());
+        let model = req
+            .model
+            .clone()
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| self.model.clone());
         let now = self.now_ms();
         let (live, admission) = {
             let mut runs = self.live();
@@ -102,7 +110,12 @@ impl Runs {
                 admission.release();
                 return Err(RunError::TooMany);
             }
-            let live = Arc::new(LiveRun::new(id.clone(), session.clone(), model.clone(), now));
+            let live = Arc::new(LiveRun::new(
+                id.clone(),
+                session.clone(),
+                model.clone(),
+                now,
+            ));
             runs.insert(id.clone(), live.clone());
             (live, admission)
         };
@@ -121,14 +134,28 @@ impl Runs {
         };
         let mut messages = Vec::new();
         if let Some(system) = req.instructions.filter(|i| !i.is_empty()) {
-            messages.push(Message { role: "system".into(), content: system });
+            messages.push(Message {
+                role: "system".into(),
+                content: system,
+            });
         }
-        messages.push(Message { role: "user".into(), content: req.message });
-        let request = TurnRequest { messages, model, session_id: session, turn_id: id.clone() };
+        messages.push(Message {
+            role: "user".into(),
+            content: req.message,
+        });
+        let request = TurnRequest {
+            messages,
+            model,
+            session_id: session,
+            turn_id: id.clone(),
+        };
         let (inserted_tx, inserted) = oneshot::channel();
         let this = self.clone();
         self.tasks.spawn(async move {
-            let result = this.store.insert_agent_run(&row, &this.owner, MAX_STORED).await;
+            let result = this
+                .store
+                .insert_agent_run(&row, &this.owner, MAX_STORED)
+                .await;
             let ok = result.is_ok();
             // A caller that went away meanwhile needs no answer: the run runs anyway.
             let _ = inserted_tx.send(result);
@@ -152,18 +179,27 @@ impl Runs {
         if let Some(live) = self.find(id) {
             return Ok(live.view());
         }
-        let run = self.load(id).await?.ok_or_else(|| RunError::NotFound(id.into()))?;
+        let run = self
+            .load(id)
+            .await?
+            .ok_or_else(|| RunError::NotFound(id.into()))?;
         Ok(stored_view(run))
     }
 
     /// Stops a running run: at once when it runs here, else through the store (its owner
     /// sees the request at its next sync, within a second).
     pub async fn stop(&self, id: &str) -> Result<(), RunError> {
-        let ended = |status| RunError::Ended { id: id.into(), status };
+        let ended = |status| RunError::Ended {
+            id: id.into(),
+            status,
+        };
         if let Some(live) = self.find(id) {
             return live.request_stop().map_err(ended);
         }
-        let run = self.load(id).await?.ok_or_else(|| RunError::NotFound(id.into()))?;
+        let run = self
+            .load(id)
+            .await?
+            .ok_or_else(|| RunError::NotFound(id.into()))?;
         if run.status != AgentRunStatus::Running {
             return Err(ended(run.status));
         }
@@ -171,7 +207,10 @@ impl Runs {
             return Ok(());
         }
         // It ended in the meantime.
-        let status = self.load(id).await?.map_or(AgentRunStatus::Interrupted, |r| r.status);
+        let status = self
+            .load(id)
+            .await?
+            .map_or(AgentRunStatus::Interrupted, |r| r.status);
         Err(ended(status))
     }
 
@@ -181,7 +220,9 @@ impl Runs {
         if let Some(live) = self.find(id) {
             return Ok(live.feed());
         }
-        self.load(id).await?.ok_or_else(|| RunError::NotFound(id.into()))?;
+        self.load(id)
+            .await?
+            .ok_or_else(|| RunError::NotFound(id.into()))?;
         Ok(self.stored_feed(id.to_owned()))
     }
 
@@ -189,8 +230,14 @@ impl Runs {
     /// step of a shutdown, after the turns are done or cut.
     pub async fn settle(&self, within: Duration) {
         self.tasks.close();
-        if tokio::time::timeout(within, self.tasks.wait()).await.is_err() {
-            tracing::warn!(left = self.tasks.len(), "runs still recording their ends at shutdown");
+        if tokio::time::timeout(within, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.tasks.len(),
+                "runs still recording their ends at shutdown"
+            );
         }
     }
 
@@ -222,7 +269,11 @@ impl Runs {
         // What it said is in its deltas; its process took the rest with it.
         fields.insert("output".into(), json!(""));
         let event = |_seq| event_text("run.failed", id, now, fields).to_string();
-        if self.store.expire_agent_run(id, now, DIED, "run.failed", event).await? {
+        if self
+            .store
+            .expire_agent_run(id, now, DIED, "run.failed", event)
+            .await?
+        {
             tracing::warn!(run = %id, "found a run whose process is gone; recorded it interrupted");
         }
         self.store.agent_run(id).await
@@ -232,42 +283,45 @@ impl Runs {
     /// added, polled; it ends after the last event of a run that has ended.
     fn stored_feed(self: &Arc<Self>, id: String) -> EventFeed {
         let start = (self.clone(), id, 0i64, std::collections::VecDeque::new());
-        Box::pin(stream::unfold(start, |(runs, id, mut next, mut ready)| async move {
-            loop {
-                if let Some(event) = ready.pop_front() {
-                    return Some((event, (runs, id, next, ready)));
-                }
-                // Read before its events: a run's end and its last events are one write.
-                let ended = match runs.load(&id).await {
-                    Ok(Some(run)) => run.status != AgentRunStatus::Running,
-                    Ok(None) => return None,
-                    Err(e) => {
-                        tracing::warn!(run = %id, error = %e, "cannot read the run; retrying");
-                        tokio::time::sleep(STORE_POLL).await;
-                        continue;
+        Box::pin(stream::unfold(
+            start,
+            |(runs, id, mut next, mut ready)| async move {
+                loop {
+                    if let Some(event) = ready.pop_front() {
+                        return Some((event, (runs, id, next, ready)));
                     }
-                };
-                match runs.store.agent_run_events(&id, next, PAGE).await {
-                    Ok(rows) => {
-                        for (seq, body) in rows {
-                            next = seq + 1;
-                            ready.push_back(Arc::from(body));
+                    // Read before its events: a run's end and its last events are one write.
+                    let ended = match runs.load(&id).await {
+                        Ok(Some(run)) => run.status != AgentRunStatus::Running,
+                        Ok(None) => return None,
+                        Err(e) => {
+                            tracing::warn!(run = %id, error = %e, "cannot read the run; retrying");
+                            tokio::time::sleep(STORE_POLL).await;
+                            continue;
+                        }
+                    };
+                    match runs.store.agent_run_events(&id, next, PAGE).await {
+                        Ok(rows) => {
+                            for (seq, body) in rows {
+                                next = seq + 1;
+                                ready.push_back(Arc::from(body));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(run = %id, error = %e, "cannot read the run's events; retrying");
+                            tokio::time::sleep(STORE_POLL).await;
+                            continue;
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(run = %id, error = %e, "cannot read the run's events; retrying");
+                    if ready.is_empty() {
+                        if ended {
+                            return None;
+                        }
                         tokio::time::sleep(STORE_POLL).await;
-                        continue;
                     }
                 }
-                if ready.is_empty() {
-                    if ended {
-                        return None;
-                    }
-                    tokio::time::sleep(STORE_POLL).await;
-                }
-            }
-        }))
+            },
+        ))
     }
 }
 
@@ -285,7 +339,11 @@ fn stored_view(run: AgentRun) -> RunView {
         created_at_ms: run.created_at_ms,
         updated_at_ms: run.updated_at_ms,
         last_event: run.last_event,
-        output: if running { None } else { Some(run.output.unwrap_or_default()) },
+        output: if running {
+            None
+        } else {
+            Some(run.output.unwrap_or_default())
+        },
         error: run.error,
     }
 }

@@ -27,7 +27,11 @@ impl<'a> Runs<'a> {
         }
     }
 
-    async fn post(&self, path: &str, body: Option<Value>) -> (u16, reqwest::header::HeaderMap, Value) {
+    async fn post(
+        &self,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let mut req = self.http.post(format!("{}{path}", self.api));
         if let Some(body) = body {
             req = req.json(&body);
@@ -53,14 +57,21 @@ impl<'a> Runs<'a> {
             .send()
             .await
             .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
     }
 
     /// Polls the run until `pred` holds; that view.
     async fn wait(&self, id: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         eventually(within, &format!("run {id} to match"), async || {
             let (status, v) = self.get(id).await;
-            if status == 200 && pred(&v) { Ok(v) } else { Err(format!("{status} {v}")) }
+            if status == 200 && pred(&v) {
+                Ok(v)
+            } else {
+                Err(format!("{status} {v}"))
+            }
         })
         .await
     }
@@ -125,14 +136,20 @@ fn waiting_agent(dir: &Path) -> String {
     agent(
         dir,
         "agent.sh",
-        &format!("cat >/dev/null; printf started; while [ ! -e {d}/go ]; do sleep 0.02; done; printf ' done'"),
+        &format!(
+            "cat >/dev/null; printf started; while [ ! -e {d}/go ]; do sleep 0.02; done; printf ' done'"
+        ),
     )
 }
 
 /// An agent that records its pid, says `started` and sleeps a minute.
 fn sleeping_agent(dir: &Path) -> String {
     let d = dir.display();
-    agent(dir, "agent.sh", &format!("cat >/dev/null; echo $$ > {d}/agent.pid; printf started; sleep 60"))
+    agent(
+        dir,
+        "agent.sh",
+        &format!("cat >/dev/null; echo $$ > {d}/agent.pid; printf started; sleep 60"),
+    )
 }
 
 fn command_yaml(argv: &str) -> String {
@@ -150,21 +167,29 @@ async fn a_run_outlives_the_client_that_started_it_and_the_one_watching_it() {
         let watcher = Runs::of(&app.api);
         let mut stream = watcher.events(&id).await;
         let seen = read_until(&mut stream, String::new(), "started").await;
-        assert!(events_of(&seen).iter().all(|e| e["run_id"] == id.as_str()), "{seen}");
+        assert!(
+            events_of(&seen).iter().all(|e| e["run_id"] == id.as_str()),
+            "{seen}"
+        );
     }
     let runs = Runs::of(&app.api);
     let (_, running) = runs.get(&id).await;
     assert_eq!(running["status"], "running", "{running}");
     assert_eq!(app.status().await["active_agents"], 1);
     std::fs::write(dir.path().join("go"), "").unwrap();
-    let done = runs.wait(&id, PATIENCE, |r| r["status"] == "completed").await;
+    let done = runs
+        .wait(&id, PATIENCE, |r| r["status"] == "completed")
+        .await;
     assert_eq!(done["object"], "hermes.run");
     assert_eq!(done["output"], "started done", "{done}");
     assert_eq!(done["last_event"], "run.completed", "{done}");
     assert!(done["updated_at"].as_f64().unwrap() >= done["created_at"].as_f64().unwrap());
     app.wait_until(|s| s["active_agents"] == 0).await;
     let metrics = app.metrics().await;
-    assert!(metrics.contains("hermes_turns_total{outcome=\"completed\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("hermes_turns_total{outcome=\"completed\"} 1"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("hermes_api_requests_total{route=\"/v1/runs\",outcome=\"ok\"} 1"),
         "{metrics}"
@@ -178,26 +203,51 @@ async fn stop_ends_a_long_command_run_within_5_seconds_and_kills_its_agent() {
     let runs = Runs::of(&app.api);
     let id = runs.start("work for a minute").await;
     let pid = wait_for_file(&dir.path().join("agent.pid")).await;
-    runs.wait(&id, PATIENCE, |r| r["last_event"] == "message.delta").await;
+    runs.wait(&id, PATIENCE, |r| r["last_event"] == "message.delta")
+        .await;
     let asked = std::time::Instant::now();
     let (status, body) = runs.stop(&id).await;
-    assert_eq!((status, body), (200, json!({"run_id": id, "status": "stopping"})));
-    let stopped = runs.wait(&id, Duration::from_secs(5), |r| r["status"] == "cancelled").await;
-    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
-    assert_eq!((&stopped["output"], &stopped["last_event"]), (&json!("started"), &json!("run.stopped")));
+    assert_eq!(
+        (status, body),
+        (200, json!({"run_id": id, "status": "stopping"}))
+    );
+    let stopped = runs
+        .wait(&id, Duration::from_secs(5), |r| r["status"] == "cancelled")
+        .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        (&stopped["output"], &stopped["last_event"]),
+        (&json!("started"), &json!("run.stopped"))
+    );
     assert_gone(&pid).await;
     app.wait_until(|s| s["active_agents"] == 0).await;
     // Its events end with the stop.
     let text = runs.events(&id).await.text().await.unwrap();
     let events = events_of(&text);
     let last = events.last().unwrap();
-    assert_eq!((&last["event"], &last["status"]), (&json!("run.stopped"), &json!("cancelled")), "{text}");
+    assert_eq!(
+        (&last["event"], &last["status"]),
+        (&json!("run.stopped"), &json!("cancelled")),
+        "{text}"
+    );
     assert!(text.ends_with(": stream closed\n\n"), "{text}");
     // A run that has ended cannot be stopped again; an unknown one is not found.
     let (status, body) = runs.stop(&id).await;
-    assert_eq!((status, &body["error"]["code"]), (409, &json!("run_not_running")), "{body}");
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("run_not_running")),
+        "{body}"
+    );
     for (status, body) in [runs.stop("run_nope").await, runs.get("run_nope").await] {
-        assert_eq!((status, &body["error"]["code"]), (404, &json!("run_not_found")), "{body}");
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (404, &json!("run_not_found")),
+            "{body}"
+        );
     }
 }
 
@@ -217,13 +267,21 @@ async fn a_drain_waits_for_a_run_and_refuses_a_new_one_with_503() {
     assert_eq!(status, 200);
     let status = app.wait_until(|s| s["gateway_state"] == "draining").await;
     assert_eq!(status["active_agents"], 1, "{status}");
-    let (code, headers, body) = runs.post("/v1/runs", Some(json!({"input": "another"}))).await;
-    assert_eq!((code, &body["error"]["code"]), (503, &json!("gateway_draining")), "{body}");
+    let (code, headers, body) = runs
+        .post("/v1/runs", Some(json!({"input": "another"})))
+        .await;
+    assert_eq!(
+        (code, &body["error"]["code"]),
+        (503, &json!("gateway_draining")),
+        "{body}"
+    );
     assert!(headers.contains_key("retry-after"));
     // The drain never interrupts the run: it completes, and then the gateway is idle.
     assert_eq!(runs.get(&id).await.1["status"], "running");
     std::fs::write(dir.path().join("go"), "").unwrap();
-    let done = runs.wait(&id, PATIENCE, |r| r["status"] == "completed").await;
+    let done = runs
+        .wait(&id, PATIENCE, |r| r["status"] == "completed")
+        .await;
     assert_eq!(done["output"], "started done");
     app.wait_until(|s| s["active_agents"] == 0).await;
 }
@@ -239,7 +297,9 @@ async fn sigterm_at_the_deadline_records_a_run_interrupted() {
     p.wait_running().await;
     let id = Runs::of(&p.api).start("work for a minute").await;
     let pid = wait_for_file(&home.path().join("agent.pid")).await;
-    Runs::of(&p.api).wait(&id, PATIENCE, |r| r["last_event"] == "message.delta").await;
+    Runs::of(&p.api)
+        .wait(&id, PATIENCE, |r| r["last_event"] == "message.delta")
+        .await;
     p.wait_status(|s| s["active_agents"] == 1).await;
     p.signal("TERM");
     assert_eq!(p.wait_exit().await, 0, "{}", p.stderr());
@@ -249,12 +309,23 @@ async fn sigterm_at_the_deadline_records_a_run_interrupted() {
     q.wait_running().await;
     let runs = Runs::of(&q.api);
     let (status, run) = runs.get(&id).await;
-    assert_eq!((status, &run["status"]), (200, &json!("interrupted")), "{run}");
+    assert_eq!(
+        (status, &run["status"]),
+        (200, &json!("interrupted")),
+        "{run}"
+    );
     assert_eq!(run["output"], "started", "{run}");
-    assert!(run["error"].as_str().unwrap().contains("shut down"), "{run}");
+    assert!(
+        run["error"].as_str().unwrap().contains("shut down"),
+        "{run}"
+    );
     let text = runs.events(&id).await.text().await.unwrap();
     let last = events_of(&text).pop().unwrap();
-    assert_eq!((&last["event"], &last["status"]), (&json!("run.failed"), &json!("interrupted")), "{text}");
+    assert_eq!(
+        (&last["event"], &last["status"]),
+        (&json!("run.failed"), &json!("interrupted")),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -266,7 +337,9 @@ async fn the_eleventh_run_in_flight_gets_429() {
     for i in 0..10 {
         ids.push(runs.start(&format!("run{i}")).await);
     }
-    let (status, headers, body) = runs.post("/v1/runs", Some(json!({"input": "one too many"}))).await;
+    let (status, headers, body) = runs
+        .post("/v1/runs", Some(json!({"input": "one too many"})))
+        .await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(
         body["error"],
@@ -276,10 +349,15 @@ async fn the_eleventh_run_in_flight_gets_429() {
     assert_eq!(app.status().await["active_agents"], 10);
     // A run that ends frees its place.
     assert_eq!(runs.stop(&ids[0]).await.0, 200);
-    runs.wait(&ids[0], PATIENCE, |r| r["status"] == "cancelled").await;
+    runs.wait(&ids[0], PATIENCE, |r| r["status"] == "cancelled")
+        .await;
     eventually(PATIENCE, "a new run to be admitted", async || {
         let (status, _, body) = runs.post("/v1/runs", Some(json!({"input": "next"}))).await;
-        if status == 202 { Ok(()) } else { Err(format!("{status} {body}")) }
+        if status == 202 {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
     })
     .await;
     let metrics = app.metrics().await;
@@ -295,7 +373,8 @@ async fn a_late_subscriber_gets_every_event_from_the_first() {
     let app = TestApp::spawn("", &[]).await;
     let runs = Runs::of(&app.api);
     let id = runs.start("alpha beta gamma").await;
-    runs.wait(&id, PATIENCE, |r| r["status"] == "completed").await;
+    runs.wait(&id, PATIENCE, |r| r["status"] == "completed")
+        .await;
     let text = runs.events(&id).await.text().await.unwrap();
     assert!(text.ends_with(": stream closed\n\n"), "{text}");
     let events = events_of(&text);
@@ -305,7 +384,10 @@ async fn a_late_subscriber_gets_every_event_from_the_first() {
         assert!(e["timestamp"].as_f64().is_some(), "{e}");
     }
     let last = events.last().unwrap();
-    assert_eq!((&last["event"], &last["output"]), (&json!("run.completed"), &json!("alpha beta gamma")));
+    assert_eq!(
+        (&last["event"], &last["output"]),
+        (&json!("run.completed"), &json!("alpha beta gamma"))
+    );
     assert_eq!(last["usage"]["output_tokens"], 3, "{last}");
     drop(app);
 
@@ -314,7 +396,8 @@ async fn a_late_subscriber_gets_every_event_from_the_first() {
     let app = TestApp::spawn(&command_yaml(&waiting_agent(dir.path())), &[]).await;
     let runs = Runs::of(&app.api);
     let id = runs.start("hello").await;
-    runs.wait(&id, PATIENCE, |r| r["last_event"] == "message.delta").await;
+    runs.wait(&id, PATIENCE, |r| r["last_event"] == "message.delta")
+        .await;
     let mut stream = runs.events(&id).await;
     let seen = read_until(&mut stream, String::new(), "started").await;
     std::fs::write(dir.path().join("go"), "").unwrap();
@@ -339,15 +422,26 @@ async fn a_run_started_on_one_replica_is_read_and_stopped_on_another() {
     let pid = wait_for_file(&home_a.path().join("agent.pid")).await;
     // B reads it, and its events, from the store.
     let on_b = Runs::of(&b.api);
-    let run = on_b.wait(&id, PATIENCE, |r| r["last_event"] == "message.delta").await;
+    let run = on_b
+        .wait(&id, PATIENCE, |r| r["last_event"] == "message.delta")
+        .await;
     assert_eq!(run["status"], "running", "{run}");
     let mut stream = on_b.events(&id).await;
     let seen = read_until(&mut stream, String::new(), "started").await;
     // A stop asked on B stops the run on A, within 5 s.
     let asked = std::time::Instant::now();
-    assert_eq!(on_b.stop(&id).await, (200, json!({"run_id": id, "status": "stopping"})));
-    let stopped = on_b.wait(&id, Duration::from_secs(5), |r| r["status"] == "cancelled").await;
-    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+    assert_eq!(
+        on_b.stop(&id).await,
+        (200, json!({"run_id": id, "status": "stopping"}))
+    );
+    let stopped = on_b
+        .wait(&id, Duration::from_secs(5), |r| r["status"] == "cancelled")
+        .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
     assert_eq!(stopped["output"], "started", "{stopped}");
     assert_gone(&pid).await;
     a.wait_status(|s| s["active_agents"] == 0).await;
@@ -363,10 +457,15 @@ async fn the_dashboard_live_socket_shows_a_run_start_and_its_end() {
     use futures_util::StreamExt;
     let token = "runs-test-session-token";
     let app = TestApp::spawn("", &[("HERMES_DASHBOARD_SESSION_TOKEN", token)]).await;
-    let url = format!("{}/api/events?token={token}", app.dash.replacen("http://", "ws://", 1));
+    let url = format!(
+        "{}/api/events?token={token}",
+        app.dash.replacen("http://", "ws://", 1)
+    );
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let mut next = async || loop {
-        let frame = tokio::time::timeout(PATIENCE, socket.next()).await.expect("a frame in time");
+        let frame = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("a frame in time");
         if let tokio_tungstenite::tungstenite::Message::Text(t) = frame.unwrap().unwrap() {
             return serde_json::from_str::<Value>(&t).unwrap();
         }
@@ -378,7 +477,11 @@ async fn the_dashboard_live_socket_shows_a_run_start_and_its_end() {
     while seen.last().is_none_or(|s| s != "completed") {
         let v = next().await;
         if v["type"] == "agent_run" {
-            assert_eq!((&v["run_id"], &v["session_id"]), (&json!(id), &json!(id)), "{v}");
+            assert_eq!(
+                (&v["run_id"], &v["session_id"]),
+                (&json!(id), &json!(id)),
+                "{v}"
+            );
             seen.push(v["status"].as_str().unwrap().to_owned());
         }
     }
@@ -392,7 +495,9 @@ async fn stores() -> (Vec<Store>, tempfile::TempDir, TestDatabase) {
     let dir = tempfile::tempdir().unwrap();
     let clock = hermes_gateway::clock::SystemClock;
     let db = TestDatabase::create().await;
-    let sqlite = Store::sqlite(&dir.path().join("state.db"), &clock).await.unwrap();
+    let sqlite = Store::sqlite(&dir.path().join("state.db"), &clock)
+        .await
+        .unwrap();
     let pg = Store::postgres(db.url(), &clock).await.unwrap();
     (vec![sqlite, pg], dir, db)
 }
@@ -413,7 +518,12 @@ fn row(id: &str, created_at_ms: i64, lease_until_ms: i64) -> AgentRun {
     }
 }
 
-fn progress<'a>(owner: &'a str, first_seq: i64, events: &'a [Arc<str>], last: &'a str) -> RunProgress<'a> {
+fn progress<'a>(
+    owner: &'a str,
+    first_seq: i64,
+    events: &'a [Arc<str>],
+    last: &'a str,
+) -> RunProgress<'a> {
     RunProgress {
         id: "run_a",
         owner,
@@ -430,19 +540,58 @@ async fn the_run_store_writes_a_run_only_for_its_owner_once_and_keeps_the_newest
     let (stores, _dir, _db) = stores().await;
     for store in &stores {
         let kind = store.kind();
-        store.insert_agent_run(&row("run_a", 1_000, 31_000), "me", 1_000).await.unwrap();
+        store
+            .insert_agent_run(&row("run_a", 1_000, 31_000), "me", 1_000)
+            .await
+            .unwrap();
         let two: Vec<Arc<str>> = vec![Arc::from(r#"{"n":0}"#), Arc::from(r#"{"n":1}"#)];
         let held = |stop_requested| Synced::Held { stop_requested };
-        assert_eq!(store.sync_agent_run(&progress("me", 0, &two, "message.delta")).await.unwrap(), held(false), "{kind}");
+        assert_eq!(
+            store
+                .sync_agent_run(&progress("me", 0, &two, "message.delta"))
+                .await
+                .unwrap(),
+            held(false),
+            "{kind}"
+        );
         // A sync retried after a lost answer adds nothing twice; another owner writes nothing.
-        assert_eq!(store.sync_agent_run(&progress("me", 0, &two, "message.delta")).await.unwrap(), held(false), "{kind}");
-        assert_eq!(store.sync_agent_run(&progress("other", 2, &[], "x")).await.unwrap(), Synced::Lost, "{kind}");
+        assert_eq!(
+            store
+                .sync_agent_run(&progress("me", 0, &two, "message.delta"))
+                .await
+                .unwrap(),
+            held(false),
+            "{kind}"
+        );
+        assert_eq!(
+            store
+                .sync_agent_run(&progress("other", 2, &[], "x"))
+                .await
+                .unwrap(),
+            Synced::Lost,
+            "{kind}"
+        );
         // A stop asked elsewhere reaches the owner at its next sync.
-        assert!(store.request_agent_run_stop("run_a").await.unwrap(), "{kind}");
-        assert_eq!(store.sync_agent_run(&progress("me", 2, &[], "message.delta")).await.unwrap(), held(true), "{kind}");
+        assert!(
+            store.request_agent_run_stop("run_a").await.unwrap(),
+            "{kind}"
+        );
+        assert_eq!(
+            store
+                .sync_agent_run(&progress("me", 2, &[], "message.delta"))
+                .await
+                .unwrap(),
+            held(true),
+            "{kind}"
+        );
         // Its lease (renewed to 40 s) holds: it is not found dead.
         let never = |_: i64| -> String { unreachable!("a live run is not expired") };
-        assert!(!store.expire_agent_run("run_a", 39_999, "dead", "run.failed", never).await.unwrap());
+        assert!(
+            !store
+                .expire_agent_run("run_a", 39_999, "dead", "run.failed", never)
+                .await
+                .unwrap()
+        );
         let last: Vec<Arc<str>> = vec![Arc::from(r#"{"n":2}"#)];
         let end = RunEnd {
             progress: progress("me", 2, &last, "run.stopped"),
@@ -451,38 +600,114 @@ async fn the_run_store_writes_a_run_only_for_its_owner_once_and_keeps_the_newest
             error: None,
         };
         assert!(store.finish_agent_run(&end).await.unwrap(), "{kind}");
-        assert!(!store.finish_agent_run(&end).await.unwrap(), "{kind}: ended twice");
-        assert!(!store.request_agent_run_stop("run_a").await.unwrap(), "{kind}");
+        assert!(
+            !store.finish_agent_run(&end).await.unwrap(),
+            "{kind}: ended twice"
+        );
+        assert!(
+            !store.request_agent_run_stop("run_a").await.unwrap(),
+            "{kind}"
+        );
         let a = store.agent_run("run_a").await.unwrap().unwrap();
         assert_eq!(
-            (a.status, a.output.as_deref(), a.last_event.as_deref(), a.updated_at_ms),
-            (AgentRunStatus::Cancelled, Some("out"), Some("run.stopped"), 2_000),
+            (
+                a.status,
+                a.output.as_deref(),
+                a.last_event.as_deref(),
+                a.updated_at_ms
+            ),
+            (
+                AgentRunStatus::Cancelled,
+                Some("out"),
+                Some("run.stopped"),
+                2_000
+            ),
             "{kind}"
         );
-        let seqs: Vec<i64> = store.agent_run_events("run_a", 0, 100).await.unwrap().into_iter().map(|(s, _)| s).collect();
+        let seqs: Vec<i64> = store
+            .agent_run_events("run_a", 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
         assert_eq!(seqs, [0, 1, 2], "{kind}");
-        assert_eq!(store.agent_run_events("run_a", 1, 1).await.unwrap(), [(1, r#"{"n":1}"#.to_owned())], "{kind}");
+        assert_eq!(
+            store.agent_run_events("run_a", 1, 1).await.unwrap(),
+            [(1, r#"{"n":1}"#.to_owned())],
+            "{kind}"
+        );
 
         // A run whose lease ran out is recorded interrupted once, its last event after the others.
-        store.insert_agent_run(&row("run_b", 1_001, 5_000), "gone", 1_000).await.unwrap();
+        store
+            .insert_agent_run(&row("run_b", 1_001, 5_000), "gone", 1_000)
+            .await
+            .unwrap();
         let event = |seq: i64| format!(r#"{{"seq":{seq}}}"#);
-        assert!(store.expire_agent_run("run_b", 6_000, "dead", "run.failed", event).await.unwrap(), "{kind}");
-        assert!(!store.expire_agent_run("run_b", 6_000, "dead", "run.failed", event).await.unwrap(), "{kind}");
-        let b = store.agent_run("run_b").await.unwrap().unwrap();
-        assert_eq!(
-            (b.status, b.error.as_deref(), b.last_event.as_deref(), b.output.as_deref()),
-            (AgentRunStatus::Interrupted, Some("dead"), Some("run.failed"), Some("")),
+        assert!(
+            store
+                .expire_agent_run("run_b", 6_000, "dead", "run.failed", event)
+                .await
+                .unwrap(),
             "{kind}"
         );
-        assert_eq!(store.agent_run_events("run_b", 0, 10).await.unwrap(), [(0, r#"{"seq":0}"#.to_owned())]);
+        assert!(
+            !store
+                .expire_agent_run("run_b", 6_000, "dead", "run.failed", event)
+                .await
+                .unwrap(),
+            "{kind}"
+        );
+        let b = store.agent_run("run_b").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                b.status,
+                b.error.as_deref(),
+                b.last_event.as_deref(),
+                b.output.as_deref()
+            ),
+            (
+                AgentRunStatus::Interrupted,
+                Some("dead"),
+                Some("run.failed"),
+                Some("")
+            ),
+            "{kind}"
+        );
+        assert_eq!(
+            store.agent_run_events("run_b", 0, 10).await.unwrap(),
+            [(0, r#"{"seq":0}"#.to_owned())]
+        );
 
         // Keeping the newest one: the older ended runs go, with their events; running ones stay.
-        store.insert_agent_run(&row("run_r", 900, 99_000), "me", 1_000).await.unwrap();
-        store.insert_agent_run(&row("run_c", 1_002, 99_000), "me", 1).await.unwrap();
-        for (id, kept) in [("run_a", false), ("run_b", false), ("run_r", true), ("run_c", true)] {
-            assert_eq!(store.agent_run(id).await.unwrap().is_some(), kept, "{kind}: {id}");
+        store
+            .insert_agent_run(&row("run_r", 900, 99_000), "me", 1_000)
+            .await
+            .unwrap();
+        store
+            .insert_agent_run(&row("run_c", 1_002, 99_000), "me", 1)
+            .await
+            .unwrap();
+        for (id, kept) in [
+            ("run_a", false),
+            ("run_b", false),
+            ("run_r", true),
+            ("run_c", true),
+        ] {
+            assert_eq!(
+                store.agent_run(id).await.unwrap().is_some(),
+                kept,
+                "{kind}: {id}"
+            );
         }
-        assert!(store.agent_run_events("run_a", 0, 10).await.unwrap().is_empty(), "{kind}");
+        assert!(
+            store
+                .agent_run_events("run_a", 0, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{kind}"
+        );
         assert!(store.agent_run("run_nope").await.unwrap().is_none());
     }
 }

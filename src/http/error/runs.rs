@@ -90,24 +90,34 @@ mod tests {
 
     #[test]
     fn every_run_refusal_has_its_status_code_and_retry_after() {
-        let openai = |message: &str, kind: &str, code: &str| {
-            json!({"error": {"message": message, "type": kind, "code": code}})
-        };
+        let openai = |message: &str, kind: &str, code: &str| json!({"error": {"message": message, "type": kind, "code": code}});
         let check = super::super::tests::check;
         check(
             RunError::TooMany.into(),
             429,
             Some("5"),
-            openai("Too many concurrent runs (max 10)", "rate_limit_error", "rate_limit_exceeded"),
+            openai(
+                "Too many concurrent runs (max 10)",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+            ),
         );
         check(
             RunError::NotFound("run_x".into()).into(),
             404,
             None,
-            openai("Run not found: run_x", "invalid_request_error", "run_not_found"),
+            openai(
+                "Run not found: run_x",
+                "invalid_request_error",
+                "run_not_found",
+            ),
         );
         check(
-            RunError::Ended { id: "run_x".into(), status: AgentRunStatus::Completed }.into(),
+            RunError::Ended {
+                id: "run_x".into(),
+                status: AgentRunStatus::Completed,
+            }
+            .into(),
             409,
             None,
             openai(
@@ -117,12 +127,19 @@ mod tests {
             ),
         );
         let draining: ApiError = RunError::Refused(Refusal::Draining).into();
-        assert!(format!("{draining:?}").contains("gateway_draining"), "{draining:?}");
+        assert!(
+            format!("{draining:?}").contains("gateway_draining"),
+            "{draining:?}"
+        );
         check(
             RunError::Store(StoreError::Unavailable("db at 10.0.0.5 down".into())).into(),
             503,
             Some("5"),
-            openai("the run store is unavailable; retry later", "service_unavailable", "store_unavailable"),
+            openai(
+                "the run store is unavailable; retry later",
+                "service_unavailable",
+                "store_unavailable",
+            ),
         );
         check(
             RunError::Store(StoreError::Query("syntax".into())).into(),

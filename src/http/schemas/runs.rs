@@ -90,11 +90,13 @@ raw_schema!(
     "One event of a run, the JSON of one `data:` line of its event stream: `message.delta` (a piece of the reply), then one of `run.completed` (with the whole `output` and `usage`), `run.failed` (`failed`, or `interrupted` by a shutdown or a dead process, with the `error` and the partial `output`) or `run.stopped` (`cancelled` by a stop). Times in Unix seconds.",
     [],
     {
-        let common = |event: &str| json!({
-            "event": {"const": event},
-            "run_id": {"type": "string", "pattern": "^run_"},
-            "timestamp": {"type": "number"},
-        });
+        let common = |event: &str| {
+            json!({
+                "event": {"const": event},
+                "run_id": {"type": "string", "pattern": "^run_"},
+                "timestamp": {"type": "number"},
+            })
+        };
         let end = |event: &str, statuses: serde_json::Value, required: &[&str]| {
             let mut props = common(event);
             props["status"] = json!({"enum": statuses});
