@@ -90,7 +90,7 @@ pub async fn show(
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", operation_id = "run_events",
     params(("id" = String, Path, description = "the run id (`run_…`)")),
     responses(
-        (status = 200, description = "`data: <json>` per event (each a RunEvent), replayed from the first for a late subscriber; `: keepalive` every 30 s of quiet; `: stream closed` after the run's last event", content_type = "text/event-stream", body = super::schemas::RunEvent),
+        (status = 200, description = "`data: <json>` per event (each a RunEvent), replayed from the first for a late subscriber; `: keepalive` every 30 s of quiet; `: stream closed` after the run's last event", content_type = "text/event-stream", body = super::schemas::RunEventFrame),
         (status = 404, description = "run_not_found", body = super::schemas::OpenAiError),
         (status = 503, description = "the store is unavailable, with Retry-After",
             headers(("Retry-After" = u64, description = "seconds")), body = super::schemas::OpenAiError),

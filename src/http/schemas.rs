@@ -539,4 +539,4 @@ pub struct WsTicket {
 }
 
 mod runs;
-pub use runs::{RunEvent, RunObject, RunRequest, RunStarted, RunStopping};
+pub use runs::{RunEventFrame, RunObject, RunRequest, RunStarted, RunStopping};

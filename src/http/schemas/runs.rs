@@ -119,3 +119,18 @@ raw_schema!(
         ]})
     }
 );
+
+raw_schema!(
+    RunEventFrame,
+    "One server-sent event of a run's event stream (SSE): its `data` is the JSON of one RunEvent; comments (`: keepalive`, `: stream closed`) carry no event.",
+    [RunEvent],
+    json!({
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": reference("RunEvent")},
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+        },
+    })
+);
