@@ -110,7 +110,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         Duration::from_secs(config.cron.lease_seconds),
         events.clone(),
     ));
-    let runs = Runs::new(&store, &turns, &clock, &events, &config.api_server.model_name);
+    let runs = Runs::new(&store, &turns, &clock, &events, &config);
     let access = access(
         &config,
         &store,

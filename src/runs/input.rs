@@ -113,11 +113,14 @@ fn item_text(i: usize, item: &Value) -> Result<String, InputError> {
 mod tests {
     use super::*;
 
+    /// The message, or the refusal's param and a fragment of its message.
+    type Want = Result<&'static str, (&'static str, &'static str)>;
+
     #[test]
     fn run_bodies_are_checked_naming_the_field() {
         // (body, the message or the refusal's param and a fragment of its message)
         let ok = |body: Value| run_request(&body).map(|r| r.message);
-        let table: &[(Value, Result<&str, (&str, &str)>)] = &[
+        let table: &[(Value, Want)] = &[
             (json!({"input": "hi"}), Ok("hi")),
             (json!({"input": ["first", "last"]}), Ok("last")),
             (

@@ -17,6 +17,7 @@ use super::log::{LiveRun, event_text};
 use super::model::{EventFeed, MAX_IN_FLIGHT, MAX_STORED, RunError, RunView};
 use crate::agent::{Message, TurnRequest};
 use crate::clock::SharedClock;
+use crate::config::Config;
 use crate::events::Events;
 use crate::store::{AgentRun, AgentRunStatus, Store, StoreError};
 use crate::turn::Turns;
@@ -42,7 +43,7 @@ pub struct Runs {
     events: Events,
     /// This process, as the owner of the runs it runs (random per process).
     pub(super) owner: String,
-    /// The model a request without one names.
+    /// The model a request without one names (`gateway.api_server.model_name`).
     model: String,
     live: Mutex<HashMap<String, Arc<LiveRun>>>,
     /// Each run's task (its turn, its syncs and its end), so a shutdown can wait for
@@ -51,12 +52,15 @@ pub struct Runs {
 }
 
 impl Runs {
+    /// Built complete: the store the runs are recorded in, the driver that admits their
+    /// turns, the clock that dates them, the live events that announce them, and the
+    /// config (the default model).
     pub fn new(
         store: &Store,
         turns: &Turns,
         clock: &SharedClock,
         events: &Events,
-        model: &str,
+        config: &Config,
     ) -> Arc<Self> {
         Arc::new(Self {
             store: store.clone(),
@@ -68,7 +72,7 @@ impl Runs {
                 std::process::id(),
                 crate::ids::random_hex128()
             ),
-            model: model.to_owned(),
+            model: config.api_server.model_name.clone(),
             live: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
         })
