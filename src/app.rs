@@ -19,6 +19,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::lifecycle::{DrainControl, Marker, RuntimeInfo, StateFile, TurnGate};
 use crate::metrics::Metrics;
+use crate::runs::Runs;
 pub use crate::state::{AppState, Shutdown};
 use crate::turn::Turns;
 
@@ -109,6 +110,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         Duration::from_secs(config.cron.lease_seconds),
         events.clone(),
     ));
+    let runs = Runs::new(&store, &turns, &clock, &events, &config);
     let access = access(
         &config,
         &store,
@@ -129,6 +131,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
 
     Ok(AppState {
         turns,
+        runs,
         cron,
         fires,
         config: Arc::new(config),
@@ -257,7 +260,8 @@ const SERVER_CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// How long cancelled turns get to unwind after the drain deadline.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
-/// Serves until a stop or restart is requested, then drains and returns how it ended.
+/// Serves until a stop or restart is requested, then drains (and waits for the runs to
+/// record their ends) and returns how it ended.
 pub async fn run(state: AppState, listeners: Listeners) -> Exit {
     let background = CancellationToken::new();
     let servers_stop = CancellationToken::new();
@@ -315,6 +319,7 @@ pub async fn run(state: AppState, listeners: Listeners) -> Exit {
         Exit::Stopped
     };
     shutdown_drain(&state).await;
+    state.runs.settle(CANCEL_GRACE).await;
 
     servers_stop.cancel();
     for server in servers {

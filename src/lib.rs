@@ -12,6 +12,8 @@
 //!   decision of a claim's outcome.
 //! - [`store`]: the database (SQLite or PostgreSQL); the only module that speaks SQL.
 //! - [`http`]: routers, DTOs and error mapping for the API server and the dashboard.
+//! - [`runs`]: asynchronous runs (`POST /v1/runs`): turns that outlive their client,
+//!   their events in memory and in the store, stop and the in-flight cap.
 //! - [`turn`]: the one turn driver every source of turns adapts (admission, backend
 //!   stream, outcome, in-flight count).
 //! - [`state`]: [`state::AppState`], what handlers and background tasks share.
@@ -48,6 +50,7 @@ pub mod job;
 pub mod lifecycle;
 pub mod metrics;
 pub mod procfs;
+pub mod runs;
 pub mod state;
 pub mod store;
 pub mod turn;

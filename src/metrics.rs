@@ -48,6 +48,12 @@ struct AuthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -71,6 +77,7 @@ pub struct Metrics {
     account_calls: Family<OutcomeLabels, Counter>,
     /// The last hour of turns, fires and in-flight levels, per minute.
     history: History,
+    api_requests: Family<RouteLabels, Counter>,
 }
 
 /// The live values scraped into gauges.
@@ -108,6 +115,7 @@ impl Metrics {
         let jwks_fetches = Family::<OutcomeLabels, Counter>::default();
         let cron_fires = Family::<OutcomeLabels, Counter>::default();
         let account_calls = Family::<OutcomeLabels, Counter>::default();
+        let api_requests = Family::<RouteLabels, Counter>::default();
         registry.register("turns", "Agent turns by how they ended", turns.clone());
         registry.register(
             "turns_in_flight",
@@ -144,6 +152,11 @@ impl Metrics {
             "Calls to the account service's agent-cron API by result (ok, error, rejected)",
             account_calls.clone(),
         );
+        registry.register(
+            "api_requests",
+            "API-server answers by route template and outcome (ok, bad_request, unauthorized, forbidden, not_found, conflict, too_large, rate_limited, unavailable, error)",
+            api_requests.clone(),
+        );
         // Pre-create the common series so dashboards see zeros, not gaps.
         for outcome in ["completed", "failed", "interrupted", "refused"] {
             let _ = turns.get_or_create(&OutcomeLabels { outcome });
@@ -159,6 +172,7 @@ impl Metrics {
             cron_fires,
             account_calls,
             history: History::new(clock),
+            api_requests,
         }
     }
 
@@ -210,6 +224,16 @@ impl Metrics {
     pub fn account_call(&self, outcome: &'static str) {
         self.account_calls
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts one API-server answer on `route` (its template, e.g. `/v1/runs/{id}`).
+    pub fn api_request(&self, route: &str, outcome: &'static str) {
+        self.api_requests
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                outcome,
+            })
             .inc();
     }
 

@@ -1,5 +1,5 @@
 //! The API server's router and its small routes: health, readiness, models and
-//! capabilities (chat completions are `chat`'s, the key check `api_key`'s).
+//! capabilities (chat completions are `chat`'s, runs `runs`', the key check `api_key`'s).
 
 use std::sync::Arc;
 
@@ -40,6 +40,7 @@ pub fn router(state: AppState, docs: Router<AppState>) -> Router {
                 super::api_key::require,
             )),
         )
+        .merge(super::runs::routes(&state))
         // Unknown routes and methods answer in the OpenAI shape, never with an empty body
         // (set after every route, so it covers them all).
         .fallback(no_route)
@@ -205,6 +206,10 @@ pub async fn capabilities(
             "session_continuity_header": super::chat::SESSION_HEADER_NAME,
             "idempotency_header": "Idempotency-Key",
             "cron_jobs": true,
+            "run_submission": true,
+            "run_status": true,
+            "run_events_sse": true,
+            "run_stop": true,
             "cors": !s.config.api_server.cors_origins.is_empty(),
             "limits": {
                 "body_bytes": BODY_LIMIT,
@@ -223,6 +228,10 @@ pub async fn capabilities(
             "job_create": endpoint("POST", "/api/jobs"),
             "job": endpoint("GET", "/api/jobs/{id}"),
             "cron_fire": endpoint("POST", "/api/cron/fire"),
+            "runs": endpoint("POST", "/v1/runs"),
+            "run": endpoint("GET", "/v1/runs/{id}"),
+            "run_events": endpoint("GET", "/v1/runs/{id}/events"),
+            "run_stop": endpoint("POST", "/v1/runs/{id}/stop"),
         },
     })))
 }

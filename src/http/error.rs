@@ -358,5 +358,6 @@ impl From<FireRefusal> for ApiError {
     }
 }
 
+mod runs;
 #[cfg(test)]
 mod tests;

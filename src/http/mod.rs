@@ -16,6 +16,8 @@ mod jobs;
 mod openapi;
 mod origin;
 mod page;
+mod route_metrics;
+mod runs;
 mod schemas;
 mod serve;
 mod session;

@@ -17,7 +17,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response, SecurityRequirement};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, chat, connection, dashboard, fire, jobs, page, schemas, session, ws};
+use super::{api, chat, connection, dashboard, fire, jobs, page, runs, schemas, session, ws};
 use crate::state::AppState;
 
 /// Security scheme names.
@@ -31,7 +31,7 @@ const SESSION_TOKEN: &str = "sessionToken";
 #[openapi(
     info(
         title = "hermes-gateway API server",
-        description = "The OpenAI-compatible API server of the Hermes agent gateway (default 127.0.0.1:8642): health, models, chat completions, the cron job API and the Chronos fire endpoint. With `API_SERVER_KEY` set, every operation but health, readiness, this document and the fire endpoint needs `Authorization: Bearer <API_SERVER_KEY>`."
+        description = "The OpenAI-compatible API server of the Hermes agent gateway (default 127.0.0.1:8642): health, models, chat completions, asynchronous runs, the cron job API and the Chronos fire endpoint. With `API_SERVER_KEY` set, every operation but health, readiness, this document and the fire endpoint needs `Authorization: Bearer <API_SERVER_KEY>`."
     ),
     paths(
         api::health,
@@ -42,6 +42,10 @@ const SESSION_TOKEN: &str = "sessionToken";
         api::model,
         api::capabilities,
         chat::chat_completions,
+        runs::start,
+        runs::show,
+        runs::events,
+        runs::stop,
         serve_api,
         fire::fire,
         jobs::list,
@@ -60,6 +64,7 @@ const SESSION_TOKEN: &str = "sessionToken";
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "api", description = "OpenAI-compatible turns"),
+        (name = "runs", description = "Asynchronous runs: turns that live on their own, followed by their events"),
         (name = "cron", description = "Cron jobs and externally fired runs"),
         (name = "meta", description = "This document"),
     )
@@ -471,6 +476,7 @@ mod tests {
     const DASHBOARD: &str = include_str!("dashboard.rs");
     const JOBS: &str = include_str!("jobs.rs");
     const FIRE: &str = include_str!("fire.rs");
+    const RUNS: &str = include_str!("runs.rs");
     const SESSION: &str = include_str!("session.rs");
     const WS: &str = include_str!("ws.rs");
     const PAGE: &str = include_str!("page.rs");
@@ -490,13 +496,14 @@ mod tests {
             API.contains(".merge(super::fire::routes())") && API.contains("super::jobs::routes()")
         );
         assert!(API.contains(".merge(docs)") && DASHBOARD.contains(".merge(docs)"));
+        assert!(API.contains(".merge(super::runs::routes(&state))"));
         for m in ["jobs", "fire", "session", "ws", "page"] {
             assert!(
                 DASHBOARD.contains(&format!(".merge(super::{m}::routes())")),
                 "{m}"
             );
         }
-        let api: BTreeSet<_> = [API, FIRE, JOBS, docs_routes()]
+        let api: BTreeSet<_> = [API, FIRE, JOBS, RUNS, docs_routes()]
             .iter()
             .flat_map(|s| routes_in(s))
             .collect();

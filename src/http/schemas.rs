@@ -537,3 +537,6 @@ pub struct WsTicket {
     pub ticket: String,
     pub ttl_seconds: u64,
 }
+
+mod runs;
+pub use runs::{RunEventFrame, RunObject, RunRequest, RunStarted, RunStopping};

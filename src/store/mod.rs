@@ -17,7 +17,9 @@
 //! - `sqlite_writer`: group commit on SQLite's write connection for the ops `claim` and
 //!   `runs` hand it.
 //! - `fire_tokens`, `dashboard_auth`: accepted fire-token ids; sessions and tickets.
+//! - `agent_runs`: asynchronous runs (`POST /v1/runs`) and their event logs.
 
+mod agent_runs;
 mod claim;
 mod dashboard_auth;
 mod fire_tokens;
@@ -36,6 +38,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 /// What a claim needs and answers, named where the store's callers look for them (the
 /// model itself lives in [`crate::job`]).
 pub use crate::job::{ClaimOutcome, NewRun};
+pub use agent_runs::{AgentRun, AgentRunStatus, RunEnd, RunProgress, Synced};
 pub use dashboard_auth::{Redemption, StoredSession};
 
 use crate::clock::Clock;
@@ -52,6 +55,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/sqlite/0003_dashboard_auth.sql"),
     ),
+    (6, include_str!("../../migrations/sqlite/0006_runs.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_cron.sql")),
@@ -63,6 +67,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/postgres/0003_dashboard_auth.sql"),
     ),
+    (6, include_str!("../../migrations/postgres/0006_runs.sql")),
 ];
 
 /// How long a request waits for a database connection before the store counts as down.

@@ -19,7 +19,7 @@ use crate::support::{
 };
 
 /// Writes an executable shell script agent into `dir`.
-fn agent(dir: &Path, name: &str, body: &str) -> String {
+pub(crate) fn agent(dir: &Path, name: &str, body: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::process::Command::new("chmod")
@@ -262,7 +262,7 @@ async fn sleeper_app() -> (TestApp, tempfile::TempDir) {
 }
 
 /// Waits until the file at `path` has something in it (an agent wrote a pid); its text.
-async fn wait_for_file(path: &Path) -> String {
+pub(crate) async fn wait_for_file(path: &Path) -> String {
     let what = format!("{} to be written", path.display());
     eventually(PATIENCE, &what, async || {
         std::fs::read_to_string(path)
@@ -273,7 +273,7 @@ async fn wait_for_file(path: &Path) -> String {
 }
 
 /// Fails unless process `pid` is gone within 3 s (a keeper exits just after its kill).
-async fn assert_gone(pid: &str) {
+pub(crate) async fn assert_gone(pid: &str) {
     let what = format!("process {} to be gone", pid.trim());
     eventually(Duration::from_secs(3), &what, async || {
         (!pid_alive(pid)).then_some(())

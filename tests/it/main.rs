@@ -14,6 +14,7 @@ mod files;
 mod net;
 mod operator;
 mod process;
+mod runs;
 mod soak;
 mod support;
 mod tidy;

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::lifecycle::Refusal;
 
-fn check(error: ApiError, status: u16, retry_after: Option<&str>, body: Value) {
+pub(super) fn check(error: ApiError, status: u16, retry_after: Option<&str>, body: Value) {
     let what = format!("{error:?}");
     let response = error.into_response();
     assert_eq!(response.status().as_u16(), status, "{what}");
