@@ -100,6 +100,15 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
 
     let store = crate::store::Store::open(&config, &*clock).await?;
     let turns = Turns::new(gate.clone(), backend);
+    let sessions = crate::sessions::Sessions::new(
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        crate::sessions::Limits {
+            sessions: config.api_server.max_stored_sessions,
+            messages: config.api_server.max_session_messages,
+        },
+    );
     let cron = Arc::new(crate::cron::CronService::new(
         store.clone(),
         turns.clone(),
@@ -131,6 +140,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         turns,
         cron,
         fires,
+        sessions,
         config: Arc::new(config),
         clock,
         gate,

@@ -12,6 +12,8 @@
 //!   decision of a claim's outcome.
 //! - [`store`]: the database (SQLite or PostgreSQL); the only module that speaks SQL.
 //! - [`http`]: routers, DTOs and error mapping for the API server and the dashboard.
+//! - [`sessions`]: stored chat sessions (SPEC §11): which session a chat request belongs
+//!   to, the history its turn runs on, each completed turn recorded, both bounds kept.
 //! - [`turn`]: the one turn driver every source of turns adapts (admission, backend
 //!   stream, outcome, in-flight count).
 //! - [`state`]: [`state::AppState`], what handlers and background tasks share.
@@ -45,6 +47,7 @@ pub mod job;
 pub mod lifecycle;
 pub mod metrics;
 pub mod procfs;
+pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod turn;

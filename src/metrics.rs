@@ -43,6 +43,12 @@ struct AuthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SessionLabels {
+    route: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -64,6 +70,7 @@ pub struct Metrics {
     jwks_fetches: Family<OutcomeLabels, Counter>,
     cron_fires: Family<OutcomeLabels, Counter>,
     account_calls: Family<OutcomeLabels, Counter>,
+    sessions: Family<SessionLabels, Counter>,
 }
 
 /// The live values scraped into gauges.
@@ -93,6 +100,7 @@ impl Default for Metrics {
         let jwks_fetches = Family::<OutcomeLabels, Counter>::default();
         let cron_fires = Family::<OutcomeLabels, Counter>::default();
         let account_calls = Family::<OutcomeLabels, Counter>::default();
+        let sessions = Family::<SessionLabels, Counter>::default();
         registry.register("turns", "Agent turns by how they ended", turns.clone());
         registry.register(
             "turns_in_flight",
@@ -129,6 +137,11 @@ impl Default for Metrics {
             "Calls to the account service's agent-cron API by result (ok, error, rejected)",
             account_calls.clone(),
         );
+        registry.register(
+            "session_requests",
+            "Stored chat sessions by route (chat, record, list, show, delete) and outcome",
+            sessions.clone(),
+        );
         // Pre-create the common series so dashboards see zeros, not gaps.
         for outcome in ["completed", "failed", "interrupted", "refused"] {
             let _ = turns.get_or_create(&OutcomeLabels { outcome });
@@ -143,6 +156,7 @@ impl Default for Metrics {
             jwks_fetches,
             cron_fires,
             account_calls,
+            sessions,
         }
     }
 }
@@ -189,6 +203,14 @@ impl Metrics {
     pub fn account_call(&self, outcome: &'static str) {
         self.account_calls
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts one stored-session decision by route and outcome, e.g. `("chat",
+    /// "continued")`, `("record", "appended")`, `("show", "unknown")`.
+    pub fn session_request(&self, route: &'static str, outcome: &'static str) {
+        self.sessions
+            .get_or_create(&SessionLabels { route, outcome })
             .inc();
     }
 

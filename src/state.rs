@@ -18,6 +18,7 @@ use crate::cron::CronService;
 use crate::events::Events;
 use crate::lifecycle::{DrainControl, RuntimeInfo, TurnGate};
 use crate::metrics::Metrics;
+use crate::sessions::Sessions;
 use crate::turn::Turns;
 
 /// Everything request handlers and background tasks share.
@@ -41,6 +42,8 @@ pub struct AppState {
     /// Decides `POST /api/cron/fire`: its token (pinned keys or a JWKS, per config), body,
     /// hand-off to `cron`, audit and metric.
     pub fires: Arc<Fires>,
+    /// Stored chat sessions: the history of a chat completion's session, `/api/sessions`.
+    pub sessions: Sessions,
     /// Live audit and cron-run events for `/api/events`.
     pub events: Events,
     pub shutdown: Shutdown,

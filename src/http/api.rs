@@ -1,5 +1,6 @@
 //! The API server's router and its small routes: health, readiness, models and
-//! capabilities (chat completions are `chat`'s, the key check `api_key`'s).
+//! capabilities (chat completions are `chat`'s, the key check `api_key`'s, stored sessions
+//! `sessions`').
 
 use std::sync::Arc;
 
@@ -36,6 +37,12 @@ pub fn router(state: AppState, docs: Router<AppState>) -> Router {
         .merge(super::fire::routes())
         .merge(
             super::jobs::routes().route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                super::api_key::require,
+            )),
+        )
+        .merge(
+            super::sessions::routes().route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 super::api_key::require,
             )),
@@ -223,6 +230,8 @@ pub async fn capabilities(
             "job_create": endpoint("POST", "/api/jobs"),
             "job": endpoint("GET", "/api/jobs/{id}"),
             "cron_fire": endpoint("POST", "/api/cron/fire"),
+            "sessions": endpoint("GET", "/api/sessions"),
+            "session": endpoint("GET", "/api/sessions/{id}"),
         },
     })))
 }

@@ -18,6 +18,7 @@ mod page;
 mod schemas;
 mod serve;
 mod session;
+mod sessions;
 mod ws;
 
 use axum::Router;

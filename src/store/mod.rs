@@ -17,6 +17,7 @@
 //! - `sqlite_writer`: group commit on SQLite's write connection for the ops `claim` and
 //!   `runs` hand it.
 //! - `fire_tokens`, `dashboard_auth`: accepted fire-token ids; sessions and tickets.
+//! - `sessions`: stored chat sessions (`chat_sessions`) and their bounded messages.
 
 mod claim;
 mod dashboard_auth;
@@ -24,6 +25,7 @@ mod fire_tokens;
 mod jobs;
 mod rows;
 mod runs;
+mod sessions;
 mod sqlite_writer;
 
 use std::path::Path;
@@ -37,6 +39,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 /// model itself lives in [`crate::job`]).
 pub use crate::job::{ClaimOutcome, NewRun};
 pub use dashboard_auth::{Redemption, StoredSession};
+pub use sessions::{ChatAppend, ChatSession, StoredChat};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -52,6 +55,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/sqlite/0003_dashboard_auth.sql"),
     ),
+    (5, include_str!("../../migrations/sqlite/0005_sessions.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_cron.sql")),
@@ -62,6 +66,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../migrations/postgres/0003_dashboard_auth.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_sessions.sql"),
     ),
 ];
 
