@@ -22,10 +22,14 @@
 //!   When it is stored, the stored history replaces the request's earlier messages: the
 //!   turn runs on the instructions, the stored history and the new messages.
 //!   When it is not stored, a request without an assistant message *begins* a conversation
-//!   and is stored under the given id — as a derived id begins with a conversation's first
-//!   turn, so a client may name its new conversation itself. A request that carries earlier
-//!   turns names a conversation this gateway does not hold (never stored, forgotten, or
-//!   dropped by the bound): [`SessionError::Unknown`].
+//!   under it, as a derived id begins with a conversation's first turn — so a client may
+//!   name its new conversation itself, in Hermes's `YYYYMMDD_HHMMSS_xxxxxx` form. Otherwise
+//!   the id names a conversation this gateway does not hold (never stored, forgotten, or
+//!   dropped by the bound): [`SessionError::Unknown`]. That is so when the request carries
+//!   earlier turns, and for an `api-` id other than the request's own derived one — an
+//!   `api-` id is the gateway's, so a client that echoes one it was answered and sends only
+//!   its new message learns that the history is gone, rather than getting an answer
+//!   without it.
 
 use crate::agent::{Message, Usage};
 use crate::clock::SharedClock;
@@ -92,7 +96,7 @@ pub enum SessionError {
     /// The id has neither form of [`SESSION_ID_PATTERN`].
     #[error("Invalid session ID")]
     InvalidId,
-    /// The id is not stored (and the request does not begin a conversation under it).
+    /// The id is not stored, and the request does not begin a conversation under it.
     #[error("Unknown session ID")]
     Unknown,
     /// A stored session was named but the request has no user message after its last
@@ -238,7 +242,10 @@ impl Sessions {
                 };
                 Ok((opened, "continued"))
             }
-            None if split.earlier.is_empty() => {
+            // An `api-` id is a derived one: it names the conversation whose start it hashes.
+            None if split.earlier.is_empty()
+                && (!id.starts_with("api-") || derive_id(&messages) == id) =>
+            {
                 let opened = Opened {
                     id: id.to_owned(),
                     messages,
@@ -248,6 +255,13 @@ impl Sessions {
             }
             None => Err(SessionError::Unknown),
         }
+    }
+
+    /// A new session id in Hermes's own form — `YYYYMMDD_HHMMSS_` (UTC, now) and 6 random
+    /// hex digits — for a conversation this gateway begins (the dashboard's chat).
+    pub fn mint_id(&self) -> String {
+        let now = self.clock.now().strftime("%Y%m%d_%H%M%S");
+        format!("{now}_{}", &crate::ids::random_hex128()[..6])
     }
 
     fn recording(&self, id: &str, seed: Vec<Message>, new: Vec<Message>) -> Recording {

@@ -97,7 +97,7 @@ fn given_session(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 /// One chat turn through the gate and the backend, streamed (SSE) or not.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "api", request_body = ChatCompletionRequest,
     params(
-        ("X-Hermes-Session-Id" = Option<String>, Header, pattern = "^(api-[0-9a-f]{16}|[0-9]{8}_[0-9]{6}_[0-9a-f]{6})$", description = "the conversation's stored session: when stored, its history replaces the request's earlier messages (send only the new message); when not stored, a request without an assistant message begins it, and one with earlier turns is a 404. Absent: derived from the conversation's start. Answered in the same header"),
+        ("X-Hermes-Session-Id" = Option<String>, Header, pattern = "^(api-[0-9a-f]{16}|[0-9]{8}_[0-9]{6}_[0-9a-f]{6})$", description = "the conversation's stored session: when stored, its history replaces the request's earlier messages (send only the new message); when not stored, a request without an assistant message begins it (an `api-` id only if it is the request's own derived one), else it is a 404. Absent: derived from the conversation's start. Answered in the same header"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~ ]{1,255}$", description = "non-streaming only: a retry with the same key and body gets the first answer without a second turn"),
     ),
     responses(
@@ -108,7 +108,7 @@ fn given_session(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
                 (super::schemas::SseEvent = "text/event-stream"),
             )),
         (status = 400, description = "invalid request: the message names the field; `param` the message or part, `code` the kind (`invalid_session_id`: `Invalid session ID`)", body = super::schemas::ChatRequestError),
-        (status = 404, description = "session_not_found: `Unknown session ID`, a given session that is not stored, named by a request that carries earlier turns", body = super::schemas::OpenAiError),
+        (status = 404, description = "session_not_found: `Unknown session ID`, a given session that is not stored, named by a request that carries earlier turns or with an `api-` id it does not derive", body = super::schemas::OpenAiError),
         (status = 413, description = "body over 10 MB", body = super::schemas::OpenAiError),
         (status = 422, description = "Idempotency-Key reused with a different body", body = super::schemas::OpenAiError),
         (status = 502, description = "the backend failed before producing any text", body = super::schemas::OpenAiError),

@@ -172,13 +172,19 @@ async fn invalid_ids_are_400_and_an_unknown_given_id_with_earlier_turns_is_404()
         assert_eq!(v["error"]["message"], "Invalid session ID", "{bad}");
         assert_eq!(v["error"]["code"], "invalid_session_id", "{bad}");
     }
-    // A request that carries earlier turns under an id the store does not hold: 404.
+    // An id the store does not hold, named by a request that carries earlier turns, or an
+    // `api-` (derived) id that is not this request's own: 404.
     let later = json!({"messages": [msg("user", "hi"), msg("assistant", "hi"), msg("user", "more")]});
-    for unknown in ["api-0123456789abcdef", "20260101_120000_abcdef"] {
-        let (status, _, body) = chat(http, api, Some(unknown), later.clone()).await;
-        assert_eq!(status, 404, "{unknown}: {body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["error"]["message"], "Unknown session ID", "{body}");
+    for (unknown, body) in [
+        ("api-0123456789abcdef", &later),
+        ("20260101_120000_abcdef", &later),
+        ("api-0123456789abcdef", &one),
+    ] {
+        let (status, _, text) = chat(http, api, Some(unknown), body.clone()).await;
+        assert_eq!(status, 404, "{unknown} {body}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["message"], "Unknown session ID", "{text}");
+        assert_eq!(v["error"]["code"], "session_not_found", "{text}");
     }
     // A request that begins a conversation may name it: it is then stored under that id.
     let named = "20261224_180000_c0ffee";
@@ -265,9 +271,12 @@ async fn sessions_are_listed_shown_and_forgotten_on_both_listeners() {
         .unwrap();
     assert_eq!(r.status(), 404, "forgetting twice");
     assert_eq!(api_get(&app, "/api/sessions").await.1, json!({"sessions": []}));
-    // A forgotten session named by a request with only a new message: that request begins
-    // a new conversation under the id (with earlier turns it would be a 404).
-    let (status, _, body) = chat(http, api, Some(&a), json!({"model": "ok", "messages": [msg("user", "again")]})).await;
+    // The forgotten session's id, echoed with only a new message: 404, the history is gone.
+    let again = json!({"model": "ok", "messages": [msg("user", "again")]});
+    let (status, _, body) = chat(http, api, Some(&a), again).await;
+    assert_eq!(status, 404, "{body}");
+    // Its own first message derives it: that request begins the conversation anew.
+    let (status, _, body) = chat(http, api, Some(&a), json!({"model": "ok", "messages": [msg("user", "a")]})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(api_get(&app, &format!("/api/sessions/{a}")).await.1["message_count"], 2);
 }

@@ -130,6 +130,10 @@ async function loadRuns(id) {
 let chat = null;
 let pending = [];
 let current = null;
+// The stored session holding this tab's conversation (named by the server's `start`), so
+// a reload or a new socket continues it.
+const SESSION_KEY = 'hermes-chat-session';
+let sessionId = sessionStorage.getItem(SESSION_KEY);
 
 function addMessage(kind, text) {
   const li = document.createElement('li');
@@ -148,7 +152,11 @@ function openChat() {
     ws.onclose = () => { chat = null; current = null; };
     ws.onmessage = (e) => {
       const msg = JSON.parse(e.data);
-      if (msg.type === 'start') current = addMessage('assistant', '');
+      if (msg.type === 'start') {
+        current = addMessage('assistant', '');
+        sessionId = msg.session_id;
+        sessionStorage.setItem(SESSION_KEY, sessionId);
+      }
       else if (msg.type === 'delta' && current) current.textContent += msg.text;
       else if (msg.type === 'done') current = null;
       else if (msg.type === 'error') { addMessage('notice', msg.message); current = null; }
@@ -165,9 +173,27 @@ async function send(e) {
   try {
     const ws = chat || await openChat();
     addMessage('user', text);
-    ws.send(JSON.stringify({message: text}));
+    ws.send(JSON.stringify(sessionId ? {message: text, session_id: sessionId} : {message: text}));
     input.value = '';
   } catch (err) { $('chat-error').textContent = err.message; }
+}
+
+// Shows the stored conversation this tab continues (forgotten if the store no longer has it).
+async function loadConversation() {
+  if (!sessionId) return;
+  try {
+    const stored = await api('api/sessions/' + encodeURIComponent(sessionId));
+    for (const m of stored.messages) addMessage(m.role === 'user' ? 'user' : 'assistant', m.content);
+  } catch (e) {
+    sessionId = null;
+    sessionStorage.removeItem(SESSION_KEY);
+  }
+}
+
+function newConversation() {
+  sessionId = null;
+  sessionStorage.removeItem(SESSION_KEY);
+  $('messages').replaceChildren();
 }
 
 // ---- start --------------------------------------------------------------------------
@@ -176,6 +202,7 @@ async function start() {
   $('drain').onclick = () => drain('drain');
   $('undrain').onclick = () => drain('cancel');
   $('chat-form').onsubmit = send;
+  $('chat-new').onclick = newConversation;
   $('logout').onclick = async () => { await api('auth/logout', {method: 'POST'}).catch(() => {}); location.href = 'login'; };
   try {
     const me = await api('api/auth/me');
@@ -184,6 +211,7 @@ async function start() {
   } catch (e) { return; }
   showStatus({status: await api('api/status'), drain: {}});
   loadJobs();
+  loadConversation();
   connectEvents(500);
 }
 
