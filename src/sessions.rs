@@ -201,7 +201,7 @@ impl Sessions {
     ) -> Result<Opened, SessionError> {
         let decided = self.decide(given, messages).await;
         let outcome = match &decided {
-            Ok((_, outcome)) => outcome,
+            Ok((_, outcome)) => *outcome,
             Err(e) => e.outcome(),
         };
         self.metrics.session_request("chat", outcome);
@@ -275,20 +275,22 @@ impl Sessions {
 
     /// Every stored session, the most recently updated first.
     pub async fn list(&self) -> Result<Vec<ChatSession>, SessionError> {
-        let listed = self.store.list_chat_sessions().await.map_err(Into::into);
+        let listed: Result<_, SessionError> =
+            self.store.list_chat_sessions().await.map_err(Into::into);
         self.count("list", &listed);
         listed
     }
 
     /// One stored session with its messages.
     pub async fn show(&self, id: &str) -> Result<StoredChat, SessionError> {
-        let shown = match is_session_id(id) {
-            false => Err(SessionError::InvalidId),
-            true => match self.store.chat_session(id).await {
+        let shown = if !is_session_id(id) {
+            Err(SessionError::InvalidId)
+        } else {
+            match self.store.chat_session(id).await {
                 Ok(Some(stored)) => Ok(stored),
                 Ok(None) => Err(SessionError::Unknown),
                 Err(e) => Err(e.into()),
-            },
+            }
         };
         self.count("show", &shown);
         shown
@@ -296,13 +298,14 @@ impl Sessions {
 
     /// Forgets a stored session and its messages.
     pub async fn forget(&self, id: &str) -> Result<(), SessionError> {
-        let forgotten = match is_session_id(id) {
-            false => Err(SessionError::InvalidId),
-            true => match self.store.delete_chat_session(id).await {
+        let forgotten = if !is_session_id(id) {
+            Err(SessionError::InvalidId)
+        } else {
+            match self.store.delete_chat_session(id).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(SessionError::Unknown),
                 Err(e) => Err(e.into()),
-            },
+            }
         };
         if forgotten.is_ok() {
             tracing::info!(session = %id, "chat session forgotten");
@@ -316,8 +319,8 @@ impl Sessions {
         self.metrics.session_request(route, outcome);
     }
 
-    /// Appends a completed turn, then keeps the session bound; a store failure is logged
-    /// and counted (the answer has been given; the session misses this turn).
+    /// Appends a completed turn, then keeps the store within its session bound; a store
+    /// failure is logged and counted (the turn's answer stands; its session misses it).
     async fn append(&self, recording: &Recording, answer: String) {
         let mut messages = recording.new.clone();
         messages.push(Message {

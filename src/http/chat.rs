@@ -109,6 +109,7 @@ fn given_session(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
             )),
         (status = 400, description = "invalid request: the message names the field; `param` the message or part, `code` the kind (`invalid_session_id`: `Invalid session ID`)", body = super::schemas::ChatRequestError),
         (status = 404, description = "session_not_found: `Unknown session ID`, a given session that is not stored, named by a request that carries earlier turns or with an `api-` id it does not derive", body = super::schemas::OpenAiError),
+        (status = 409, description = "no_new_message: a stored session is named but the request has no user message after its last assistant message", body = super::schemas::OpenAiError),
         (status = 413, description = "body over 10 MB", body = super::schemas::OpenAiError),
         (status = 422, description = "Idempotency-Key reused with a different body", body = super::schemas::OpenAiError),
         (status = 502, description = "the backend failed before producing any text", body = super::schemas::OpenAiError),

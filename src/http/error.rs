@@ -216,8 +216,10 @@ impl ApiError {
         }
     }
 
-    /// A chat request's session refused (OpenAI shape): 400 `Invalid session ID` or no new
-    /// message, 404 `Unknown session ID`, a store outage 503 with `Retry-After`.
+    /// A chat request's session refused (OpenAI shape): 400 `Invalid session ID`, 404
+    /// `Unknown session ID`, 409 when a stored session is named without a new user message
+    /// (the request is valid alone; the session's state makes it one with nothing to
+    /// answer), a store outage 503 with `Retry-After`.
     pub fn chat_session(e: SessionError) -> Self {
         let openai = |status, message: String, kind, code, retry_after| Self::OpenAi {
             status,
@@ -236,7 +238,7 @@ impl ApiError {
                 false,
             ),
             SessionError::NoNewMessage => openai(
-                StatusCode::BAD_REQUEST,
+                StatusCode::CONFLICT,
                 message,
                 "invalid_request_error",
                 "no_new_message",
@@ -406,10 +408,9 @@ impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
         let message = e.to_string();
         match e {
-            SessionError::InvalidId | SessionError::NoNewMessage => {
-                Self::jobs(StatusCode::BAD_REQUEST, message)
-            }
+            SessionError::InvalidId => Self::jobs(StatusCode::BAD_REQUEST, message),
             SessionError::Unknown => Self::jobs(StatusCode::NOT_FOUND, message),
+            SessionError::NoNewMessage => Self::jobs(StatusCode::CONFLICT, message),
             SessionError::Store(e) => {
                 tracing::error!(error = %e, "session store error");
                 let (status, text) = store_failure(&e, "the session store");

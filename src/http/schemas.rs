@@ -422,7 +422,7 @@ raw_schema!(
                 "param": {"type": "string"},
                 "code": {"enum": ["unsupported_content_type", "invalid_image_url",
                                   "invalid_content_part", "invalid_session_id",
-                                  "no_new_message", "invalid_idempotency_key", null]},
+                                  "invalid_idempotency_key", null]},
             },
         }},
     })

@@ -147,7 +147,7 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let created = sqlx::query(create).bind(turn.id).bind(now).execute(&mut *tx).await?.rows_affected() == 1;
-            let seed = if created { turn.seed } else { &[] };
+            let seed: &[Message] = if created { turn.seed } else { &[] };
             let written: Vec<&Message> = seed.iter().chain(turn.messages).collect();
             let n = i64::try_from(written.len()).unwrap_or(i64::MAX);
             let end: i64 = sqlx::query_scalar(advance).bind(turn.id).bind(n).bind(now).fetch_one(&mut *tx).await?;

@@ -202,10 +202,10 @@ async fn invalid_ids_are_400_and_an_unknown_given_id_with_earlier_turns_is_404()
         !ids.contains(&"api-0123456789abcdef") && !ids.contains(&"20260101_120000_abcdef"),
         "a refused request stores nothing: {v}"
     );
-    // Naming a stored session without a new user message is a 400.
+    // Naming a stored session without a new user message: nothing to answer (409).
     let no_new = json!({"messages": [msg("user", "hi"), msg("assistant", "hi")]});
     let (status, _, body) = chat(http, api, Some(named), no_new).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 409, "{body}");
     assert!(body.contains("no_new_message"), "{body}");
 }
 

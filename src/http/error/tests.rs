@@ -312,7 +312,7 @@ fn session_shapes() {
         (SessionError::InvalidId, 400, None, openai("Invalid session ID", invalid, "invalid_session_id")),
         (
             SessionError::NoNewMessage,
-            400,
+            409,
             None,
             openai("No new user message to continue the session with", invalid, "no_new_message"),
         ),
