@@ -368,6 +368,52 @@ async fn sessions_keep_their_bounds() {
     assert_eq!(api_get(&app, &format!("/api/sessions/{b}")).await.0, 404);
 }
 
+/// The dashboard's chat socket: its conversation is a stored session (named in `start`),
+/// and a message naming another session continues that one.
+#[tokio::test]
+async fn the_dashboard_chat_holds_and_continues_stored_sessions() {
+    use futures_util::SinkExt;
+    let (base, upstream) = fake_upstream().await;
+    // The socket's turns ask for the advertised model; the upstream answers model "ok".
+    let app = openai_app(&base, "agent: {openai: {model: ok}}").await;
+    let (_, begun, _) = chat(&app.http, &app.api, None, json!({"messages": [msg("user", "over the API")]})).await;
+    let begun = begun.unwrap();
+    let query = format!("/api/ws?token={TOKEN}");
+    let mut socket = crate::dashboard::connect(&app.dash, &query, None).await.unwrap();
+    let mut say = async |frame: Value| {
+        socket.send(tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into())).await.unwrap();
+        let start = crate::dashboard::next_json(&mut socket).await;
+        assert_eq!(start["type"], "start", "{start}");
+        loop {
+            let v = crate::dashboard::next_json(&mut socket).await;
+            match v["type"].as_str() {
+                Some("delta") => continue,
+                Some("done") => return start["session_id"].as_str().unwrap().to_owned(),
+                other => panic!("unexpected frame {other:?}: {v}"),
+            }
+        }
+    };
+    let own = say(json!({"message": "from the page"})).await;
+    assert!(
+        own.len() == 22 && own.as_bytes()[8] == b'_' && own.as_bytes()[15] == b'_',
+        "the socket's own session has Hermes's form: {own}"
+    );
+    assert_eq!(say(json!({"message": "and more"})).await, own);
+    assert_eq!(
+        sent(&upstream, 2),
+        json!([msg("user", "from the page"), msg("assistant", "Hello"), msg("user", "and more")])
+    );
+    // Naming the session begun over the API continues it.
+    let named = say(json!({"message": "on the page now", "session_id": begun})).await;
+    assert_eq!(named, begun);
+    assert_eq!(
+        sent(&upstream, 3),
+        json!([msg("user", "over the API"), msg("assistant", "Hello"), msg("user", "on the page now")])
+    );
+    let (_, v) = dash_get(&app, "/api/sessions").await;
+    assert_eq!(v["sessions"].as_array().unwrap().len(), 2, "{v}");
+}
+
 /// The upstream answers "Hello" to every turn; the gateways reach it over loopback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_begun_on_one_replica_continues_on_another() {
