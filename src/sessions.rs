@@ -34,8 +34,11 @@
 use crate::agent::{Message, Usage};
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
-use crate::store::{ChatAppend, ChatSession, Store, StoreError, StoredChat};
+use crate::store::{ChatAppend, Store, StoreError};
 use crate::turn::{Collected, End, Step, Turn};
+
+/// A stored session (without, and with, its messages), as the store reads it.
+pub use crate::store::{ChatSession, StoredChat};
 
 /// The forms of a session id (SPEC §11), as a regular expression for documents: a
 /// derived `api-` id, or Hermes's `YYYYMMDD_HHMMSS_` and 6 hex digits.

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::ApiError;
 use crate::clock::iso;
 use crate::state::AppState;
-use crate::store::{ChatSession, StoredChat};
+use crate::sessions::{ChatSession, StoredChat};
 
 /// The session routes; the caller adds its own authentication in front.
 pub fn routes() -> Router<AppState> {
@@ -97,17 +97,10 @@ pub struct SessionDeleted {
     deleted: bool,
 }
 
-/// A refused session request: `{"error": message}`.
-#[derive(ToSchema)]
-pub struct SessionsError {
-    /// `Invalid session ID`, `Unknown session ID`, or why the store cannot answer.
-    pub error: String,
-}
-
 /// Every stored chat session.
 #[utoipa::path(get, path = "/api/sessions", tag = "sessions",
     responses((status = 200, description = "the sessions, the most recently updated first", body = SessionList),
-              (status = 503, description = "the session store is unavailable; Retry-After", body = SessionsError)))]
+              (status = 503, description = "the session store is unavailable; Retry-After", body = super::schemas::SessionsError)))]
 pub async fn list(State(s): State<AppState>) -> Result<Json<SessionList>, ApiError> {
     let sessions = s.sessions.list().await?;
     Ok(Json(SessionList {
@@ -119,9 +112,9 @@ pub async fn list(State(s): State<AppState>) -> Result<Json<SessionList>, ApiErr
 #[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions",
     params(("id" = String, Path, description = "the session id", pattern = "^(api-[0-9a-f]{16}|[0-9]{8}_[0-9]{6}_[0-9a-f]{6})$")),
     responses((status = 200, description = "the session and its messages, oldest first", body = SessionDetail),
-              (status = 400, description = "Invalid session ID: neither `api-` and 16 hex digits nor `YYYYMMDD_HHMMSS_` and 6 hex digits", body = SessionsError),
-              (status = 404, description = "Unknown session ID", body = SessionsError),
-              (status = 503, description = "the session store is unavailable; Retry-After", body = SessionsError)))]
+              (status = 400, description = "Invalid session ID: neither `api-` and 16 hex digits nor `YYYYMMDD_HHMMSS_` and 6 hex digits", body = super::schemas::SessionsError),
+              (status = 404, description = "Unknown session ID", body = super::schemas::SessionsError),
+              (status = 503, description = "the session store is unavailable; Retry-After", body = super::schemas::SessionsError)))]
 pub async fn show(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -133,13 +126,25 @@ pub async fn show(
 #[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions",
     params(("id" = String, Path, description = "the session id", pattern = "^(api-[0-9a-f]{16}|[0-9]{8}_[0-9]{6}_[0-9a-f]{6})$")),
     responses((status = 200, description = "forgotten", body = SessionDeleted),
-              (status = 400, description = "Invalid session ID: neither `api-` and 16 hex digits nor `YYYYMMDD_HHMMSS_` and 6 hex digits", body = SessionsError),
-              (status = 404, description = "Unknown session ID", body = SessionsError),
-              (status = 503, description = "the session store is unavailable; Retry-After", body = SessionsError)))]
+              (status = 400, description = "Invalid session ID: neither `api-` and 16 hex digits nor `YYYYMMDD_HHMMSS_` and 6 hex digits", body = super::schemas::SessionsError),
+              (status = 404, description = "Unknown session ID", body = super::schemas::SessionsError),
+              (status = 503, description = "the session store is unavailable; Retry-After", body = super::schemas::SessionsError)))]
 pub async fn forget(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<SessionDeleted>, ApiError> {
     s.sessions.forget(&id).await?;
     Ok(Json(SessionDeleted { id, deleted: true }))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The annotations spell the id pattern out (they take literals); it is the domain's.
+    #[test]
+    fn the_documented_id_pattern_is_the_domains() {
+        let pattern = crate::sessions::SESSION_ID_PATTERN;
+        let annotations = include_str!("sessions.rs").split("#[cfg(test)]").next().unwrap();
+        assert_eq!(annotations.matches(pattern).count(), 3);
+        assert_eq!(include_str!("chat.rs").matches(pattern).count(), 1);
+    }
 }
