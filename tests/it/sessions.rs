@@ -22,12 +22,22 @@ async fn openai_app(base: &str, extra: &str) -> TestApp {
     openai_app_at(base, extra, Arc::new(SystemClock)).await
 }
 
-/// [`openai_app`] with its wall clock.
+/// [`openai_app`] with its wall clock; `extra` is more YAML (not `agent`).
 async fn openai_app_at(base: &str, extra: &str, clock: SharedClock) -> TestApp {
+    spawn(&format!("{}\n{extra}", agent_yaml(base, "")), clock).await
+}
+
+/// The `agent` section: the `openai` backend against `base`, with `more` keys of its own.
+fn agent_yaml(base: &str, more: &str) -> String {
+    format!(
+        "agent: {{backend: openai, openai: {{base_url: {base:?}, api_key_env: UP_KEY, timeout_seconds: 5{more}}}}}"
+    )
+}
+
+/// Starts a gateway on `yaml` with the upstream key, the API key and the dashboard token.
+async fn spawn(yaml: &str, clock: SharedClock) -> TestApp {
     TestApp::spawn_with_clock(
-        &format!(
-            "agent: {{backend: openai, openai: {{base_url: {base:?}, api_key_env: UP_KEY, timeout_seconds: 5}}}}\n{extra}"
-        ),
+        yaml,
         &[
             ("UP_KEY", "sk-upstream"),
             ("API_SERVER_KEY", KEY),
@@ -212,9 +222,11 @@ async fn invalid_ids_are_400_and_an_unknown_given_id_with_earlier_turns_is_404()
 #[tokio::test]
 async fn sessions_are_listed_shown_and_forgotten_on_both_listeners() {
     let (base, _upstream) = fake_upstream().await;
-    let app = openai_app(&base, "").await;
+    let clock = ManualClock::new(jiff::Timestamp::from_second(1_900_000_000).unwrap());
+    let app = openai_app_at(&base, "", clock.clone()).await;
     let (http, api) = (&app.http, app.api.as_str());
     let (_, a, _) = chat(http, api, None, json!({"model": "ok", "messages": [msg("user", "a")]})).await;
+    clock.advance(Duration::from_secs(1));
     let (_, b, _) = chat(http, api, None, json!({"model": "ok", "messages": [msg("user", "b")]})).await;
     let (a, b) = (a.unwrap(), b.unwrap());
     // Behind each listener's gate.
@@ -237,7 +249,7 @@ async fn sessions_are_listed_shown_and_forgotten_on_both_listeners() {
         assert_eq!(listed[0]["id"], b, "{listener}: the most recently updated first");
         assert_eq!(listed[1]["id"], a, "{listener}");
         assert_eq!(listed[0]["message_count"], 2, "{listener}");
-        assert!(listed[0]["created_at"].as_str().unwrap().ends_with('Z'), "{v}");
+        assert_eq!(listed[0]["created_at"], "2030-03-17T17:46:41.000000Z", "{v}");
         let (status, v) = fetch(&format!("/api/sessions/{a}")).await;
         assert_eq!(status, 200, "{listener}: {v}");
         assert_eq!(v["messages"], json!([msg("user", "a"), msg("assistant", "Hello")]));
@@ -310,9 +322,10 @@ async fn a_failed_or_interrupted_turn_appends_nothing() {
     drop(r);
     eventually(PATIENCE, "the interrupted turn to end", async || {
         let m = app.metrics().await;
-        match m.contains("hermes_turns_total{outcome=\"interrupted\"} 1") {
-            true => Ok(()),
-            false => Err(m),
+        if m.contains("hermes_turns_total{outcome=\"interrupted\"} 1") {
+            Ok(())
+        } else {
+            Err(m)
         }
     })
     .await;
@@ -375,7 +388,7 @@ async fn the_dashboard_chat_holds_and_continues_stored_sessions() {
     use futures_util::SinkExt;
     let (base, upstream) = fake_upstream().await;
     // The socket's turns ask for the advertised model; the upstream answers model "ok".
-    let app = openai_app(&base, "agent: {openai: {model: ok}}").await;
+    let app = spawn(&agent_yaml(&base, ", model: ok"), Arc::new(SystemClock)).await;
     let (_, begun, _) = chat(&app.http, &app.api, None, json!({"messages": [msg("user", "over the API")]})).await;
     let begun = begun.unwrap();
     let query = format!("/api/ws?token={TOKEN}");
