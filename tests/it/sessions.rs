@@ -523,3 +523,59 @@ async fn the_official_python_client_continues_a_session_with_only_the_new_messag
         json!([ada, hello, msg("user", "what is my name?"), hello, msg("user", "and again?")])
     );
 }
+
+/// The store's half, on SQLite and PostgreSQL alike: a created session takes the seed, an
+/// existing one only the turn; the oldest messages go past the bound; eviction drops the
+/// least recently updated; a delete takes the messages along.
+#[tokio::test]
+async fn the_store_appends_trims_and_evicts_on_both_backends() {
+    use hermes_gateway::agent::Message;
+    use hermes_gateway::store::{ChatAppend, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::create().await;
+    let clock = SystemClock;
+    let stores = [
+        Store::sqlite(&dir.path().join("state.db"), &clock).await.unwrap(),
+        Store::postgres(db.url(), &clock).await.unwrap(),
+    ];
+    let m = |role: &str, content: &str| Message {
+        role: role.into(),
+        content: content.into(),
+    };
+    let at = |s: i64| jiff::Timestamp::from_second(1_900_000_000 + s).unwrap();
+    for store in stores {
+        let kind = store.kind();
+        let append = async |id: &str, seed: &[Message], messages: &[Message], now| {
+            let turn = ChatAppend { id, seed, messages, max_messages: 3 };
+            store.append_chat_turn(turn, now).await.unwrap()
+        };
+        let seed = [m("user", "u0"), m("assistant", "a0")];
+        assert!(append("api-000000000000000a", &seed, &[m("user", "u1"), m("assistant", "a1")], at(1)).await, "{kind}");
+        let stored = store.chat_session("api-000000000000000a").await.unwrap().unwrap();
+        let contents: Vec<&str> = stored.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["a0", "u1", "a1"], "{kind}: the newest 3 of seed and turn");
+        assert_eq!(stored.session.message_count, 3, "{kind}");
+        assert_eq!(stored.session.created_at, at(1), "{kind}");
+        // An existing session takes only the turn, never the seed again.
+        assert!(!append("api-000000000000000a", &seed, &[m("user", "u2")], at(2)).await, "{kind}");
+        let stored = store.chat_session("api-000000000000000a").await.unwrap().unwrap();
+        let contents: Vec<&str> = stored.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["u1", "a1", "u2"], "{kind}");
+        assert_eq!((stored.session.created_at, stored.session.updated_at), (at(1), at(2)), "{kind}");
+        // Eviction: b, then c, then a touched; keeping 2 drops b.
+        append("api-000000000000000b", &[], &[m("user", "b")], at(3)).await;
+        append("api-000000000000000c", &[], &[m("user", "c")], at(4)).await;
+        append("api-000000000000000a", &[], &[m("user", "u3")], at(5)).await;
+        assert_eq!(store.evict_chat_sessions(2).await.unwrap(), 1, "{kind}");
+        assert_eq!(store.evict_chat_sessions(2).await.unwrap(), 0, "{kind}");
+        let ids: Vec<String> = store.list_chat_sessions().await.unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["api-000000000000000a", "api-000000000000000c"], "{kind}");
+        assert!(store.chat_session("api-000000000000000b").await.unwrap().is_none(), "{kind}");
+        // A delete takes the messages along: a session begun again under the id is empty.
+        assert!(store.delete_chat_session("api-000000000000000a").await.unwrap(), "{kind}");
+        assert!(!store.delete_chat_session("api-000000000000000a").await.unwrap(), "{kind}");
+        assert!(append("api-000000000000000a", &[], &[m("user", "new")], at(6)).await, "{kind}");
+        let stored = store.chat_session("api-000000000000000a").await.unwrap().unwrap();
+        assert_eq!(stored.messages, [m("user", "new")], "{kind}");
+    }
+}
