@@ -52,11 +52,7 @@ pub fn is_session_id(id: &str) -> bool {
     match b.len() {
         20 => b.starts_with(b"api-") && hex(&b[4..]),
         22 => {
-            digits(&b[..8])
-                && b[8] == b'_'
-                && digits(&b[9..15])
-                && b[15] == b'_'
-                && hex(&b[16..])
+            digits(&b[..8]) && b[8] == b'_' && digits(&b[9..15]) && b[15] == b'_' && hex(&b[16..])
         }
         _ => false,
     }
@@ -486,7 +482,12 @@ mod tests {
     fn a_request_splits_into_instructions_earlier_and_new_messages() {
         check(&[m("user", "u1")], &[], &[], &["u1"]);
         check(
-            &[m("system", "s"), m("user", "u1"), m("assistant", "a1"), m("user", "u2")],
+            &[
+                m("system", "s"),
+                m("user", "u1"),
+                m("assistant", "a1"),
+                m("user", "u2"),
+            ],
             &["s"],
             &["u1", "a1"],
             &["u2"],
@@ -503,6 +504,11 @@ mod tests {
             &["u1", "a1"],
             &["t", "u2"],
         );
-        check(&[m("user", "u1"), m("assistant", "a1")], &[], &["u1", "a1"], &[]);
+        check(
+            &[m("user", "u1"), m("assistant", "a1")],
+            &[],
+            &["u1", "a1"],
+            &[],
+        );
     }
 }

@@ -326,11 +326,7 @@ struct SseTurn {
 /// produced, or (counted as interrupted) when the client goes away and the body is dropped.
 /// A completed turn is recorded in its session before its last frame.
 /// With `usage`, a completed stream sends a usage chunk before `[DONE]`.
-fn stream_response(
-    meta: ChunkMeta,
-    running: RecordedTurn,
-    usage: Option<StreamUsage>,
-) -> Response {
+fn stream_response(meta: ChunkMeta, running: RecordedTurn, usage: Option<StreamUsage>) -> Response {
     let state = SseTurn {
         meta,
         running: Some(running),

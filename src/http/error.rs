@@ -255,7 +255,11 @@ impl ApiError {
                 tracing::error!(error = %e, "session store error");
                 let (status, text) = store_failure(&e, "the session store");
                 let down = status == StatusCode::SERVICE_UNAVAILABLE;
-                let code = if down { "store_unavailable" } else { "internal_error" };
+                let code = if down {
+                    "store_unavailable"
+                } else {
+                    "internal_error"
+                };
                 openai(status, text, "server_error", code, down)
             }
         }

@@ -503,10 +503,19 @@ mod tests {
             .iter()
             .flat_map(|s| routes_in(s))
             .collect();
-        let dash: BTreeSet<_> = [DASHBOARD, JOBS, SESSIONS, FIRE, SESSION, WS, PAGE, docs_routes()]
-            .iter()
-            .flat_map(|s| routes_in(s))
-            .collect();
+        let dash: BTreeSet<_> = [
+            DASHBOARD,
+            JOBS,
+            SESSIONS,
+            FIRE,
+            SESSION,
+            WS,
+            PAGE,
+            docs_routes(),
+        ]
+        .iter()
+        .flat_map(|s| routes_in(s))
+        .collect();
         assert!(
             api.contains(&("POST".into(), "/v1/chat/completions".into())),
             "{api:?}"

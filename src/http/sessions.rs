@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 
 use super::ApiError;
 use crate::clock::iso;
-use crate::state::AppState;
 use crate::sessions::{ChatSession, StoredChat};
+use crate::state::AppState;
 
 /// The session routes; the caller adds its own authentication in front.
 pub fn routes() -> Router<AppState> {
@@ -143,7 +143,10 @@ mod tests {
     #[test]
     fn the_documented_id_pattern_is_the_domains() {
         let pattern = crate::sessions::SESSION_ID_PATTERN;
-        let annotations = include_str!("sessions.rs").split("#[cfg(test)]").next().unwrap();
+        let annotations = include_str!("sessions.rs")
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap();
         assert_eq!(annotations.matches(pattern).count(), 3);
         assert_eq!(include_str!("chat.rs").matches(pattern).count(), 1);
     }

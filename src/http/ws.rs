@@ -25,8 +25,8 @@ use crate::agent::{Message, TurnRequest};
 use crate::auth::access::{SocketRefusal, SocketRequest};
 use crate::auth::sessions::Session;
 use crate::lifecycle::{DrainDetail, StatusRecord};
-use crate::state::AppState;
 use crate::sessions::{RecordedTurn, SessionError};
+use crate::state::AppState;
 use crate::turn::{End, Interruption, Step};
 
 /// The WebSocket paths (the gate lets them through; they authenticate themselves).
@@ -348,7 +348,12 @@ impl Chat<'_> {
             role: "user".into(),
             content: text,
         };
-        let opened = match self.s.sessions.open(Some(self.session_id), vec![message]).await {
+        let opened = match self
+            .s
+            .sessions
+            .open(Some(self.session_id), vec![message])
+            .await
+        {
             Ok(opened) => opened,
             Err(e) => {
                 let code = match e {
@@ -431,13 +436,20 @@ mod tests {
 
     #[test]
     fn chat_messages() {
-        assert_eq!(chat_text(r#"{"message": " hi "}"#).unwrap(), ("hi".into(), None));
+        assert_eq!(
+            chat_text(r#"{"message": " hi "}"#).unwrap(),
+            ("hi".into(), None)
+        );
         assert_eq!(chat_text("plain words").unwrap().0, "plain words");
         assert_eq!(
             chat_text(r#"{"message": "go on", "session_id": "api-0123456789abcdef"}"#).unwrap(),
             ("go on".into(), Some("api-0123456789abcdef".into()))
         );
-        assert!(chat_text(r#"{"message": "x", "session_id": 5}"#).unwrap_err().contains("session_id"));
+        assert!(
+            chat_text(r#"{"message": "x", "session_id": 5}"#)
+                .unwrap_err()
+                .contains("session_id")
+        );
         assert!(chat_text("   ").unwrap_err().contains("empty"));
         assert!(
             chat_text(r#"{"message": 5}"#)

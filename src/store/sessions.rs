@@ -131,8 +131,7 @@ impl Store {
             self,
             "UPDATE chat_sessions SET next_seq = next_seq + $2, updated_at_ms = $3 WHERE id = $1 RETURNING next_seq",
         );
-        const INSERT: &str =
-            "INSERT INTO chat_session_messages (session_id, seq, role, content) VALUES ($1, $2, $3, $4)";
+        const INSERT: &str = "INSERT INTO chat_session_messages (session_id, seq, role, content) VALUES ($1, $2, $3, $4)";
         let trim = sql(
             self,
             "DELETE FROM chat_session_messages WHERE session_id = $1 AND seq < $2",

@@ -121,7 +121,10 @@ async fn streaming_turn_shape() {
         .send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    assert_eq!(resp.headers()["x-hermes-session-id"], "20260102_030405_0a1b2c");
+    assert_eq!(
+        resp.headers()["x-hermes-session-id"],
+        "20260102_030405_0a1b2c"
+    );
     let body = resp.text().await.unwrap();
     let frames: Vec<&str> = body.split("\n\n").filter(|f| !f.is_empty()).collect();
     assert_eq!(*frames.last().unwrap(), "data: [DONE]");

@@ -293,5 +293,8 @@ async fn the_loopback_page_uses_its_injected_token_for_api_calls_and_sockets() {
     let id = stored(4).await;
     let stored = app.state.sessions.show(&id).await.unwrap();
     let texts: Vec<&str> = stored.messages.iter().map(|m| m.content.as_str()).collect();
-    assert_eq!(texts, ["loopback hello", "loopback hello", "and again", "and again"]);
+    assert_eq!(
+        texts,
+        ["loopback hello", "loopback hello", "and again", "and again"]
+    );
 }

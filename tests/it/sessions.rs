@@ -119,12 +119,20 @@ async fn a_session_begun_by_two_turns_continues_with_only_the_new_message() {
     let second = json!({"model": "ok", "messages": [system, msg("user", "one"),
         msg("assistant", "Hello"), msg("user", "two")]});
     let (status, again, body) = chat(http, api, None, second).await;
-    assert_eq!((status, again.as_deref()), (200, Some(id.as_str())), "{body}");
+    assert_eq!(
+        (status, again.as_deref()),
+        (200, Some(id.as_str())),
+        "{body}"
+    );
     // The third names the session and sends only its new message: the upstream gets the
     // stored history (the request's instructions first).
     let third = json!({"model": "ok", "messages": [system, msg("user", "three")]});
     let (status, again, body) = chat(http, api, Some(&id), third).await;
-    assert_eq!((status, again.as_deref()), (200, Some(id.as_str())), "{body}");
+    assert_eq!(
+        (status, again.as_deref()),
+        (200, Some(id.as_str())),
+        "{body}"
+    );
     let history = |upto: &str| {
         let mut v = vec![system.clone()];
         for (i, u) in ["one", "two", "three", "four"].iter().enumerate() {
@@ -184,7 +192,8 @@ async fn invalid_ids_are_400_and_an_unknown_given_id_with_earlier_turns_is_404()
     }
     // An id the store does not hold, named by a request that carries earlier turns, or an
     // `api-` (derived) id that is not this request's own: 404.
-    let later = json!({"messages": [msg("user", "hi"), msg("assistant", "hi"), msg("user", "more")]});
+    let later =
+        json!({"messages": [msg("user", "hi"), msg("assistant", "hi"), msg("user", "more")]});
     for (unknown, body) in [
         ("api-0123456789abcdef", &later),
         ("20260101_120000_abcdef", &later),
@@ -225,14 +234,34 @@ async fn sessions_are_listed_shown_and_forgotten_on_both_listeners() {
     let clock = ManualClock::new(jiff::Timestamp::from_second(1_900_000_000).unwrap());
     let app = openai_app_at(&base, "", clock.clone()).await;
     let (http, api) = (&app.http, app.api.as_str());
-    let (_, a, _) = chat(http, api, None, json!({"model": "ok", "messages": [msg("user", "a")]})).await;
+    let (_, a, _) = chat(
+        http,
+        api,
+        None,
+        json!({"model": "ok", "messages": [msg("user", "a")]}),
+    )
+    .await;
     clock.advance(Duration::from_secs(1));
-    let (_, b, _) = chat(http, api, None, json!({"model": "ok", "messages": [msg("user", "b")]})).await;
+    let (_, b, _) = chat(
+        http,
+        api,
+        None,
+        json!({"model": "ok", "messages": [msg("user", "b")]}),
+    )
+    .await;
     let (a, b) = (a.unwrap(), b.unwrap());
     // Behind each listener's gate.
-    let r = http.get(format!("{api}/api/sessions")).send().await.unwrap();
+    let r = http
+        .get(format!("{api}/api/sessions"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = http.get(format!("{}/api/sessions", app.dash)).send().await.unwrap();
+    let r = http
+        .get(format!("{}/api/sessions", app.dash))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     for (listener, get) in [("api", true), ("dashboard", false)] {
         let fetch = async |path: &str| {
@@ -246,17 +275,34 @@ async fn sessions_are_listed_shown_and_forgotten_on_both_listeners() {
         assert_eq!(status, 200, "{listener}: {v}");
         let listed = v["sessions"].as_array().unwrap();
         assert_eq!(listed.len(), 2, "{listener}: {v}");
-        assert_eq!(listed[0]["id"], b, "{listener}: the most recently updated first");
+        assert_eq!(
+            listed[0]["id"], b,
+            "{listener}: the most recently updated first"
+        );
         assert_eq!(listed[1]["id"], a, "{listener}");
         assert_eq!(listed[0]["message_count"], 2, "{listener}");
-        assert_eq!(listed[0]["created_at"], "2030-03-17T17:46:41.000000Z", "{v}");
+        assert_eq!(
+            listed[0]["created_at"], "2030-03-17T17:46:41.000000Z",
+            "{v}"
+        );
         let (status, v) = fetch(&format!("/api/sessions/{a}")).await;
         assert_eq!(status, 200, "{listener}: {v}");
-        assert_eq!(v["messages"], json!([msg("user", "a"), msg("assistant", "Hello")]));
+        assert_eq!(
+            v["messages"],
+            json!([msg("user", "a"), msg("assistant", "Hello")])
+        );
         let (status, v) = fetch("/api/sessions/not-an-id").await;
-        assert_eq!((status, &v), (400, &json!({"error": "Invalid session ID"})), "{listener}");
+        assert_eq!(
+            (status, &v),
+            (400, &json!({"error": "Invalid session ID"})),
+            "{listener}"
+        );
         let (status, v) = fetch("/api/sessions/api-00000000000000ff").await;
-        assert_eq!((status, &v), (404, &json!({"error": "Unknown session ID"})), "{listener}");
+        assert_eq!(
+            (status, &v),
+            (404, &json!({"error": "Unknown session ID"})),
+            "{listener}"
+        );
     }
     // Forgotten on one listener, gone on both.
     let r = http
@@ -266,7 +312,10 @@ async fn sessions_are_listed_shown_and_forgotten_on_both_listeners() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"id": a, "deleted": true}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"id": a, "deleted": true})
+    );
     assert_eq!(dash_get(&app, &format!("/api/sessions/{a}")).await.0, 404);
     let r = http
         .delete(format!("{}/api/sessions/{b}", app.dash))
@@ -282,15 +331,27 @@ async fn sessions_are_listed_shown_and_forgotten_on_both_listeners() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "forgetting twice");
-    assert_eq!(api_get(&app, "/api/sessions").await.1, json!({"sessions": []}));
+    assert_eq!(
+        api_get(&app, "/api/sessions").await.1,
+        json!({"sessions": []})
+    );
     // The forgotten session's id, echoed with only a new message: 404, the history is gone.
     let again = json!({"model": "ok", "messages": [msg("user", "again")]});
     let (status, _, body) = chat(http, api, Some(&a), again).await;
     assert_eq!(status, 404, "{body}");
     // Its own first message derives it: that request begins the conversation anew.
-    let (status, _, body) = chat(http, api, Some(&a), json!({"model": "ok", "messages": [msg("user", "a")]})).await;
+    let (status, _, body) = chat(
+        http,
+        api,
+        Some(&a),
+        json!({"model": "ok", "messages": [msg("user", "a")]}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(api_get(&app, &format!("/api/sessions/{a}")).await.1["message_count"], 2);
+    assert_eq!(
+        api_get(&app, &format!("/api/sessions/{a}")).await.1["message_count"],
+        2
+    );
 }
 
 #[tokio::test]
@@ -298,12 +359,23 @@ async fn a_failed_or_interrupted_turn_appends_nothing() {
     let (base, _upstream) = fake_upstream().await;
     let app = openai_app(&base, "").await;
     let (http, api) = (&app.http, app.api.as_str());
-    let (_, id, _) = chat(http, api, None, json!({"model": "ok", "messages": [msg("user", "start")]})).await;
+    let (_, id, _) = chat(
+        http,
+        api,
+        None,
+        json!({"model": "ok", "messages": [msg("user", "start")]}),
+    )
+    .await;
     let id = id.unwrap();
-    let count = async || api_get(&app, &format!("/api/sessions/{id}")).await.1["message_count"].clone();
+    let count =
+        async || api_get(&app, &format!("/api/sessions/{id}")).await.1["message_count"].clone();
     assert_eq!(count().await, 2);
     // The upstream fails before any text (502), after some (200, incomplete), or streamed.
-    for (model, stream, status) in [("error", false, 502), ("cut", false, 200), ("cut", true, 200)] {
+    for (model, stream, status) in [
+        ("error", false, 502),
+        ("cut", false, 200),
+        ("cut", true, 200),
+    ] {
         let body = json!({"model": model, "stream": stream, "messages": [msg("user", "fails")]});
         let (got, _, text) = chat(http, api, Some(&id), body).await;
         assert_eq!(got, status, "{model} stream={stream}: {text}");
@@ -351,7 +423,13 @@ async fn sessions_keep_their_bounds() {
     let (http, api) = (&app.http, app.api.as_str());
     let turn = async |id: Option<&str>, text: &str| {
         clock.advance(Duration::from_secs(1));
-        let (status, id, body) = chat(http, api, id, json!({"model": "ok", "messages": [msg("user", text)]})).await;
+        let (status, id, body) = chat(
+            http,
+            api,
+            id,
+            json!({"model": "ok", "messages": [msg("user", text)]}),
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
         id.unwrap()
     };
@@ -363,7 +441,12 @@ async fn sessions_keep_their_bounds() {
     assert_eq!(v["message_count"], 4, "{v}");
     assert_eq!(
         v["messages"],
-        json!([msg("user", "a2"), msg("assistant", "Hello"), msg("user", "a3"), msg("assistant", "Hello")])
+        json!([
+            msg("user", "a2"),
+            msg("assistant", "Hello"),
+            msg("user", "a3"),
+            msg("assistant", "Hello")
+        ])
     );
     // Past the session bound the least recently updated session goes: b, then c arrive;
     // a was updated after b, so b goes.
@@ -389,12 +472,25 @@ async fn the_dashboard_chat_holds_and_continues_stored_sessions() {
     let (base, upstream) = fake_upstream().await;
     // The socket's turns ask for the advertised model; the upstream answers model "ok".
     let app = spawn(&agent_yaml(&base, ", model: ok"), Arc::new(SystemClock)).await;
-    let (_, begun, _) = chat(&app.http, &app.api, None, json!({"messages": [msg("user", "over the API")]})).await;
+    let (_, begun, _) = chat(
+        &app.http,
+        &app.api,
+        None,
+        json!({"messages": [msg("user", "over the API")]}),
+    )
+    .await;
     let begun = begun.unwrap();
     let query = format!("/api/ws?token={TOKEN}");
-    let mut socket = crate::dashboard::connect(&app.dash, &query, None).await.unwrap();
+    let mut socket = crate::dashboard::connect(&app.dash, &query, None)
+        .await
+        .unwrap();
     let mut say = async |frame: Value| {
-        socket.send(tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into())).await.unwrap();
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                frame.to_string().into(),
+            ))
+            .await
+            .unwrap();
         let start = crate::dashboard::next_json(&mut socket).await;
         assert_eq!(start["type"], "start", "{start}");
         loop {
@@ -414,14 +510,22 @@ async fn the_dashboard_chat_holds_and_continues_stored_sessions() {
     assert_eq!(say(json!({"message": "and more"})).await, own);
     assert_eq!(
         sent(&upstream, 2),
-        json!([msg("user", "from the page"), msg("assistant", "Hello"), msg("user", "and more")])
+        json!([
+            msg("user", "from the page"),
+            msg("assistant", "Hello"),
+            msg("user", "and more")
+        ])
     );
     // Naming the session begun over the API continues it.
     let named = say(json!({"message": "on the page now", "session_id": begun})).await;
     assert_eq!(named, begun);
     assert_eq!(
         sent(&upstream, 3),
-        json!([msg("user", "over the API"), msg("assistant", "Hello"), msg("user", "on the page now")])
+        json!([
+            msg("user", "over the API"),
+            msg("assistant", "Hello"),
+            msg("user", "on the page now")
+        ])
     );
     let (_, v) = dash_get(&app, "/api/sessions").await;
     assert_eq!(v["sessions"].as_array().unwrap().len(), 2, "{v}");
@@ -432,9 +536,8 @@ async fn the_dashboard_chat_holds_and_continues_stored_sessions() {
 async fn a_session_begun_on_one_replica_continues_on_another() {
     let db = TestDatabase::create().await;
     let (base, upstream) = fake_upstream().await;
-    let yaml = format!(
-        "agent: {{backend: openai, openai: {{base_url: {base:?}, api_key_env: UP_KEY}}}}"
-    );
+    let yaml =
+        format!("agent: {{backend: openai, openai: {{base_url: {base:?}, api_key_env: UP_KEY}}}}");
     let env = [
         ("HERMES_DATABASE_URL", db.url()),
         ("UP_KEY", "sk-upstream"),
@@ -452,10 +555,18 @@ async fn a_session_begun_on_one_replica_continues_on_another() {
     let id = id.unwrap();
     let next = json!({"model": "ok", "stream": true, "messages": [msg("user", "continued on b")]});
     let (status, again, body) = chat(&http, &b.api, Some(&id), next).await;
-    assert_eq!((status, again.as_deref()), (200, Some(id.as_str())), "{body}");
+    assert_eq!(
+        (status, again.as_deref()),
+        (200, Some(id.as_str())),
+        "{body}"
+    );
     assert_eq!(
         sent(&upstream, 1),
-        json!([msg("user", "begun on a"), msg("assistant", "Hello"), msg("user", "continued on b")])
+        json!([
+            msg("user", "begun on a"),
+            msg("assistant", "Hello"),
+            msg("user", "continued on b")
+        ])
     );
     // Both replicas show the one session.
     for p in [&a, &b] {
@@ -507,7 +618,12 @@ async fn the_official_python_client_continues_a_session_with_only_the_new_messag
     let out = crate::compat::run_client(
         "python openai sessions",
         "python3",
-        vec!["-c".into(), PYTHON_SCRIPT.into(), app.api.clone(), KEY.into()],
+        vec![
+            "-c".into(),
+            PYTHON_SCRIPT.into(),
+            app.api.clone(),
+            KEY.into(),
+        ],
         None,
     )
     .await;
@@ -520,7 +636,13 @@ async fn the_official_python_client_continues_a_session_with_only_the_new_messag
     );
     assert_eq!(
         sent(&upstream, 2),
-        json!([ada, hello, msg("user", "what is my name?"), hello, msg("user", "and again?")])
+        json!([
+            ada,
+            hello,
+            msg("user", "what is my name?"),
+            hello,
+            msg("user", "and again?")
+        ])
     );
 }
 
@@ -535,7 +657,9 @@ async fn the_store_appends_trims_and_evicts_on_both_backends() {
     let db = TestDatabase::create().await;
     let clock = SystemClock;
     let stores = [
-        Store::sqlite(&dir.path().join("state.db"), &clock).await.unwrap(),
+        Store::sqlite(&dir.path().join("state.db"), &clock)
+            .await
+            .unwrap(),
         Store::postgres(db.url(), &clock).await.unwrap(),
     ];
     let m = |role: &str, content: &str| Message {
@@ -546,36 +670,135 @@ async fn the_store_appends_trims_and_evicts_on_both_backends() {
     for store in stores {
         let kind = store.kind();
         let append = async |id: &str, seed: &[Message], messages: &[Message], now| {
-            let turn = ChatAppend { id, seed, messages, max_messages: 3 };
+            let turn = ChatAppend {
+                id,
+                seed,
+                messages,
+                max_messages: 3,
+            };
             store.append_chat_turn(turn, now).await.unwrap()
         };
         let seed = [m("user", "u0"), m("assistant", "a0")];
-        assert!(append("api-000000000000000a", &seed, &[m("user", "u1"), m("assistant", "a1")], at(1)).await, "{kind}");
-        let stored = store.chat_session("api-000000000000000a").await.unwrap().unwrap();
+        assert!(
+            append(
+                "api-000000000000000a",
+                &seed[..],
+                &[m("user", "u1"), m("assistant", "a1")][..],
+                at(1)
+            )
+            .await,
+            "{kind}"
+        );
+        let stored = store
+            .chat_session("api-000000000000000a")
+            .await
+            .unwrap()
+            .unwrap();
         let contents: Vec<&str> = stored.messages.iter().map(|m| m.content.as_str()).collect();
-        assert_eq!(contents, ["a0", "u1", "a1"], "{kind}: the newest 3 of seed and turn");
+        assert_eq!(
+            contents,
+            ["a0", "u1", "a1"],
+            "{kind}: the newest 3 of seed and turn"
+        );
         assert_eq!(stored.session.message_count, 3, "{kind}");
         assert_eq!(stored.session.created_at, at(1), "{kind}");
         // An existing session takes only the turn, never the seed again.
-        assert!(!append("api-000000000000000a", &seed, &[m("user", "u2")], at(2)).await, "{kind}");
-        let stored = store.chat_session("api-000000000000000a").await.unwrap().unwrap();
+        assert!(
+            !append(
+                "api-000000000000000a",
+                &seed[..],
+                &[m("user", "u2")][..],
+                at(2)
+            )
+            .await,
+            "{kind}"
+        );
+        let stored = store
+            .chat_session("api-000000000000000a")
+            .await
+            .unwrap()
+            .unwrap();
         let contents: Vec<&str> = stored.messages.iter().map(|m| m.content.as_str()).collect();
         assert_eq!(contents, ["u1", "a1", "u2"], "{kind}");
-        assert_eq!((stored.session.created_at, stored.session.updated_at), (at(1), at(2)), "{kind}");
+        assert_eq!(
+            (stored.session.created_at, stored.session.updated_at),
+            (at(1), at(2)),
+            "{kind}"
+        );
         // Eviction: b, then c, then a touched; keeping 2 drops b.
-        append("api-000000000000000b", &[], &[m("user", "b")], at(3)).await;
-        append("api-000000000000000c", &[], &[m("user", "c")], at(4)).await;
-        append("api-000000000000000a", &[], &[m("user", "u3")], at(5)).await;
+        append(
+            "api-000000000000000b",
+            &[][..],
+            &[m("user", "b")][..],
+            at(3),
+        )
+        .await;
+        append(
+            "api-000000000000000c",
+            &[][..],
+            &[m("user", "c")][..],
+            at(4),
+        )
+        .await;
+        append(
+            "api-000000000000000a",
+            &[][..],
+            &[m("user", "u3")][..],
+            at(5),
+        )
+        .await;
         assert_eq!(store.evict_chat_sessions(2).await.unwrap(), 1, "{kind}");
         assert_eq!(store.evict_chat_sessions(2).await.unwrap(), 0, "{kind}");
-        let ids: Vec<String> = store.list_chat_sessions().await.unwrap().into_iter().map(|s| s.id).collect();
-        assert_eq!(ids, ["api-000000000000000a", "api-000000000000000c"], "{kind}");
-        assert!(store.chat_session("api-000000000000000b").await.unwrap().is_none(), "{kind}");
+        let ids: Vec<String> = store
+            .list_chat_sessions()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(
+            ids,
+            ["api-000000000000000a", "api-000000000000000c"],
+            "{kind}"
+        );
+        assert!(
+            store
+                .chat_session("api-000000000000000b")
+                .await
+                .unwrap()
+                .is_none(),
+            "{kind}"
+        );
         // A delete takes the messages along: a session begun again under the id is empty.
-        assert!(store.delete_chat_session("api-000000000000000a").await.unwrap(), "{kind}");
-        assert!(!store.delete_chat_session("api-000000000000000a").await.unwrap(), "{kind}");
-        assert!(append("api-000000000000000a", &[], &[m("user", "new")], at(6)).await, "{kind}");
-        let stored = store.chat_session("api-000000000000000a").await.unwrap().unwrap();
+        assert!(
+            store
+                .delete_chat_session("api-000000000000000a")
+                .await
+                .unwrap(),
+            "{kind}"
+        );
+        assert!(
+            !store
+                .delete_chat_session("api-000000000000000a")
+                .await
+                .unwrap(),
+            "{kind}"
+        );
+        assert!(
+            append(
+                "api-000000000000000a",
+                &[][..],
+                &[m("user", "new")][..],
+                at(6)
+            )
+            .await,
+            "{kind}"
+        );
+        let stored = store
+            .chat_session("api-000000000000000a")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stored.messages, [m("user", "new")], "{kind}");
     }
 }

@@ -299,7 +299,12 @@ fn session_shapes() {
     let routes: Vec<(SessionError, u16, Option<&str>, &str)> = vec![
         (SessionError::InvalidId, 400, None, "Invalid session ID"),
         (SessionError::Unknown, 404, None, "Unknown session ID"),
-        (down(), 503, Some("5"), "the session store is unavailable; retry later"),
+        (
+            down(),
+            503,
+            Some("5"),
+            "the session store is unavailable; retry later",
+        ),
         (broken(), 500, None, "internal error"),
     ];
     for (error, status, retry_after, message) in routes {
@@ -309,21 +314,44 @@ fn session_shapes() {
     let openai = |message: &str, kind: &str, code: &str| json!({"error": {"message": message, "type": kind, "code": code}});
     let invalid = "invalid_request_error";
     let chat: Vec<(SessionError, u16, Option<&str>, Value)> = vec![
-        (SessionError::InvalidId, 400, None, openai("Invalid session ID", invalid, "invalid_session_id")),
+        (
+            SessionError::InvalidId,
+            400,
+            None,
+            openai("Invalid session ID", invalid, "invalid_session_id"),
+        ),
         (
             SessionError::NoNewMessage,
             409,
             None,
-            openai("No new user message to continue the session with", invalid, "no_new_message"),
+            openai(
+                "No new user message to continue the session with",
+                invalid,
+                "no_new_message",
+            ),
         ),
-        (SessionError::Unknown, 404, None, openai("Unknown session ID", invalid, "session_not_found")),
+        (
+            SessionError::Unknown,
+            404,
+            None,
+            openai("Unknown session ID", invalid, "session_not_found"),
+        ),
         (
             down(),
             503,
             Some("5"),
-            openai("the session store is unavailable; retry later", "server_error", "store_unavailable"),
+            openai(
+                "the session store is unavailable; retry later",
+                "server_error",
+                "store_unavailable",
+            ),
         ),
-        (broken(), 500, None, openai("internal error", "server_error", "internal_error")),
+        (
+            broken(),
+            500,
+            None,
+            openai("internal error", "server_error", "internal_error"),
+        ),
     ];
     for (error, status, retry_after, body) in chat {
         check(ApiError::chat_session(error), status, retry_after, body);
