@@ -127,19 +127,18 @@ impl Store {
             "INSERT INTO chat_sessions (id, created_at_ms, updated_at_ms, next_seq, message_count) \
              VALUES ($1, $2, $2, 0, 0) ON CONFLICT (id) DO NOTHING",
         );
+        // The session's row lock, its positions and its count (messages are only appended
+        // and the oldest trimmed, so the count is the bound at most).
         let advance = sql(
             self,
-            "UPDATE chat_sessions SET next_seq = next_seq + $2, updated_at_ms = $3 WHERE id = $1 RETURNING next_seq",
+            "UPDATE chat_sessions SET next_seq = next_seq + $2, updated_at_ms = $3, \
+             message_count = CASE WHEN message_count + $2 > $4 THEN $4 ELSE message_count + $2 END \
+             WHERE id = $1 RETURNING next_seq",
         );
         const INSERT: &str = "INSERT INTO chat_session_messages (session_id, seq, role, content) VALUES ($1, $2, $3, $4)";
         let trim = sql(
             self,
             "DELETE FROM chat_session_messages WHERE session_id = $1 AND seq < $2",
-        );
-        let recount = sql(
-            self,
-            "UPDATE chat_sessions SET message_count = \
-             (SELECT COUNT(*) FROM chat_session_messages WHERE session_id = $1) WHERE id = $1",
         );
         let now = now.as_millisecond();
         let max = i64::try_from(turn.max_messages).unwrap_or(i64::MAX);
@@ -149,12 +148,15 @@ impl Store {
             let seed: &[Message] = if created { turn.seed } else { &[] };
             let written: Vec<&Message> = seed.iter().chain(turn.messages).collect();
             let n = i64::try_from(written.len()).unwrap_or(i64::MAX);
-            let end: i64 = sqlx::query_scalar(advance).bind(turn.id).bind(n).bind(now).fetch_one(&mut *tx).await?;
+            let end: i64 = sqlx::query_scalar(advance)
+                .bind(turn.id).bind(n).bind(now).bind(max)
+                .fetch_one(&mut *tx).await?;
             for (seq, m) in (end - n..).zip(&written) {
                 sqlx::query(sql(self, INSERT)).bind(turn.id).bind(seq).bind(&m.role).bind(&m.content).execute(&mut *tx).await?;
             }
-            sqlx::query(trim).bind(turn.id).bind(end.saturating_sub(max)).execute(&mut *tx).await?;
-            sqlx::query(recount).bind(turn.id).execute(&mut *tx).await?;
+            if end > max {
+                sqlx::query(trim).bind(turn.id).bind(end - max).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             Ok(created)
         })
