@@ -190,10 +190,13 @@ async function loadConversation() {
   }
 }
 
+// A new socket begins a new session (a socket keeps the last one it was told of).
 function newConversation() {
   sessionId = null;
   sessionStorage.removeItem(SESSION_KEY);
   $('messages').replaceChildren();
+  if (chat) chat.close();
+  chat = null;
 }
 
 // ---- start --------------------------------------------------------------------------
