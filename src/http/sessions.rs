@@ -98,7 +98,7 @@ pub struct SessionDeleted {
 }
 
 /// Every stored chat session.
-#[utoipa::path(get, path = "/api/sessions", tag = "sessions",
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions", operation_id = "list_sessions",
     responses((status = 200, description = "the sessions, the most recently updated first", body = SessionList),
               (status = 503, description = "the session store is unavailable; Retry-After", body = super::schemas::SessionsError)))]
 pub async fn list(State(s): State<AppState>) -> Result<Json<SessionList>, ApiError> {
@@ -109,7 +109,7 @@ pub async fn list(State(s): State<AppState>) -> Result<Json<SessionList>, ApiErr
 }
 
 /// One stored chat session with its messages.
-#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions",
+#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", operation_id = "show_session",
     params(("id" = String, Path, description = "the session id", pattern = "^(api-[0-9a-f]{16}|[0-9]{8}_[0-9]{6}_[0-9a-f]{6})$")),
     responses((status = 200, description = "the session and its messages, oldest first", body = SessionDetail),
               (status = 400, description = "Invalid session ID: neither `api-` and 16 hex digits nor `YYYYMMDD_HHMMSS_` and 6 hex digits", body = super::schemas::SessionsError),
@@ -123,7 +123,7 @@ pub async fn show(
 }
 
 /// Forgets a stored chat session and its messages.
-#[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions",
+#[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions", operation_id = "forget_session",
     params(("id" = String, Path, description = "the session id", pattern = "^(api-[0-9a-f]{16}|[0-9]{8}_[0-9]{6}_[0-9a-f]{6})$")),
     responses((status = 200, description = "forgotten", body = SessionDeleted),
               (status = 400, description = "Invalid session ID: neither `api-` and 16 hex digits nor `YYYYMMDD_HHMMSS_` and 6 hex digits", body = super::schemas::SessionsError),
