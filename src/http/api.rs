@@ -231,7 +231,6 @@ pub async fn capabilities(
             "job": endpoint("GET", "/api/jobs/{id}"),
             "cron_fire": endpoint("POST", "/api/cron/fire"),
             "sessions": endpoint("GET", "/api/sessions"),
-            "session": endpoint("GET", "/api/sessions/{id}"),
         },
     })))
 }

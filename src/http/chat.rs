@@ -81,23 +81,21 @@ fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
     })
 }
 
-/// The client's `X-Hermes-Session-Id`, if it sent one (blank counts as none, as in Hermes);
-/// a value that is not text is an invalid id.
+/// The client's `X-Hermes-Session-Id`, if it sent one: an empty value (whitespace around a
+/// value never reaches us) counts as none, as in Hermes; a value that is not text is an
+/// invalid id.
 fn given_session(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
-    match headers.get(SESSION_HEADER) {
-        None => Ok(None),
-        Some(v) => match v.to_str().map(str::trim) {
-            Ok("") => Ok(None),
-            Ok(id) => Ok(Some(id)),
-            Err(_) => Err(ApiError::chat_session(SessionError::InvalidId)),
-        },
+    match headers.get(SESSION_HEADER).map(HeaderValue::to_str) {
+        None | Some(Ok("")) => Ok(None),
+        Some(Ok(id)) => Ok(Some(id)),
+        Some(Err(_)) => Err(ApiError::chat_session(SessionError::InvalidId)),
     }
 }
 
 /// One chat turn through the gate and the backend, streamed (SSE) or not.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "api", request_body = ChatCompletionRequest,
     params(
-        ("X-Hermes-Session-Id" = Option<String>, Header, pattern = "^(api-[0-9a-f]{16}|[0-9]{8}_[0-9]{6}_[0-9a-f]{6})$", description = "the conversation's stored session: when stored, its history replaces the request's earlier messages (send only the new message); when not stored, a request without an assistant message begins it (an `api-` id only if it is the request's own derived one), else it is a 404. Absent: derived from the conversation's start. Answered in the same header"),
+        ("X-Hermes-Session-Id" = Option<String>, Header, nullable = false, pattern = "^(api-[0-9a-f]{16}|[0-9]{8}_[0-9]{6}_[0-9a-f]{6})$", description = "the conversation's stored session (empty: none): when stored, its history replaces the request's earlier messages (send only the new message); when not stored, a request without an assistant message begins it (an `api-` id only if it is the request's own derived one), else it is a 404. Absent: derived from the conversation's start. Answered in the same header"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~ ]{1,255}$", description = "non-streaming only: a retry with the same key and body gets the first answer without a second turn"),
     ),
     responses(
