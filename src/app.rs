@@ -101,6 +101,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
 
     let store = crate::store::Store::open(&config, &*clock).await?;
     let turns = Turns::new(gate.clone(), backend);
+    let sessions = sessions(&config, &store, &clock, &metrics);
     let cron = Arc::new(crate::cron::CronService::new(
         store.clone(),
         turns.clone(),
@@ -134,6 +135,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         runs,
         cron,
         fires,
+        sessions,
         config: Arc::new(config),
         clock,
         gate,
@@ -145,6 +147,20 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         events,
         shutdown: Shutdown::default(),
     })
+}
+
+/// The stored chat sessions, bounded as configured.
+fn sessions(
+    config: &Config,
+    store: &crate::store::Store,
+    clock: &SharedClock,
+    metrics: &Arc<Metrics>,
+) -> crate::sessions::Sessions {
+    let limits = crate::sessions::Limits {
+        sessions: config.api_server.max_stored_sessions,
+        messages: config.api_server.max_session_messages,
+    };
+    crate::sessions::Sessions::new(store.clone(), clock.clone(), metrics.clone(), limits)
 }
 
 /// What `/api/status` reports about this process beyond the gate's state.

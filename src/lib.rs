@@ -14,6 +14,8 @@
 //! - [`http`]: routers, DTOs and error mapping for the API server and the dashboard.
 //! - [`runs`]: asynchronous runs (`POST /v1/runs`): turns that outlive their client,
 //!   their events in memory and in the store, stop and the in-flight cap.
+//! - [`sessions`]: stored chat sessions (SPEC §11): which session a chat request belongs
+//!   to, the history its turn runs on, each completed turn recorded, both bounds kept.
 //! - [`turn`]: the one turn driver every source of turns adapts (admission, backend
 //!   stream, outcome, in-flight count).
 //! - [`state`]: [`state::AppState`], what handlers and background tasks share.
@@ -51,6 +53,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod procfs;
 pub mod runs;
+pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod turn;

@@ -54,6 +54,12 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SessionLabels {
+    route: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -78,6 +84,7 @@ pub struct Metrics {
     /// The last hour of turns, fires and in-flight levels, per minute.
     history: History,
     api_requests: Family<RouteLabels, Counter>,
+    sessions: Family<SessionLabels, Counter>,
 }
 
 /// The live values scraped into gauges.
@@ -116,6 +123,7 @@ impl Metrics {
         let cron_fires = Family::<OutcomeLabels, Counter>::default();
         let account_calls = Family::<OutcomeLabels, Counter>::default();
         let api_requests = Family::<RouteLabels, Counter>::default();
+        let sessions = Family::<SessionLabels, Counter>::default();
         registry.register("turns", "Agent turns by how they ended", turns.clone());
         registry.register(
             "turns_in_flight",
@@ -157,6 +165,11 @@ impl Metrics {
             "API-server answers by route template and outcome (ok, bad_request, unauthorized, forbidden, not_found, conflict, too_large, rate_limited, unavailable, error)",
             api_requests.clone(),
         );
+        registry.register(
+            "session_requests",
+            "Stored chat sessions by route (chat, record, list, show, delete) and outcome",
+            sessions.clone(),
+        );
         // Pre-create the common series so dashboards see zeros, not gaps.
         for outcome in ["completed", "failed", "interrupted", "refused"] {
             let _ = turns.get_or_create(&OutcomeLabels { outcome });
@@ -173,6 +186,7 @@ impl Metrics {
             account_calls,
             history: History::new(clock),
             api_requests,
+            sessions,
         }
     }
 
@@ -234,6 +248,14 @@ impl Metrics {
                 route: route.to_owned(),
                 outcome,
             })
+            .inc();
+    }
+
+    /// Counts one stored-session decision by route and outcome, e.g. `("chat",
+    /// "continued")`, `("record", "appended")`, `("show", "unknown")`.
+    pub fn session_request(&self, route: &'static str, outcome: &'static str) {
+        self.sessions
+            .get_or_create(&SessionLabels { route, outcome })
             .inc();
     }
 

@@ -19,6 +19,7 @@ use crate::events::Events;
 use crate::lifecycle::{DrainControl, RuntimeInfo, TurnGate};
 use crate::metrics::Metrics;
 use crate::runs::Runs;
+use crate::sessions::Sessions;
 use crate::turn::Turns;
 
 /// Everything request handlers and background tasks share.
@@ -44,6 +45,8 @@ pub struct AppState {
     pub fires: Arc<Fires>,
     /// Asynchronous runs (`/v1/runs`): started, read, stopped; settled at shutdown.
     pub runs: Arc<Runs>,
+    /// Stored chat sessions: the history of a chat completion's session, `/api/sessions`.
+    pub sessions: Sessions,
     /// Live audit and cron-run events for `/api/events`.
     pub events: Events,
     pub shutdown: Shutdown,

@@ -20,6 +20,8 @@ impl Reader {
                 "key",
                 "cors_origins",
                 "model_name",
+                "max_stored_sessions",
+                "max_session_messages",
             ],
         );
         self.no_secret_in_file(&s, "key", "API_SERVER_KEY");
@@ -29,6 +31,8 @@ impl Reader {
             port: self.uint(&s, "port", 8642, 0, 65535) as u16,
             cors_origins: self.strings(&s, "cors_origins"),
             model_name: self.string(&s, "model_name", "hermes-agent"),
+            max_stored_sessions: self.uint(&s, "max_stored_sessions", 10_000, 1, 1_000_000),
+            max_session_messages: self.uint(&s, "max_session_messages", 200, 2, 100_000),
         }
     }
 

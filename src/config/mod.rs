@@ -166,6 +166,10 @@ pub struct ApiServerConfig {
     pub port: u16,
     pub cors_origins: Vec<String>,
     pub model_name: String,
+    /// Most chat sessions stored (SPEC §11); past it the least recently updated go.
+    pub max_stored_sessions: u64,
+    /// Most messages one stored chat session keeps; past it its oldest go.
+    pub max_session_messages: u64,
 }
 
 /// How both listeners treat their connections (an extension, SPEC §10): slow or idle

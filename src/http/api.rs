@@ -1,5 +1,7 @@
 //! The API server's router and its small routes: health, readiness, models and
 //! capabilities (chat completions are `chat`'s, runs `runs`', the key check `api_key`'s).
+//! capabilities (chat completions are `chat`'s, the key check `api_key`'s, stored sessions
+//! `sessions`').
 
 use std::sync::Arc;
 
@@ -41,6 +43,12 @@ pub fn router(state: AppState, docs: Router<AppState>) -> Router {
             )),
         )
         .merge(super::runs::routes(&state))
+        .merge(
+            super::sessions::routes().route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                super::api_key::require,
+            )),
+        )
         // Unknown routes and methods answer in the OpenAI shape, never with an empty body
         // (set after every route, so it covers them all).
         .fallback(no_route)
@@ -232,6 +240,7 @@ pub async fn capabilities(
             "run": endpoint("GET", "/v1/runs/{id}"),
             "run_events": endpoint("GET", "/v1/runs/{id}/events"),
             "run_stop": endpoint("POST", "/v1/runs/{id}/stop"),
+            "sessions": endpoint("GET", "/api/sessions"),
         },
     })))
 }

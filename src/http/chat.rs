@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions`: the OpenAI-compatible chat turn, streamed (SSE, with the
-//! optional `include_usage` chunk) or collected, with derived session ids and
-//! `Idempotency-Key`. The turn itself is `turn`'s; this maps its steps to the wire.
+//! optional `include_usage` chunk) or collected, in its stored session (given in
+//! `X-Hermes-Session-Id` or derived; `sessions` decides the history and records the turn),
+//! with `Idempotency-Key`. The turn itself is `turn`'s; this maps its steps to the wire.
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use utoipa::ToSchema;
 use super::idempotency::Idempotency;
 use super::{ApiError, BODY_LIMIT};
 use crate::agent::{Message, TurnRequest, Usage};
+use crate::sessions::{RecordedTurn, Recording, SessionError};
 use crate::state::AppState;
 use crate::turn::{End, Step};
 
@@ -79,42 +81,21 @@ fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
     })
 }
 
-/// The conversation's session id: the client's `X-Hermes-Session-Id`, else one derived from
-/// the conversation's start (its system messages and first user message), so a client
-/// resending a growing conversation keeps one session without sending an id.
-fn session_id(headers: &HeaderMap, messages: &[Message]) -> Result<String, ApiError> {
-    if let Some(v) = headers.get(SESSION_HEADER) {
-        let v = v.to_str().map(str::trim).unwrap_or_default();
-        if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ApiError::invalid_request(
-                "X-Hermes-Session-Id must be 1 to 128 visible ASCII characters",
-                Some("invalid_session_id"),
-            ));
-        }
-        return Ok(v.to_owned());
+/// The client's `X-Hermes-Session-Id`, if it sent one: an empty value (whitespace around a
+/// value never reaches us) counts as none, as in Hermes; a value that is not text is an
+/// invalid id.
+fn given_session(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    match headers.get(SESSION_HEADER).map(HeaderValue::to_str) {
+        None | Some(Ok("")) => Ok(None),
+        Some(Ok(id)) => Ok(Some(id)),
+        Some(Err(_)) => Err(ApiError::chat_session(SessionError::InvalidId)),
     }
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    let start = messages
-        .iter()
-        .filter(|m| m.role == "system" || m.role == "developer")
-        .chain(messages.iter().find(|m| m.role == "user"));
-    for m in start {
-        for part in [m.role.as_bytes(), b"\0", m.content.as_bytes(), b"\0"] {
-            ctx.update(part);
-        }
-    }
-    let digest = ctx.finish();
-    let hex: String = digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok(format!("api-{hex}"))
 }
 
 /// One chat turn through the gate and the backend, streamed (SSE) or not.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "api", request_body = ChatCompletionRequest,
     params(
-        ("X-Hermes-Session-Id" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "the conversation's session id (1 to 128 visible ASCII characters); derived from the conversation's start when absent, and answered in the same header"),
+        ("X-Hermes-Session-Id" = Option<String>, Header, nullable = false, pattern = "^(api-[0-9a-f]{16}|[0-9]{8}_[0-9]{6}_[0-9a-f]{6})$", description = "the conversation's stored session (empty: none): when stored, its history replaces the request's earlier messages (send only the new message); when not stored, a request without an assistant message begins it (an `api-` id only if it is the request's own derived one), else it is a 404. Absent: derived from the conversation's start. Answered in the same header"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~ ]{1,255}$", description = "non-streaming only: a retry with the same key and body gets the first answer without a second turn"),
     ),
     responses(
@@ -124,11 +105,13 @@ fn session_id(headers: &HeaderMap, messages: &[Message]) -> Result<String, ApiEr
                 (super::schemas::ChatCompletion = "application/json"),
                 (super::schemas::SseEvent = "text/event-stream"),
             )),
-        (status = 400, description = "invalid request: the message names the field; `param` the message or part, `code` the kind", body = super::schemas::ChatRequestError),
+        (status = 400, description = "invalid request: the message names the field; `param` the message or part, `code` the kind (`invalid_session_id`: `Invalid session ID`)", body = super::schemas::ChatRequestError),
+        (status = 404, description = "session_not_found: `Unknown session ID`, a given session that is not stored, named by a request that carries earlier turns or with an `api-` id it does not derive", body = super::schemas::OpenAiError),
+        (status = 409, description = "no_new_message: a stored session is named but the request has no user message after its last assistant message", body = super::schemas::OpenAiError),
         (status = 413, description = "body over 10 MB", body = super::schemas::OpenAiError),
         (status = 422, description = "Idempotency-Key reused with a different body", body = super::schemas::OpenAiError),
         (status = 502, description = "the backend failed before producing any text", body = super::schemas::OpenAiError),
-        (status = 503, description = "gateway_draining (or starting, or the turn was cut by shutdown), with Retry-After",
+        (status = 503, description = "gateway_draining (or starting, or the turn was cut by shutdown), or store_unavailable (a given session cannot be read), with Retry-After",
             headers(("Retry-After" = u64, description = "seconds")), body = super::schemas::OpenAiError),
     ))]
 pub async fn chat_completions(
@@ -148,11 +131,17 @@ pub async fn chat_completions(
         .model
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| s.config.api_server.model_name.clone());
-    let session = session_id(&headers, &req.messages)?;
+    let opened = s
+        .sessions
+        .open(given_session(&headers)?, req.messages)
+        .await
+        .map_err(ApiError::chat_session)?;
+    let session = opened.id.clone();
     let turn = Turn {
         model,
-        messages: req.messages,
-        session: session.clone(),
+        messages: opened.messages,
+        session: opened.id,
+        recording: opened.recording,
         include_usage: req.include_usage,
     };
     let idempotency_key = match headers.get(IDEMPOTENCY_HEADER) {
@@ -177,6 +166,8 @@ struct Turn {
     model: String,
     messages: Vec<Message>,
     session: String,
+    /// Appends the turn to its session when it completes.
+    recording: Recording,
     /// `stream_options.include_usage`: end the stream with a usage chunk.
     include_usage: bool,
 }
@@ -184,7 +175,7 @@ struct Turn {
 /// A turn started on the backend, with what its answer reports.
 struct Started {
     meta: ChunkMeta,
-    running: crate::turn::Turn,
+    running: RecordedTurn,
     prompt_tokens: u64,
 }
 
@@ -197,12 +188,12 @@ fn start(s: &AppState, turn: Turn) -> Result<Started, ApiError> {
         model: turn.model.clone(),
     };
     let prompt_tokens = turn.messages.iter().map(|m| count_tokens(&m.content)).sum();
-    let running = admission.start(TurnRequest {
+    let running = turn.recording.around(admission.start(TurnRequest {
         messages: turn.messages,
         model: turn.model,
         session_id: turn.session,
         turn_id: meta.id.clone(),
-    });
+    }));
     Ok(Started {
         meta,
         running,
@@ -240,7 +231,7 @@ struct ChunkMeta {
 
 async fn complete(
     meta: ChunkMeta,
-    running: crate::turn::Turn,
+    running: RecordedTurn,
     prompt_tokens: u64,
 ) -> Result<Value, ApiError> {
     let done = running.collect().await;
@@ -323,7 +314,7 @@ impl StreamUsage {
 struct SseTurn {
     meta: ChunkMeta,
     /// `None` once the last frame was produced.
-    running: Option<crate::turn::Turn>,
+    running: Option<RecordedTurn>,
     sent_role: bool,
     sent_text: bool,
     usage: Option<StreamUsage>,
@@ -331,12 +322,9 @@ struct SseTurn {
 
 /// Streams the turn as SSE. The turn lives in the stream: it ends when the last frame is
 /// produced, or (counted as interrupted) when the client goes away and the body is dropped.
+/// A completed turn is recorded in its session before its last frame.
 /// With `usage`, a completed stream sends a usage chunk before `[DONE]`.
-fn stream_response(
-    meta: ChunkMeta,
-    running: crate::turn::Turn,
-    usage: Option<StreamUsage>,
-) -> Response {
+fn stream_response(meta: ChunkMeta, running: RecordedTurn, usage: Option<StreamUsage>) -> Response {
     let state = SseTurn {
         meta,
         running: Some(running),

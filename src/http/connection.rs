@@ -15,7 +15,7 @@ use crate::state::AppState;
 /// Optional features the page may use, by name. A slice that adds one names it here:
 /// `chat_sessions` would mean the chat socket takes a `session_id` and continues that
 /// stored conversation (the page sends it only when advertised).
-const FEATURES: &[&str] = &["history", "job_preview"];
+const FEATURES: &[&str] = &["history", "job_preview", "chat_sessions"];
 
 /// Where and how a client talks to this gateway.
 #[derive(Serialize, ToSchema)]

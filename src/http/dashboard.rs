@@ -53,6 +53,7 @@ pub fn router(state: AppState, docs: Router<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(docs)
         .merge(super::jobs::routes())
+        .merge(super::sessions::routes())
         .merge(super::fire::routes())
         .merge(super::session::routes())
         .merge(super::ws::routes())

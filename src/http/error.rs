@@ -4,8 +4,9 @@
 //! Three families: OpenAI-style `{"error":{"message","type","code"}}` on the API server
 //! (and the last frame of a stream that failed, [`incomplete_stream`]); the dashboard's
 //! `{"error","detail",...}`; and `{"error": message}` of the job API and the fire route
-//! (SPEC §7, §8). The domain's errors (`CronError`, `FireRefusal`, `Refusal`,
-//! `InputError`) become an [`ApiError`] here and nowhere else. 5xx bodies never carry
+//! (SPEC §7, §8), which `/api/sessions` shares. The domain's errors (`CronError`,
+//! `FireRefusal`, `Refusal`, `InputError`, `SessionError`) become an [`ApiError`] here and
+//! nowhere else. 5xx bodies never carry
 //! internal text; the detail is logged instead.
 
 use axum::Json;
@@ -17,6 +18,7 @@ use crate::agent::input::InputError;
 use crate::chronos::FireRefusal;
 use crate::cron::CronError;
 use crate::lifecycle::Refusal;
+use crate::sessions::SessionError;
 use crate::store::StoreError;
 
 /// Seconds a refused client is told to wait before retrying.
@@ -214,6 +216,55 @@ impl ApiError {
         }
     }
 
+    /// A chat request's session refused (OpenAI shape): 400 `Invalid session ID`, 404
+    /// `Unknown session ID`, 409 when a stored session is named without a new user message
+    /// (the request is valid alone; the session's state makes it one with nothing to
+    /// answer), a store outage 503 with `Retry-After`.
+    pub fn chat_session(e: SessionError) -> Self {
+        let openai = |status, message: String, kind, code, retry_after| Self::OpenAi {
+            status,
+            message,
+            kind,
+            code: Some(code),
+            retry_after,
+        };
+        let message = e.to_string();
+        match e {
+            SessionError::InvalidId => openai(
+                StatusCode::BAD_REQUEST,
+                message,
+                "invalid_request_error",
+                "invalid_session_id",
+                false,
+            ),
+            SessionError::NoNewMessage => openai(
+                StatusCode::CONFLICT,
+                message,
+                "invalid_request_error",
+                "no_new_message",
+                false,
+            ),
+            SessionError::Unknown => openai(
+                StatusCode::NOT_FOUND,
+                message,
+                "invalid_request_error",
+                "session_not_found",
+                false,
+            ),
+            SessionError::Store(e) => {
+                tracing::error!(error = %e, "session store error");
+                let (status, text) = store_failure(&e, "the session store");
+                let down = status == StatusCode::SERVICE_UNAVAILABLE;
+                let code = if down {
+                    "store_unavailable"
+                } else {
+                    "internal_error"
+                };
+                openai(status, text, "server_error", code, down)
+            }
+        }
+    }
+
     fn jobs(status: StatusCode, message: impl Into<String>) -> Self {
         Self::Jobs {
             status,
@@ -337,6 +388,37 @@ impl From<CronError> for ApiError {
             CronError::Store(e) => {
                 tracing::error!(error = %e, "job store error");
                 Self::jobs(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
+    }
+}
+
+/// The 5xx of a store failure: an outage is a 503 to retry, anything else a 500; the
+/// texts are fixed (`what` names the store), never the internal detail.
+fn store_failure(e: &StoreError, what: &str) -> (StatusCode, String) {
+    match e {
+        StoreError::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{what} is unavailable; retry later"),
+        ),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()),
+    }
+}
+
+/// A refused `/api/sessions` request, in the job API's `{"error": message}` shape (the
+/// route family both listeners share): 400 `Invalid session ID`, 404 `Unknown session ID`,
+/// a store outage 503 with `Retry-After`.
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        let message = e.to_string();
+        match e {
+            SessionError::InvalidId => Self::jobs(StatusCode::BAD_REQUEST, message),
+            SessionError::Unknown => Self::jobs(StatusCode::NOT_FOUND, message),
+            SessionError::NoNewMessage => Self::jobs(StatusCode::CONFLICT, message),
+            SessionError::Store(e) => {
+                tracing::error!(error = %e, "session store error");
+                let (status, text) = store_failure(&e, "the session store");
+                Self::jobs(status, text)
             }
         }
     }

@@ -21,6 +21,7 @@ mod runs;
 mod schemas;
 mod serve;
 mod session;
+mod sessions;
 mod ws;
 
 use axum::Router;

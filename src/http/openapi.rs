@@ -17,7 +17,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response, SecurityRequirement};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, chat, connection, dashboard, fire, jobs, page, runs, schemas, session, ws};
+use super::{
+    api, chat, connection, dashboard, fire, jobs, page, runs, schemas, session, sessions, ws,
+};
 use crate::state::AppState;
 
 /// Security scheme names.
@@ -58,6 +60,9 @@ const SESSION_TOKEN: &str = "sessionToken";
         jobs::run_now,
         jobs::runs,
         jobs::preview,
+        sessions::list,
+        sessions::show,
+        sessions::forget,
     ),
     components(schemas(schemas::OpenAiError, schemas::JobsError)),
     modifiers(&ApiServerGate),
@@ -66,6 +71,7 @@ const SESSION_TOKEN: &str = "sessionToken";
         (name = "api", description = "OpenAI-compatible turns"),
         (name = "runs", description = "Asynchronous runs: turns that live on their own, followed by their events"),
         (name = "cron", description = "Cron jobs and externally fired runs"),
+        (name = "sessions", description = "Stored chat sessions"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -97,6 +103,9 @@ struct ApiServerDoc;
         jobs::run_now,
         jobs::runs,
         jobs::preview,
+        sessions::list,
+        sessions::show,
+        sessions::forget,
         session::login_page,
         session::password_login,
         session::logout,
@@ -119,6 +128,7 @@ struct ApiServerDoc;
         (name = "health", description = "Readiness"),
         (name = "dashboard", description = "Status, drain control and metrics"),
         (name = "cron", description = "Cron jobs and externally fired runs"),
+        (name = "sessions", description = "Stored chat sessions"),
         (name = "auth", description = "Sign-in and WebSocket tickets"),
         (name = "page", description = "The dashboard page and its assets"),
         (name = "meta", description = "This document"),
@@ -475,6 +485,7 @@ mod tests {
     const API: &str = include_str!("api.rs");
     const DASHBOARD: &str = include_str!("dashboard.rs");
     const JOBS: &str = include_str!("jobs.rs");
+    const SESSIONS: &str = include_str!("sessions.rs");
     const FIRE: &str = include_str!("fire.rs");
     const RUNS: &str = include_str!("runs.rs");
     const SESSION: &str = include_str!("session.rs");
@@ -490,27 +501,38 @@ mod tests {
 
     #[test]
     fn every_route_of_each_listener_is_documented_and_nothing_else() {
-        // The API server router merges fire and jobs; the dashboard's merges jobs, fire,
-        // session, ws and page (see `api::router` and `dashboard::router`).
+        // The API server router merges fire, jobs and sessions; the dashboard's merges jobs,
+        // sessions, fire, session, ws and page (see `api::router` and `dashboard::router`).
         assert!(
-            API.contains(".merge(super::fire::routes())") && API.contains("super::jobs::routes()")
+            API.contains(".merge(super::fire::routes())")
+                && API.contains("super::jobs::routes()")
+                && API.contains("super::sessions::routes()")
         );
         assert!(API.contains(".merge(docs)") && DASHBOARD.contains(".merge(docs)"));
         assert!(API.contains(".merge(super::runs::routes(&state))"));
-        for m in ["jobs", "fire", "session", "ws", "page"] {
+        for m in ["jobs", "sessions", "fire", "session", "ws", "page"] {
             assert!(
                 DASHBOARD.contains(&format!(".merge(super::{m}::routes())")),
                 "{m}"
             );
         }
-        let api: BTreeSet<_> = [API, FIRE, JOBS, RUNS, docs_routes()]
+        let api: BTreeSet<_> = [API, FIRE, JOBS, SESSIONS, RUNS, docs_routes()]
             .iter()
             .flat_map(|s| routes_in(s))
             .collect();
-        let dash: BTreeSet<_> = [DASHBOARD, JOBS, FIRE, SESSION, WS, PAGE, docs_routes()]
-            .iter()
-            .flat_map(|s| routes_in(s))
-            .collect();
+        let dash: BTreeSet<_> = [
+            DASHBOARD,
+            JOBS,
+            SESSIONS,
+            FIRE,
+            SESSION,
+            WS,
+            PAGE,
+            docs_routes(),
+        ]
+        .iter()
+        .flat_map(|s| routes_in(s))
+        .collect();
         assert!(
             api.contains(&("POST".into(), "/v1/chat/completions".into())),
             "{api:?}"

@@ -104,6 +104,13 @@ pub struct JobsError {
     pub error: String,
 }
 
+/// A refused `/api/sessions` request, in the job API's shape: `{"error": message}`.
+#[derive(ToSchema)]
+pub struct SessionsError {
+    /// `Invalid session ID`, `Unknown session ID`, or why the store cannot answer.
+    pub error: String,
+}
+
 /// A job on the wire (compat field names).
 #[derive(ToSchema)]
 pub struct Job {

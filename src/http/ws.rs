@@ -1,5 +1,7 @@
 //! The dashboard's WebSockets (SPEC §9): `/api/events` (live status, drain changes, turns,
-//! cron runs, audit events and the last hour's history) and `/api/ws` (chat: each message is a turn through the gate).
+//! cron runs, audit events and the last hour's history) and `/api/ws` (chat: each message
+//! is a turn through the gate, in a stored session — `sessions` — that the client may name
+//! to continue it).
 //!
 //! Browsers cannot set headers on an upgrade, so these endpoints authenticate themselves:
 //! gated mode accepts only `?ticket=` (single use, 30 s, bound to a live session) and refuses
@@ -24,8 +26,9 @@ use crate::agent::{Message, TurnRequest};
 use crate::auth::access::{SocketRefusal, SocketRequest};
 use crate::auth::sessions::Session;
 use crate::lifecycle::{DrainDetail, StatusRecord};
+use crate::sessions::{RecordedTurn, SessionError};
 use crate::state::AppState;
-use crate::turn::{End, Interruption, Step, Turn};
+use crate::turn::{End, Interruption, Step};
 
 /// The WebSocket paths (the gate lets them through; they authenticate themselves).
 pub const PATHS: [&str; 2] = ["/api/events", "/api/ws"];
@@ -33,8 +36,6 @@ pub const PATHS: [&str; 2] = ["/api/events", "/api/ws"];
 const STATUS_EVERY: Duration = Duration::from_millis(100);
 /// Least time between two history messages (the charts move by the minute).
 const HISTORY_EVERY: Duration = Duration::from_secs(1);
-/// Messages of a conversation sent with each turn (the oldest are dropped).
-const MAX_HISTORY: usize = 40;
 /// Largest frame and message a client may send on either socket (SPEC §10). The frame
 /// limit is checked on the frame's header, before its payload is buffered.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -223,7 +224,7 @@ async fn events_socket(mut socket: WebSocket, s: AppState, session: Session) {
            ("Upgrade" = String, Header, pattern = "^websocket$"),
            ("Sec-WebSocket-Version" = String, Header, pattern = "^13$"),
            ("Sec-WebSocket-Key" = String, Header, pattern = "^[A-Za-z0-9+/]{22}==$")),
-    responses((status = 101, description = "WebSocket: send {\"message\"}; receive start, delta…, done or error"),
+    responses((status = 101, description = "WebSocket: send {\"message\", \"session_id\"?} (a stored session to continue); receive start (with the session_id that holds the conversation), delta…, done or error"),
               (status = 400, description = "not a WebSocket upgrade (the Connection/Upgrade/Sec-WebSocket-* headers are missing or wrong), or a malformed query", content_type = "text/plain", body = String),
               (status = 401, description = "no valid ticket or token", body = super::schemas::DashboardError),
               (status = 403, description = "foreign Origin", body = super::schemas::DashboardError)))]
@@ -245,14 +246,22 @@ fn frame(v: Value) -> WsMessage {
     WsMessage::Text(v.to_string().into())
 }
 
-/// The text of a chat message: `{"message": "..."}` or plain text.
-fn chat_text(raw: &str) -> Result<String, String> {
-    let text = match serde_json::from_str::<Value>(raw) {
-        Ok(Value::Object(m)) => match m.get("message").or_else(|| m.get("content")) {
-            Some(Value::String(t)) => t.clone(),
-            _ => return Err(r#"expected {"message": "..."} or plain text"#.into()),
-        },
-        _ => raw.to_owned(),
+/// The text of a chat message — `{"message": "..."}` or plain text — and the stored
+/// session it names (`"session_id"`), if any.
+fn chat_text(raw: &str) -> Result<(String, Option<String>), String> {
+    let (text, session) = match serde_json::from_str::<Value>(raw) {
+        Ok(Value::Object(m)) => {
+            let session = match m.get("session_id") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(id)) => Some(id.clone()),
+                Some(_) => return Err("session_id: expected a string".into()),
+            };
+            match m.get("message").or_else(|| m.get("content")) {
+                Some(Value::String(t)) => (t.clone(), session),
+                _ => return Err(r#"expected {"message": "..."} or plain text"#.into()),
+            }
+        }
+        _ => (raw.to_owned(), None),
     };
     let text = text.trim().to_owned();
     if text.is_empty() {
@@ -263,14 +272,15 @@ fn chat_text(raw: &str) -> Result<String, String> {
             "the message is longer than {MAX_CHAT_CHARS} characters"
         ));
     }
-    Ok(text)
+    Ok((text, session))
 }
 
 /// One conversation: every message is a turn through the gate, streamed back as
-/// `start`, `delta`…, then `done` or `error`. A client that leaves cancels its turn.
+/// `start` (naming the stored session), `delta`…, then `done` or `error`. A message that
+/// names a stored session continues it from then on; else the socket's own new session
+/// holds the conversation. A client that leaves cancels its turn.
 async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
-    let session_id = format!("dash-{}", &crate::ids::random_hex128()[..16]);
-    let mut history: Vec<Message> = Vec::new();
+    let mut session_id = s.sessions.mint_id();
     let mut heartbeat = tokio::time::interval(heartbeat_every(&s));
     heartbeat.tick().await;
     while let Some(raw) = next_text(&mut socket, &s, &session, &mut heartbeat).await {
@@ -280,13 +290,19 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
             break;
         }
         let flow = match chat_text(&raw) {
-            Ok(text) => {
+            Ok((_, Some(id))) if !crate::sessions::is_session_id(&id) => {
+                let v = json!({"type": "error", "code": "invalid_session_id",
+                    "message": SessionError::InvalidId.to_string()});
+                send_or_close(&mut socket, v).await
+            }
+            Ok((text, named)) => {
+                session_id = named.unwrap_or(session_id);
                 let chat = Chat {
                     s: &s,
                     session: &session,
                     session_id: &session_id,
                 };
-                chat.answer(&mut socket, &mut history, text).await
+                chat.answer(&mut socket, text).await
             }
             Err(problem) => {
                 let v = json!({"type": "error", "code": "invalid_message", "message": problem});
@@ -341,7 +357,7 @@ async fn next_text(
     }
 }
 
-/// One dashboard chat conversation: whose it is and its turn session.
+/// One dashboard chat conversation: whose it is and its stored session.
 struct Chat<'a> {
     s: &'a AppState,
     session: &'a Session,
@@ -349,13 +365,30 @@ struct Chat<'a> {
 }
 
 impl Chat<'_> {
-    /// Answers one user message as a turn of the driver, keeping the history bounded.
-    async fn answer(
-        &self,
-        socket: &mut WebSocket,
-        history: &mut Vec<Message>,
-        text: String,
-    ) -> Flow {
+    /// Answers one user message as a turn of the driver, in the stored session (whose
+    /// history the turn runs on, and which records it when it completes).
+    async fn answer(&self, socket: &mut WebSocket, text: String) -> Flow {
+        let message = Message {
+            role: "user".into(),
+            content: text,
+        };
+        let opened = match self
+            .s
+            .sessions
+            .open(Some(self.session_id), vec![message])
+            .await
+        {
+            Ok(opened) => opened,
+            Err(e) => {
+                let code = match e {
+                    SessionError::InvalidId => "invalid_session_id",
+                    SessionError::Unknown | SessionError::NoNewMessage => "session_refused",
+                    SessionError::Store(_) => "store_unavailable",
+                };
+                let v = json!({"type": "error", "code": code, "message": e.to_string()});
+                return send_or_close(socket, v).await;
+            }
+        };
         let admission = match self.s.turns.admit(self.session_id) {
             Ok(a) => a,
             Err(refusal) => {
@@ -365,76 +398,58 @@ impl Chat<'_> {
                 return send_or_close(socket, v).await;
             }
         };
-        history.push(Message {
-            role: "user".into(),
-            content: text,
-        });
         let turn_id = format!("turn_{}", &crate::ids::random_hex128()[..16]);
-        let running = admission.start(TurnRequest {
-            messages: history.clone(),
+        let running = opened.recording.around(admission.start(TurnRequest {
+            messages: opened.messages,
             model: self.s.config.api_server.model_name.clone(),
-            session_id: self.session_id.to_owned(),
+            session_id: opened.id.clone(),
             turn_id: turn_id.clone(),
-        });
+        }));
         tracing::debug!(principal = %self.session.principal, turn = %turn_id, "dashboard chat turn");
-        let start = json!({"type": "start", "turn_id": turn_id});
+        let start = json!({"type": "start", "turn_id": turn_id, "session_id": opened.id});
         if send_or_close(socket, start).await == Flow::Close {
             return Flow::Close;
         }
-        let Some(reply) = relay(socket, running, &turn_id).await else {
-            return Flow::Close;
-        };
-        history.push(Message {
-            role: "assistant".into(),
-            content: reply,
-        });
-        if history.len() > MAX_HISTORY {
-            history.drain(..history.len() - MAX_HISTORY);
-        }
-        Flow::Continue
+        relay(socket, running, &turn_id).await
     }
 }
 
-/// Sends the turn's steps as frames until its end; the reply, or `None` when the socket
-/// must close (the client left, which drops and so cancels the turn, or the shutdown
-/// deadline cut it).
-async fn relay(socket: &mut WebSocket, mut running: Turn, turn_id: &str) -> Option<String> {
-    let mut reply = String::new();
+/// Sends the turn's steps as frames until its end; [`Flow::Close`] when the socket must
+/// close (the client left, which drops and so cancels the turn, or the shutdown deadline
+/// cut it).
+async fn relay(socket: &mut WebSocket, mut running: RecordedTurn, turn_id: &str) -> Flow {
     loop {
         let step = tokio::select! {
             step = running.next() => step,
             incoming = socket.recv() => match incoming {
-                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => return Flow::Close,
                 Some(Ok(WsMessage::Text(_))) => {
                     let v = json!({"type": "error", "code": "turn_in_progress",
                         "message": "the previous message is still being answered; send this one when it is done"});
-                    if send_or_close(socket, v).await == Flow::Close { return None; }
+                    if send_or_close(socket, v).await == Flow::Close { return Flow::Close; }
                     continue;
                 }
                 Some(Ok(_)) => continue,
             },
         };
         let (msg, done) = match step {
-            Step::Delta(t) => {
-                reply.push_str(&t);
-                (json!({"type": "delta", "text": t}), false)
-            }
+            Step::Delta(t) => (json!({"type": "delta", "text": t}), false),
             Step::End(End::Completed) => (json!({"type": "done", "turn_id": turn_id}), true),
             Step::End(End::Failed(m)) => (
                 json!({"type": "error", "code": "turn_failed", "message": m}),
                 true,
             ),
-            Step::End(End::Interrupted(Interruption::Cancelled)) => return None,
+            Step::End(End::Interrupted(Interruption::Cancelled)) => return Flow::Close,
             Step::End(End::Interrupted(Interruption::NoOutcome)) => (
                 json!({"type": "error", "code": "turn_interrupted", "message": "the turn ended without an answer"}),
                 true,
             ),
         };
         if send_or_close(socket, msg).await == Flow::Close {
-            return None;
+            return Flow::Close;
         }
         if done {
-            return Some(reply);
+            return Flow::Continue;
         }
     }
 }
@@ -445,8 +460,20 @@ mod tests {
 
     #[test]
     fn chat_messages() {
-        assert_eq!(chat_text(r#"{"message": " hi "}"#).unwrap(), "hi");
-        assert_eq!(chat_text("plain words").unwrap(), "plain words");
+        assert_eq!(
+            chat_text(r#"{"message": " hi "}"#).unwrap(),
+            ("hi".into(), None)
+        );
+        assert_eq!(chat_text("plain words").unwrap().0, "plain words");
+        assert_eq!(
+            chat_text(r#"{"message": "go on", "session_id": "api-0123456789abcdef"}"#).unwrap(),
+            ("go on".into(), Some("api-0123456789abcdef".into()))
+        );
+        assert!(
+            chat_text(r#"{"message": "x", "session_id": 5}"#)
+                .unwrap_err()
+                .contains("session_id")
+        );
         assert!(chat_text("   ").unwrap_err().contains("empty"));
         assert!(
             chat_text(r#"{"message": 5}"#)

@@ -18,6 +18,7 @@
 //!   `runs` hand it.
 //! - `fire_tokens`, `dashboard_auth`: accepted fire-token ids; sessions and tickets.
 //! - `agent_runs`: asynchronous runs (`POST /v1/runs`) and their event logs.
+//! - `sessions`: stored chat sessions (`chat_sessions`) and their bounded messages.
 
 mod agent_runs;
 mod claim;
@@ -26,6 +27,7 @@ mod fire_tokens;
 mod jobs;
 mod rows;
 mod runs;
+mod sessions;
 mod sqlite_writer;
 
 use std::path::Path;
@@ -40,6 +42,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use crate::job::{ClaimOutcome, NewRun};
 pub use agent_runs::{AgentRun, AgentRunStatus, RunEnd, RunProgress, Synced};
 pub use dashboard_auth::{Redemption, StoredSession};
+pub use sessions::{ChatAppend, ChatSession, StoredChat};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -55,6 +58,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/sqlite/0003_dashboard_auth.sql"),
     ),
+    (5, include_str!("../../migrations/sqlite/0005_sessions.sql")),
     (6, include_str!("../../migrations/sqlite/0006_runs.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -66,6 +70,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../migrations/postgres/0003_dashboard_auth.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_sessions.sql"),
     ),
     (6, include_str!("../../migrations/postgres/0006_runs.sql")),
 ];

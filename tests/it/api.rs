@@ -116,12 +116,15 @@ async fn non_streaming_turn_shape() {
 async fn streaming_turn_shape() {
     let app = TestApp::spawn("", &[]).await;
     let resp = app.http.post(format!("{}/v1/chat/completions", app.api))
-        .header("x-hermes-session-id", "sess-1")
+        .header("x-hermes-session-id", "20260102_030405_0a1b2c")
         .json(&json!({"stream": true, "model": "custom", "messages": [{"role": "user", "content": "a b c"}]}))
         .send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    assert_eq!(resp.headers()["x-hermes-session-id"], "sess-1");
+    assert_eq!(
+        resp.headers()["x-hermes-session-id"],
+        "20260102_030405_0a1b2c"
+    );
     let body = resp.text().await.unwrap();
     let frames: Vec<&str> = body.split("\n\n").filter(|f| !f.is_empty()).collect();
     assert_eq!(*frames.last().unwrap(), "data: [DONE]");

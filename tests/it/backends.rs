@@ -899,9 +899,11 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 // ---- the openai backend against a fake upstream -------------------------------------
 
+/// The fake LLM upstream: every request it was sent, headers and body (also used by
+/// `sessions`, to see the history a turn carried).
 #[derive(Clone, Default)]
-struct Upstream {
-    seen: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
+pub(crate) struct Upstream {
+    pub(crate) seen: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
 }
 
 fn sse(frames: Vec<String>, pause: Duration) -> Response {
@@ -971,7 +973,7 @@ async fn upstream_chat(State(u): State<Upstream>, headers: HeaderMap, body: Byte
     }
 }
 
-async fn fake_upstream() -> (String, Upstream) {
+pub(crate) async fn fake_upstream() -> (String, Upstream) {
     let u = Upstream::default();
     let app = Router::new()
         .route("/v1/chat/completions", post(upstream_chat))

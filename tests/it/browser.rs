@@ -1,7 +1,8 @@
 //! The dashboard page in a real browser: Debian's headless chromium driven through
 //! chromedriver's WebDriver HTTP API (both installed by `.ci/deps`). Sign in, see
 //! `running`, drain and see `draining` with the in-flight count, cancel, chat and see the
-//! streamed answer; make, preview, run, pause, edit and delete a job; watch the charts move
+//! streamed answer, and (on the loopback page) continue the stored conversation after a
+//! reload; make, preview, run, pause, edit and delete a job; watch the charts move
 //! while turns run; drain and cancel from the keyboard alone; and read the page at 1366
 //! and 390 px, light and dark. Screenshots are kept in `target/artifacts/`
 //! (`dashboard.png`, `dashboard-1366.png`, `dashboard-390.png`, `dashboard-1366-dark.png`).
@@ -405,6 +406,34 @@ async fn the_loopback_page_uses_its_injected_token_for_api_calls_and_sockets() {
     browser
         .wait_text(".messages li.assistant", |t| t == "loopback hello")
         .await;
+    // The conversation is a stored session: a reload shows it and continues it.
+    let stored = async |count: u64| {
+        eventually(PATIENCE, "the chat turn to be recorded", async || {
+            let sessions = app.state.sessions.list().await.map_err(|e| e.to_string())?;
+            match sessions.as_slice() {
+                [one] if one.message_count == count => Ok(one.id.clone()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+    };
+    stored(2).await;
+    browser.goto(&format!("{}/", app.dash)).await;
+    browser
+        .wait_text(".messages li.user", |t| t == "loopback hello")
+        .await;
+    browser.type_into("#chat-input", "and again").await;
+    browser.click("#chat-send").await;
+    browser
+        .wait_text(".messages li:nth-of-type(4)", |t| t == "and again")
+        .await;
+    let id = stored(4).await;
+    let stored = app.state.sessions.show(&id).await.unwrap();
+    let texts: Vec<&str> = stored.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["loopback hello", "loopback hello", "and again", "and again"]
+    );
 }
 
 /// The texts of every element matching `css`.

@@ -117,15 +117,22 @@ async fn session_ids_are_stable_for_one_conversation() {
     let c = sid(&chat_with(&app, other.clone(), &[]).await);
     assert_eq!(a, b, "a growing conversation keeps its session");
     assert_ne!(a, c);
+    assert!(
+        a.starts_with("api-") && a.len() == 20,
+        "derived ids are Hermes's: api- and 16 hex digits: {a}"
+    );
+    // A client may name its new conversation itself, in one of the two id forms.
     let given = chat_with(
         &app,
         other.clone(),
-        &[("x-hermes-session-id", "my-session-7")],
+        &[("x-hermes-session-id", "20260101_120000_abcdef")],
     )
     .await;
-    assert_eq!(sid(&given), "my-session-7");
+    assert_eq!(sid(&given), "20260101_120000_abcdef");
     let bad = chat_with(&app, other, &[("x-hermes-session-id", "has spaces in it")]).await;
     assert_eq!(bad.status(), 400);
+    let v: Value = bad.json().await.unwrap();
+    assert_eq!(v["error"]["message"], "Invalid session ID", "{v}");
 }
 
 #[tokio::test]
@@ -266,7 +273,7 @@ print("langchain ok")
 "#;
 
 /// Runs an official client program against the gateway; `what` names it in failures.
-async fn run_client(
+pub(crate) async fn run_client(
     what: &str,
     program: &str,
     args: Vec<String>,

@@ -60,11 +60,11 @@ async fn mint(http: &reqwest::Client, dash: &str, cookie: &str) -> String {
     v["ticket"].as_str().unwrap().to_owned()
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens a WebSocket; `Err((status, body))` if the upgrade was refused.
-async fn connect(
+pub(crate) async fn connect(
     dash: &str,
     path_and_query: &str,
     origin: Option<&str>,
@@ -89,7 +89,7 @@ async fn connect(
 }
 
 /// The next JSON text frame (5 s at most).
-async fn next_json(socket: &mut Socket) -> Value {
+pub(crate) async fn next_json(socket: &mut Socket) -> Value {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(5), socket.next())
             .await

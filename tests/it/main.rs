@@ -15,6 +15,7 @@ mod net;
 mod operator;
 mod process;
 mod runs;
+mod sessions;
 mod soak;
 mod support;
 mod tidy;

@@ -289,3 +289,71 @@ fn job_and_fire_shapes() {
         check(error, status, retry_after, jobs(message));
     }
 }
+
+#[test]
+fn session_shapes() {
+    use crate::sessions::SessionError;
+    let down = || SessionError::Store(StoreError::Unavailable("pg://secret@host".into()));
+    let broken = || SessionError::Store(StoreError::Query("syntax error near secret".into()));
+    // The `/api/sessions` routes: the job API's shape.
+    let routes: Vec<(SessionError, u16, Option<&str>, &str)> = vec![
+        (SessionError::InvalidId, 400, None, "Invalid session ID"),
+        (SessionError::Unknown, 404, None, "Unknown session ID"),
+        (
+            down(),
+            503,
+            Some("5"),
+            "the session store is unavailable; retry later",
+        ),
+        (broken(), 500, None, "internal error"),
+    ];
+    for (error, status, retry_after, message) in routes {
+        check(error.into(), status, retry_after, jobs(message));
+    }
+    // A chat request's session: the OpenAI shape.
+    let openai = |message: &str, kind: &str, code: &str| json!({"error": {"message": message, "type": kind, "code": code}});
+    let invalid = "invalid_request_error";
+    let chat: Vec<(SessionError, u16, Option<&str>, Value)> = vec![
+        (
+            SessionError::InvalidId,
+            400,
+            None,
+            openai("Invalid session ID", invalid, "invalid_session_id"),
+        ),
+        (
+            SessionError::NoNewMessage,
+            409,
+            None,
+            openai(
+                "No new user message to continue the session with",
+                invalid,
+                "no_new_message",
+            ),
+        ),
+        (
+            SessionError::Unknown,
+            404,
+            None,
+            openai("Unknown session ID", invalid, "session_not_found"),
+        ),
+        (
+            down(),
+            503,
+            Some("5"),
+            openai(
+                "the session store is unavailable; retry later",
+                "server_error",
+                "store_unavailable",
+            ),
+        ),
+        (
+            broken(),
+            500,
+            None,
+            openai("internal error", "server_error", "internal_error"),
+        ),
+    ];
+    for (error, status, retry_after, body) in chat {
+        check(ApiError::chat_session(error), status, retry_after, body);
+    }
+}

@@ -7,6 +7,8 @@
 let chat = null;
 let current = null;
 let chatSessions = false;
+// The stored session holding this tab's conversation, so a reload continues it.
+const SESSION_KEY = 'hermes-chat-session';
 
 function addMessage(kind, text) {
   const li = el('li', {class: kind}, text);
@@ -17,7 +19,31 @@ function addMessage(kind, text) {
 
 // The session a frame names, kept for the next message (chat_sessions only).
 function keepSession(msg) {
-  if (chatSessions && msg.session_id) $('chat-session').value = msg.session_id;
+  if (!chatSessions || !msg.session_id) return;
+  $('chat-session').value = msg.session_id;
+  sessionStorage.setItem(SESSION_KEY, msg.session_id);
+}
+
+// Shows the stored conversation this tab continues (forgotten if the store lost it).
+async function loadConversation() {
+  const id = sessionStorage.getItem(SESSION_KEY);
+  if (!id) return;
+  try {
+    const stored = await api('api/sessions/' + encodeURIComponent(id));
+    $('chat-session').value = id;
+    for (const m of stored.messages) addMessage(m.role === 'user' ? 'user' : 'assistant', m.content);
+  } catch (e) {
+    sessionStorage.removeItem(SESSION_KEY);
+  }
+}
+
+// A new chat: a new socket and no session named, so the server begins a new one.
+function newConversation() {
+  sessionStorage.removeItem(SESSION_KEY);
+  $('chat-session').value = '';
+  $('messages').replaceChildren();
+  if (chat) chat.close();
+  chat = null;
 }
 
 function onChatFrame(e) {
@@ -62,4 +88,6 @@ starters.push((conn) => {
     : 'The backend is unknown (api/connection did not answer).';
   chatSessions = (conn.features || []).includes('chat_sessions');
   $('chat-session-row').hidden = !chatSessions;
+  $('chat-new').onclick = newConversation;
+  if (chatSessions) loadConversation();
 });
