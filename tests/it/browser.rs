@@ -635,12 +635,12 @@ async fn the_page_charts_turns_drains_from_the_keyboard_and_reads_at_1366_and_39
         browser.text("#chat-with").await,
         "With hermes-agent on the echo backend."
     );
-    // No stored sessions are advertised (`chat_sessions`), so no session field is offered.
+    // Stored sessions are advertised (`chat_sessions`), so the session field is offered.
     assert_eq!(
         browser
             .script("return document.getElementById('chat-session-row').offsetParent === null")
             .await,
-        json!(true)
+        json!(false)
     );
 
     // The charts move while turns run: the in-flight line rises, then the turns are counted.
