@@ -19,6 +19,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::lifecycle::{DrainControl, Marker, RuntimeInfo, StateFile, TurnGate};
 use crate::metrics::Metrics;
+use crate::responses::Responses;
 pub use crate::state::{AppState, Shutdown};
 use crate::turn::Turns;
 
@@ -118,6 +119,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         token_auth,
         dashboard_auth,
     );
+    let responses = Responses::new(store.clone(), turns.clone(), clock.clone(), &config.api_server);
     let fire_verifier =
         crate::chronos::verifier_from_config(&config.cron.chronos, clock.clone(), metrics.clone())?;
     let fires = Arc::new(crate::chronos::Fires::new(
@@ -131,6 +133,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         turns,
         cron,
         fires,
+        responses,
         config: Arc::new(config),
         clock,
         gate,

@@ -12,6 +12,8 @@
 //!   decision of a claim's outcome.
 //! - [`store`]: the database (SQLite or PostgreSQL); the only module that speaks SQL.
 //! - [`http`]: routers, DTOs and error mapping for the API server and the dashboard.
+//! - [`responses`]: the Responses API's conversations: chains of responses, run as turns
+//!   and kept (bounded) in the store.
 //! - [`turn`]: the one turn driver every source of turns adapts (admission, backend
 //!   stream, outcome, in-flight count).
 //! - [`state`]: [`state::AppState`], what handlers and background tasks share.
@@ -45,6 +47,7 @@ pub mod job;
 pub mod lifecycle;
 pub mod metrics;
 pub mod procfs;
+pub mod responses;
 pub mod state;
 pub mod store;
 pub mod turn;

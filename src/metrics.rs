@@ -43,6 +43,13 @@ struct AuthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    /// `METHOD /path/{param}`: the route's template, never a concrete id.
+    route: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -64,6 +71,7 @@ pub struct Metrics {
     jwks_fetches: Family<OutcomeLabels, Counter>,
     cron_fires: Family<OutcomeLabels, Counter>,
     account_calls: Family<OutcomeLabels, Counter>,
+    api_requests: Family<RouteLabels, Counter>,
 }
 
 /// The live values scraped into gauges.
@@ -93,6 +101,7 @@ impl Default for Metrics {
         let jwks_fetches = Family::<OutcomeLabels, Counter>::default();
         let cron_fires = Family::<OutcomeLabels, Counter>::default();
         let account_calls = Family::<OutcomeLabels, Counter>::default();
+        let api_requests = Family::<RouteLabels, Counter>::default();
         registry.register("turns", "Agent turns by how they ended", turns.clone());
         registry.register(
             "turns_in_flight",
@@ -129,6 +138,11 @@ impl Default for Metrics {
             "Calls to the account service's agent-cron API by result (ok, error, rejected)",
             account_calls.clone(),
         );
+        registry.register(
+            "api_requests",
+            "API-server answers by route and outcome (ok, invalid, unauthorized, not_found, conflict, too_large, failed, unavailable, error)",
+            api_requests.clone(),
+        );
         // Pre-create the common series so dashboards see zeros, not gaps.
         for outcome in ["completed", "failed", "interrupted", "refused"] {
             let _ = turns.get_or_create(&OutcomeLabels { outcome });
@@ -143,6 +157,7 @@ impl Default for Metrics {
             jwks_fetches,
             cron_fires,
             account_calls,
+            api_requests,
         }
     }
 }
@@ -192,6 +207,17 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one answer of the API-server route `route` (`POST /v1/responses`) by its
+    /// HTTP status (see [`route_outcome`]).
+    pub fn api_request(&self, route: &str, status: u16) {
+        self.api_requests
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                outcome: route_outcome(status),
+            })
+            .inc();
+    }
+
     /// Renders everything in the format asked for: the classic Prometheus text format
     /// 0.0.4 (what `promtool check metrics` reads), or OpenMetrics 1.0.
     pub fn render_as(&self, live: LiveGauges, format: Format) -> String {
@@ -215,6 +241,22 @@ impl Metrics {
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The outcome an API-server answer counts as, by its status: a streamed answer is `ok`
+/// when it starts (how its turn ended is `hermes_turns_total`'s).
+pub fn route_outcome(status: u16) -> &'static str {
+    match status {
+        200..=299 => "ok",
+        401 | 403 => "unauthorized",
+        404 | 405 => "not_found",
+        409 | 422 => "conflict",
+        413 => "too_large",
+        400..=499 => "invalid",
+        502 => "failed",
+        503 => "unavailable",
+        _ => "error",
     }
 }
 

@@ -41,6 +41,8 @@ pub struct AppState {
     /// Decides `POST /api/cron/fire`: its token (pinned keys or a JWKS, per config), body,
     /// hand-off to `cron`, audit and metric.
     pub fires: Arc<Fires>,
+    /// Responses API responses: runs their turns and keeps them in the store.
+    pub responses: crate::responses::Responses,
     /// Live audit and cron-run events for `/api/events`.
     pub events: Events,
     pub shutdown: Shutdown,

@@ -20,6 +20,7 @@ impl Reader {
                 "key",
                 "cors_origins",
                 "model_name",
+                "max_stored_responses",
             ],
         );
         self.no_secret_in_file(&s, "key", "API_SERVER_KEY");
@@ -29,6 +30,7 @@ impl Reader {
             port: self.uint(&s, "port", 8642, 0, 65535) as u16,
             cors_origins: self.strings(&s, "cors_origins"),
             model_name: self.string(&s, "model_name", "hermes-agent"),
+            max_stored_responses: self.uint(&s, "max_stored_responses", 10_000, 1, 10_000_000),
         }
     }
 

@@ -165,6 +165,9 @@ pub struct ApiServerConfig {
     pub port: u16,
     pub cors_origins: Vec<String>,
     pub model_name: String,
+    /// Most Responses API responses kept in the store (SPEC §11); the least recently used
+    /// go first.
+    pub max_stored_responses: u64,
 }
 
 /// How both listeners treat their connections (an extension, SPEC §10): slow or idle

@@ -5,7 +5,7 @@
 //! (and the last frame of a stream that failed, [`incomplete_stream`]); the dashboard's
 //! `{"error","detail",...}`; and `{"error": message}` of the job API and the fire route
 //! (SPEC §7, §8). The domain's errors (`CronError`, `FireRefusal`, `Refusal`,
-//! `InputError`) become an [`ApiError`] here and nowhere else. 5xx bodies never carry
+//! `InputError`, `ResponsesError`) become an [`ApiError`] here and nowhere else. 5xx bodies never carry
 //! internal text; the detail is logged instead.
 
 use axum::Json;
@@ -17,6 +17,7 @@ use crate::agent::input::InputError;
 use crate::chronos::FireRefusal;
 use crate::cron::CronError;
 use crate::lifecycle::Refusal;
+use crate::responses::ResponsesError;
 use crate::store::StoreError;
 
 /// Seconds a refused client is told to wait before retrying.
@@ -337,6 +338,54 @@ impl From<CronError> for ApiError {
             CronError::Store(e) => {
                 tracing::error!(error = %e, "job store error");
                 Self::jobs(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
+    }
+}
+
+/// A Responses API refusal (SPEC §11), OpenAI-shaped: 400 naming the field, 404 for a
+/// response (or previous response) not stored, the turn's refusals and failures as in
+/// chat completions, a store outage 503 to retry, anything else a 500.
+impl From<ResponsesError> for ApiError {
+    fn from(e: ResponsesError) -> Self {
+        let openai = |status, message: String, kind, code, retry_after| Self::OpenAi {
+            status,
+            message,
+            kind,
+            code: Some(code),
+            retry_after,
+        };
+        let not_found = |message| {
+            openai(StatusCode::NOT_FOUND, message, "invalid_request_error", "response_not_found", false)
+        };
+        match e {
+            ResponsesError::BadBody(message) => Self::invalid_request(message, None),
+            ResponsesError::Input(e) => Self::Input(e),
+            ResponsesError::PreviousNotFound(_) | ResponsesError::NotFound(_) => {
+                not_found(e.to_string())
+            }
+            ResponsesError::Refused(r) => Self::refused(r),
+            ResponsesError::Failed(message) => Self::turn_failed(message),
+            ResponsesError::Interrupted => Self::interrupted(),
+            ResponsesError::Store(StoreError::Unavailable(detail)) => {
+                tracing::error!(%detail, "store unavailable");
+                openai(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the response store is unavailable; retry later".into(),
+                    "service_unavailable",
+                    "store_unavailable",
+                    true,
+                )
+            }
+            ResponsesError::Store(e) => {
+                tracing::error!(error = %e, "response store error");
+                openai(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error".into(),
+                    "server_error",
+                    "internal_error",
+                    false,
+                )
             }
         }
     }

@@ -15,6 +15,7 @@ mod jobs;
 mod openapi;
 mod origin;
 mod page;
+mod responses;
 mod schemas;
 mod serve;
 mod session;

@@ -17,7 +17,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response, SecurityRequirement};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, chat, dashboard, fire, jobs, page, schemas, session, ws};
+use super::{api, chat, dashboard, fire, jobs, page, responses, schemas, session, ws};
 use crate::state::AppState;
 
 /// Security scheme names.
@@ -31,7 +31,7 @@ const SESSION_TOKEN: &str = "sessionToken";
 #[openapi(
     info(
         title = "hermes-gateway API server",
-        description = "The OpenAI-compatible API server of the Hermes agent gateway (default 127.0.0.1:8642): health, models, chat completions, the cron job API and the Chronos fire endpoint. With `API_SERVER_KEY` set, every operation but health, readiness, this document and the fire endpoint needs `Authorization: Bearer <API_SERVER_KEY>`."
+        description = "The OpenAI-compatible API server of the Hermes agent gateway (default 127.0.0.1:8642): health, models, chat completions, the Responses API, the cron job API and the Chronos fire endpoint. With `API_SERVER_KEY` set, every operation but health, readiness, this document and the fire endpoint needs `Authorization: Bearer <API_SERVER_KEY>`."
     ),
     paths(
         api::health,
@@ -42,6 +42,9 @@ const SESSION_TOKEN: &str = "sessionToken";
         api::model,
         api::capabilities,
         chat::chat_completions,
+        responses::create,
+        responses::retrieve,
+        responses::remove,
         serve_api,
         fire::fire,
         jobs::list,
@@ -460,6 +463,7 @@ mod tests {
     }
 
     const API: &str = include_str!("api.rs");
+    const RESPONSES: &str = include_str!("responses.rs");
     const DASHBOARD: &str = include_str!("dashboard.rs");
     const JOBS: &str = include_str!("jobs.rs");
     const FIRE: &str = include_str!("fire.rs");
@@ -476,19 +480,20 @@ mod tests {
 
     #[test]
     fn every_route_of_each_listener_is_documented_and_nothing_else() {
-        // The API server router merges fire and jobs; the dashboard's merges jobs, fire,
-        // session, ws and page (see `api::router` and `dashboard::router`).
+        // The API server router merges responses, fire and jobs; the dashboard's merges
+        // jobs, fire, session, ws and page (see `api::router` and `dashboard::router`).
         assert!(
             API.contains(".merge(super::fire::routes())") && API.contains("super::jobs::routes()")
         );
         assert!(API.contains(".merge(docs)") && DASHBOARD.contains(".merge(docs)"));
+        assert!(API.contains(".merge(super::responses::routes(&state))"));
         for m in ["jobs", "fire", "session", "ws", "page"] {
             assert!(
                 DASHBOARD.contains(&format!(".merge(super::{m}::routes())")),
                 "{m}"
             );
         }
-        let api: BTreeSet<_> = [API, FIRE, JOBS, docs_routes()]
+        let api: BTreeSet<_> = [API, RESPONSES, FIRE, JOBS, docs_routes()]
             .iter()
             .flat_map(|s| routes_in(s))
             .collect();

@@ -537,3 +537,6 @@ pub struct WsTicket {
     pub ticket: String,
     pub ttl_seconds: u64,
 }
+
+/// The Responses API's shapes (SPEC §11).
+pub mod responses;

@@ -17,11 +17,13 @@
 //! - `sqlite_writer`: group commit on SQLite's write connection for the ops `claim` and
 //!   `runs` hand it.
 //! - `fire_tokens`, `dashboard_auth`: accepted fire-token ids; sessions and tickets.
+//! - `responses`: stored Responses API responses and named conversations, bounded.
 
 mod claim;
 mod dashboard_auth;
 mod fire_tokens;
 mod jobs;
+mod responses;
 mod rows;
 mod runs;
 mod sqlite_writer;
@@ -37,6 +39,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 /// model itself lives in [`crate::job`]).
 pub use crate::job::{ClaimOutcome, NewRun};
 pub use dashboard_auth::{Redemption, StoredSession};
+pub use responses::{NewResponse, StoredResponse};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -52,6 +55,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/sqlite/0003_dashboard_auth.sql"),
     ),
+    (4, include_str!("../../migrations/sqlite/0004_responses.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_cron.sql")),
@@ -62,6 +66,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../migrations/postgres/0003_dashboard_auth.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_responses.sql"),
     ),
 ];
 
