@@ -899,9 +899,10 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 // ---- the openai backend against a fake upstream -------------------------------------
 
+/// The fake LLM upstream: what it was sent, in order (the responses tests read it too).
 #[derive(Clone, Default)]
-struct Upstream {
-    seen: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
+pub(crate) struct Upstream {
+    pub(crate) seen: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
 }
 
 fn sse(frames: Vec<String>, pause: Duration) -> Response {
@@ -971,7 +972,8 @@ async fn upstream_chat(State(u): State<Upstream>, headers: HeaderMap, body: Byte
     }
 }
 
-async fn fake_upstream() -> (String, Upstream) {
+/// Serves the fake upstream on loopback: its base URL (`…/v1`) and what it records.
+pub(crate) async fn fake_upstream() -> (String, Upstream) {
     let u = Upstream::default();
     let app = Router::new()
         .route("/v1/chat/completions", post(upstream_chat))

@@ -266,7 +266,7 @@ print("langchain ok")
 "#;
 
 /// Runs an official client program against the gateway; `what` names it in failures.
-async fn run_client(
+pub(crate) async fn run_client(
     what: &str,
     program: &str,
     args: Vec<String>,

@@ -12,6 +12,7 @@ mod drain;
 mod files;
 mod net;
 mod process;
+mod responses;
 mod soak;
 mod support;
 mod tidy;
