@@ -348,44 +348,38 @@ impl From<CronError> for ApiError {
 /// chat completions, a store outage 503 to retry, anything else a 500.
 impl From<ResponsesError> for ApiError {
     fn from(e: ResponsesError) -> Self {
-        let openai = |status, message: String, kind, code, retry_after| Self::OpenAi {
-            status,
-            message,
-            kind,
-            code: Some(code),
-            retry_after,
-        };
-        let not_found = |message| {
-            openai(StatusCode::NOT_FOUND, message, "invalid_request_error", "response_not_found", false)
-        };
         match e {
             ResponsesError::BadBody(message) => Self::invalid_request(message, None),
             ResponsesError::Input(e) => Self::Input(e),
-            ResponsesError::PreviousNotFound(_) | ResponsesError::NotFound(_) => {
-                not_found(e.to_string())
-            }
+            ResponsesError::PreviousNotFound(_) | ResponsesError::NotFound(_) => Self::OpenAi {
+                status: StatusCode::NOT_FOUND,
+                message: e.to_string(),
+                kind: "invalid_request_error",
+                code: Some("response_not_found"),
+                retry_after: false,
+            },
             ResponsesError::Refused(r) => Self::refused(r),
             ResponsesError::Failed(message) => Self::turn_failed(message),
             ResponsesError::Interrupted => Self::interrupted(),
             ResponsesError::Store(StoreError::Unavailable(detail)) => {
                 tracing::error!(%detail, "store unavailable");
-                openai(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the response store is unavailable; retry later".into(),
-                    "service_unavailable",
-                    "store_unavailable",
-                    true,
-                )
+                Self::OpenAi {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: "the response store is unavailable; retry later".into(),
+                    kind: "service_unavailable",
+                    code: Some("store_unavailable"),
+                    retry_after: true,
+                }
             }
             ResponsesError::Store(e) => {
                 tracing::error!(error = %e, "response store error");
-                openai(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error".into(),
-                    "server_error",
-                    "internal_error",
-                    false,
-                )
+                Self::OpenAi {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    message: "internal error".into(),
+                    kind: "server_error",
+                    code: Some("internal_error"),
+                    retry_after: false,
+                }
             }
         }
     }

@@ -83,16 +83,20 @@ pub async fn create(
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(BODY_LIMIT),
         _ => ApiError::invalid_request(format!("cannot read request body: {e}"), None),
     })?;
+    let key = match headers.get(IDEMPOTENCY_HEADER) {
+        Some(v) => {
+            let key = v.to_str().map_err(|_| {
+                ApiError::invalid_request("Idempotency-Key must be visible ASCII", None)
+            })?;
+            super::idempotency::check_key(key)?;
+            Some(key)
+        }
+        None => None,
+    };
     let request = Request::parse(&body)?;
     if request.stream {
         return Ok(streamed(s.responses.start(request).await?));
     }
-    let key = match headers.get(IDEMPOTENCY_HEADER) {
-        Some(v) => Some(v.to_str().map_err(|_| {
-            ApiError::invalid_request("Idempotency-Key must be visible ASCII", None)
-        })?),
-        None => None,
-    };
     match key {
         Some(key) => {
             let fingerprint = request.fingerprint.clone();

@@ -103,7 +103,7 @@ mod tests {
     fn histories_round_trip_and_bad_text_is_named() {
         let h = vec![m("user", "a \"quoted\"\nline"), m("assistant", "ünï")];
         assert_eq!(decode(&encode(&h)).unwrap(), h);
-        assert_eq!(decode("[]").unwrap(), []);
+        assert_eq!(decode("[]").unwrap(), Vec::<Message>::new());
         for bad in ["", "{}", "[1]", r#"[{"role": "user"}]"#] {
             assert!(decode(bad).is_err(), "{bad}");
         }

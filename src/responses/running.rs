@@ -83,9 +83,9 @@ impl Running {
                 Step::End(end) => break end,
             }
         };
-        match end {
+        match &end {
             End::Failed(message) if self.record.text.is_empty() => {
-                return Err(ResponsesError::Failed(message));
+                return Err(ResponsesError::Failed(message.clone()));
             }
             End::Interrupted(_) => return Err(ResponsesError::Interrupted),
             _ => {}

@@ -469,3 +469,20 @@ async fn an_openai_agents_sdk_agent_reaches_the_upstream_with_its_history() {
     );
     assert_eq!(sent(&upstream, 2), msgs(&[system, ("user", "streamed question")]));
 }
+
+/// A browser page on an allowed origin may delete a response: the preflight allows DELETE.
+#[tokio::test]
+async fn a_preflight_from_an_allowed_origin_allows_delete() {
+    let app = TestApp::spawn("gateway: {api_server: {cors_origins: [\"https://app.example\"]}}", &[]).await;
+    let r = app
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/v1/responses/resp_1", app.api))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let methods = r.headers()["access-control-allow-methods"].to_str().unwrap();
+    assert!(methods.split(", ").any(|m| m == "DELETE"), "{methods}");
+}
