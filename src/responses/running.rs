@@ -28,7 +28,7 @@ pub enum Progress {
     Delta(String),
     /// The response ended (completed, failed or incomplete) and was kept if it asked to
     /// be; a response that could not be kept ends failed, saying so.
-    End(Record),
+    End(Box<Record>),
 }
 
 impl Running {
@@ -69,7 +69,7 @@ impl Running {
                     self.record.status = Status::Failed;
                     self.record.error = Some(NOT_STORED.into());
                 }
-                Progress::End(self.record.clone())
+                Progress::End(Box::new(self.record.clone()))
             }
         }
     }

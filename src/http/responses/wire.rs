@@ -6,11 +6,10 @@ use serde_json::{Value, json};
 
 use crate::responses::{Record, Status};
 
-/// The response object.
+/// The response object: once it ended, its one message holds the reply (what there is of
+/// it: a stream announced the message before the end).
 pub fn object(r: &Record) -> Value {
-    let output: Vec<Value> = if r.status == Status::InProgress
-        || (r.text.is_empty() && r.status != Status::Completed)
-    {
+    let output: Vec<Value> = if r.status == Status::InProgress {
         Vec::new()
     } else {
         vec![message(r, item_status(r), vec![part(&r.text)])]
@@ -222,7 +221,7 @@ mod tests {
         assert_eq!((&v["previous_response_id"], &v["conversation"]), (&json!("resp_0"), &json!({"id": "chat"})));
         assert_eq!(v["error"], Value::Null);
         let failed = object(&record(Status::Failed, ""));
-        assert_eq!(failed["output"], json!([]));
+        assert_eq!(failed["output"][0]["status"], "incomplete");
         assert_eq!(failed["error"], json!({"code": "server_error", "message": "boom"}));
         let started = object(&record(Status::InProgress, ""));
         assert_eq!((&started["output"], &started["usage"]), (&json!([]), &Value::Null));
