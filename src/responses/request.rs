@@ -77,6 +77,11 @@ impl Request {
     pub fn parse(body: &[u8]) -> Result<Self, ResponsesError> {
         let raw: Value = serde_json::from_slice(body)
             .map_err(|e| ResponsesError::BadBody(format!("invalid request body: {e}")))?;
+        if !raw.is_object() {
+            return Err(ResponsesError::BadBody(
+                "invalid request body: expected a JSON object".into(),
+            ));
+        }
         let b = Body::deserialize(&raw)
             .map_err(|e| ResponsesError::BadBody(format!("invalid request body: {e}")))?;
         let input = crate::agent::input::response_input(b.input.as_ref())
