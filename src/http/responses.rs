@@ -54,7 +54,7 @@ async fn metered(
 
 /// One response: a turn continuing its chain (or conversation), answered whole or
 /// streamed as OpenAI's Responses events, and kept unless `store` is false.
-#[utoipa::path(post, path = "/v1/responses", tag = "api", request_body = super::schemas::responses::CreateResponse,
+#[utoipa::path(post, path = "/v1/responses", tag = "api", operation_id = "create_response", request_body = super::schemas::responses::CreateResponse,
     params(
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~ ]{1,255}$", description = "non-streaming only: a retry with the same key, input, instructions, previous response, conversation, model and tools gets the first answer without a second turn"),
     ),
@@ -115,7 +115,7 @@ async fn answer(s: &AppState, request: Request) -> Result<Value, ApiError> {
 }
 
 /// A stored response (retrieving it counts as using it, for the store's bound).
-#[utoipa::path(get, path = "/v1/responses/{id}", tag = "api",
+#[utoipa::path(get, path = "/v1/responses/{id}", tag = "api", operation_id = "retrieve_response",
     params(("id" = String, Path, description = "the response's id (`resp_…`)")),
     responses(
         (status = 200, description = "the response as it was answered", body = super::schemas::responses::ResponseObject),
@@ -132,7 +132,7 @@ pub async fn retrieve(
 }
 
 /// Forgets a stored response (and a conversation whose latest response it is).
-#[utoipa::path(delete, path = "/v1/responses/{id}", tag = "api",
+#[utoipa::path(delete, path = "/v1/responses/{id}", tag = "api", operation_id = "delete_response",
     params(("id" = String, Path, description = "the response's id (`resp_…`)")),
     responses(
         (status = 200, description = "deleted", body = super::schemas::responses::ResponseDeleted),
