@@ -41,12 +41,14 @@ pub struct Idempotency {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
 }
 
-/// Refuses a key that is empty or longer than [`MAX_KEY_LEN`] (also where no turn is kept
-/// under it, a streamed one: a bad key is a bad request either way).
+/// Refuses a key that is empty, longer than [`MAX_KEY_LEN`] or holds anything but visible
+/// ASCII and spaces (a tab, say), as documented (also where no turn is kept under it, a
+/// streamed one: a bad key is a bad request either way).
 pub fn check_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
+    let printable = key.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !printable {
         return Err(ApiError::invalid_request(
-            format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} characters"),
+            format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters or spaces"),
             Some("invalid_idempotency_key"),
         ));
     }
