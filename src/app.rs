@@ -119,7 +119,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         token_auth,
         dashboard_auth,
     );
-    let responses = Responses::new(store.clone(), turns.clone(), clock.clone(), &config.api_server);
+    let responses = Responses::new(store.clone(), turns.clone(), clock.clone(), &config);
     let fire_verifier =
         crate::chronos::verifier_from_config(&config.cron.chronos, clock.clone(), metrics.clone())?;
     let fires = Arc::new(crate::chronos::Fires::new(

@@ -162,7 +162,9 @@ fn input_message(place: &str, m: &serde_json::Map<String, Value>) -> Result<Mess
             return Err(InputError::new(
                 format!("{place}.type"),
                 UNSUPPORTED,
-                format!("{place}.type: input items of type {t:?} are not supported (send messages)"),
+                format!(
+                    "{place}.type: input items of type {t:?} are not supported (send messages)"
+                ),
             ));
         }
         Some(_) => {
@@ -508,19 +510,27 @@ mod tests {
                 Ok(&[("user", "a"), ("assistant", "b"), ("user", "c")]),
             ),
             (
-                Some(json!([{"type": "message", "role": "developer", "content": "rules"},
+                Some(
+                    json!([{"type": "message", "role": "developer", "content": "rules"},
                             {"type": "message", "role": "user", "content": [
                                 {"type": "input_text", "text": "x"},
                                 {"type": "input_image", "image_url": "https://x.example/a.png"}]},
                             {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
-                             "content": [{"type": "output_text", "text": "y", "annotations": []}]}])),
+                             "content": [{"type": "output_text", "text": "y", "annotations": []}]}]),
+                ),
                 Ok(&[("developer", "rules"), ("user", "x"), ("assistant", "y")]),
             ),
-            (None, Err(("input", None, "must be a string or a non-empty list"))),
+            (
+                None,
+                Err(("input", None, "must be a string or a non-empty list")),
+            ),
             (Some(json!(null)), Err(("input", None, "non-empty list"))),
             (Some(json!([])), Err(("input", None, "non-empty list"))),
             (Some(json!(5)), Err(("input", None, "non-empty list"))),
-            (Some(json!([7])), Err(("input[0]", None, "must be a string or a message"))),
+            (
+                Some(json!([7])),
+                Err(("input[0]", None, "must be a string or a message")),
+            ),
             (
                 Some(json!([{"role": "assistant", "content": "only me"}])),
                 Err(("input", None, "No user message found in input")),
@@ -541,22 +551,35 @@ mod tests {
                 Some(json!([{"role": null, "content": "a"}])),
                 Err(("input[0].role", None, "required")),
             ),
-            (Some(json!([{"role": "user"}])), Err(("input[0].content", None, "required"))),
+            (
+                Some(json!([{"role": "user"}])),
+                Err(("input[0].content", None, "required")),
+            ),
             (
                 Some(json!(["ok", {"content": [{"type": "input_file", "file_id": "f"}]}])),
-                Err(("input[1].content", UNSUPPORTED, "input[1].content[0]: input_file")),
+                Err((
+                    "input[1].content",
+                    UNSUPPORTED,
+                    "input[1].content[0]: input_file",
+                )),
             ),
         ];
         for (input, expected) in table {
             let got = response_input(input.as_ref());
             match (got, expected) {
                 (Ok(ms), Ok(pairs)) => {
-                    let got: Vec<(&str, &str)> =
-                        ms.iter().map(|m| (m.role.as_str(), m.content.as_str())).collect();
+                    let got: Vec<(&str, &str)> = ms
+                        .iter()
+                        .map(|m| (m.role.as_str(), m.content.as_str()))
+                        .collect();
                     assert_eq!(got, pairs, "{input:?}");
                 }
                 (Err(e), Err((param, code, fragment))) => {
-                    assert_eq!((e.param.as_str(), e.code), (param, code), "{input:?}: {e:?}");
+                    assert_eq!(
+                        (e.param.as_str(), e.code),
+                        (param, code),
+                        "{input:?}: {e:?}"
+                    );
                     assert!(e.message.contains(fragment), "{input:?}: {}", e.message);
                 }
                 (got, expected) => panic!("{input:?}: got {got:?}, expected {expected:?}"),

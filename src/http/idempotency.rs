@@ -48,7 +48,9 @@ pub fn check_key(key: &str) -> Result<(), ApiError> {
     let printable = key.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
     if key.is_empty() || key.len() > MAX_KEY_LEN || !printable {
         return Err(ApiError::invalid_request(
-            format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters or spaces"),
+            format!(
+                "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters or spaces"
+            ),
             Some("invalid_idempotency_key"),
         ));
     }

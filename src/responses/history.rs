@@ -82,20 +82,38 @@ mod tests {
         let prior = [m("user", "one"), m("assistant", "1")];
         let input = [m("user", "two")];
         let check = |instructions, expected: &[Message]| {
-            assert_eq!(turn_messages(instructions, &prior, &input), expected, "{instructions:?}");
+            assert_eq!(
+                turn_messages(instructions, &prior, &input),
+                expected,
+                "{instructions:?}"
+            );
         };
         check(
             Some("be brief"),
-            &[m("system", "be brief"), m("user", "one"), m("assistant", "1"), m("user", "two")],
+            &[
+                m("system", "be brief"),
+                m("user", "one"),
+                m("assistant", "1"),
+                m("user", "two"),
+            ],
         );
-        check(None, &[m("user", "one"), m("assistant", "1"), m("user", "two")]);
-        check(Some(""), &[m("user", "one"), m("assistant", "1"), m("user", "two")]);
+        check(
+            None,
+            &[m("user", "one"), m("assistant", "1"), m("user", "two")],
+        );
+        check(
+            Some(""),
+            &[m("user", "one"), m("assistant", "1"), m("user", "two")],
+        );
     }
 
     #[test]
     fn the_kept_history_has_the_reply_and_never_the_instructions() {
         let history = vec![m("user", "one")];
-        assert_eq!(kept(history.clone(), "1"), [m("user", "one"), m("assistant", "1")]);
+        assert_eq!(
+            kept(history.clone(), "1"),
+            [m("user", "one"), m("assistant", "1")]
+        );
         assert_eq!(kept(history, ""), [m("user", "one")]);
     }
 

@@ -17,15 +17,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use request::{
-    MAX_CONVERSATION_CHARS, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_CHARS,
-    MAX_METADATA_VALUE_CHARS, Previous, Request,
+    MAX_CONVERSATION_CHARS, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS,
+    Previous, Request,
 };
 pub use running::{Progress, Running};
 
 use crate::agent::input::InputError;
 use crate::agent::{Message, TurnRequest};
 use crate::clock::SharedClock;
-use crate::config::ApiServerConfig;
+use crate::config::Config;
 use crate::lifecycle::Refusal;
 use crate::store::{Store, StoreError, StoredResponse};
 use crate::turn::Turns;
@@ -137,13 +137,13 @@ struct Prior {
 impl Responses {
     /// The service over `store`, running turns through `turns`, bounded and named by the
     /// API server's config (`max_stored_responses`, `model_name`).
-    pub fn new(store: Store, turns: Turns, clock: SharedClock, api: &ApiServerConfig) -> Self {
+    pub fn new(store: Store, turns: Turns, clock: SharedClock, config: &Config) -> Self {
         Self {
             store,
             turns,
             clock,
-            max_stored: api.max_stored_responses,
-            model: api.model_name.clone(),
+            max_stored: config.api_server.max_stored_responses,
+            model: config.api_server.model_name.clone(),
         }
     }
 
@@ -193,7 +193,13 @@ impl Responses {
         });
         let mut kept = prior.history;
         kept.extend(request.input);
-        Ok(Running::new(self.clone(), record, turn, kept, prior.session))
+        Ok(Running::new(
+            self.clone(),
+            record,
+            turn,
+            kept,
+            prior.session,
+        ))
     }
 
     /// The stored response `id` (it counts as used now).

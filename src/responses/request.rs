@@ -84,8 +84,8 @@ impl Request {
         }
         let b = Body::deserialize(&raw)
             .map_err(|e| ResponsesError::BadBody(format!("invalid request body: {e}")))?;
-        let input = crate::agent::input::response_input(b.input.as_ref())
-            .map_err(ResponsesError::Input)?;
+        let input =
+            crate::agent::input::response_input(b.input.as_ref()).map_err(ResponsesError::Input)?;
         let conversation = conversation(b.conversation.as_ref())?;
         let previous = match (b.previous_response_id, conversation) {
             (Some(_), Some(_)) => {
@@ -208,23 +208,67 @@ mod tests {
         let table: Vec<(String, &str, Option<&str>)> = vec![
             ("".into(), "invalid request body", None),
             ("[]".into(), "invalid request body", None),
-            (r#"{"input": "a", "stream": "yes"}"#.into(), "invalid request body", None),
-            (r#"{"input": "a", "model": 5}"#.into(), "invalid request body", None),
-            (r#"{"input": "a", "tools": {}}"#.into(), "invalid request body", None),
-            (r#"{"input": "a", "metadata": {"k": 1}}"#.into(), "invalid request body", None),
+            (
+                r#"{"input": "a", "stream": "yes"}"#.into(),
+                "invalid request body",
+                None,
+            ),
+            (
+                r#"{"input": "a", "model": 5}"#.into(),
+                "invalid request body",
+                None,
+            ),
+            (
+                r#"{"input": "a", "tools": {}}"#.into(),
+                "invalid request body",
+                None,
+            ),
+            (
+                r#"{"input": "a", "metadata": {"k": 1}}"#.into(),
+                "invalid request body",
+                None,
+            ),
             ("{}".into(), "input: must be", Some("input")),
             (
                 r#"{"input": "a", "previous_response_id": "resp_1", "conversation": "c"}"#.into(),
                 "Cannot use both",
                 Some("conversation"),
             ),
-            (r#"{"input": "a", "conversation": 3}"#.into(), "a name or", Some("conversation")),
-            (r#"{"input": "a", "conversation": {"id": 3}}"#.into(), "conversation.id", Some("conversation")),
-            (r#"{"input": "a", "conversation": ""}"#.into(), "1 to 256", Some("conversation")),
-            (json!({"input": "a", "conversation": long_name}).to_string(), "1 to 256", Some("conversation")),
-            (json!({"input": "a", "metadata": many}).to_string(), "at most 16", Some("metadata")),
-            (json!({"input": "a", "metadata": {long_key: "v"}}).to_string(), "keys of at most 64", Some("metadata")),
-            (json!({"input": "a", "metadata": {"k": long_value}}).to_string(), "metadata.k", Some("metadata")),
+            (
+                r#"{"input": "a", "conversation": 3}"#.into(),
+                "a name or",
+                Some("conversation"),
+            ),
+            (
+                r#"{"input": "a", "conversation": {"id": 3}}"#.into(),
+                "conversation.id",
+                Some("conversation"),
+            ),
+            (
+                r#"{"input": "a", "conversation": ""}"#.into(),
+                "1 to 256",
+                Some("conversation"),
+            ),
+            (
+                json!({"input": "a", "conversation": long_name}).to_string(),
+                "1 to 256",
+                Some("conversation"),
+            ),
+            (
+                json!({"input": "a", "metadata": many}).to_string(),
+                "at most 16",
+                Some("metadata"),
+            ),
+            (
+                json!({"input": "a", "metadata": {long_key: "v"}}).to_string(),
+                "keys of at most 64",
+                Some("metadata"),
+            ),
+            (
+                json!({"input": "a", "metadata": {"k": long_value}}).to_string(),
+                "metadata.k",
+                Some("metadata"),
+            ),
         ];
         for (body, fragment, param) in table {
             let (message, got) = match parse(&body) {
@@ -254,7 +298,10 @@ mod tests {
         assert_eq!(r.instructions.as_deref(), Some("be brief"));
         assert_eq!(r.metadata.get("k").map(String::as_str), Some("v"));
         for conversation in [r#""chat-1""#, r#"{"id": "chat-1"}"#] {
-            let r = parse(&format!(r#"{{"input": "hi", "conversation": {conversation}, "previous_response_id": null}}"#)).unwrap();
+            let r = parse(&format!(
+                r#"{{"input": "hi", "conversation": {conversation}, "previous_response_id": null}}"#
+            ))
+            .unwrap();
             assert_eq!(r.previous, Some(Previous::Conversation("chat-1".into())));
         }
     }
@@ -263,7 +310,10 @@ mod tests {
     fn the_fingerprint_covers_the_compared_fields_only() {
         let fp = |body: &str| parse(body).unwrap().fingerprint;
         let base = fp(r#"{"input": "hi", "model": "m"}"#);
-        assert_eq!(base, fp(r#"{"input": "hi", "model": "m", "metadata": {"a": "b"}, "stream": false}"#));
+        assert_eq!(
+            base,
+            fp(r#"{"input": "hi", "model": "m", "metadata": {"a": "b"}, "stream": false}"#)
+        );
         for other in [
             r#"{"input": "ho", "model": "m"}"#,
             r#"{"input": "hi", "model": "n"}"#,

@@ -55,7 +55,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/sqlite/0003_dashboard_auth.sql"),
     ),
-    (4, include_str!("../../migrations/sqlite/0004_responses.sql")),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_responses.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_cron.sql")),

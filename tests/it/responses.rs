@@ -50,29 +50,68 @@ async fn the_store_drops_the_least_recently_used_response_first_on_both_backends
             }
             out
         };
-        store.put_response(&new_response("r1", Some("talk")), 2, 1000).await.unwrap();
-        store.put_response(&new_response("r2", None), 2, 1000).await.unwrap();
+        store
+            .put_response(&new_response("r1", Some("talk")), 2, 1000)
+            .await
+            .unwrap();
+        store
+            .put_response(&new_response("r2", None), 2, 1000)
+            .await
+            .unwrap();
         // r1 used after r2 (at the same millisecond: the store still orders them).
         let got = store.use_conversation("talk", 1000).await.unwrap().unwrap();
-        assert_eq!((got.id.as_str(), got.body.as_str(), got.history.as_str(), got.session_id.as_str()),
-            ("r1", "{}", "[]", "s"), "{kind}");
-        store.put_response(&new_response("r3", None), 2, 1000).await.unwrap();
+        assert_eq!(
+            (
+                got.id.as_str(),
+                got.body.as_str(),
+                got.history.as_str(),
+                got.session_id.as_str()
+            ),
+            ("r1", "{}", "[]", "s"),
+            "{kind}"
+        );
+        store
+            .put_response(&new_response("r3", None), 2, 1000)
+            .await
+            .unwrap();
         // `ids` uses each, in order, at time 0: which are left, and r1 then r3 renewed.
         let left = ids(store).await;
         assert_eq!(left, ["r1", "r3"], "{kind}: r2 was the least recently used");
         // r3 is now the most recent; r4 drops r1, and the conversation pointing at it.
-        store.put_response(&new_response("r4", None), 2, 2000).await.unwrap();
-        assert!(store.use_conversation("talk", 2000).await.unwrap().is_none(), "{kind}");
-        assert!(store.use_response("r1", 2000).await.unwrap().is_none(), "{kind}");
+        store
+            .put_response(&new_response("r4", None), 2, 2000)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .use_conversation("talk", 2000)
+                .await
+                .unwrap()
+                .is_none(),
+            "{kind}"
+        );
+        assert!(
+            store.use_response("r1", 2000).await.unwrap().is_none(),
+            "{kind}"
+        );
         assert!(store.delete_response("r4").await.unwrap(), "{kind}");
         assert!(!store.delete_response("r4").await.unwrap(), "{kind}");
-        assert!(store.use_response("r4", 2000).await.unwrap().is_none(), "{kind}");
-        assert!(store.use_response("r3", 2000).await.unwrap().is_some(), "{kind}");
+        assert!(
+            store.use_response("r4", 2000).await.unwrap().is_none(),
+            "{kind}"
+        );
+        assert!(
+            store.use_response("r3", 2000).await.unwrap().is_some(),
+            "{kind}"
+        );
     }
 }
 
 async fn post(app: &TestApp, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
-    let mut req = app.http.post(format!("{}/v1/responses", app.api)).json(&body);
+    let mut req = app
+        .http
+        .post(format!("{}/v1/responses", app.api))
+        .json(&body);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -133,15 +172,34 @@ async fn a_chain_and_a_conversation_reach_the_backend_as_one_history() {
     let (s, r1) = post(&app, json!({"input": "one", "instructions": "sys A"}), &[]).await;
     assert_eq!(s, 200, "{r1}");
     assert_eq!(r1["output"][0]["content"][0]["text"], "Hello");
-    assert_eq!(r1["usage"]["input_tokens"], 11, "the upstream's usage: {r1}");
-    assert_eq!(sent(&upstream, 0), msgs(&[("system", "sys A"), ("user", "one")]));
+    assert_eq!(
+        r1["usage"]["input_tokens"], 11,
+        "the upstream's usage: {r1}"
+    );
+    assert_eq!(
+        sent(&upstream, 0),
+        msgs(&[("system", "sys A"), ("user", "one")])
+    );
     let two = json!([{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "two"}]}]);
-    let (s, r2) = post(&app, json!({"input": two, "previous_response_id": r1["id"]}), &[]).await;
+    let (s, r2) = post(
+        &app,
+        json!({"input": two, "previous_response_id": r1["id"]}),
+        &[],
+    )
+    .await;
     assert_eq!(s, 200, "{r2}");
-    assert_eq!((&r2["previous_response_id"], &r2["instructions"]), (&r1["id"], &json!("sys A")));
+    assert_eq!(
+        (&r2["previous_response_id"], &r2["instructions"]),
+        (&r1["id"], &json!("sys A"))
+    );
     assert_eq!(
         sent(&upstream, 1),
-        msgs(&[("system", "sys A"), ("user", "one"), ("assistant", "Hello"), ("user", "two")])
+        msgs(&[
+            ("system", "sys A"),
+            ("user", "one"),
+            ("assistant", "Hello"),
+            ("user", "two")
+        ])
     );
     let (s, r3) = post(
         &app,
@@ -152,17 +210,37 @@ async fn a_chain_and_a_conversation_reach_the_backend_as_one_history() {
     assert_eq!(s, 200, "{r3}");
     assert_eq!(
         sent(&upstream, 2),
-        msgs(&[("system", "sys B"), ("user", "one"), ("assistant", "Hello"), ("user", "two"),
-               ("assistant", "Hello"), ("user", "three")])
+        msgs(&[
+            ("system", "sys B"),
+            ("user", "one"),
+            ("assistant", "Hello"),
+            ("user", "two"),
+            ("assistant", "Hello"),
+            ("user", "three")
+        ])
     );
     // A conversation: the first turn starts it, the next continues its latest response.
     let (_, c1) = post(&app, json!({"input": "a", "conversation": "talk"}), &[]).await;
-    assert_eq!((&c1["conversation"], &c1["previous_response_id"]), (&json!({"id": "talk"}), &Value::Null));
-    let (_, c2) = post(&app, json!({"input": "b", "conversation": {"id": "talk"}}), &[]).await;
+    assert_eq!(
+        (&c1["conversation"], &c1["previous_response_id"]),
+        (&json!({"id": "talk"}), &Value::Null)
+    );
+    let (_, c2) = post(
+        &app,
+        json!({"input": "b", "conversation": {"id": "talk"}}),
+        &[],
+    )
+    .await;
     assert_eq!(c2["previous_response_id"], c1["id"]);
-    assert_eq!(sent(&upstream, 4), msgs(&[("user", "a"), ("assistant", "Hello"), ("user", "b")]));
+    assert_eq!(
+        sent(&upstream, 4),
+        msgs(&[("user", "a"), ("assistant", "Hello"), ("user", "b")])
+    );
     let (_, c3) = post(&app, json!({"input": "c", "conversation": "talk"}), &[]).await;
-    assert_eq!(c3["previous_response_id"], c2["id"], "the name points at its latest");
+    assert_eq!(
+        c3["previous_response_id"], c2["id"],
+        "the name points at its latest"
+    );
     // A retrieved response is the one answered.
     let (s, got) = get(&app, r2["id"].as_str().unwrap()).await;
     assert_eq!((s, &got), (200, &r2));
@@ -175,36 +253,75 @@ async fn store_false_unknown_ids_deletes_and_refusals() {
     let app = TestApp::spawn("", &[]).await;
     let (s, kept) = post(&app, json!({"input": "keep me"}), &[]).await;
     assert_eq!(s, 200, "{kept}");
-    assert_eq!((&kept["status"], &kept["store"]), (&json!("completed"), &json!(true)));
+    assert_eq!(
+        (&kept["status"], &kept["store"]),
+        (&json!("completed"), &json!(true))
+    );
     assert!(kept["id"].as_str().unwrap().starts_with("resp_"), "{kept}");
     let (s, eph) = post(&app, json!({"input": "forget me", "store": false}), &[]).await;
-    assert_eq!((s, &eph["output"][0]["content"][0]["text"]), (200, &json!("forget me")));
+    assert_eq!(
+        (s, &eph["output"][0]["content"][0]["text"]),
+        (200, &json!("forget me"))
+    );
     let eph_id = eph["id"].as_str().unwrap();
     let (s, e) = get(&app, eph_id).await;
     assert_eq!(s, 404, "{e}");
-    assert_eq!(e["error"]["message"], format!("Response not found: {eph_id}"));
-    let (s, e) = post(&app, json!({"input": "x", "previous_response_id": eph_id}), &[]).await;
+    assert_eq!(
+        e["error"]["message"],
+        format!("Response not found: {eph_id}")
+    );
+    let (s, e) = post(
+        &app,
+        json!({"input": "x", "previous_response_id": eph_id}),
+        &[],
+    )
+    .await;
     assert_eq!(s, 404, "{e}");
-    assert_eq!(e["error"]["message"], format!("Previous response not found: {eph_id}"));
+    assert_eq!(
+        e["error"]["message"],
+        format!("Previous response not found: {eph_id}")
+    );
 
     let id = kept["id"].as_str().unwrap();
     let url = format!("{}/v1/responses/{id}", app.api);
     let r = app.http.delete(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"id": id, "object": "response", "deleted": true}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"id": id, "object": "response", "deleted": true})
+    );
     assert_eq!(get(&app, id).await.0, 404);
     let r = app.http.delete(&url).send().await.unwrap();
     assert_eq!(r.status(), 404);
 
     for (body, param, fragment) in [
         (json!({}), "input", "input: must be"),
-        (json!({"input": [{"role": "assistant", "content": "hi"}]}), "input", "No user message found in input"),
-        (json!({"input": [{"type": "function_call_output", "call_id": "c", "output": "o"}]}), "input[0].type", "not supported"),
-        (json!({"input": "x", "conversation": "c", "previous_response_id": "resp_1"}), "conversation", "Cannot use both"),
+        (
+            json!({"input": [{"role": "assistant", "content": "hi"}]}),
+            "input",
+            "No user message found in input",
+        ),
+        (
+            json!({"input": [{"type": "function_call_output", "call_id": "c", "output": "o"}]}),
+            "input[0].type",
+            "not supported",
+        ),
+        (
+            json!({"input": "x", "conversation": "c", "previous_response_id": "resp_1"}),
+            "conversation",
+            "Cannot use both",
+        ),
     ] {
         let (s, e) = post(&app, body.clone(), &[]).await;
-        assert_eq!((s, &e["error"]["param"]), (400, &json!(param)), "{body}: {e}");
-        assert!(e["error"]["message"].as_str().unwrap().contains(fragment), "{body}: {e}");
+        assert_eq!(
+            (s, &e["error"]["param"]),
+            (400, &json!(param)),
+            "{body}: {e}"
+        );
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(fragment),
+            "{body}: {e}"
+        );
     }
     let metrics = app.metrics().await;
     for line in [
@@ -223,15 +340,26 @@ async fn idempotency_key_runs_one_response_per_key_and_request() {
     let app = TestApp::spawn("agent: {echo: {delay_ms: 300}}", &[]).await;
     let key = [("idempotency-key", "resp-42")];
     let body = json!({"input": "once", "metadata": {"try": "1"}});
-    let (a, b) = tokio::join!(post(&app, body.clone(), &key), post(&app, body.clone(), &key));
+    let (a, b) = tokio::join!(
+        post(&app, body.clone(), &key),
+        post(&app, body.clone(), &key)
+    );
     assert_eq!((a.0, b.0), (200, 200));
     assert_eq!(a.1["id"], b.1["id"], "both callers get the one response");
     // Metadata is not part of the fingerprint: a retry that changes it is the same request.
-    let (_, c) = post(&app, json!({"input": "once", "metadata": {"try": "2"}}), &key).await;
+    let (_, c) = post(
+        &app,
+        json!({"input": "once", "metadata": {"try": "2"}}),
+        &key,
+    )
+    .await;
     assert_eq!(c["id"], a.1["id"]);
     assert!(app.metrics().await.contains("outcome=\"completed\"} 1"));
     let (s, e) = post(&app, json!({"input": "twice"}), &key).await;
-    assert_eq!((s, &e["error"]["code"]), (422, &json!("idempotency_key_reused")));
+    assert_eq!(
+        (s, &e["error"]["code"]),
+        (422, &json!("idempotency_key_reused"))
+    );
 }
 
 /// `max_stored_responses: 2`: a third response drops the least recently used of the two.
@@ -243,9 +371,17 @@ async fn the_bound_drops_the_least_recently_used_response() {
         let (_, r) = post(&app, json!({"input": text}), &[]).await;
         ids.push(r["id"].as_str().unwrap().to_owned());
     }
-    assert_eq!(get(&app, &ids[0]).await.0, 200, "retrieving the first uses it");
+    assert_eq!(
+        get(&app, &ids[0]).await.0,
+        200,
+        "retrieving the first uses it"
+    );
     let (_, third) = post(&app, json!({"input": "third"}), &[]).await;
-    assert_eq!(get(&app, &ids[1]).await.0, 404, "the second was the least recently used");
+    assert_eq!(
+        get(&app, &ids[1]).await.0,
+        404,
+        "the second was the least recently used"
+    );
     assert_eq!(get(&app, &ids[0]).await.0, 200);
     assert_eq!(get(&app, third["id"].as_str().unwrap()).await.0, 200);
 }
@@ -256,7 +392,11 @@ async fn the_bound_drops_the_least_recently_used_response() {
 async fn a_drain_refuses_new_responses_and_lets_the_running_one_finish() {
     let secret = strong_secret();
     let app = std::sync::Arc::new(
-        TestApp::spawn("agent: {echo: {delay_ms: 1500}}", &[("HERMES_DASHBOARD_DRAIN_SECRET", &secret)]).await,
+        TestApp::spawn(
+            "agent: {echo: {delay_ms: 1500}}",
+            &[("HERMES_DASHBOARD_DRAIN_SECRET", &secret)],
+        )
+        .await,
     );
     let running = {
         let app = app.clone();
@@ -279,7 +419,10 @@ async fn a_drain_refuses_new_responses_and_lets_the_running_one_finish() {
         assert_eq!(v["error"]["code"], "gateway_draining", "stream={stream}");
     }
     let (s, done) = running.await.unwrap();
-    assert_eq!((s, &done["output"][0]["content"][0]["text"]), (200, &json!("finish me please")));
+    assert_eq!(
+        (s, &done["output"][0]["content"][0]["text"]),
+        (200, &json!("finish me please"))
+    );
     assert_eq!(get(&app, done["id"].as_str().unwrap()).await.0, 200);
 }
 
@@ -297,16 +440,36 @@ async fn a_response_created_on_one_replica_is_continued_on_another() {
     b.wait_running().await;
     let http = reqwest::Client::new();
     let call = async |base: &str, body: Value| -> (u16, Value) {
-        let r = http.post(format!("{base}/v1/responses")).json(&body).send().await.unwrap();
+        let r = http
+            .post(format!("{base}/v1/responses"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
     };
-    let (s, on_a) = call(&a.api, json!({"input": "begun on A", "instructions": "from A", "conversation": "x"})).await;
+    let (s, on_a) = call(
+        &a.api,
+        json!({"input": "begun on A", "instructions": "from A", "conversation": "x"}),
+    )
+    .await;
     assert_eq!(s, 200, "{on_a}");
-    let (s, on_b) = call(&b.api, json!({"input": "continued on B", "previous_response_id": on_a["id"]})).await;
+    let (s, on_b) = call(
+        &b.api,
+        json!({"input": "continued on B", "previous_response_id": on_a["id"]}),
+    )
+    .await;
     assert_eq!(s, 200, "{on_b}\n{}", b.stderr());
-    assert_eq!((&on_b["previous_response_id"], &on_b["instructions"]), (&on_a["id"], &json!("from A")));
+    assert_eq!(
+        (&on_b["previous_response_id"], &on_b["instructions"]),
+        (&on_a["id"], &json!("from A"))
+    );
     let got: Value = http
-        .get(format!("{}/v1/responses/{}", b.api, on_a["id"].as_str().unwrap()))
+        .get(format!(
+            "{}/v1/responses/{}",
+            b.api,
+            on_a["id"].as_str().unwrap()
+        ))
         .send()
         .await
         .unwrap()
@@ -367,7 +530,12 @@ print("openai responses ok")
 async fn the_official_openai_python_client_drives_the_responses_api() {
     let key = "sk-gateway-responses-key";
     let app = TestApp::spawn("", &[("API_SERVER_KEY", key)]).await;
-    let args = vec!["-c".into(), OPENAI_SCRIPT.into(), format!("{}/v1", app.api), key.into()];
+    let args = vec![
+        "-c".into(),
+        OPENAI_SCRIPT.into(),
+        format!("{}/v1", app.api),
+        key.into(),
+    ];
     let out = run_client("python openai responses", "python3", args, None).await;
     assert_eq!(out, "openai responses ok");
 }
@@ -381,7 +549,11 @@ async fn the_official_openai_node_client_drives_the_responses_api() {
         dir.join("node_modules/openai/package.json").is_file(),
         "the openai Node package is missing: run .ci/deps (npm ci in tests/node)"
     );
-    let args = vec!["responses.mjs".into(), format!("{}/v1", app.api), key.into()];
+    let args = vec![
+        "responses.mjs".into(),
+        format!("{}/v1", app.api),
+        key.into(),
+    ];
     let out = run_client("node openai responses", "node", args, Some(dir)).await;
     assert_eq!(out, "node openai responses ok");
 }
@@ -406,7 +578,12 @@ print("langchain responses ok")
 async fn langchain_chat_openai_with_the_responses_api_works_against_the_gateway() {
     let key = "sk-gateway-langchain-responses";
     let app = TestApp::spawn("", &[("API_SERVER_KEY", key)]).await;
-    let args = vec!["-c".into(), LANGCHAIN_SCRIPT.into(), format!("{}/v1", app.api), key.into()];
+    let args = vec![
+        "-c".into(),
+        LANGCHAIN_SCRIPT.into(),
+        format!("{}/v1", app.api),
+        key.into(),
+    ];
     let out = run_client("langchain responses", "python3", args, None).await;
     assert_eq!(out, "langchain responses ok");
 }
@@ -435,7 +612,12 @@ print(json.dumps(asyncio.run(main())))
 "#;
 
 async fn run_agents(app: &TestApp, key: &str) -> Value {
-    let args = vec!["-c".into(), AGENTS_SCRIPT.into(), format!("{}/v1", app.api), key.into()];
+    let args = vec![
+        "-c".into(),
+        AGENTS_SCRIPT.into(),
+        format!("{}/v1", app.api),
+        key.into(),
+    ];
     let out = run_client("openai agents sdk", "python3", args, None).await;
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
@@ -445,7 +627,10 @@ async fn an_openai_agents_sdk_agent_runs_on_its_default_model_through_the_gatewa
     let key = "sk-gateway-agents";
     let app = TestApp::spawn("", &[("API_SERVER_KEY", key)]).await;
     let outputs = run_agents(&app, key).await;
-    assert_eq!(outputs, json!(["first question", "second question", "streamed question"]));
+    assert_eq!(
+        outputs,
+        json!(["first question", "second question", "streamed question"])
+    );
 }
 
 /// With the `openai` backend, the upstream sees the agent's instructions as the system
@@ -462,27 +647,47 @@ async fn an_openai_agents_sdk_agent_reaches_the_upstream_with_its_history() {
     let outputs = run_agents(&app, key).await;
     assert_eq!(outputs, json!(["Hello", "Hello", "Hello"]));
     let system = ("system", "You are a helpful assistant.");
-    assert_eq!(sent(&upstream, 0), msgs(&[system, ("user", "first question")]));
+    assert_eq!(
+        sent(&upstream, 0),
+        msgs(&[system, ("user", "first question")])
+    );
     assert_eq!(
         sent(&upstream, 1),
-        msgs(&[system, ("user", "first question"), ("assistant", "Hello"), ("user", "second question")])
+        msgs(&[
+            system,
+            ("user", "first question"),
+            ("assistant", "Hello"),
+            ("user", "second question")
+        ])
     );
-    assert_eq!(sent(&upstream, 2), msgs(&[system, ("user", "streamed question")]));
+    assert_eq!(
+        sent(&upstream, 2),
+        msgs(&[system, ("user", "streamed question")])
+    );
 }
 
 /// A browser page on an allowed origin may delete a response: the preflight allows DELETE.
 #[tokio::test]
 async fn a_preflight_from_an_allowed_origin_allows_delete() {
-    let app = TestApp::spawn("gateway: {api_server: {cors_origins: [\"https://app.example\"]}}", &[]).await;
+    let app = TestApp::spawn(
+        "gateway: {api_server: {cors_origins: [\"https://app.example\"]}}",
+        &[],
+    )
+    .await;
     let r = app
         .http
-        .request(reqwest::Method::OPTIONS, format!("{}/v1/responses/resp_1", app.api))
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/responses/resp_1", app.api),
+        )
         .header("origin", "https://app.example")
         .header("access-control-request-method", "DELETE")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let methods = r.headers()["access-control-allow-methods"].to_str().unwrap();
+    let methods = r.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
     assert!(methods.split(", ").any(|m| m == "DELETE"), "{methods}");
 }

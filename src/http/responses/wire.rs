@@ -176,7 +176,10 @@ mod tests {
                 let (event, data) = f.split_once('\n').unwrap();
                 let v: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
                 assert_eq!(event.strip_prefix("event: "), v["type"].as_str(), "{f}");
-                (v["type"].as_str().unwrap().to_owned(), v["sequence_number"].as_u64().unwrap())
+                (
+                    v["type"].as_str().unwrap().to_owned(),
+                    v["sequence_number"].as_u64().unwrap(),
+                )
             })
             .collect()
     }
@@ -205,7 +208,10 @@ mod tests {
             .map(|(i, k)| ((*k).to_owned(), i as u64))
             .collect();
         assert_eq!(got, want);
-        for (status, last) in [(Status::Failed, "response.failed"), (Status::Incomplete, "response.incomplete")] {
+        for (status, last) in [
+            (Status::Failed, "response.failed"),
+            (Status::Incomplete, "response.incomplete"),
+        ] {
             let got = kinds(&Events::default().closing(&record(status, "par")));
             assert_eq!(got.last().unwrap().0, last);
         }
@@ -215,16 +221,31 @@ mod tests {
     fn the_object_carries_the_reply_usage_and_chain() {
         let v = object(&record(Status::Completed, "hi there"));
         assert_eq!(v["status"], "completed");
-        assert_eq!(v["output"][0]["content"][0], json!({"type": "output_text", "text": "hi there", "annotations": [], "logprobs": []}));
+        assert_eq!(
+            v["output"][0]["content"][0],
+            json!({"type": "output_text", "text": "hi there", "annotations": [], "logprobs": []})
+        );
         assert_eq!(v["output"][0]["status"], "completed");
         assert_eq!(v["usage"]["total_tokens"], 3);
-        assert_eq!((&v["previous_response_id"], &v["conversation"]), (&json!("resp_0"), &json!({"id": "chat"})));
+        assert_eq!(
+            (&v["previous_response_id"], &v["conversation"]),
+            (&json!("resp_0"), &json!({"id": "chat"}))
+        );
         assert_eq!(v["error"], Value::Null);
         let failed = object(&record(Status::Failed, ""));
         assert_eq!(failed["output"][0]["status"], "incomplete");
-        assert_eq!(failed["error"], json!({"code": "server_error", "message": "boom"}));
+        assert_eq!(
+            failed["error"],
+            json!({"code": "server_error", "message": "boom"})
+        );
         let started = object(&record(Status::InProgress, ""));
-        assert_eq!((&started["output"], &started["usage"]), (&json!([]), &Value::Null));
-        assert_eq!(object(&record(Status::Incomplete, "x"))["incomplete_details"]["reason"], "interrupted");
+        assert_eq!(
+            (&started["output"], &started["usage"]),
+            (&json!([]), &Value::Null)
+        );
+        assert_eq!(
+            object(&record(Status::Incomplete, "x"))["incomplete_details"]["reason"],
+            "interrupted"
+        );
     }
 }
