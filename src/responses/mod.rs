@@ -45,6 +45,7 @@ pub enum Status {
 }
 
 impl Status {
+    /// The wire name (OpenAI's), as the response object's `status` carries it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InProgress => "in_progress",
@@ -55,9 +56,10 @@ impl Status {
     }
 }
 
-/// Token counts of one response.
+/// Token counts of one response: the backend's, or words counted when it reports none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenUsage {
+    /// Of everything the turn was sent: instructions, the chain's history, the input.
     pub input_tokens: u64,
     pub output_tokens: u64,
 }
