@@ -691,3 +691,43 @@ async fn a_preflight_from_an_allowed_origin_allows_delete() {
         .unwrap();
     assert!(methods.split(", ").any(|m| m == "DELETE"), "{methods}");
 }
+
+/// The id a stream announces in its first event.
+fn announced_id(first: &str) -> String {
+    let data = first
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or_else(|| panic!("no data in {first:?}"));
+    let v: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(v["type"], "response.created", "{v}");
+    v["response"]["id"].as_str().unwrap().to_owned()
+}
+
+/// A streamed response that ends is kept like any other; one whose client goes away
+/// mid-stream is cut (its turn ends, counted interrupted) and never kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_stream_is_kept_and_a_client_that_goes_away_leaves_nothing() {
+    let app = TestApp::spawn("agent: {echo: {delay_ms: 3000}}", &[]).await;
+    let stream = |text: &str| {
+        app.http
+            .post(format!("{}/v1/responses", app.api))
+            .json(&json!({"input": text, "stream": true}))
+            .send()
+    };
+    let mut cut = stream("a b c d e f").await.unwrap();
+    assert_eq!(cut.headers()["content-type"], "text/event-stream");
+    let first = String::from_utf8(cut.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    let cut_id = announced_id(&first);
+    app.wait_until(|s| s["active_agents"] == 1).await;
+    drop(cut);
+    app.wait_until(|s| s["active_agents"] == 0).await;
+    assert_eq!(get(&app, &cut_id).await.0, 404, "a cut stream is not kept");
+    assert!(app.metrics().await.contains("outcome=\"interrupted\"} 1"));
+
+    let body = stream("kept words").await.unwrap().text().await.unwrap();
+    let id = announced_id(&body);
+    assert!(body.contains("event: response.completed"), "{body}");
+    let (s, got) = get(&app, &id).await;
+    assert_eq!((s, &got["status"]), (200, &json!("completed")), "{got}");
+    assert_eq!(got["output"][0]["content"][0]["text"], "kept words");
+}
