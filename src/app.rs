@@ -19,6 +19,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::lifecycle::{DrainControl, Marker, RuntimeInfo, StateFile, TurnGate};
 use crate::metrics::Metrics;
+use crate::responses::Responses;
 use crate::runs::Runs;
 pub use crate::state::{AppState, Shutdown};
 use crate::turn::Turns;
@@ -121,6 +122,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         token_auth,
         dashboard_auth,
     );
+    let responses = Responses::new(store.clone(), turns.clone(), clock.clone(), &config);
     let fire_verifier =
         crate::chronos::verifier_from_config(&config.cron.chronos, clock.clone(), metrics.clone())?;
     let fires = Arc::new(crate::chronos::Fires::new(
@@ -136,6 +138,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         cron,
         fires,
         sessions,
+        responses,
         config: Arc::new(config),
         clock,
         gate,

@@ -16,6 +16,8 @@
 //!   their events in memory and in the store, stop and the in-flight cap.
 //! - [`sessions`]: stored chat sessions (SPEC §11): which session a chat request belongs
 //!   to, the history its turn runs on, each completed turn recorded, both bounds kept.
+//! - [`responses`]: the Responses API's conversations: chains of responses, run as turns
+//!   and kept (bounded) in the store.
 //! - [`turn`]: the one turn driver every source of turns adapts (admission, backend
 //!   stream, outcome, in-flight count).
 //! - [`state`]: [`state::AppState`], what handlers and background tasks share.
@@ -52,6 +54,7 @@ pub mod job;
 pub mod lifecycle;
 pub mod metrics;
 pub mod procfs;
+pub mod responses;
 pub mod runs;
 pub mod sessions;
 pub mod state;

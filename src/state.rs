@@ -47,6 +47,8 @@ pub struct AppState {
     pub runs: Arc<Runs>,
     /// Stored chat sessions: the history of a chat completion's session, `/api/sessions`.
     pub sessions: Sessions,
+    /// Responses API responses: runs their turns and keeps them in the store.
+    pub responses: crate::responses::Responses,
     /// Live audit and cron-run events for `/api/events`.
     pub events: Events,
     pub shutdown: Shutdown,

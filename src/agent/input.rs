@@ -1,6 +1,7 @@
 //! What a chat turn may be asked (SPEC §4 "Request validation", compat): the OpenAI
 //! `messages` list, checked once here for every turn source that takes one (the chat
-//! completions API today; the Responses API and the WebSocket chat can reuse it).
+//! completions API; the WebSocket chat can reuse it), and the Responses API's `input`
+//! items (SPEC §11), whose messages pass the same content rules.
 //!
 //! Pure: JSON in, backend [`Message`]s or an [`InputError`] out. It knows nothing about
 //! HTTP; the caller maps the error to its wire shape (the API server's OpenAI error with
@@ -57,34 +58,16 @@ pub fn chat_messages(messages: Option<&Value>) -> Result<Vec<Message>, InputErro
     };
     let mut out = Vec::with_capacity(list.len());
     for (i, m) in list.iter().enumerate() {
+        let place = format!("messages[{i}]");
         let Value::Object(m) = m else {
             return Err(InputError::new(
-                format!("messages[{i}]"),
+                place.clone(),
                 None,
-                format!("messages[{i}]: must be an object with a role and a content"),
+                format!("{place}: must be an object with a role and a content"),
             ));
         };
-        let role = match m.get("role") {
-            Some(Value::String(r)) if ROLES.contains(&r.as_str()) => r.clone(),
-            Some(Value::String(r)) => {
-                return Err(InputError::new(
-                    format!("messages[{i}].role"),
-                    None,
-                    format!(
-                        "messages[{i}].role: unknown role {r:?} (expected one of {})",
-                        ROLES.join(", ")
-                    ),
-                ));
-            }
-            _ => {
-                return Err(InputError::new(
-                    format!("messages[{i}].role"),
-                    None,
-                    format!("messages[{i}].role: required (one of {})", ROLES.join(", ")),
-                ));
-            }
-        };
-        let content = content_text(i, m.get("content"))?;
+        let role = role(&place, m.get("role"), None)?;
+        let content = content_text(&place, m.get("content"))?;
         out.push(Message { role, content });
     }
     if !out.iter().any(|m| m.role == "user") {
@@ -97,13 +80,115 @@ pub fn chat_messages(messages: Option<&Value>) -> Result<Vec<Message>, InputErro
     Ok(out)
 }
 
+/// A message's `role` at `place` (`messages[2]`); `default` is what an absent role means
+/// (none: it is required).
+fn role(place: &str, role: Option<&Value>, default: Option<&str>) -> Result<String, InputError> {
+    match (role, default) {
+        (Some(Value::String(r)), _) if ROLES.contains(&r.as_str()) => Ok(r.clone()),
+        (Some(Value::String(r)), _) => Err(InputError::new(
+            format!("{place}.role"),
+            None,
+            format!(
+                "{place}.role: unknown role {r:?} (expected one of {})",
+                ROLES.join(", ")
+            ),
+        )),
+        (None, Some(d)) => Ok(d.to_owned()),
+        _ => Err(InputError::new(
+            format!("{place}.role"),
+            None,
+            format!("{place}.role: required (one of {})", ROLES.join(", ")),
+        )),
+    }
+}
+
+/// Checks a Responses API `input` (SPEC §11; absent = `None`): a string (one user
+/// message) or a non-empty list of items, each a plain string (a user message) or a
+/// message — `type` absent or `message`, a `role` (absent = `user`) and a `content`
+/// checked as a chat message's is. Other item types (function calls and their outputs,
+/// reasoning) are refused: this gateway's agents run their own tools. The input must
+/// hold a user message.
+pub fn response_input(input: Option<&Value>) -> Result<Vec<Message>, InputError> {
+    let items = match input {
+        Some(Value::String(text)) => {
+            return Ok(vec![Message {
+                role: "user".into(),
+                content: text.clone(),
+            }]);
+        }
+        Some(Value::Array(items)) if !items.is_empty() => items,
+        _ => {
+            return Err(InputError::new(
+                "input",
+                None,
+                "input: must be a string or a non-empty list of input items".into(),
+            ));
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let place = format!("input[{i}]");
+        out.push(match item {
+            Value::String(text) => Message {
+                role: "user".into(),
+                content: text.clone(),
+            },
+            Value::Object(m) => input_message(&place, m)?,
+            _ => {
+                return Err(InputError::new(
+                    place.clone(),
+                    None,
+                    format!("{place}: must be a string or a message object"),
+                ));
+            }
+        });
+    }
+    if !out.iter().any(|m| m.role == "user") {
+        return Err(InputError::new(
+            "input",
+            None,
+            "No user message found in input".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// One message item of a Responses `input`.
+fn input_message(place: &str, m: &serde_json::Map<String, Value>) -> Result<Message, InputError> {
+    match m.get("type") {
+        None => {}
+        Some(Value::String(t)) if t == "message" => {}
+        Some(Value::String(t)) => {
+            return Err(InputError::new(
+                format!("{place}.type"),
+                UNSUPPORTED,
+                format!(
+                    "{place}.type: input items of type {t:?} are not supported (send messages)"
+                ),
+            ));
+        }
+        Some(_) => {
+            return Err(InputError::new(
+                format!("{place}.type"),
+                None,
+                format!("{place}.type: must be the string \"message\""),
+            ));
+        }
+    }
+    Ok(Message {
+        role: role(place, m.get("role"), Some("user"))?,
+        content: content_text(place, m.get("content"))?,
+    })
+}
+
 /// What is wrong with one content part: its compat code and the problem, which the caller
 /// prefixes with the part's place.
 type PartError = (Option<&'static str>, String);
 
-/// One message's `content`: a string, or a list of at most [`MAX_PARTS`] parts.
-fn content_text(i: usize, content: Option<&Value>) -> Result<String, InputError> {
-    let param = || format!("messages[{i}].content");
+/// The `content` of the message at `place` (`messages[2]`): a string, or a list of at
+/// most [`MAX_PARTS`] parts.
+fn content_text(place: &str, content: Option<&Value>) -> Result<String, InputError> {
+    let param = || format!("{place}.content");
     let parts = match content {
         Some(Value::String(s)) => return Ok(s.clone()),
         Some(Value::Array(parts)) => parts,
@@ -111,14 +196,14 @@ fn content_text(i: usize, content: Option<&Value>) -> Result<String, InputError>
             return Err(InputError::new(
                 param(),
                 None,
-                format!("messages[{i}].content: required (a string or a list of content parts)"),
+                format!("{place}.content: required (a string or a list of content parts)"),
             ));
         }
         Some(_) => {
             return Err(InputError::new(
                 param(),
                 BAD_PART,
-                format!("messages[{i}].content: must be a string or a list of content parts"),
+                format!("{place}.content: must be a string or a list of content parts"),
             ));
         }
     };
@@ -127,7 +212,7 @@ fn content_text(i: usize, content: Option<&Value>) -> Result<String, InputError>
             param(),
             BAD_PART,
             format!(
-                "messages[{i}].content: {} content parts (at most {MAX_PARTS})",
+                "{place}.content: {} content parts (at most {MAX_PARTS})",
                 parts.len()
             ),
         ));
@@ -135,7 +220,7 @@ fn content_text(i: usize, content: Option<&Value>) -> Result<String, InputError>
     let mut texts = Vec::new();
     for (j, part) in parts.iter().enumerate() {
         let text = part_text(part).map_err(|(code, what)| {
-            InputError::new(param(), code, format!("messages[{i}].content[{j}]: {what}"))
+            InputError::new(param(), code, format!("{place}.content[{j}]: {what}"))
         })?;
         if let Some(t) = text.filter(|t| !t.is_empty()) {
             texts.push(t);
@@ -411,6 +496,95 @@ mod tests {
             "messages",
             "a body without messages"
         );
+    }
+
+    /// The Responses `input` rules: `Ok((role, text) pairs)` or `Err((param, code, fragment))`.
+    #[test]
+    fn the_responses_input_table() {
+        type Expect<'a> = Result<&'a [(&'a str, &'a str)], (&'a str, Option<&'a str>, &'a str)>;
+        let table: Vec<(Option<Value>, Expect)> = vec![
+            (Some(json!("hi")), Ok(&[("user", "hi")])),
+            (Some(json!("")), Ok(&[("user", "")])),
+            (
+                Some(json!(["a", {"role": "assistant", "content": "b"}, {"content": "c"}])),
+                Ok(&[("user", "a"), ("assistant", "b"), ("user", "c")]),
+            ),
+            (
+                Some(
+                    json!([{"type": "message", "role": "developer", "content": "rules"},
+                            {"type": "message", "role": "user", "content": [
+                                {"type": "input_text", "text": "x"},
+                                {"type": "input_image", "image_url": "https://x.example/a.png"}]},
+                            {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+                             "content": [{"type": "output_text", "text": "y", "annotations": []}]}]),
+                ),
+                Ok(&[("developer", "rules"), ("user", "x"), ("assistant", "y")]),
+            ),
+            (
+                None,
+                Err(("input", None, "must be a string or a non-empty list")),
+            ),
+            (Some(json!(null)), Err(("input", None, "non-empty list"))),
+            (Some(json!([])), Err(("input", None, "non-empty list"))),
+            (Some(json!(5)), Err(("input", None, "non-empty list"))),
+            (
+                Some(json!([7])),
+                Err(("input[0]", None, "must be a string or a message")),
+            ),
+            (
+                Some(json!([{"role": "assistant", "content": "only me"}])),
+                Err(("input", None, "No user message found in input")),
+            ),
+            (
+                Some(json!(["a", {"type": "function_call_output", "call_id": "c", "output": "o"}])),
+                Err(("input[1].type", UNSUPPORTED, "\"function_call_output\"")),
+            ),
+            (
+                Some(json!([{"type": 1, "content": "a"}])),
+                Err(("input[0].type", None, "must be the string")),
+            ),
+            (
+                Some(json!([{"role": "robot", "content": "a"}])),
+                Err(("input[0].role", None, "unknown role")),
+            ),
+            (
+                Some(json!([{"role": null, "content": "a"}])),
+                Err(("input[0].role", None, "required")),
+            ),
+            (
+                Some(json!([{"role": "user"}])),
+                Err(("input[0].content", None, "required")),
+            ),
+            (
+                Some(json!(["ok", {"content": [{"type": "input_file", "file_id": "f"}]}])),
+                Err((
+                    "input[1].content",
+                    UNSUPPORTED,
+                    "input[1].content[0]: input_file",
+                )),
+            ),
+        ];
+        for (input, expected) in table {
+            let got = response_input(input.as_ref());
+            match (got, expected) {
+                (Ok(ms), Ok(pairs)) => {
+                    let got: Vec<(&str, &str)> = ms
+                        .iter()
+                        .map(|m| (m.role.as_str(), m.content.as_str()))
+                        .collect();
+                    assert_eq!(got, pairs, "{input:?}");
+                }
+                (Err(e), Err((param, code, fragment))) => {
+                    assert_eq!(
+                        (e.param.as_str(), e.code),
+                        (param, code),
+                        "{input:?}: {e:?}"
+                    );
+                    assert!(e.message.contains(fragment), "{input:?}: {}", e.message);
+                }
+                (got, expected) => panic!("{input:?}: got {got:?}, expected {expected:?}"),
+            }
+        }
     }
 
     #[test]

@@ -94,6 +94,7 @@ pub fn effective(config: &Config) -> Value {
             "enabled": c.api_server.enabled, "host": c.api_server.host, "port": c.api_server.port,
             "key": redacted(&c.secrets.api_server_key),
             "cors_origins": c.api_server.cors_origins, "model_name": c.api_server.model_name,
+            "max_stored_responses": c.api_server.max_stored_responses,
         }},
         "dashboard": {
             "enabled": c.dashboard.enabled, "host": c.dashboard.host, "port": c.dashboard.port,

@@ -22,6 +22,7 @@ impl Reader {
                 "model_name",
                 "max_stored_sessions",
                 "max_session_messages",
+                "max_stored_responses",
             ],
         );
         self.no_secret_in_file(&s, "key", "API_SERVER_KEY");
@@ -33,6 +34,7 @@ impl Reader {
             model_name: self.string(&s, "model_name", "hermes-agent"),
             max_stored_sessions: self.uint(&s, "max_stored_sessions", 10_000, 1, 1_000_000),
             max_session_messages: self.uint(&s, "max_session_messages", 200, 2, 100_000),
+            max_stored_responses: self.uint(&s, "max_stored_responses", 10_000, 1, 10_000_000),
         }
     }
 

@@ -170,6 +170,9 @@ pub struct ApiServerConfig {
     pub max_stored_sessions: u64,
     /// Most messages one stored chat session keeps; past it its oldest go.
     pub max_session_messages: u64,
+    /// Most Responses API responses kept in the store (SPEC §11); the least recently used
+    /// go first.
+    pub max_stored_responses: u64,
 }
 
 /// How both listeners treat their connections (an extension, SPEC §10): slow or idle

@@ -1,7 +1,6 @@
 //! The API server's router and its small routes: health, readiness, models and
-//! capabilities (chat completions are `chat`'s, runs `runs`', the key check `api_key`'s).
-//! capabilities (chat completions are `chat`'s, the key check `api_key`'s, stored sessions
-//! `sessions`').
+//! capabilities (chat completions are `chat`'s, the Responses API `responses`', runs
+//! `runs`', stored sessions `sessions`', the key check `api_key`'s).
 
 use std::sync::Arc;
 
@@ -33,6 +32,7 @@ pub fn router(state: AppState, docs: Router<AppState>) -> Router {
             "/v1/chat/completions",
             post(super::chat::chat_completions).layer(Extension(Arc::new(Idempotency::default()))),
         )
+        .merge(super::responses::routes(&state))
         .merge(docs)
         // The fire token is this route's credential, never API_SERVER_KEY (SPEC §8).
         .merge(super::fire::routes())
@@ -210,6 +210,7 @@ pub async fn capabilities(
         "features": {
             "chat_completions": true,
             "chat_completions_streaming": true,
+            "responses_api": true,
             "stream_usage": true,
             "session_continuity_header": super::chat::SESSION_HEADER_NAME,
             "idempotency_header": "Idempotency-Key",
@@ -232,6 +233,7 @@ pub async fn capabilities(
             "model": endpoint("GET", "/v1/models/{id}"),
             "capabilities": endpoint("GET", "/v1/capabilities"),
             "chat_completions": endpoint("POST", "/v1/chat/completions"),
+            "responses": endpoint("POST", "/v1/responses"),
             "jobs": endpoint("GET", "/api/jobs"),
             "job_create": endpoint("POST", "/api/jobs"),
             "job": endpoint("GET", "/api/jobs/{id}"),

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 
-const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
+const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str =
     "Authorization, Content-Type, Idempotency-Key, X-Hermes-Session-Id, X-Requested-With";
 const EXPOSE_HEADERS: &str = "X-Hermes-Session-Id, Retry-After";

@@ -41,6 +41,22 @@ pub struct Idempotency {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
 }
 
+/// Refuses a key that is empty, longer than [`MAX_KEY_LEN`] or holds anything but visible
+/// ASCII and spaces (a tab, say), as documented (also where no turn is kept under it, a
+/// streamed one: a bad key is a bad request either way).
+pub fn check_key(key: &str) -> Result<(), ApiError> {
+    let printable = key.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !printable {
+        return Err(ApiError::invalid_request(
+            format!(
+                "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters or spaces"
+            ),
+            Some("invalid_idempotency_key"),
+        ));
+    }
+    Ok(())
+}
+
 impl Idempotency {
     /// Runs `turn` once per (key, body); repeats get its answer (a 200 with that JSON).
     /// A turn that fails answers its error and is not kept.
@@ -49,12 +65,7 @@ impl Idempotency {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Value, ApiError>>,
     {
-        if key.is_empty() || key.len() > MAX_KEY_LEN {
-            return Err(ApiError::invalid_request(
-                format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} characters"),
-                Some("invalid_idempotency_key"),
-            ));
-        }
+        check_key(key)?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body)
             .as_ref()
             .to_vec();

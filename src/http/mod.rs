@@ -16,6 +16,7 @@ mod jobs;
 mod openapi;
 mod origin;
 mod page;
+mod responses;
 mod route_metrics;
 mod runs;
 mod schemas;

@@ -18,7 +18,8 @@ use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response, SecurityRequire
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    api, chat, connection, dashboard, fire, jobs, page, runs, schemas, session, sessions, ws,
+    api, chat, connection, dashboard, fire, jobs, page, responses, runs, schemas, session,
+    sessions, ws,
 };
 use crate::state::AppState;
 
@@ -33,7 +34,7 @@ const SESSION_TOKEN: &str = "sessionToken";
 #[openapi(
     info(
         title = "hermes-gateway API server",
-        description = "The OpenAI-compatible API server of the Hermes agent gateway (default 127.0.0.1:8642): health, models, chat completions, asynchronous runs, the cron job API and the Chronos fire endpoint. With `API_SERVER_KEY` set, every operation but health, readiness, this document and the fire endpoint needs `Authorization: Bearer <API_SERVER_KEY>`."
+        description = "The OpenAI-compatible API server of the Hermes agent gateway (default 127.0.0.1:8642): health, models, chat completions, the Responses API, asynchronous runs, the cron job API and the Chronos fire endpoint. With `API_SERVER_KEY` set, every operation but health, readiness, this document and the fire endpoint needs `Authorization: Bearer <API_SERVER_KEY>`."
     ),
     paths(
         api::health,
@@ -48,6 +49,9 @@ const SESSION_TOKEN: &str = "sessionToken";
         runs::show,
         runs::events,
         runs::stop,
+        responses::create,
+        responses::retrieve,
+        responses::remove,
         serve_api,
         fire::fire,
         jobs::list,
@@ -483,6 +487,7 @@ mod tests {
     }
 
     const API: &str = include_str!("api.rs");
+    const RESPONSES: &str = include_str!("responses.rs");
     const DASHBOARD: &str = include_str!("dashboard.rs");
     const JOBS: &str = include_str!("jobs.rs");
     const SESSIONS: &str = include_str!("sessions.rs");
@@ -501,8 +506,9 @@ mod tests {
 
     #[test]
     fn every_route_of_each_listener_is_documented_and_nothing_else() {
-        // The API server router merges fire, jobs and sessions; the dashboard's merges jobs,
-        // sessions, fire, session, ws and page (see `api::router` and `dashboard::router`).
+        // The API server router merges responses, runs, fire, jobs and sessions; the dashboard's
+        // merges jobs, sessions, fire, session, ws and page (see `api::router` and
+        // `dashboard::router`).
         assert!(
             API.contains(".merge(super::fire::routes())")
                 && API.contains("super::jobs::routes()")
@@ -510,13 +516,14 @@ mod tests {
         );
         assert!(API.contains(".merge(docs)") && DASHBOARD.contains(".merge(docs)"));
         assert!(API.contains(".merge(super::runs::routes(&state))"));
+        assert!(API.contains(".merge(super::responses::routes(&state))"));
         for m in ["jobs", "sessions", "fire", "session", "ws", "page"] {
             assert!(
                 DASHBOARD.contains(&format!(".merge(super::{m}::routes())")),
                 "{m}"
             );
         }
-        let api: BTreeSet<_> = [API, FIRE, JOBS, SESSIONS, RUNS, docs_routes()]
+        let api: BTreeSet<_> = [API, RESPONSES, FIRE, JOBS, SESSIONS, RUNS, docs_routes()]
             .iter()
             .flat_map(|s| routes_in(s))
             .collect();

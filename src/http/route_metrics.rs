@@ -17,10 +17,11 @@ pub(super) async fn count(
     req: Request,
     next: Next,
 ) -> Response {
+    // `METHOD /path/{param}`: the route's template, never a concrete id.
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+        .map(|p| format!("{} {}", req.method(), p.as_str()));
     let response = next.run(req).await;
     if let Some(route) = route {
         metrics.api_request(&route, outcome(response.status()));

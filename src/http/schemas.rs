@@ -547,3 +547,5 @@ pub struct WsTicket {
 
 mod runs;
 pub use runs::{RunEventFrame, RunObject, RunRequest, RunStarted, RunStopping};
+/// The Responses API's shapes (SPEC §11).
+pub mod responses;

@@ -19,12 +19,14 @@
 //! - `fire_tokens`, `dashboard_auth`: accepted fire-token ids; sessions and tickets.
 //! - `agent_runs`: asynchronous runs (`POST /v1/runs`) and their event logs.
 //! - `sessions`: stored chat sessions (`chat_sessions`) and their bounded messages.
+//! - `responses`: stored Responses API responses and named conversations, bounded.
 
 mod agent_runs;
 mod claim;
 mod dashboard_auth;
 mod fire_tokens;
 mod jobs;
+mod responses;
 mod rows;
 mod runs;
 mod sessions;
@@ -42,6 +44,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use crate::job::{ClaimOutcome, NewRun};
 pub use agent_runs::{AgentRun, AgentRunStatus, RunEnd, RunProgress, Synced};
 pub use dashboard_auth::{Redemption, StoredSession};
+pub use responses::{NewResponse, StoredResponse};
 pub use sessions::{ChatAppend, ChatSession, StoredChat};
 
 use crate::clock::Clock;
@@ -58,6 +61,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/sqlite/0003_dashboard_auth.sql"),
     ),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_responses.sql"),
+    ),
     (5, include_str!("../../migrations/sqlite/0005_sessions.sql")),
     (6, include_str!("../../migrations/sqlite/0006_runs.sql")),
 ];
@@ -70,6 +77,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../migrations/postgres/0003_dashboard_auth.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_responses.sql"),
     ),
     (
         5,

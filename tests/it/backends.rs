@@ -973,6 +973,7 @@ async fn upstream_chat(State(u): State<Upstream>, headers: HeaderMap, body: Byte
     }
 }
 
+/// Serves the fake upstream on loopback: its base URL (`…/v1`) and what it records.
 pub(crate) async fn fake_upstream() -> (String, Upstream) {
     let u = Upstream::default();
     let app = Router::new()

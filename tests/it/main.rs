@@ -14,6 +14,7 @@ mod files;
 mod net;
 mod operator;
 mod process;
+mod responses;
 mod runs;
 mod sessions;
 mod soak;

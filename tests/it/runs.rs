@@ -191,7 +191,7 @@ async fn a_run_outlives_the_client_that_started_it_and_the_one_watching_it() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("hermes_api_requests_total{route=\"/v1/runs\",outcome=\"ok\"} 1"),
+        metrics.contains("hermes_api_requests_total{route=\"POST /v1/runs\",outcome=\"ok\"} 1"),
         "{metrics}"
     );
 }
@@ -362,7 +362,9 @@ async fn the_eleventh_run_in_flight_gets_429() {
     .await;
     let metrics = app.metrics().await;
     assert!(
-        metrics.contains("hermes_api_requests_total{route=\"/v1/runs\",outcome=\"rate_limited\"}"),
+        metrics.contains(
+            "hermes_api_requests_total{route=\"POST /v1/runs\",outcome=\"rate_limited\"}"
+        ),
         "{metrics}"
     );
 }

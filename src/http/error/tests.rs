@@ -357,3 +357,78 @@ fn session_shapes() {
         check(ApiError::chat_session(error), status, retry_after, body);
     }
 }
+
+#[test]
+fn responses_shapes() {
+    use crate::responses::ResponsesError as E;
+    let openai = |message: &str, kind: &str, code: &str| json!({"error": {"message": message, "type": kind, "code": code}});
+    let not_found = |m: &str| openai(m, "invalid_request_error", "response_not_found");
+    let table: Vec<(E, u16, Option<&str>, Value)> = vec![
+        (
+            E::BadBody("invalid request body: eof".into()),
+            400,
+            None,
+            json!({"error": {"message": "invalid request body: eof", "type": "invalid_request_error", "code": null}}),
+        ),
+        (
+            E::Input(crate::agent::input::InputError {
+                message: "No user message found in input".into(),
+                param: "input".into(),
+                code: None,
+            }),
+            400,
+            None,
+            json!({"error": {"message": "No user message found in input", "type": "invalid_request_error",
+                "param": "input", "code": null}}),
+        ),
+        (
+            E::NotFound("resp_1".into()),
+            404,
+            None,
+            not_found("Response not found: resp_1"),
+        ),
+        (
+            E::PreviousNotFound("resp_2".into()),
+            404,
+            None,
+            not_found("Previous response not found: resp_2"),
+        ),
+        (
+            E::Refused(Refusal::Draining),
+            503,
+            Some("5"),
+            openai(
+                &format!("{}; retry later", Refusal::Draining),
+                "service_unavailable",
+                "gateway_draining",
+            ),
+        ),
+        (
+            E::Failed("model crashed".into()),
+            502,
+            None,
+            openai("model crashed", "server_error", "agent_incomplete"),
+        ),
+        (
+            E::Store(StoreError::Unavailable("refused at 10.0.0.7".into())),
+            503,
+            Some("5"),
+            openai(
+                "the response store is unavailable; retry later",
+                "service_unavailable",
+                "store_unavailable",
+            ),
+        ),
+        (
+            E::Store(StoreError::Corrupt("response resp_3: secret text".into())),
+            500,
+            None,
+            openai("internal error", "server_error", "internal_error"),
+        ),
+    ];
+    for (error, status, retry_after, body) in table {
+        check(error.into(), status, retry_after, body);
+    }
+    let interrupted: ApiError = E::Interrupted.into();
+    assert_eq!(interrupted.into_response().status(), 503);
+}
