@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use super::ApiError;
 use super::idempotency::Idempotency;
-use super::{ApiError, BODY_LIMIT};
 use crate::agent::{Message, TurnRequest, Usage};
 use crate::sessions::{RecordedTurn, Recording, SessionError};
 use crate::state::AppState;
@@ -121,10 +121,7 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     super::api_key::check(&s, &headers)?;
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(BODY_LIMIT),
-        _ => ApiError::invalid_request(format!("cannot read request body: {e}"), None),
-    })?;
+    let body = body?;
     let req = parse_chat(&body)?;
     let stream = req.stream;
     let model = req

@@ -440,6 +440,7 @@ impl From<FireRefusal> for ApiError {
     }
 }
 
+mod body;
 mod responses;
 mod runs;
 #[cfg(test)]

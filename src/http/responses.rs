@@ -18,8 +18,8 @@ use axum::{Extension, Json, Router};
 use futures_util::stream;
 use serde_json::{Value, json};
 
+use super::ApiError;
 use super::idempotency::Idempotency;
-use super::{ApiError, BODY_LIMIT};
 use crate::responses::{Progress, Request, Running};
 use crate::state::AppState;
 
@@ -66,10 +66,7 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     super::api_key::check(&s, &headers)?;
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(BODY_LIMIT),
-        _ => ApiError::invalid_request(format!("cannot read request body: {e}"), None),
-    })?;
+    let body = body?;
     let key = match headers.get(IDEMPOTENCY_HEADER) {
         Some(v) => {
             let key = v.to_str().map_err(|_| {

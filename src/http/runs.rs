@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 
-use super::{ApiError, BODY_LIMIT};
+use super::ApiError;
 use crate::runs::{EventFeed, RunView};
 use crate::state::AppState;
 
@@ -55,10 +55,7 @@ pub async fn start(
     State(s): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(BODY_LIMIT),
-        _ => ApiError::invalid_request(format!("cannot read request body: {e}"), None),
-    })?;
+    let body = body?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid_request(format!("invalid request body: {e}"), None))?;
     let request = crate::runs::run_request(&value).map_err(ApiError::Input)?;
