@@ -1,0 +1,229 @@
+//! Chronos fires against the Python receiver (issue 5).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::*;
+use crate::cron::bench_job;
+
+/// Jobs prepared per run: more than one run of [`FIRE_SECONDS`] can fire.
+pub const FIRE_JOBS: usize = 40_000;
+pub const FIRE_SECONDS: f64 = 5.0;
+pub const FIRE_CLIENTS: usize = 16;
+pub const FIRE_AUD: &str = "agent:bench";
+
+pub fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/chronos")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `n` distinct fire tokens (own `jti`, ten minutes to live), minted on both cores.
+pub fn mint(alg: jsonwebtoken::Algorithm, n: usize) -> Vec<String> {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let key = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(fixture("ec_a.key").as_bytes()),
+        _ => EncodingKey::from_rsa_pem(fixture("rsa_a.key").as_bytes()),
+    }
+    .unwrap();
+    let exp = jiff::Timestamp::now().as_second() + 600;
+    let one = |i: usize| {
+        let claims = json!({"exp": exp, "aud": FIRE_AUD, "purpose": "cron_fire", "jti": format!("bench-{i}")});
+        jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap()
+    };
+    let half = n / 2;
+    let one = &one;
+    std::thread::scope(|s| {
+        let a = s.spawn(move || (0..half).map(one).collect::<Vec<_>>());
+        let b = s.spawn(move || (half..n).map(one).collect::<Vec<_>>());
+        let mut all = a.join().unwrap();
+        all.extend(b.join().unwrap());
+        all
+    })
+}
+
+/// A fire receiver with `FIRE_JOBS` one-shot jobs due at `slot`: the gateway or the Python
+/// comparison. Dropping it stops the process.
+pub enum Receiver {
+    Gateway {
+        _gateway: Gateway,
+    },
+    Python {
+        child: Child,
+        _home: tempfile::TempDir,
+    },
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Self::Python { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub async fn receiver(kind: &str, slot: i64, http: &reqwest::Client) -> (Receiver, String) {
+    let home = tempfile::tempdir().unwrap();
+    if kind == "python" {
+        let port = free_port();
+        std::fs::write(home.path().join("rsa.pub"), fixture("rsa_a.pub")).unwrap();
+        std::fs::write(home.path().join("ec.pub"), fixture("ec_a.pub")).unwrap();
+        let child = Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/fire_receiver.py"))
+            .args([
+                port.to_string(),
+                home.path().join("py.db").display().to_string(),
+            ])
+            .args([FIRE_JOBS.to_string(), slot.to_string()])
+            .args([home.path().join("rsa.pub"), home.path().join("ec.pub")])
+            .arg(FIRE_AUD)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 with aiohttp and PyJWT (.ci/deps installs them)");
+        let receiver = Receiver::Python { child, _home: home };
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..3000 {
+            if http.get(format!("{base}/api/status")).send().await.is_ok() {
+                return (receiver, base);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the Python receiver never became ready");
+    }
+    let store = hermes_gateway::store::Store::sqlite(
+        &home.path().join("state.db"),
+        &hermes_gateway::clock::SystemClock,
+    )
+    .await
+    .unwrap();
+    let at = jiff::Timestamp::from_second(slot).unwrap().to_string();
+    let jobs: Vec<_> = (0..FIRE_JOBS)
+        .map(|i| {
+            let mut job = bench_job(i, slot);
+            job.schedule = at.clone();
+            job
+        })
+        .collect();
+    for chunk in jobs.chunks(10_000) {
+        store.insert_jobs(chunk).await.unwrap();
+    }
+    drop(store);
+    let keys = serde_json::to_string(&[fixture("rsa_a.pub"), fixture("ec_a.pub")]).unwrap();
+    let gw = Gateway::start_in(
+        home,
+        &format!("cron: {{chronos: {{expected_audience: {FIRE_AUD:?}, nas_public_keys: {keys}}}}}"),
+    );
+    gw.ready(http).await;
+    let base = gw.api.clone();
+    (Receiver::Gateway { _gateway: gw }, base)
+}
+
+/// One run: 16 keep-alive clients fire distinct due jobs for 5 s; every answer must be a
+/// 202 `started` (or, without `claim`, fire unknown jobs and get `unknown_job`). Returns
+/// (fires per second, latencies in ms).
+pub async fn fire_run(
+    kind: &str,
+    tokens: &std::sync::Arc<Vec<String>>,
+    claim: bool,
+) -> (f64, Vec<f64>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let http = reqwest::Client::new();
+    // Due within the 30 s early tolerance, and not before the run ends (so no ticker fires them).
+    let slot = jiff::Timestamp::now().as_second() + 28;
+    let fire_at = jiff::Timestamp::from_second(slot).unwrap().to_string();
+    let (_receiver, base) = receiver(kind, slot, &http).await;
+    let next = std::sync::Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(FIRE_SECONDS);
+    let mut tasks = Vec::new();
+    for _ in 0..FIRE_CLIENTS {
+        let (http, url) = (reqwest::Client::new(), format!("{base}/api/cron/fire"));
+        let (next, tokens, fire_at) = (next.clone(), tokens.clone(), fire_at.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= FIRE_JOBS.min(tokens.len()) {
+                    break;
+                }
+                // Without a claim: a job id that does not exist (verify + one read + 202).
+                let prefix = if claim { "" } else { "x" };
+                let body = json!({"job_id": format!("{prefix}{i:012x}"), "fire_at": fire_at});
+                let t = Instant::now();
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&tokens[i])
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let v: serde_json::Value = r.json().await.unwrap();
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                assert_eq!(
+                    (status, v["outcome"].as_str()),
+                    (202, Some(if claim { "started" } else { "unknown_job" })),
+                    "{v}"
+                );
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let secs = started.elapsed().as_secs_f64().min(FIRE_SECONDS);
+    (all.len() as f64 / secs, all)
+}
+
+/// Accepted fires per second and p99, RS256 and ES256, gateway vs. the Python receiver;
+/// three runs each, medians printed. `claim: false` measures the path without the claim.
+pub async fn fire_throughput(claim: bool) {
+    // FIRE_ONLY=ES256,gateway (say) runs a subset.
+    let only = std::env::var("FIRE_ONLY").unwrap_or_default();
+    for (name, alg) in [
+        ("RS256", jsonwebtoken::Algorithm::RS256),
+        ("ES256", jsonwebtoken::Algorithm::ES256),
+    ] {
+        if !only.is_empty() && !only.contains(name) {
+            continue;
+        }
+        let tokens = std::sync::Arc::new(mint(alg, FIRE_JOBS));
+        for kind in ["gateway", "python"] {
+            if !only.is_empty() && !only.contains(kind) {
+                continue;
+            }
+            let mut rates = Vec::new();
+            let mut p99s = Vec::new();
+            let mut p50s = Vec::new();
+            for _ in 0..3 {
+                let (rate, mut lat) = fire_run(kind, &tokens, claim).await;
+                lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                println!(
+                    "  {kind} {name}: {rate:.0} fires/s, p50 {:.2} ms, p99 {:.2} ms ({} fires)",
+                    pct(&lat, 0.5),
+                    pct(&lat, 0.99),
+                    lat.len()
+                );
+                rates.push(rate);
+                p50s.push(pct(&lat, 0.5));
+                p99s.push(pct(&lat, 0.99));
+            }
+            for v in [&mut rates, &mut p50s, &mut p99s] {
+                v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            }
+            println!(
+                "fire {kind} {name}: median of 3 runs {:.0} accepted fires/s, p50 {:.2} ms, p99 {:.2} ms ({FIRE_CLIENTS} clients, {FIRE_SECONDS} s)",
+                rates[1], p50s[1], p99s[1]
+            );
+        }
+    }
+}
+
+// ---- dashboard tickets and sockets (issue 6) ----------------------------------------
