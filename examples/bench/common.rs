@@ -47,7 +47,7 @@ impl Gateway {
             ),
         )
         .unwrap();
-        let child = Command::new(binary())
+        let child = server(binary())
             .arg("--home")
             .arg(home.path())
             .arg("run")
@@ -134,4 +134,43 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+/// `BENCH_PIN=SERVER,CLIENT` (two CPU numbers, e.g. `0,1`): the servers under test (the
+/// gateway and the Python peers) run pinned to CPU `SERVER` and this load generator to
+/// CPU `CLIENT`, as the issues' side-by-side figures were measured. Unset: no pinning.
+fn pins() -> Option<(String, String)> {
+    let v = std::env::var("BENCH_PIN").ok()?;
+    let (server, client) = v
+        .split_once(',')
+        .unwrap_or_else(|| panic!("BENCH_PIN={v:?}: want SERVER,CLIENT, e.g. 0,1"));
+    Some((server.trim().to_string(), client.trim().to_string()))
+}
+
+/// A command for a server under test: under `taskset -c SERVER` when pinning.
+pub fn server(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match pins() {
+        Some((cpu, _)) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Pins every thread of this process to CPU `CLIENT` when pinning.
+pub fn pin_self() {
+    if let Some((_, cpu)) = pins() {
+        let ok = Command::new("taskset")
+            .args(["-a", "-p", "-c", &cpu, &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "taskset could not pin the bench to CPU {cpu}");
+        println!(
+            "pinned: servers on CPU {}, this load generator on CPU {cpu}",
+            pins().unwrap().0
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! Dashboard tickets and sockets against the Python peer (issue 6).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -108,7 +108,7 @@ pub async fn tickets() {
                     ticket_run(&gw.dash, &cookie, clients).await
                 } else {
                     let port = free_port();
-                    let mut child = Command::new("python3")
+                    let mut child = server("python3")
                         .arg(
                             Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/ws_ticket_server.py"),
                         )

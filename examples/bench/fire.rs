@@ -1,7 +1,7 @@
 //! Chronos fires against the Python receiver (issue 5).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -73,7 +73,7 @@ pub async fn receiver(kind: &str, slot: i64, http: &reqwest::Client) -> (Receive
         let port = free_port();
         std::fs::write(home.path().join("rsa.pub"), fixture("rsa_a.pub")).unwrap();
         std::fs::write(home.path().join("ec.pub"), fixture("ec_a.pub")).unwrap();
-        let child = Command::new("python3")
+        let child = server("python3")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/fire_receiver.py"))
             .args([
                 port.to_string(),

@@ -27,6 +27,7 @@ use turns::*;
 
 #[tokio::main]
 pub async fn main() {
+    common::pin_self();
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     match which.as_str() {
         "drain-latency" => drain_latency().await,
