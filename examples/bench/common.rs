@@ -64,14 +64,13 @@ impl Gateway {
         }
     }
 
+    /// Waits until the dashboard answers and the API server takes turns
+    /// (`/health/ready` 200: started up and not draining).
     pub async fn ready(&self, http: &reqwest::Client) {
         for _ in 0..5000 {
-            if http
-                .get(format!("{}/api/status", self.dash))
-                .send()
-                .await
-                .is_ok()
-            {
+            let dash = http.get(format!("{}/api/status", self.dash)).send().await;
+            let api = http.get(format!("{}/health/ready", self.api)).send().await;
+            if dash.is_ok() && api.is_ok_and(|r| r.status() == 200) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;

@@ -9,16 +9,22 @@
 //! `cron-contention`, `cron` (the last two; need PostgreSQL from `.ci/deps`), `fire` and
 //! `fire-no-claim` (against `bench/fire_receiver.py`; need python3 with aiohttp and PyJWT;
 //! `FIRE_ONLY=ES256,gateway` runs a subset), `tickets` (against `bench/ws_ticket_server.py`;
-//! needs FastAPI and uvicorn), `events-memory`, `dashboard` (the last two), `all`. Each starts its own
+//! needs FastAPI and uvicorn), `events-memory`, `dashboard` (the last two),
+//! `responses-overhead [sqlite|postgres]`, `sessions-memory`, `conversations` (the three),
+//! `cold-fire` (spawn -> first fire 202, against `bench/fire_receiver.py`), `all`. Each starts its own
 //! gateway(s) in a temporary HERMES_HOME on loopback ports and prints medians.
 
+mod coldstart;
 mod common;
+mod conversations;
 mod cron;
 mod dashboard;
 mod fire;
 mod foundation;
 mod turns;
 
+use coldstart::*;
+use conversations::*;
 use cron::*;
 use dashboard::*;
 use fire::*;
@@ -47,6 +53,17 @@ pub async fn main() {
         "fire" => fire_throughput(true).await,
         "fire-no-claim" => fire_throughput(false).await,
         "tickets" => tickets().await,
+        "responses-overhead" => {
+            let kind = std::env::args().nth(2).unwrap_or_else(|| "sqlite".into());
+            responses_overhead(&kind).await;
+        }
+        "sessions-memory" => sessions_memory().await,
+        "cold-fire" => cold_fire().await,
+        "conversations" => {
+            responses_overhead("sqlite").await;
+            responses_overhead("postgres").await;
+            sessions_memory().await;
+        }
         "events-memory" => events_memory().await,
         "dashboard" => {
             tickets().await;
@@ -72,7 +89,7 @@ pub async fn main() {
         }
         other => {
             eprintln!(
-                "unknown benchmark {other:?}: drain-latency | status | startup | rss | idle-cpu | upstream-overhead | echo-throughput | stream-memory | turns | cron-tick | cron-contention | cron | fire | fire-no-claim | tickets | events-memory | dashboard | all"
+                "unknown benchmark {other:?}: drain-latency | status | startup | rss | idle-cpu | upstream-overhead | echo-throughput | stream-memory | turns | cron-tick | cron-contention | cron | fire | fire-no-claim | tickets | events-memory | responses-overhead [sqlite|postgres] | sessions-memory | conversations | cold-fire | dashboard | all"
             );
             std::process::exit(2);
         }
