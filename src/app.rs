@@ -370,10 +370,10 @@ async fn cron_provider(state: AppState, stop: CancellationToken) {
         tracing::warn!(error = %e, "cannot check for runs of dead processes; their leases will expire");
     }
     let cron = &state.config.cron;
-    let chronos = crate::chronos::reconcile::usable(cron.provider, &cron.chronos, &state.config.secrets)
-        .and_then(|token| {
-            token
-                .map(|token| {
+    let chronos =
+        crate::chronos::reconcile::usable(cron.provider, &cron.chronos, &state.config.secrets).map(
+            |token| {
+                token.map(|token| {
                     crate::chronos::Reconciler::new(
                         &cron.chronos,
                         token,
@@ -381,12 +381,9 @@ async fn cron_provider(state: AppState, stop: CancellationToken) {
                         state.info.clone(),
                         state.metrics.clone(),
                     )
-                    .map_err(|e| {
-                        format!("chronos: cannot set up an HTTP client ({e}); the built-in ticker runs instead")
-                    })
                 })
-                .transpose()
-        });
+            },
+        );
     match chronos {
         Ok(Some(reconciler)) => reconciler.run(stop).await,
         other => {

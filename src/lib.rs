@@ -53,6 +53,7 @@ pub mod ids;
 pub mod job;
 pub mod lifecycle;
 pub mod metrics;
+pub mod outbound;
 pub mod procfs;
 pub mod responses;
 pub mod runs;

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::clock::iso;
 use crate::metrics::Metrics;
+use crate::outbound::LazyClient;
 
 /// Timeout of every account-service call (SPEC §8).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -57,28 +58,27 @@ pub struct Armed {
 /// A client for `{portal_url}/api/agent-cron/*`.
 #[derive(Debug, Clone)]
 pub struct AccountClient {
-    http: reqwest::Client,
+    http: LazyClient,
     portal: String,
     token: SecretString,
     metrics: Arc<Metrics>,
 }
 
 impl AccountClient {
-    /// Fails only if no HTTP client can be set up (the TLS backend would not start).
-    pub fn new(
-        portal_url: &str,
-        token: SecretString,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, reqwest::Error> {
-        Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(CALL_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+    /// Its HTTP client is built by the first call (one that cannot be built fails that
+    /// call as an unreachable service does).
+    pub fn new(portal_url: &str, token: SecretString, metrics: Arc<Metrics>) -> Self {
+        Self {
+            http: LazyClient::new(|| {
+                reqwest::Client::builder()
+                    .timeout(CALL_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+            }),
             portal: portal_url.trim_end_matches('/').to_owned(),
             token,
             metrics,
-        })
+        }
     }
 
     /// Arms a one-shot: at `fire_at` the scheduler POSTs `{callback_url}/api/cron/fire` with a
@@ -128,14 +128,21 @@ impl AccountClient {
         body: Option<serde_json::Value>,
     ) -> Result<Vec<u8>, AccountError> {
         let url = format!("{}/api/agent-cron/{call}", self.portal);
-        let mut req = self
-            .http
-            .request(method, url)
-            .bearer_auth(self.token.expose_secret());
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let result = self.send(call, req).await;
+        let result = match self.http.get() {
+            Ok(http) => {
+                let mut req = http
+                    .request(method, url)
+                    .bearer_auth(self.token.expose_secret());
+                if let Some(body) = body {
+                    req = req.json(&body);
+                }
+                self.send(call, req).await
+            }
+            Err(e) => Err(AccountError::Unreachable {
+                call,
+                detail: e.to_owned(),
+            }),
+        };
         self.metrics.account_call(match &result {
             Ok(_) => "ok",
             Err(AccountError::IdentityRejected { .. }) => "rejected",
@@ -268,8 +275,7 @@ mod tests {
             "http://x",
             SecretString::from("tok-123"),
             Arc::new(Metrics::default()),
-        )
-        .unwrap();
+        );
         let long = format!("{{\"error\":\"bad tok-123\"}}\n{}", "x".repeat(500));
         let e = c.excerpt(long.as_bytes());
         assert!(!e.contains("tok-123"), "{e}");

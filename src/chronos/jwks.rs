@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::verify::{FireAuthError, FireClaims, FirePolicy, FireVerifier, PublicKey};
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
+use crate::outbound::LazyClient;
 
 /// Least time between two fetches caused by unknown `kid`s (or retried after a failure).
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
@@ -57,7 +58,7 @@ impl Cache {
 #[derive(Debug)]
 pub struct JwksVerifier {
     url: String,
-    http: reqwest::Client,
+    http: LazyClient,
     policy: FirePolicy,
     clock: SharedClock,
     metrics: Arc<Metrics>,
@@ -84,26 +85,24 @@ enum FetchError {
 }
 
 impl JwksVerifier {
-    /// Fails only if no HTTP client can be set up (the TLS backend would not start).
-    pub fn new(
-        url: &str,
-        policy: FirePolicy,
-        clock: SharedClock,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, reqwest::Error> {
-        Ok(Self {
+    /// Its HTTP client is built by the first fetch (one that cannot be built fails that
+    /// fetch, as an unreachable JWKS does).
+    pub fn new(url: &str, policy: FirePolicy, clock: SharedClock, metrics: Arc<Metrics>) -> Self {
+        Self {
             url: url.to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(FETCH_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            http: LazyClient::new(|| {
+                reqwest::Client::builder()
+                    .timeout(FETCH_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+            }),
             policy,
             clock,
             metrics,
             refetch_interval: REFETCH_INTERVAL,
             cache: RwLock::new(Cache::default()),
             fetching: tokio::sync::Mutex::new(()),
-        })
+        }
     }
 
     /// Changes the least time between fetches (tests of rotation shorten it; production
@@ -209,7 +208,11 @@ impl JwksVerifier {
         &self,
     ) -> Result<(HashMap<String, PublicKey>, Vec<PublicKey>, Duration), FetchError> {
         let http = |e: reqwest::Error| FetchError::Http(e.without_url().to_string());
-        let resp = self.http.get(&self.url).send().await.map_err(http)?;
+        let client = self
+            .http
+            .get()
+            .map_err(|e| FetchError::Http(e.to_owned()))?;
+        let resp = client.get(&self.url).send().await.map_err(http)?;
         if !resp.status().is_success() {
             return Err(FetchError::Status(resp.status().as_u16()));
         }

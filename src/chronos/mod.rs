@@ -32,8 +32,6 @@ use crate::metrics::Metrics;
 pub enum VerifierError {
     #[error(transparent)]
     Key(#[from] KeyParseError),
-    #[error("cron.chronos.nas_jwks_url: cannot set up an HTTP client: {0}")]
-    Http(String),
 }
 
 /// The fire-token verifier the configuration asks for: JWKS when `nas_jwks_url` is set,
@@ -53,8 +51,7 @@ pub fn verifier_from_config(
                 "cron.chronos: both nas_jwks_url and nas_public_keys are set; the JWKS is used and the pinned keys are ignored"
             );
         }
-        let jwks = JwksVerifier::new(&chronos.nas_jwks_url, policy, clock, metrics)
-            .map_err(|e| VerifierError::Http(e.to_string()))?;
+        let jwks = JwksVerifier::new(&chronos.nas_jwks_url, policy, clock, metrics);
         return Ok(Arc::new(jwks));
     }
     Ok(Arc::new(PinnedKeyVerifier::new(

@@ -76,21 +76,20 @@ pub fn usable(
 }
 
 impl Reconciler {
-    /// The reconciler for a usable chronos configuration (see [`usable`]); fails only if
-    /// no HTTP client can be set up.
+    /// The reconciler for a usable chronos configuration (see [`usable`]).
     pub fn new(
         chronos: &ChronosConfig,
         token: secrecy::SecretString,
         cron: Arc<CronService>,
         info: Arc<RuntimeInfo>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, reqwest::Error> {
-        Ok(Self {
-            client: AccountClient::new(&chronos.portal_url, token, metrics)?,
+    ) -> Self {
+        Self {
+            client: AccountClient::new(&chronos.portal_url, token, metrics),
             cron,
             callback: chronos.callback_url.trim_end_matches('/').to_owned(),
             info,
-        })
+        }
     }
 
     /// One pass: compare the wanted slots with what is armed, then arm and cancel.

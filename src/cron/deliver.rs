@@ -30,7 +30,14 @@ impl CronService {
             if attempt > 0 {
                 tokio::time::sleep(DELIVERY_BACKOFF * 2u32.pow(attempt - 1)).await;
             }
-            match self.http().post(&job.deliver).json(&body).send().await {
+            let http = match self.http.get() {
+                Ok(http) => http,
+                Err(e) => {
+                    last = e.to_owned();
+                    break;
+                }
+            };
+            match http.post(&job.deliver).json(&body).send().await {
                 Ok(r) if r.status().is_success() => return,
                 Ok(r) => last = format!("HTTP {}", r.status().as_u16()),
                 Err(e) => last = e.without_url().to_string(),

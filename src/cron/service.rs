@@ -18,6 +18,7 @@ use crate::clock::{SharedClock, iso};
 use crate::events::Events;
 use crate::job::{NewRun, Run};
 use crate::lifecycle::{CronStatus, RuntimeInfo};
+use crate::outbound::LazyClient;
 use crate::store::{Store, StoreError};
 use crate::turn::Turns;
 
@@ -49,10 +50,8 @@ pub struct CronService {
     clock: SharedClock,
     tz: TimeZone,
     info: Arc<RuntimeInfo>,
-    /// The webhook client, built on the first delivery: building one loads the system's
-    /// root certificates (about 20 ms), which a start-up — a scaled-to-zero agent woken by
-    /// its fire — should not wait for.
-    http: std::sync::OnceLock<reqwest::Client>,
+    /// The webhook client (15 s per request), built on the first delivery.
+    pub(super) http: LazyClient,
     /// Identifies this process in run leases (and judges other owners of its host).
     pub(super) owner: Owner,
     /// How long a claim or a renewal holds a run.
@@ -87,23 +86,17 @@ impl CronService {
             tz,
             owner: Owner::current(info.pid),
             info,
-            http: std::sync::OnceLock::new(),
+            http: LazyClient::new(|| {
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(15))
+                    .build()
+            }),
             lease,
             wake: Notify::new(),
             rearm: Notify::new(),
             events,
             last_upkeep: AtomicI64::new(i64::MIN / 2),
         }
-    }
-
-    /// The webhook client (15 s per request).
-    pub(super) fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .build()
-                .unwrap_or_default()
-        })
     }
 
     pub fn store(&self) -> &Store {

@@ -669,7 +669,6 @@ async fn jwks_keys_rotate_survive_an_outage_and_refetch_at_most_every_30s() {
             Arc::new(SystemClock),
             Arc::new(Metrics::default()),
         )
-        .unwrap()
         .with_refetch_interval(interval)
     };
     let v = verifier(Duration::from_millis(200));
@@ -742,18 +741,15 @@ async fn jwks_keys_rotate_survive_an_outage_and_refetch_at_most_every_30s() {
     let portal2 = Portal::default();
     portal2.with(|s| s.jwks = vec![jwk(Algorithm::RS256, RSA_A_KEY, "a")]);
     let url2 = portal2.serve().await;
-    let strict = Arc::new(
-        JwksVerifier::new(
-            &format!("{url2}/jwks"),
-            FirePolicy {
-                expected_audience: AUD.into(),
-                issuer: String::new(),
-            },
-            Arc::new(SystemClock),
-            Arc::new(Metrics::default()),
-        )
-        .unwrap(),
-    );
+    let strict = Arc::new(JwksVerifier::new(
+        &format!("{url2}/jwks"),
+        FirePolicy {
+            expected_audience: AUD.into(),
+            issuer: String::new(),
+        },
+        Arc::new(SystemClock),
+        Arc::new(Metrics::default()),
+    ));
     let mut tasks = Vec::new();
     for i in 0..20 {
         let v = strict.clone();
@@ -1083,7 +1079,6 @@ fn quick_verifier(url: &str) -> JwksVerifier {
         Arc::new(SystemClock),
         Arc::new(Metrics::default()),
     )
-    .unwrap()
     .with_refetch_interval(Duration::from_millis(100))
 }
 

@@ -257,7 +257,9 @@ const CRATE_RULES: &[(&str, &[&str])] = &[
     ("sqlx", &["store"]),
     (
         "reqwest",
-        &["agent", "chronos", "cli", "config", "cron", "http"],
+        &[
+            "agent", "chronos", "cli", "config", "cron", "http", "outbound",
+        ],
     ),
     ("TurnEvent", &["agent", "turn"]),
 ];
