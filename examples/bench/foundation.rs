@@ -19,47 +19,76 @@ pub fn write_marker(path: &Path) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// Marker written by this (other) process → first 503 on a chat turn, 200 times.
+/// Marker written by this (other) process → first 503 on a chat turn: 200 times against
+/// the gateway, then 20 times against `bench/drain_peer.py` (the original's 1 s poll), each
+/// sample writing the marker after a random pause, sending turns back to back until the
+/// first 503, then removing the marker and waiting for a 200.
 pub async fn drain_latency() {
-    let gw = Gateway::start("");
     let http = reqwest::Client::new();
+    let gw = Gateway::start("");
     gw.ready(&http).await;
     let marker = gw.home.path().join(".drain_request.json");
-    let body = json!({"messages": [{"role": "user", "content": "x"}]});
-    let mut samples = Vec::new();
-    for _ in 0..200 {
-        write_marker(&marker);
-        let t0 = Instant::now();
-        loop {
-            let r = http
-                .post(format!("{}/v1/chat/completions", gw.api))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            if r.status() == 503 {
-                break;
-            }
-        }
-        samples.push(t0.elapsed().as_secs_f64() * 1000.0);
-        std::fs::remove_file(&marker).unwrap();
-        loop {
-            let r = http
-                .post(format!("{}/v1/chat/completions", gw.api))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            if r.status() == 200 {
-                break;
-            }
-        }
-    }
+    let samples = drain_samples(&http, &gw.api, &marker, 200, Duration::from_millis(2)).await;
     summary(
         "drain reaction (marker written -> first 503)",
         "ms",
         samples,
     );
+    drop(gw);
+    let home = tempfile::tempdir().unwrap();
+    let marker = home.path().join(".drain_request.json");
+    let port = free_port();
+    let mut peer = server("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/drain_peer.py"))
+        .arg(port.to_string())
+        .arg(&marker)
+        .spawn()
+        .expect("python3 with aiohttp (.ci/deps installs it)");
+    let base = format!("http://127.0.0.1:{port}");
+    while http.get(format!("{base}/health")).send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let samples = drain_samples(&http, &base, &marker, 20, Duration::from_secs(1)).await;
+    let _ = peer.kill();
+    let _ = peer.wait();
+    summary(
+        "drain reaction, Python peer polling every 1 s (marker written -> first 503)",
+        "ms",
+        samples,
+    );
+}
+
+/// `n` drain reactions of the receiver at `base` watching `marker`, in ms, each marker
+/// written after a random pause of up to `jitter` (so a poller's phase is not locked to
+/// the samples').
+async fn drain_samples(
+    http: &reqwest::Client,
+    base: &str,
+    marker: &Path,
+    n: usize,
+    jitter: Duration,
+) -> Vec<f64> {
+    let body = json!({"messages": [{"role": "user", "content": "x"}]});
+    let turn = || async {
+        http.post(format!("{base}/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let mut samples = Vec::new();
+    for _ in 0..n {
+        let random = u64::from_str_radix(&hermes_gateway::ids::random_hex128()[..8], 16).unwrap();
+        tokio::time::sleep(jitter.mul_f64(random as f64 / f64::from(u32::MAX))).await;
+        write_marker(marker);
+        let t0 = Instant::now();
+        while turn().await != 503 {}
+        samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+        std::fs::remove_file(marker).unwrap();
+        while turn().await != 200 {}
+    }
+    samples
 }
 
 /// GET /api/status from 16 concurrent keep-alive clients for 5 s.
