@@ -18,7 +18,8 @@ const WARM_UP: usize = 200;
 /// `responses.create` turn over calling the upstream directly. Three series interleaved
 /// request by request on keep-alive connections: the upstream itself, `POST /v1/responses`
 /// stored (the default: the response is written to the store before it is answered), and
-/// the same with `store: false` (no write), so the store's share is visible.
+/// the same with `store: false` (no write), so the store's share is visible
+/// (`RESPONSES_PREFILL`: on a store filled first).
 pub async fn responses_overhead(kind: &str) {
     let upstream = fake_upstream().await;
     let home = tempfile::tempdir().unwrap();
@@ -38,6 +39,7 @@ pub async fn responses_overhead(kind: &str) {
     );
     let http = reqwest::Client::new();
     gw.ready(&http).await;
+    prefill(&http, &gw.api).await;
     let direct =
         json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "ping"}]});
     let stored = json!({"model": "m", "input": "ping"});
@@ -63,6 +65,30 @@ pub async fn responses_overhead(kind: &str) {
         u50 - d50,
         u99 - d99,
     );
+}
+
+/// `RESPONSES_PREFILL=N` (default 0): N stored responses first, 16 at a time, so the
+/// series run on a store at its bound (`max_stored_responses`, 10,000 by default), where
+/// every write also evicts.
+async fn prefill(http: &reqwest::Client, api: &str) {
+    let n: usize = std::env::var("RESPONSES_PREFILL")
+        .map_or(0, |s| s.parse().expect("RESPONSES_PREFILL: a number"));
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients = (0..16).map(|_| {
+        let (http, next, url) = (http.clone(), next.clone(), format!("{api}/v1/responses"));
+        tokio::spawn(async move {
+            let body = json!({"model": "m", "input": "ping"});
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                timed(&http, &url, &body).await;
+            }
+        })
+    });
+    for c in clients.collect::<Vec<_>>() {
+        c.await.unwrap();
+    }
+    if n > 0 {
+        println!("responses overhead: {n} responses stored first");
+    }
 }
 
 /// One POST, answered 200 and read to the end; its latency in ms.

@@ -67,6 +67,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     ),
     (5, include_str!("../../migrations/sqlite/0005_sessions.sql")),
     (6, include_str!("../../migrations/sqlite/0006_runs.sql")),
+    (
+        7,
+        include_str!("../../migrations/sqlite/0007_response_counts.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_cron.sql")),
@@ -87,6 +91,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0005_sessions.sql"),
     ),
     (6, include_str!("../../migrations/postgres/0006_runs.sql")),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_response_counts.sql"),
+    ),
 ];
 
 /// How long a request waits for a database connection before the store counts as down.

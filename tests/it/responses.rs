@@ -162,6 +162,42 @@ async fn openai_app(base: &str, yaml: &str) -> TestApp {
     .await
 }
 
+/// A store at a larger bound (200) evicts the least recently used beyond it plus 1 %
+/// (2 more), so it evicts once per few writes, not on each; the count it checks is kept
+/// beside the rows, and a `DELETE` lowers it (else the store would evict early).
+#[tokio::test]
+async fn a_store_at_its_bound_evicts_with_slack_and_counts_deletes_on_both_backends() {
+    let (stores, _dir, _db) = stores().await;
+    for store in &stores {
+        let kind = store.kind();
+        let put = async |id: String| {
+            store
+                .put_response(&new_response(&id, None), 200, 1000)
+                .await
+                .unwrap();
+        };
+        let here = async |id: &str| store.use_response(id, 1000).await.unwrap().is_some();
+        for i in 0..=200 {
+            put(format!("p{i}")).await;
+        }
+        // 201 > 200: the 1 beyond and 2 more went, the oldest first.
+        assert!(!here("p2").await, "{kind}: p0..p2 evicted");
+        assert!(
+            here("p3").await,
+            "{kind}: 198 left, p3 the oldest (now used)"
+        );
+        assert!(store.delete_response("p4").await.unwrap(), "{kind}");
+        for i in 0..3 {
+            put(format!("q{i}")).await;
+        }
+        // 197 after the delete, 200 now: nothing evicted yet.
+        assert!(here("p5").await, "{kind}: a delete is counted");
+        put("q3".into()).await;
+        assert!(!here("p8").await, "{kind}: 201 again: p6..p8 evicted");
+        assert!(here("p9").await, "{kind}");
+    }
+}
+
 /// The backend sees the instructions as the system message, then the chain's turns in
 /// order, then the new input; instructions carry on until replaced and are never kept in
 /// the history; a conversation name continues its latest response.
