@@ -1,4 +1,6 @@
-//! Chronos fires against the Python receiver (issue 5).
+//! Chronos fires against the Python receivers (issues 5 and 15): unique fires each claiming
+//! (`fire`, `fire-no-claim`), one token per client replayed (`fire-replay`), and the
+//! signature-verification ceiling those are measured against (`fire-verify`, in-process).
 
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -67,9 +69,19 @@ impl Drop for Receiver {
     }
 }
 
+/// The receivers compared: the gateway, `bench/fire_receiver.py` on SQLite (the replay
+/// table and claims in one SQLite file, as durable as the gateway's), and the same script
+/// keeping them in memory, the way the Python original does.
+pub const FIRE_KINDS: [&str; 3] = ["gateway", "python", "python-memory"];
+
 pub async fn receiver(kind: &str, slot: i64, http: &reqwest::Client) -> (Receiver, String) {
     let home = tempfile::tempdir().unwrap();
-    if kind == "python" {
+    if let Some(rest) = kind.strip_prefix("python") {
+        let state = if rest == "-memory" {
+            "memory"
+        } else {
+            "sqlite"
+        };
         let port = free_port();
         std::fs::write(home.path().join("rsa.pub"), fixture("rsa_a.pub")).unwrap();
         std::fs::write(home.path().join("ec.pub"), fixture("ec_a.pub")).unwrap();
@@ -81,7 +93,7 @@ pub async fn receiver(kind: &str, slot: i64, http: &reqwest::Client) -> (Receive
             ])
             .args([FIRE_JOBS.to_string(), slot.to_string()])
             .args([home.path().join("rsa.pub"), home.path().join("ec.pub")])
-            .arg(FIRE_AUD)
+            .args([FIRE_AUD, state])
             .stdout(Stdio::null())
             .spawn()
             .expect("python3 with aiohttp and PyJWT (.ci/deps installs them)");
@@ -182,21 +194,37 @@ pub async fn fire_run(
     (all.len() as f64 / secs, all)
 }
 
+/// The algorithms measured.
+pub const FIRE_ALGS: [(&str, jsonwebtoken::Algorithm); 2] = [
+    ("RS256", jsonwebtoken::Algorithm::RS256),
+    ("ES256", jsonwebtoken::Algorithm::ES256),
+];
+
+/// `FIRE_ONLY=ES256,gateway` (say) runs a subset: an algorithm (or a receiver) is run when
+/// the list names it or names no algorithm (no receiver) at all; `python` does not
+/// select `python-memory`.
+pub fn selected(only: &str, what: &str) -> bool {
+    let named: Vec<&str> = only.split(',').map(str::trim).collect();
+    let algs: Vec<&str> = FIRE_ALGS.iter().map(|(name, _)| *name).collect();
+    let group: &[&str] = if algs.contains(&what) {
+        &algs
+    } else {
+        &FIRE_KINDS
+    };
+    named.contains(&what) || !named.iter().any(|n| group.contains(n))
+}
+
 /// Accepted fires per second and p99, RS256 and ES256, gateway vs. the Python receiver;
 /// three runs each, medians printed. `claim: false` measures the path without the claim.
 pub async fn fire_throughput(claim: bool) {
-    // FIRE_ONLY=ES256,gateway (say) runs a subset.
     let only = std::env::var("FIRE_ONLY").unwrap_or_default();
-    for (name, alg) in [
-        ("RS256", jsonwebtoken::Algorithm::RS256),
-        ("ES256", jsonwebtoken::Algorithm::ES256),
-    ] {
-        if !only.is_empty() && !only.contains(name) {
+    for (name, alg) in FIRE_ALGS {
+        if !selected(&only, name) {
             continue;
         }
         let tokens = std::sync::Arc::new(mint(alg, FIRE_JOBS));
-        for kind in ["gateway", "python"] {
-            if !only.is_empty() && !only.contains(kind) {
+        for kind in FIRE_KINDS {
+            if !selected(&only, kind) {
                 continue;
             }
             let mut rates = Vec::new();
@@ -225,5 +253,3 @@ pub async fn fire_throughput(claim: bool) {
         }
     }
 }
-
-// ---- dashboard tickets and sockets (issue 6) ----------------------------------------

@@ -7,8 +7,9 @@
 //! and with a drain marker present, 10 s each, 3 gateways), `upstream-overhead`,
 //! `echo-throughput`, `stream-memory`, `turns` (the last three), `cron-tick`,
 //! `cron-contention`, `cron` (the last two; need PostgreSQL from `.ci/deps`), `fire` and
-//! `fire-no-claim` (against `bench/fire_receiver.py`; need python3 with aiohttp and PyJWT;
-//! `FIRE_ONLY=ES256,gateway` runs a subset), `tickets` (against `bench/ws_ticket_server.py`;
+//! `fire-no-claim`, `fire-replay` (against `bench/fire_receiver.py` on SQLite and in memory;
+//! need python3 with aiohttp and PyJWT; `FIRE_ONLY=ES256,gateway` runs a subset),
+//! `fire-verify` (the in-process signature ceiling), `tickets` (against `bench/ws_ticket_server.py`;
 //! needs FastAPI and uvicorn), `events-memory`, `dashboard` (the last two), `all`. Each starts its own
 //! gateway(s) in a temporary HERMES_HOME on loopback ports and prints medians.
 
@@ -16,12 +17,14 @@ mod common;
 mod cron;
 mod dashboard;
 mod fire;
+mod fire_replay;
 mod foundation;
 mod turns;
 
 use cron::*;
 use dashboard::*;
 use fire::*;
+use fire_replay::*;
 use foundation::*;
 use turns::*;
 
@@ -46,6 +49,8 @@ pub async fn main() {
         }
         "fire" => fire_throughput(true).await,
         "fire-no-claim" => fire_throughput(false).await,
+        "fire-replay" => fire_replay().await,
+        "fire-verify" => fire_verify().await,
         "tickets" => tickets().await,
         "events-memory" => events_memory().await,
         "dashboard" => {
@@ -72,7 +77,7 @@ pub async fn main() {
         }
         other => {
             eprintln!(
-                "unknown benchmark {other:?}: drain-latency | status | startup | rss | idle-cpu | upstream-overhead | echo-throughput | stream-memory | turns | cron-tick | cron-contention | cron | fire | fire-no-claim | tickets | events-memory | dashboard | all"
+                "unknown benchmark {other:?}: drain-latency | status | startup | rss | idle-cpu | upstream-overhead | echo-throughput | stream-memory | turns | cron-tick | cron-contention | cron | fire | fire-no-claim | fire-replay | fire-verify | tickets | events-memory | dashboard | all"
             );
             std::process::exit(2);
         }

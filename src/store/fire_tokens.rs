@@ -2,12 +2,67 @@
 //! so every replica sees every token. Ids are recorded with every final answer — by
 //! [`Store::claim_slot`] in the claim's own transaction, or alone when nothing is claimed —
 //! and never for a fire refused with a 503 (draining, a store outage), whose retry must work.
+//! [`Store::fire_view`] is what a fire reads before it writes anything: a replay is answered
+//! from that read, without a write.
 
 use jiff::Timestamp;
 
-use super::{Store, StoreError, on_pool, sql};
+use super::rows::{job_from_row, select_jobs};
+use super::{Store, StoreError, on_pool, on_read_pool, sql};
+use crate::job::Job;
+
+/// What a fire finds in the store before it claims anything, in one read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FireView {
+    /// The fired job; `None` when there is no such job.
+    pub job: Option<Job>,
+    /// A run of the job still holds a live lease (overlap: its next slot is skipped).
+    pub running: bool,
+    /// The token's id is recorded already: the fire is a replay.
+    pub token_seen: bool,
+}
 
 impl Store {
+    /// Reads, in one query on the read side, the job `job_id`, whether a run of it still
+    /// holds a lease at `now`, and whether `jti` was recorded (any replica's). Only a
+    /// read: the claim still records the id and still detects a replay that races this.
+    pub async fn fire_view(
+        &self,
+        job_id: &str,
+        jti: Option<&str>,
+        now: Timestamp,
+    ) -> Result<FireView, StoreError> {
+        let q = sql(
+            self,
+            concat!(
+                "SELECT o.busy, o.seen, j.* FROM (SELECT EXISTS (SELECT 1 FROM runs r \
+                 WHERE r.job_id = $1 AND r.status = 'running' AND r.lease_until > $3) AS busy, \
+                 EXISTS (SELECT 1 FROM fire_tokens t WHERE t.jti = $2) AS seen) AS o \
+                 LEFT JOIN (",
+                select_jobs!(),
+                " WHERE id = $1) AS j ON true"
+            ),
+        );
+        on_read_pool!(self, pool => {
+            use sqlx::Row as _;
+            let row = sqlx::query(q)
+                .bind(job_id)
+                .bind(jti)
+                .bind(now.as_second())
+                .fetch_one(pool)
+                .await?;
+            let job = match row.try_get::<Option<String>, _>("id")? {
+                Some(_) => Some(job_from_row!(&row)),
+                None => None,
+            };
+            Ok(FireView {
+                job,
+                running: row.try_get("busy")?,
+                token_seen: row.try_get("seen")?,
+            })
+        })
+    }
+
     /// Records `jti` as used until `until`; false if it was already recorded (a replay).
     pub async fn remember_jti(&self, jti: &str, until: Timestamp) -> Result<bool, StoreError> {
         let q = sql(

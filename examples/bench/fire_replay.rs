@@ -1,0 +1,188 @@
+//! Replayed fires and the signature ceiling (issue 15): `fire-replay` (one token per
+//! client, repeated: every answer a 202 `duplicate` that must start nothing and write
+//! nothing) and `fire-verify` (how many tokens one core verifies per second, in-process,
+//! the ceiling the replay path is measured against).
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::*;
+use crate::fire::*;
+
+/// Clients (and tokens) of `fire-replay`.
+const REPLAY_CLIENTS: usize = FIRE_CLIENTS;
+
+/// One run: `REPLAY_CLIENTS` keep-alive clients, each with its own token for its own due
+/// job. Each first fires once (a 202 `started`, untimed), then repeats that same fire for
+/// `FIRE_SECONDS`; every repeat must be a 202 `duplicate` without a run. Returns (answers
+/// per second, latencies in ms).
+async fn replay_run(kind: &str, tokens: &[String]) -> (f64, Vec<f64>) {
+    let http = reqwest::Client::new();
+    let slot = jiff::Timestamp::now().as_second() + 28;
+    let fire_at = jiff::Timestamp::from_second(slot).unwrap().to_string();
+    let (_receiver, base) = receiver(kind, slot, &http).await;
+    let url = format!("{base}/api/cron/fire");
+    let clients: Vec<_> = (0..REPLAY_CLIENTS)
+        .map(|_| reqwest::Client::new())
+        .collect();
+    for (i, client) in clients.iter().enumerate() {
+        let body = json!({"job_id": format!("{i:012x}"), "fire_at": fire_at});
+        let v: serde_json::Value = client
+            .post(&url)
+            .bearer_auth(&tokens[i])
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["outcome"], "started", "the first delivery: {v}");
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(FIRE_SECONDS);
+    let mut tasks = Vec::new();
+    for (i, http) in clients.into_iter().enumerate() {
+        let (url, token) = (url.clone(), tokens[i].clone());
+        let body = json!({"job_id": format!("{i:012x}"), "fire_at": fire_at});
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let v: serde_json::Value = r.json().await.unwrap();
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                assert_eq!(
+                    (status, v["outcome"].as_str(), &v["run_id"]),
+                    (202, Some("duplicate"), &serde_json::Value::Null),
+                    "{v}"
+                );
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    (all.len() as f64 / secs, all)
+}
+
+/// Replayed fires per second, RS256 and ES256, the gateway beside both Python receivers;
+/// three runs each, medians printed (`FIRE_ONLY` as for `fire`).
+pub async fn fire_replay() {
+    let only = std::env::var("FIRE_ONLY").unwrap_or_default();
+    for (name, alg) in FIRE_ALGS {
+        if !selected(&only, name) {
+            continue;
+        }
+        let tokens = mint(alg, REPLAY_CLIENTS);
+        for kind in FIRE_KINDS {
+            if !selected(&only, kind) {
+                continue;
+            }
+            let mut runs = Vec::new();
+            for _ in 0..3 {
+                let (rate, mut lat) = replay_run(kind, &tokens).await;
+                lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                let (p50, p99) = (pct(&lat, 0.5), pct(&lat, 0.99));
+                println!("  {kind} {name}: {rate:.0} replays/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+                runs.push((rate, p50, p99));
+            }
+            runs.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+            let rates: Vec<String> = runs.iter().map(|r| format!("{:.0}", r.0)).collect();
+            println!(
+                "fire-replay {kind} {name}: median of 3 runs {:.0} duplicate answers/s, p50 {:.2} ms, p99 {:.2} ms (runs {}; {REPLAY_CLIENTS} clients, {FIRE_SECONDS} s)",
+                runs[1].0,
+                runs[1].1,
+                runs[1].2,
+                rates.join(" / ")
+            );
+        }
+    }
+}
+
+/// Verifies `token` in a loop on this thread for about `secs`; verifications per second.
+fn verify_loop(secs: f64, mut verify: impl FnMut() -> bool) -> f64 {
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed().as_secs_f64() < secs {
+        for _ in 0..64 {
+            assert!(verify(), "a good token failed to verify");
+        }
+        n += 64;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The signature ceiling on one core: a `jsonwebtoken` decode loop on this one thread (with
+/// `BENCH_PIN`, on the load generator's CPU), then the gateway's own verifier (the same
+/// decode plus its key-independent prechecks and claim checks). Three runs of 2 s each,
+/// medians printed, with the 80% mark the replay path must reach.
+pub async fn fire_verify() {
+    let only = std::env::var("FIRE_ONLY").unwrap_or_default();
+    for (name, alg) in FIRE_ALGS {
+        if !selected(&only, name) {
+            continue;
+        }
+        let token = mint(alg, 1).remove(0);
+        let pem = fixture(if name == "ES256" {
+            "ec_a.pub"
+        } else {
+            "rsa_a.pub"
+        });
+        let decoding = match alg {
+            jsonwebtoken::Algorithm::ES256 => {
+                jsonwebtoken::DecodingKey::from_ec_pem(pem.as_bytes())
+            }
+            _ => jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()),
+        }
+        .unwrap();
+        let mut validation = jsonwebtoken::Validation::new(alg);
+        validation.set_audience(&[FIRE_AUD]);
+        let key = hermes_gateway::chronos::verify::PublicKey::from_pem(&pem, "bench").unwrap();
+        let policy = hermes_gateway::chronos::verify::FirePolicy {
+            expected_audience: FIRE_AUD.into(),
+            issuer: String::new(),
+        };
+        let mut raw = Vec::new();
+        let mut gateway = Vec::new();
+        for _ in 0..3 {
+            raw.push(verify_loop(2.0, || {
+                jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation).is_ok()
+            }));
+            gateway.push(verify_loop(2.0, || {
+                hermes_gateway::chronos::verify::verify_with_keys(
+                    &token,
+                    [&key],
+                    &policy,
+                    jiff::Timestamp::now(),
+                )
+                .is_ok()
+            }));
+        }
+        for (what, mut v) in [
+            ("jsonwebtoken::decode", raw),
+            ("the gateway's verify_with_keys", gateway),
+        ] {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!(
+                "fire-verify {name} {what}: median of 3 runs {:.0} verifies/s on one thread (runs {:.0} / {:.0} / {:.0}); 80% = {:.0}/s",
+                v[1],
+                v[0],
+                v[1],
+                v[2],
+                v[1] * 0.8
+            );
+        }
+    }
+}
