@@ -133,7 +133,6 @@ impl CronService {
         guard: Admission,
     ) -> Result<Fired, CronError> {
         let now = self.now();
-        self.upkeep(now).await?;
         let jti = req.jti.as_ref().map(|(id, _)| id.as_str());
         let view = self.store.fire_view(&req.job_id, jti, now).await?;
         if view.token_seen {
@@ -143,6 +142,9 @@ impl CronService {
             guard.release();
             return Ok(replayed());
         }
+        // Not before the replay check: a replay writes nothing, not even the upkeep. The view
+        // does not need it first (a lease that ran out does not count as running).
+        self.upkeep(now).await?;
         let Some(job) = view.job else {
             return self
                 .no_claim(guard, &req, FireOutcome::UnknownJob, None)
