@@ -98,21 +98,25 @@ impl CronService {
     /// Carries out a fire: the slot's claim is taken here, synchronously, and the run goes on
     /// in the background. Admission comes first, so a draining gateway claims nothing
     /// (`Draining`) and the scheduler's retry runs the slot after the drain. A token whose
-    /// `jti` is known recorded (by this process, or found in the store) is a `duplicate`
-    /// answered without a write; otherwise the `jti` is recorded in the claim's
+    /// `jti` this process knows recorded is a `duplicate` answered from memory (no turn, no
+    /// read; still `Draining` while draining), one found recorded by the read before the
+    /// claim a `duplicate` answered without a write; otherwise the `jti` is recorded in the claim's
     /// transaction, which refuses a replay that raced the lookup: a replayed token or an
     /// already-claimed slot starts nothing, and a fire that claims nothing uses up nothing.
     pub async fn fire(self: &Arc<Self>, req: FireRequest) -> Result<Fired, CronError> {
+        if let Some((jti, _)) = &req.jti
+            && self.seen.contains(jti, self.now())
+        {
+            // Starts nothing, so takes no turn; refused all the same while draining.
+            return match self.turns.gate().refusal() {
+                Some(_) => Err(CronError::Draining),
+                None => Ok(replayed()),
+            };
+        }
         let guard = self
             .turns
             .admit(&format!("cron-{}", req.job_id))
             .map_err(|_| CronError::Draining)?;
-        if let Some((jti, _)) = &req.jti
-            && self.seen.contains(jti, self.now())
-        {
-            guard.release();
-            return Ok(replayed());
-        }
         // The claim and the run's start happen in a task of their own: a caller that goes
         // away (its request dropped) cannot leave a claimed slot without its run.
         let this = self.clone();

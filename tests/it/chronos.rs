@@ -1477,3 +1477,28 @@ async fn one_fresh_token_delivered_concurrently_for_many_jobs_starts_exactly_one
     }
     assert_eq!(opened, 1, "one run in all");
 }
+
+#[tokio::test]
+async fn a_replay_known_in_memory_is_still_refused_while_draining() {
+    let app = pinned_app("", &[]).await;
+    let (id, slot) = one_shot(&app, 20).await;
+    let body = json!({"job_id": id, "fire_at": slot});
+    let token = sign(Algorithm::RS256, RSA_A_KEY, None, &claims(""));
+    let (status, v, _) = fire(&app.http, &app.api, Some(&token), body.clone()).await;
+    assert_eq!(
+        (status, v["outcome"].clone()),
+        (202, json!("started")),
+        "{v}"
+    );
+    app.state.drain.begin("test").unwrap();
+    let (status, v, retry) = fire(&app.http, &app.api, Some(&token), body.clone()).await;
+    assert_eq!(status, 503, "{v}");
+    assert!(retry.is_some());
+    app.state.drain.cancel("test").unwrap();
+    let (status, v, _) = fire(&app.http, &app.api, Some(&token), body).await;
+    assert_eq!(
+        (status, v["outcome"].clone()),
+        (202, json!("duplicate")),
+        "{v}"
+    );
+}
