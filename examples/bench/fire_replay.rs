@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::*;
 use crate::fire::*;
 
 /// Clients (and tokens) of `fire-replay`.
@@ -15,13 +14,13 @@ const REPLAY_CLIENTS: usize = FIRE_CLIENTS;
 
 /// One run: `REPLAY_CLIENTS` keep-alive clients, each with its own token for its own due
 /// job. Each first fires once (a 202 `started`, untimed), then repeats that same fire for
-/// `FIRE_SECONDS`; every repeat must be a 202 `duplicate` without a run. Returns (answers
-/// per second, latencies in ms).
-async fn replay_run(kind: &str, tokens: &[String]) -> (f64, Vec<f64>) {
+/// `FIRE_SECONDS`; every repeat must be a 202 `duplicate` without a run. Returns the
+/// window.
+async fn replay_run(kind: &str, tokens: &[String]) -> Window {
     let http = reqwest::Client::new();
     let slot = jiff::Timestamp::now().as_second() + 28;
     let fire_at = jiff::Timestamp::from_second(slot).unwrap().to_string();
-    let (_receiver, base) = receiver(kind, slot, &http).await;
+    let (receiver, base) = receiver(kind, slot, &http).await;
     let url = format!("{base}/api/cron/fire");
     let clients: Vec<_> = (0..REPLAY_CLIENTS)
         .map(|_| reqwest::Client::new())
@@ -40,6 +39,7 @@ async fn replay_run(kind: &str, tokens: &[String]) -> (f64, Vec<f64>) {
             .unwrap();
         assert_eq!(v["outcome"], "started", "the first delivery: {v}");
     }
+    let cpu = receiver.cpu_seconds();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(FIRE_SECONDS);
     let mut tasks = Vec::new();
@@ -74,7 +74,12 @@ async fn replay_run(kind: &str, tokens: &[String]) -> (f64, Vec<f64>) {
         all.extend(t.await.unwrap());
     }
     let secs = started.elapsed().as_secs_f64();
-    (all.len() as f64 / secs, all)
+    let cpu = receiver.cpu_seconds() - cpu;
+    Window {
+        rate: all.len() as f64 / secs,
+        per_cpu_second: all.len() as f64 / cpu,
+        lat: all,
+    }
 }
 
 /// Replayed fires per second, RS256 and ES256, the gateway beside both Python receivers;
@@ -92,20 +97,13 @@ pub async fn fire_replay() {
             }
             let mut runs = Vec::new();
             for _ in 0..3 {
-                let (rate, mut lat) = replay_run(kind, &tokens).await;
-                lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-                let (p50, p99) = (pct(&lat, 0.5), pct(&lat, 0.99));
-                println!("  {kind} {name}: {rate:.0} replays/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
-                runs.push((rate, p50, p99));
+                let mut w = replay_run(kind, &tokens).await;
+                w.print(&format!("{kind} {name}"), "replays");
+                runs.push(w);
             }
-            runs.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-            let rates: Vec<String> = runs.iter().map(|r| format!("{:.0}", r.0)).collect();
+            let (rate, per_cpu, p50, p99, all) = medians(&runs);
             println!(
-                "fire-replay {kind} {name}: median of 3 runs {:.0} duplicate answers/s, p50 {:.2} ms, p99 {:.2} ms (runs {}; {REPLAY_CLIENTS} clients, {FIRE_SECONDS} s)",
-                runs[1].0,
-                runs[1].1,
-                runs[1].2,
-                rates.join(" / ")
+                "fire-replay {kind} {name}: median of 3 runs {rate:.0} duplicate answers/s, {per_cpu:.0} per server CPU-second, p50 {p50:.2} ms, p99 {p99:.2} ms (runs {all}; {REPLAY_CLIENTS} clients, {FIRE_SECONDS} s)"
             );
         }
     }
