@@ -8,6 +8,7 @@
 use jiff::Timestamp;
 
 use super::rows::{job_from_row, select_jobs};
+use super::sqlite_writer::{Key, Write};
 use super::{Store, StoreError, on_pool, on_read_pool, sql};
 use crate::job::Job;
 
@@ -64,14 +65,26 @@ impl Store {
     }
 
     /// Records `jti` as used until `until`; false if it was already recorded (a replay).
+    /// On SQLite group-committed with the claims.
     pub async fn remember_jti(&self, jti: &str, until: Timestamp) -> Result<bool, StoreError> {
-        let q = sql(
-            self,
-            "INSERT INTO fire_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
-        );
-        Ok(on_pool!(self, pool => {
-            sqlx::query(q).bind(jti).bind(until.as_second()).execute(pool).await?.rows_affected()
-        }) == 1)
+        let pool = match self {
+            Store::Sqlite(pools) => {
+                let record = Remember {
+                    jti: jti.to_owned(),
+                    until: until.as_second(),
+                };
+                return pools.batch.write(record).await;
+            }
+            Store::Postgres(pool) => pool,
+        };
+        let q = "INSERT INTO fire_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING";
+        let n = sqlx::query(q)
+            .bind(jti)
+            .bind(until.as_second())
+            .execute(pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
     }
 
     /// Forgets the ids whose tokens expired (plus leeway) before `now`.
@@ -80,5 +93,50 @@ impl Store {
         Ok(on_pool!(self, pool => {
             sqlx::query(q).bind(now.as_second()).execute(pool).await?.rows_affected()
         }))
+    }
+}
+
+/// A token id recorded on its own (a fire that claims nothing), as an op of the SQLite
+/// writer's group commit.
+#[derive(Debug)]
+struct Remember {
+    jti: String,
+    until: i64,
+}
+
+macro_rules! remembered {
+    () => {
+        "WITH b AS (SELECT key AS i, value ->> 0 AS jti, value ->> 1 AS until FROM json_each(?1)) "
+    };
+}
+
+/// The ids of one round, set-based (the writer puts no id twice in a round): report which
+/// are new, then record them.
+const REMEMBER_SCRIPT: &str = concat!(
+    remembered!(),
+    "SELECT i, NOT EXISTS (SELECT 1 FROM fire_tokens t WHERE t.jti = b.jti) AS fresh FROM b ORDER BY i;\n",
+    remembered!(),
+    "INSERT INTO fire_tokens (jti, expires_at) SELECT jti, until FROM b WHERE true \
+     ON CONFLICT (jti) DO NOTHING;"
+);
+
+impl Write for Remember {
+    type Output = bool;
+
+    fn keys(&self) -> Vec<Key<'_>> {
+        vec![Key::Token(&self.jti)]
+    }
+
+    async fn apply(
+        ops: &[&Self],
+        conn: &mut sqlx::SqliteConnection,
+    ) -> Result<Vec<bool>, StoreError> {
+        use sqlx::Row as _;
+        let batch = serde_json::json!(ops.iter().map(|o| (&o.jti, o.until)).collect::<Vec<_>>());
+        let rows = sqlx::query(REMEMBER_SCRIPT)
+            .bind(batch.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.iter().map(|row| Ok(row.try_get("fresh")?)).collect()
     }
 }
