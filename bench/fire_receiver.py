@@ -1,11 +1,17 @@
-"""The comparison point for `bench fire`: what the Python original's approach to
-POST /api/cron/fire costs when it does the same work as hermes-gateway — verify the fire
-JWT with PyJWT against pinned public keys (RS/ES algorithms only, exp+aud required, aud,
-30 s leeway, purpose == cron_fire), refuse a replayed jti, claim the job's slot with a
-compare-and-swap plus a unique run row in one SQLite transaction (WAL, synchronous=NORMAL,
-as the gateway), answer 202. It does not run the turn afterwards (the gateway does).
+"""The comparison point for `bench fire` and `bench fire-replay`: what the Python
+original's approach to POST /api/cron/fire costs when it does the same work as
+hermes-gateway — verify the fire JWT with PyJWT against pinned public keys (RS/ES
+algorithms only, exp+aud required, aud, 30 s leeway, purpose == cron_fire), refuse a
+replayed jti, claim the job's slot with a compare-and-swap plus a unique run row, answer
+202. It does not run the turn afterwards (the gateway does).
 
-    python3 bench/fire_receiver.py PORT DB N SLOT RSA_PUB EC_PUB AUDIENCE
+STATE says where the replay table and the claims live:
+- `sqlite` (the default): in one SQLite transaction (WAL, synchronous=NORMAL, as the
+  gateway), as durable as the gateway's;
+- `memory`: in this process's dicts, the way the Python original keeps them (lost on a
+  restart, not shared by replicas), so the comparison is the hardest one.
+
+    python3 bench/fire_receiver.py PORT DB N SLOT RSA_PUB EC_PUB AUDIENCE [STATE]
 """
 import json
 import sqlite3
@@ -18,6 +24,7 @@ from aiohttp import web
 
 port, db_path, n, slot = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rsa_pub, ec_pub, audience = open(sys.argv[5]).read(), open(sys.argv[6]).read(), sys.argv[7]
+state = sys.argv[8] if len(sys.argv) > 8 else "sqlite"
 KEYS = {"RS256": rsa_pub, "RS384": rsa_pub, "RS512": rsa_pub, "ES256": ec_pub, "ES384": ec_pub}
 
 db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
@@ -55,6 +62,33 @@ def verify(token):
     return claims if claims.get("purpose") == "cron_fire" else None
 
 
+# The in-memory state (STATE=memory): job -> its slot, claimed (job, slot)s, jti -> expiry.
+mem_jobs = {f"{i:012x}": slot for i in range(n)}
+mem_runs = set()
+mem_tokens = {}
+mem_swept = [0]
+
+
+def claim_in_memory(job_id, jti, exp, now):
+    """The same steps as the SQLite claim, on dicts (one thread: no lock needed)."""
+    if jti:
+        if now - mem_swept[0] >= 10:
+            for k in [k for k, until in mem_tokens.items() if until < now]:
+                del mem_tokens[k]
+            mem_swept[0] = now
+        if jti in mem_tokens:
+            return "duplicate", None
+        mem_tokens[jti] = int(exp) + 30
+    at = mem_jobs.get(job_id, -1)
+    if at == -1:
+        return "unknown_job", None
+    if at is None or (job_id, at) in mem_runs:
+        return "duplicate", None
+    mem_jobs[job_id] = None
+    mem_runs.add((job_id, at))
+    return "started", "run_" + uuid.uuid4().hex[:16]
+
+
 async def fire(request):
     auth = request.headers.get("Authorization", "")
     claims = verify(auth[7:]) if auth.lower().startswith("bearer ") else None
@@ -69,6 +103,11 @@ async def fire(request):
         return web.json_response({"error": "missing job_id"}, status=400)
     now = int(time.time())
     jti = claims.get("jti")
+    if state == "memory":
+        outcome, run_id = claim_in_memory(job_id, jti, claims["exp"], now)
+        return web.json_response(
+            {"status": "accepted", "job_id": job_id, "run_id": run_id, "outcome": outcome}, status=202
+        )
     if jti:
         db.execute("DELETE FROM fire_tokens WHERE expires_at < ?", (now,))
         cur = db.execute(

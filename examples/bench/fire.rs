@@ -1,4 +1,6 @@
-//! Chronos fires against the Python receiver (issue 5).
+//! Chronos fires against the Python receivers (issues 5 and 15): unique fires each claiming
+//! (`fire`, `fire-no-claim`), one token per client replayed (`fire-replay`), and the
+//! signature-verification ceiling those are measured against (`fire-verify`, in-process).
 
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -58,6 +60,67 @@ pub enum Receiver {
     },
 }
 
+impl Receiver {
+    /// CPU seconds (user + system) the receiver process has used so far: divided into the
+    /// answers of a window, what each costs the server however busy the machine is.
+    pub fn cpu_seconds(&self) -> f64 {
+        let pid = match self {
+            Self::Gateway { _gateway } => _gateway.child.id(),
+            Self::Python { child, .. } => child.id(),
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The fields after the parenthesised command name; utime and stime are 14 and 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+}
+
+/// One timed window: answers per second, their latencies (ms), and answers per CPU
+/// second the server used in the window.
+pub struct Window {
+    pub rate: f64,
+    pub lat: Vec<f64>,
+    pub per_cpu_second: f64,
+}
+
+impl Window {
+    /// Sorts the latencies and prints the window's line.
+    pub fn print(&mut self, what: &str, unit: &str) {
+        self.lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "  {what}: {:.0} {unit}/s, {:.0} per server CPU-second, p50 {:.2} ms, p99 {:.2} ms ({} answers)",
+            self.rate,
+            self.per_cpu_second,
+            pct(&self.lat, 0.5),
+            pct(&self.lat, 0.99),
+            self.lat.len()
+        );
+    }
+}
+
+/// The median of each figure over `runs` (odd in number), and the rates of every run.
+pub fn medians(runs: &[Window]) -> (f64, f64, f64, f64, String) {
+    let med = |f: &dyn Fn(&Window) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let rates: Vec<String> = runs.iter().map(|w| format!("{:.0}", w.rate)).collect();
+    (
+        med(&|w| w.rate),
+        med(&|w| w.per_cpu_second),
+        med(&|w| pct(&w.lat, 0.5)),
+        med(&|w| pct(&w.lat, 0.99)),
+        rates.join(" / "),
+    )
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         if let Self::Python { child, .. } = self {
@@ -67,9 +130,19 @@ impl Drop for Receiver {
     }
 }
 
+/// The receivers compared: the gateway, `bench/fire_receiver.py` on SQLite (the replay
+/// table and claims in one SQLite file, as durable as the gateway's), and the same script
+/// keeping them in memory, the way the Python original does.
+pub const FIRE_KINDS: [&str; 3] = ["gateway", "python", "python-memory"];
+
 pub async fn receiver(kind: &str, slot: i64, http: &reqwest::Client) -> (Receiver, String) {
     let home = tempfile::tempdir().unwrap();
-    if kind == "python" {
+    if let Some(rest) = kind.strip_prefix("python") {
+        let state = if rest == "-memory" {
+            "memory"
+        } else {
+            "sqlite"
+        };
         let port = free_port();
         std::fs::write(home.path().join("rsa.pub"), fixture("rsa_a.pub")).unwrap();
         std::fs::write(home.path().join("ec.pub"), fixture("ec_a.pub")).unwrap();
@@ -81,7 +154,7 @@ pub async fn receiver(kind: &str, slot: i64, http: &reqwest::Client) -> (Receive
             ])
             .args([FIRE_JOBS.to_string(), slot.to_string()])
             .args([home.path().join("rsa.pub"), home.path().join("ec.pub")])
-            .arg(FIRE_AUD)
+            .args([FIRE_AUD, state])
             .stdout(Stdio::null())
             .spawn()
             .expect("python3 with aiohttp and PyJWT (.ci/deps installs them)");
@@ -125,19 +198,16 @@ pub async fn receiver(kind: &str, slot: i64, http: &reqwest::Client) -> (Receive
 
 /// One run: 16 keep-alive clients fire distinct due jobs for 5 s; every answer must be a
 /// 202 `started` (or, without `claim`, fire unknown jobs and get `unknown_job`). Returns
-/// (fires per second, latencies in ms).
-pub async fn fire_run(
-    kind: &str,
-    tokens: &std::sync::Arc<Vec<String>>,
-    claim: bool,
-) -> (f64, Vec<f64>) {
+/// the window.
+pub async fn fire_run(kind: &str, tokens: &std::sync::Arc<Vec<String>>, claim: bool) -> Window {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let http = reqwest::Client::new();
     // Due within the 30 s early tolerance, and not before the run ends (so no ticker fires them).
     let slot = jiff::Timestamp::now().as_second() + 28;
     let fire_at = jiff::Timestamp::from_second(slot).unwrap().to_string();
-    let (_receiver, base) = receiver(kind, slot, &http).await;
+    let (receiver, base) = receiver(kind, slot, &http).await;
     let next = std::sync::Arc::new(AtomicUsize::new(0));
+    let cpu = receiver.cpu_seconds();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(FIRE_SECONDS);
     let mut tasks = Vec::new();
@@ -179,51 +249,57 @@ pub async fn fire_run(
         all.extend(t.await.unwrap());
     }
     let secs = started.elapsed().as_secs_f64().min(FIRE_SECONDS);
-    (all.len() as f64 / secs, all)
+    let cpu = receiver.cpu_seconds() - cpu;
+    Window {
+        rate: all.len() as f64 / secs,
+        per_cpu_second: all.len() as f64 / cpu,
+        lat: all,
+    }
+}
+
+/// The algorithms measured.
+pub const FIRE_ALGS: [(&str, jsonwebtoken::Algorithm); 2] = [
+    ("RS256", jsonwebtoken::Algorithm::RS256),
+    ("ES256", jsonwebtoken::Algorithm::ES256),
+];
+
+/// `FIRE_ONLY=ES256,gateway` (say) runs a subset: an algorithm (or a receiver) is run when
+/// the list names it or names no algorithm (no receiver) at all; `python` does not
+/// select `python-memory`.
+pub fn selected(only: &str, what: &str) -> bool {
+    let named: Vec<&str> = only.split(',').map(str::trim).collect();
+    let algs: Vec<&str> = FIRE_ALGS.iter().map(|(name, _)| *name).collect();
+    let group: &[&str] = if algs.contains(&what) {
+        &algs
+    } else {
+        &FIRE_KINDS
+    };
+    named.contains(&what) || !named.iter().any(|n| group.contains(n))
 }
 
 /// Accepted fires per second and p99, RS256 and ES256, gateway vs. the Python receiver;
 /// three runs each, medians printed. `claim: false` measures the path without the claim.
 pub async fn fire_throughput(claim: bool) {
-    // FIRE_ONLY=ES256,gateway (say) runs a subset.
     let only = std::env::var("FIRE_ONLY").unwrap_or_default();
-    for (name, alg) in [
-        ("RS256", jsonwebtoken::Algorithm::RS256),
-        ("ES256", jsonwebtoken::Algorithm::ES256),
-    ] {
-        if !only.is_empty() && !only.contains(name) {
+    for (name, alg) in FIRE_ALGS {
+        if !selected(&only, name) {
             continue;
         }
         let tokens = std::sync::Arc::new(mint(alg, FIRE_JOBS));
-        for kind in ["gateway", "python"] {
-            if !only.is_empty() && !only.contains(kind) {
+        for kind in FIRE_KINDS {
+            if !selected(&only, kind) {
                 continue;
             }
-            let mut rates = Vec::new();
-            let mut p99s = Vec::new();
-            let mut p50s = Vec::new();
+            let mut runs = Vec::new();
             for _ in 0..3 {
-                let (rate, mut lat) = fire_run(kind, &tokens, claim).await;
-                lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-                println!(
-                    "  {kind} {name}: {rate:.0} fires/s, p50 {:.2} ms, p99 {:.2} ms ({} fires)",
-                    pct(&lat, 0.5),
-                    pct(&lat, 0.99),
-                    lat.len()
-                );
-                rates.push(rate);
-                p50s.push(pct(&lat, 0.5));
-                p99s.push(pct(&lat, 0.99));
+                let mut w = fire_run(kind, &tokens, claim).await;
+                w.print(&format!("{kind} {name}"), "fires");
+                runs.push(w);
             }
-            for v in [&mut rates, &mut p50s, &mut p99s] {
-                v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            }
+            let (rate, per_cpu, p50, p99, all) = medians(&runs);
             println!(
-                "fire {kind} {name}: median of 3 runs {:.0} accepted fires/s, p50 {:.2} ms, p99 {:.2} ms ({FIRE_CLIENTS} clients, {FIRE_SECONDS} s)",
-                rates[1], p50s[1], p99s[1]
+                "fire {kind} {name}: median of 3 runs {rate:.0} accepted fires/s, {per_cpu:.0} per server CPU-second, p50 {p50:.2} ms, p99 {p99:.2} ms (runs {all}; {FIRE_CLIENTS} clients, {FIRE_SECONDS} s)"
             );
         }
     }
 }
-
-// ---- dashboard tickets and sockets (issue 6) ----------------------------------------

@@ -7,11 +7,13 @@
 //! and with a drain marker present, 10 s each, 3 gateways), `upstream-overhead`,
 //! `echo-throughput`, `stream-memory`, `turns` (the last three), `cron-tick`,
 //! `cron-contention`, `cron` (the last two; need PostgreSQL from `.ci/deps`), `fire` and
-//! `fire-no-claim` (against `bench/fire_receiver.py`; need python3 with aiohttp and PyJWT;
-//! `FIRE_ONLY=ES256,gateway` runs a subset), `tickets` (against `bench/ws_ticket_server.py`;
-//! needs FastAPI and uvicorn), `events-memory`, `dashboard` (the last two),
-//! `responses-overhead [sqlite|postgres]`, `sessions-memory`, `conversations` (the three),
-//! `cold-fire` (spawn -> first fire 202, against `bench/fire_receiver.py`), `all`. Each starts its own
+//! `fire-no-claim`, `fire-replay` (against `bench/fire_receiver.py` on SQLite and in memory;
+//! need python3 with aiohttp and PyJWT; `FIRE_ONLY=ES256,gateway` runs a subset),
+//! `fire-verify` (the in-process signature ceiling), `tickets` (against
+//! `bench/ws_ticket_server.py`; needs FastAPI and uvicorn), `events-memory`, `dashboard`
+//! (the last two), `responses-overhead [sqlite|postgres]`, `sessions-memory`,
+//! `conversations` (the three), `cold-fire` (spawn -> first fire 202, against
+//! `bench/fire_receiver.py`), `all`. Each starts its own
 //! gateway(s) in a temporary HERMES_HOME on loopback ports and prints medians.
 
 mod coldstart;
@@ -20,6 +22,7 @@ mod conversations;
 mod cron;
 mod dashboard;
 mod fire;
+mod fire_replay;
 mod foundation;
 mod turns;
 
@@ -28,6 +31,7 @@ use conversations::*;
 use cron::*;
 use dashboard::*;
 use fire::*;
+use fire_replay::*;
 use foundation::*;
 use turns::*;
 
@@ -52,6 +56,8 @@ pub async fn main() {
         }
         "fire" => fire_throughput(true).await,
         "fire-no-claim" => fire_throughput(false).await,
+        "fire-replay" => fire_replay().await,
+        "fire-verify" => fire_verify().await,
         "tickets" => tickets().await,
         "responses-overhead" => {
             let kind = std::env::args().nth(2).unwrap_or_else(|| "sqlite".into());
@@ -89,7 +95,7 @@ pub async fn main() {
         }
         other => {
             eprintln!(
-                "unknown benchmark {other:?}: drain-latency | status | startup | rss | idle-cpu | upstream-overhead | echo-throughput | stream-memory | turns | cron-tick | cron-contention | cron | fire | fire-no-claim | tickets | events-memory | responses-overhead [sqlite|postgres] | sessions-memory | conversations | cold-fire | dashboard | all"
+                "unknown benchmark {other:?}: drain-latency | status | startup | rss | idle-cpu | upstream-overhead | echo-throughput | stream-memory | turns | cron-tick | cron-contention | cron | fire | fire-no-claim | fire-replay | fire-verify | tickets | events-memory | responses-overhead [sqlite|postgres] | sessions-memory | conversations | cold-fire | dashboard | all"
             );
             std::process::exit(2);
         }

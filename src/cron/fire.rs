@@ -97,14 +97,30 @@ pub(super) fn check_fire(job: &Job, fire_at: Option<Timestamp>, now: Timestamp) 
 impl CronService {
     /// Carries out a fire: the slot's claim is taken here, synchronously, and the run goes on
     /// in the background. Admission comes first, so a draining gateway claims nothing
-    /// (`Draining`) and the scheduler's retry runs the slot after the drain. The token's
-    /// `jti` is recorded in the claim's transaction: a replayed token or an already-claimed
-    /// slot starts nothing, and a fire that claims nothing uses up nothing.
+    /// (`Draining`) and the scheduler's retry runs the slot after the drain. A token whose
+    /// `jti` this process knows recorded is a `duplicate` answered from memory (no turn, no
+    /// read; still `Draining` while draining), one found recorded by the read before the
+    /// claim a `duplicate` answered without a write; otherwise the `jti` is recorded in the claim's
+    /// transaction, which refuses a replay that raced the lookup: a replayed token or an
+    /// already-claimed slot starts nothing, and a fire that claims nothing uses up nothing.
     pub async fn fire(self: &Arc<Self>, req: FireRequest) -> Result<Fired, CronError> {
+        if let Some((jti, _)) = &req.jti
+            && self.seen.contains(jti, self.now())
+        {
+            // Starts nothing, so takes no turn; refused all the same while draining.
+            return match self.turns.gate().refusal() {
+                Some(_) => Err(CronError::Draining),
+                None => Ok(replayed()),
+            };
+        }
+        let guard = self
+            .turns
+            .admit(&format!("cron-{}", req.job_id))
+            .map_err(|_| CronError::Draining)?;
         // The claim and the run's start happen in a task of their own: a caller that goes
         // away (its request dropped) cannot leave a claimed slot without its run.
         let this = self.clone();
-        let fired = tokio::spawn(async move { this.fire_here(req).await })
+        let fired = tokio::spawn(async move { Box::pin(this.fire_here(req, guard)).await })
             .await
             .map_err(|e| {
                 CronError::Store(StoreError::Query(format!("the fire task failed: {e}")))
@@ -115,24 +131,33 @@ impl CronService {
         Ok(fired)
     }
 
-    async fn fire_here(self: &Arc<Self>, req: FireRequest) -> Result<Fired, CronError> {
-        let guard = self
-            .turns
-            .admit(&format!("cron-{}", req.job_id))
-            .map_err(|_| CronError::Draining)?;
+    async fn fire_here(
+        self: &Arc<Self>,
+        req: FireRequest,
+        guard: Admission,
+    ) -> Result<Fired, CronError> {
         let now = self.now();
-        self.upkeep(now).await?;
-        let job = match self.store.get_job(&req.job_id).await {
-            Ok(job) => job,
-            Err(StoreError::NotFound) => {
-                return self
-                    .no_claim(guard, &req, FireOutcome::UnknownJob, None)
-                    .await;
+        let jti = req.jti.as_ref().map(|(id, _)| id.as_str());
+        let view = self.store.fire_view(&req.job_id, jti, now).await?;
+        if view.token_seen {
+            if let Some((jti, until)) = &req.jti {
+                self.seen.insert(jti, *until);
             }
-            Err(e) => return Err(e.into()),
+            guard.release();
+            return Ok(replayed());
+        }
+        // Not before the replay check: a replay writes nothing, not even the upkeep. The view
+        // does not need it first (a lease that ran out does not count as running).
+        self.upkeep(now).await?;
+        let Some(job) = view.job else {
+            return self
+                .no_claim(guard, &req, FireOutcome::UnknownJob, None)
+                .await;
         };
         let (outcome, run) = match check_fire(&job, req.fire_at, now) {
-            FireCheck::Claim => return self.claim_fired(job, now, &req, guard).await,
+            FireCheck::Claim => {
+                return Box::pin(self.claim_fired(job, now, view.running, &req, guard)).await;
+            }
             FireCheck::Paused => (FireOutcome::Paused, None),
             FireCheck::NotDue => (FireOutcome::NotDue, None),
             FireCheck::OtherSlot(at) => match self.store.run_at_slot(&job.id, at).await? {
@@ -143,16 +168,25 @@ impl CronService {
         self.no_claim(guard, &req, outcome, run).await
     }
 
-    /// Claims the fired job's current slot with the token's id and starts its run.
+    /// Claims the fired job's current slot with the token's id and starts its run;
+    /// `running` is whether a previous run still holds its lease (then the slot is skipped).
     async fn claim_fired(
         self: &Arc<Self>,
         job: Job,
         now: Timestamp,
+        running: bool,
         req: &FireRequest,
         guard: Admission,
     ) -> Result<Fired, CronError> {
         let jti = req.jti.as_ref().map(|(id, until)| (id.as_str(), *until));
-        let run_id = match self.claim(&job, now, jti).await? {
+        let claim = self.claim(&job, now, Some(running), jti).await?;
+        // Committed: whatever the outcome, the store holds the token's id now.
+        if let Some((jti, until)) = jti
+            && claim != Claim::Lost
+        {
+            self.seen.insert(jti, until);
+        }
+        let run_id = match claim {
             Claim::Run(run, finish) => {
                 let run_id = run.id.clone();
                 self.spawn_run(job, run, finish, Some(guard));
@@ -185,15 +219,22 @@ impl CronService {
         run_id: Option<String>,
     ) -> Result<Fired, CronError> {
         guard.release();
-        if let Some((jti, until)) = &req.jti
-            && !self.store.remember_jti(jti, *until).await?
-        {
-            return Ok(Fired {
-                outcome: FireOutcome::Duplicate,
-                run_id: None,
-            });
+        if let Some((jti, until)) = &req.jti {
+            let fresh = self.store.remember_jti(jti, *until).await?;
+            self.seen.insert(jti, *until);
+            if !fresh {
+                return Ok(replayed());
+            }
         }
         Ok(Fired { outcome, run_id })
+    }
+}
+
+/// The answer to a replayed token: it starts nothing.
+fn replayed() -> Fired {
+    Fired {
+        outcome: FireOutcome::Duplicate,
+        run_id: None,
     }
 }
 

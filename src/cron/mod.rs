@@ -10,7 +10,8 @@
 //! # Layout
 //! - `service`: [`CronService`] (built complete by [`CronService::new`]) and [`CronError`].
 //! - `jobs`: the checks of a job and its CRUD.
-//! - `fire`: fires from an external scheduler (SPEC §8).
+//! - `fire`: fires from an external scheduler (SPEC §8); `seen`: the token ids known
+//!   recorded, so a replay is answered from memory.
 //! - `tick`: upkeep, the due scan, the claim of a slot, the ticker loop.
 //! - `run`: a claimed run as a gated turn with its lease renewed, and its end.
 //! - `deliver`: webhook delivery.
@@ -22,6 +23,7 @@ mod jobs;
 mod owner;
 mod run;
 mod schedule;
+mod seen;
 mod service;
 mod tick;
 

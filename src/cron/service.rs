@@ -64,6 +64,8 @@ pub struct CronService {
     events: Events,
     /// When [`CronService::upkeep`] last ran (Unix seconds).
     pub(super) last_upkeep: AtomicI64,
+    /// Fire-token ids known recorded in the store (replays answered from memory).
+    pub(super) seen: super::seen::SeenTokens,
 }
 
 impl CronService {
@@ -96,6 +98,7 @@ impl CronService {
             rearm: Notify::new(),
             events,
             last_upkeep: AtomicI64::new(i64::MIN / 2),
+            seen: super::seen::SeenTokens::default(),
         }
     }
 

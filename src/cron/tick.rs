@@ -126,7 +126,7 @@ impl CronService {
                 self.record(|s| s.skipped_while_draining = true);
                 break;
             };
-            match self.claim(&job, now, None).await? {
+            match self.claim(&job, now, None, None).await? {
                 Claim::Run(run, finish) => {
                     report.claimed += 1;
                     self.spawn_run(job, run, finish, Some(guard));
@@ -145,10 +145,13 @@ impl CronService {
     }
 
     /// Claims the job's current slot (see [`Claim`]); the schedule is parsed once, here.
+    /// `running` is whether a previous run still holds its lease, when the caller has read
+    /// it already (`None`: read it here).
     pub(super) async fn claim(
         &self,
         job: &Job,
         now: Timestamp,
+        running: Option<bool>,
         jti: Option<(&str, Timestamp)>,
     ) -> Result<Claim, CronError> {
         let Some(slot) = job.next_run_at else {
@@ -163,7 +166,11 @@ impl CronService {
         if late > schedule.grace(slot) {
             tracing::info!(job = %job.id, late_s = late.as_secs(), "job missed its slot(s); firing once and fast-forwarding");
         }
-        let status = slot_status(self.store.running_run(&job.id, now).await?.is_some());
+        let running = match running {
+            Some(running) => running,
+            None => self.store.running_run(&job.id, now).await?.is_some(),
+        };
+        let status = slot_status(running);
         let new = self.new_run(&job.id, slot, now);
         let outcome = self
             .store

@@ -105,6 +105,18 @@ struct Inner {
 }
 
 impl Inner {
+    /// Why a turn is refused in this state, if it is.
+    fn refusal(&self) -> Option<Refusal> {
+        match self.phase {
+            Phase::Serving if self.drain.is_some() => Some(Refusal::Draining),
+            Phase::Serving => None,
+            Phase::Stopping | Phase::Stopped => Some(Refusal::Stopping),
+            // A drain that survived a restart is reported as such even before serving.
+            Phase::Starting if self.drain.is_some() => Some(Refusal::Draining),
+            Phase::Starting | Phase::StartupFailed => Some(Refusal::NotReady),
+        }
+    }
+
     fn state(&self) -> GatewayState {
         match self.phase {
             Phase::Starting => GatewayState::Starting,
@@ -197,15 +209,7 @@ impl TurnGate {
     /// Starts a turn for `session` if the gateway is accepting; the guard ends it.
     pub fn admit(self: &Arc<Self>, session: &str) -> Result<TurnGuard, Refusal> {
         let admitted = self.update(|inner| {
-            let refusal = match inner.phase {
-                Phase::Serving if inner.drain.is_some() => Some(Refusal::Draining),
-                Phase::Serving => None,
-                Phase::Stopping | Phase::Stopped => Some(Refusal::Stopping),
-                // A drain that survived a restart is reported as such even before serving.
-                Phase::Starting if inner.drain.is_some() => Some(Refusal::Draining),
-                Phase::Starting | Phase::StartupFailed => Some(Refusal::NotReady),
-            };
-            if let Some(r) = refusal {
+            if let Some(r) = inner.refusal() {
                 return (Err(r), false);
             }
             let id = inner.next_id;
@@ -318,6 +322,12 @@ impl TurnGate {
             inner.phase = Phase::StartupFailed;
             ((), true)
         });
+    }
+
+    /// Why a turn would be refused now, without admitting one: for an answer that starts
+    /// nothing but must still be refused while draining (a replayed fire).
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.lock().refusal()
     }
 
     /// The current picture.

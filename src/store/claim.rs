@@ -3,14 +3,13 @@
 //! there), moves the job off the slot with a compare-and-swap (`UPDATE … WHERE
 //! next_run_at = slot`), and opens the run row, whose `(job_id, scheduled_for)` is unique.
 //!
-//! PostgreSQL runs the steps statement by statement; SQLite runs them as one script, the
-//! op the writer group-commits. Both report what they observed as a [`ClaimSeen`], and
+//! PostgreSQL runs the steps statement by statement; on SQLite the claim is an op the
+//! writer group-commits, and the claims of a batch are taken together, set-based. Both report what they observed as a [`ClaimSeen`], and
 //! [`ClaimSeen::outcome`] alone turns that into the [`ClaimOutcome`].
 
 use jiff::Timestamp;
 
-use super::rows::count;
-use super::sqlite_writer::Write;
+use super::sqlite_writer::{Key, Write};
 use super::{Store, StoreError};
 use crate::job::{ClaimOutcome, ClaimSeen, JobState, NewRun, RunStatus};
 
@@ -58,7 +57,7 @@ impl Store {
     }
 }
 
-/// A claim's arguments, in the order of `claim_args!`.
+/// A claim's arguments.
 #[derive(Debug)]
 struct SlotClaim {
     job: String,
@@ -75,35 +74,71 @@ struct SlotClaim {
     finished: Option<i64>,
 }
 
-macro_rules! claim_args {
+/// The claims of a batch on SQLite as one table: `?1` is a JSON array with one array per
+/// claim, in the order of [`SlotClaim::json`]; `i` is the claim's place in the batch.
+macro_rules! claims {
     () => {
-        "WITH a(job, next, state, now, slot, run, status, lease, owner, jti, keep_until, fin) \
-         AS (VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)) "
+        "WITH b AS (SELECT key AS i, value ->> 0 AS job, value ->> 1 AS next, value ->> 2 AS state, \
+         value ->> 3 AS now, value ->> 4 AS slot, value ->> 5 AS run, value ->> 6 AS status, \
+         value ->> 7 AS lease, value ->> 8 AS owner, value ->> 9 AS jti, value ->> 10 AS keep, \
+         value ->> 11 AS fin FROM json_each(?1)) "
     };
 }
 
-/// The claim on SQLite, as one script (one round trip in the writer's batch). Each step
-/// runs only if the one before let it, through `changes()` (the row count of the last
-/// completed INSERT/UPDATE/DELETE, which a `SELECT` leaves alone): the job moves only if
-/// there is no token or its id is fresh, the run opens only if the job moved. The three
-/// `SELECT`s report each step. Every statement binds all of the arguments through a
-/// one-row table, because the driver binds a script's numbered parameters statement by
-/// statement and stops at a gap.
+/// What each claim of a round finds before anything is written: its token is fresh, its
+/// job is still at its slot, no run holds that slot.
+macro_rules! fresh {
+    () => {
+        "(b.jti IS NULL OR NOT EXISTS (SELECT 1 FROM fire_tokens t WHERE t.jti = b.jti))"
+    };
+}
+macro_rules! at_slot {
+    () => {
+        "EXISTS (SELECT 1 FROM jobs j WHERE j.id = b.job AND j.next_run_at = b.slot \
+         AND j.enabled = 1 AND j.state = 'scheduled')"
+    };
+}
+macro_rules! free {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM runs r WHERE r.job_id = b.job AND r.scheduled_for = b.slot)"
+    };
+}
+
+/// The claims of one round on SQLite, set-based: one script (one round trip) for all of
+/// them. The writer puts no two claims of one job or one token in a round, so each claim's
+/// rows are its own and the steps can be taken for all claims at once, each from what was
+/// there before the round: first report what each claim finds, then open the run where the
+/// token is fresh, the job at its slot and the slot free, then move the job where the token
+/// is fresh and the job at its slot (each statement still sees the tables the statements
+/// after it change as they were), and last record every token id (a lost claim spends its
+/// token too). The same steps, in the same dependence, as the PostgreSQL transaction.
 const CLAIM_SCRIPT: &str = concat!(
-    claim_args!(),
-    "INSERT INTO fire_tokens (jti, expires_at) SELECT jti, keep_until FROM a WHERE jti IS NOT NULL \
-     ON CONFLICT (jti) DO NOTHING;\n",
-    "SELECT changes();\n",
-    claim_args!(),
-    "UPDATE jobs SET next_run_at = a.next, state = a.state, updated_at = a.now FROM a \
-     WHERE jobs.id = a.job AND jobs.next_run_at = a.slot AND jobs.enabled = 1 \
-     AND jobs.state = 'scheduled' AND (a.jti IS NULL OR changes() = 1);\n",
-    "SELECT changes();\n",
-    claim_args!(),
+    claims!(),
+    "SELECT i, ",
+    fresh!(),
+    " AS fresh, ",
+    at_slot!(),
+    " AS at_slot, ",
+    free!(),
+    " AS free FROM b ORDER BY i;\n",
+    claims!(),
     "INSERT INTO runs (id, job_id, scheduled_for, started_at, status, lease_until, owner, finished_at) \
-     SELECT run, job, slot, now, status, lease, owner, fin FROM a WHERE changes() = 1 \
-     ON CONFLICT (job_id, scheduled_for) DO NOTHING;\n",
-    "SELECT changes();"
+     SELECT run, job, slot, now, status, lease, owner, fin FROM b WHERE ",
+    fresh!(),
+    " AND ",
+    at_slot!(),
+    " AND ",
+    free!(),
+    ";\n",
+    claims!(),
+    "UPDATE jobs SET next_run_at = b.next, state = b.state, updated_at = b.now FROM b \
+     WHERE jobs.id = b.job AND jobs.next_run_at = b.slot AND jobs.enabled = 1 \
+     AND jobs.state = 'scheduled' AND ",
+    fresh!(),
+    ";\n",
+    claims!(),
+    "INSERT INTO fire_tokens (jti, expires_at) SELECT jti, keep FROM b WHERE jti IS NOT NULL \
+     ON CONFLICT (jti) DO NOTHING;"
 );
 
 impl SlotClaim {
@@ -159,30 +194,65 @@ impl SlotClaim {
     }
 }
 
+impl SlotClaim {
+    /// The claim as one element of the batch's JSON, in the order `claims!` reads.
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!([
+            self.job,
+            self.next,
+            self.state,
+            self.now,
+            self.slot,
+            self.run,
+            self.status,
+            self.lease,
+            self.owner,
+            self.jti,
+            self.keep_until,
+            self.finished
+        ])
+    }
+}
+
 impl Write for SlotClaim {
     type Output = ClaimSeen;
 
-    async fn apply(&self, conn: &mut sqlx::SqliteConnection) -> Result<ClaimSeen, StoreError> {
+    fn keys(&self) -> Vec<Key<'_>> {
+        let mut keys = vec![Key::Job(&self.job)];
+        keys.extend(self.jti.as_deref().map(Key::Token));
+        keys
+    }
+
+    async fn apply(
+        claims: &[&Self],
+        conn: &mut sqlx::SqliteConnection,
+    ) -> Result<Vec<ClaimSeen>, StoreError> {
+        let batch = serde_json::Value::Array(claims.iter().map(|c| c.json()).collect());
         let rows = sqlx::query(CLAIM_SCRIPT)
-            .bind(&self.job)
-            .bind(self.next)
-            .bind(self.state)
-            .bind(self.now)
-            .bind(self.slot)
-            .bind(&self.run)
-            .bind(self.status)
-            .bind(self.lease)
-            .bind(&self.owner)
-            .bind(&self.jti)
-            .bind(self.keep_until)
-            .bind(self.finished)
+            .bind(batch.to_string())
             .fetch_all(&mut *conn)
             .await?;
-        let token = count(&rows, 0)?;
-        Ok(ClaimSeen {
-            token_fresh: self.jti.as_ref().map(|_| token == 1),
-            moved: count(&rows, 1)? == 1,
-            opened: count(&rows, 2)? == 1,
-        })
+        if rows.len() != claims.len() {
+            return Err(StoreError::Query(format!(
+                "the claim script saw {} of {} claims",
+                rows.len(),
+                claims.len()
+            )));
+        }
+        claims
+            .iter()
+            .zip(&rows)
+            .map(|(claim, row)| {
+                use sqlx::Row as _;
+                let flag = |name| row.try_get::<i64, _>(name).map(|v| v != 0);
+                let fresh = flag("fresh")?;
+                let moved = fresh && flag("at_slot")?;
+                Ok(ClaimSeen {
+                    token_fresh: claim.jti.as_ref().map(|_| fresh),
+                    moved,
+                    opened: moved && flag("free")?,
+                })
+            })
+            .collect()
     }
 }

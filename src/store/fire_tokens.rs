@@ -2,21 +2,89 @@
 //! so every replica sees every token. Ids are recorded with every final answer — by
 //! [`Store::claim_slot`] in the claim's own transaction, or alone when nothing is claimed —
 //! and never for a fire refused with a 503 (draining, a store outage), whose retry must work.
+//! [`Store::fire_view`] is what a fire reads before it writes anything: a replay is answered
+//! from that read, without a write.
 
 use jiff::Timestamp;
 
-use super::{Store, StoreError, on_pool, sql};
+use super::rows::{job_from_row, select_jobs};
+use super::sqlite_writer::{Key, Write};
+use super::{Store, StoreError, on_pool, on_read_pool, sql};
+use crate::job::Job;
+
+/// What a fire finds in the store before it claims anything, in one read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FireView {
+    /// The fired job; `None` when there is no such job.
+    pub job: Option<Job>,
+    /// A run of the job still holds a live lease (overlap: its next slot is skipped).
+    pub running: bool,
+    /// The token's id is recorded already: the fire is a replay.
+    pub token_seen: bool,
+}
 
 impl Store {
-    /// Records `jti` as used until `until`; false if it was already recorded (a replay).
-    pub async fn remember_jti(&self, jti: &str, until: Timestamp) -> Result<bool, StoreError> {
+    /// Reads, in one query on the read side, the job `job_id`, whether a run of it still
+    /// holds a lease at `now`, and whether `jti` was recorded (any replica's). Only a
+    /// read: the claim still records the id and still detects a replay that races this.
+    pub async fn fire_view(
+        &self,
+        job_id: &str,
+        jti: Option<&str>,
+        now: Timestamp,
+    ) -> Result<FireView, StoreError> {
         let q = sql(
             self,
-            "INSERT INTO fire_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+            concat!(
+                "SELECT o.busy, o.seen, j.* FROM (SELECT EXISTS (SELECT 1 FROM runs r \
+                 WHERE r.job_id = $1 AND r.status = 'running' AND r.lease_until > $3) AS busy, \
+                 EXISTS (SELECT 1 FROM fire_tokens t WHERE t.jti = $2) AS seen) AS o \
+                 LEFT JOIN (",
+                select_jobs!(),
+                " WHERE id = $1) AS j ON true"
+            ),
         );
-        Ok(on_pool!(self, pool => {
-            sqlx::query(q).bind(jti).bind(until.as_second()).execute(pool).await?.rows_affected()
-        }) == 1)
+        on_read_pool!(self, pool => {
+            use sqlx::Row as _;
+            let row = sqlx::query(q)
+                .bind(job_id)
+                .bind(jti)
+                .bind(now.as_second())
+                .fetch_one(pool)
+                .await?;
+            let job = match row.try_get::<Option<String>, _>("id")? {
+                Some(_) => Some(job_from_row!(&row)),
+                None => None,
+            };
+            Ok(FireView {
+                job,
+                running: row.try_get("busy")?,
+                token_seen: row.try_get("seen")?,
+            })
+        })
+    }
+
+    /// Records `jti` as used until `until`; false if it was already recorded (a replay).
+    /// On SQLite group-committed with the claims.
+    pub async fn remember_jti(&self, jti: &str, until: Timestamp) -> Result<bool, StoreError> {
+        let pool = match self {
+            Store::Sqlite(pools) => {
+                let record = Remember {
+                    jti: jti.to_owned(),
+                    until: until.as_second(),
+                };
+                return pools.batch.write(record).await;
+            }
+            Store::Postgres(pool) => pool,
+        };
+        let q = "INSERT INTO fire_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING";
+        let n = sqlx::query(q)
+            .bind(jti)
+            .bind(until.as_second())
+            .execute(pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
     }
 
     /// Forgets the ids whose tokens expired (plus leeway) before `now`.
@@ -25,5 +93,50 @@ impl Store {
         Ok(on_pool!(self, pool => {
             sqlx::query(q).bind(now.as_second()).execute(pool).await?.rows_affected()
         }))
+    }
+}
+
+/// A token id recorded on its own (a fire that claims nothing), as an op of the SQLite
+/// writer's group commit.
+#[derive(Debug)]
+struct Remember {
+    jti: String,
+    until: i64,
+}
+
+macro_rules! remembered {
+    () => {
+        "WITH b AS (SELECT key AS i, value ->> 0 AS jti, value ->> 1 AS until FROM json_each(?1)) "
+    };
+}
+
+/// The ids of one round, set-based (the writer puts no id twice in a round): report which
+/// are new, then record them.
+const REMEMBER_SCRIPT: &str = concat!(
+    remembered!(),
+    "SELECT i, NOT EXISTS (SELECT 1 FROM fire_tokens t WHERE t.jti = b.jti) AS fresh FROM b ORDER BY i;\n",
+    remembered!(),
+    "INSERT INTO fire_tokens (jti, expires_at) SELECT jti, until FROM b WHERE true \
+     ON CONFLICT (jti) DO NOTHING;"
+);
+
+impl Write for Remember {
+    type Output = bool;
+
+    fn keys(&self) -> Vec<Key<'_>> {
+        vec![Key::Token(&self.jti)]
+    }
+
+    async fn apply(
+        ops: &[&Self],
+        conn: &mut sqlx::SqliteConnection,
+    ) -> Result<Vec<bool>, StoreError> {
+        use sqlx::Row as _;
+        let batch = serde_json::json!(ops.iter().map(|o| (&o.jti, o.until)).collect::<Vec<_>>());
+        let rows = sqlx::query(REMEMBER_SCRIPT)
+            .bind(batch.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.iter().map(|row| Ok(row.try_get("fresh")?)).collect()
     }
 }

@@ -15,7 +15,9 @@
 //!   conversions they share. The model itself is [`crate::job`]; the store never imports
 //!   `cron`.
 //! - `sqlite_writer`: group commit on SQLite's write connection for the ops `claim` and
-//!   `runs` hand it.
+//!   `runs` hand it, applied set-based (one statement per kind of op for the whole batch).
+//! - `fire_tokens` also holds [`Store::fire_view`], the one read a fire makes before it
+//!   writes (a replay is answered from it).
 //! - `fire_tokens`, `dashboard_auth`: accepted fire-token ids; sessions and tickets.
 //! - `agent_runs`: asynchronous runs (`POST /v1/runs`) and their event logs.
 //! - `sessions`: stored chat sessions (`chat_sessions`) and their bounded messages.
@@ -44,6 +46,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use crate::job::{ClaimOutcome, NewRun};
 pub use agent_runs::{AgentRun, AgentRunStatus, RunEnd, RunProgress, Synced};
 pub use dashboard_auth::{Redemption, StoredSession};
+pub use fire_tokens::FireView;
 pub use responses::{NewResponse, StoredResponse};
 pub use sessions::{ChatAppend, ChatSession, StoredChat};
 

@@ -88,12 +88,3 @@ macro_rules! run_from_row {
     }};
 }
 pub(super) use run_from_row;
-
-/// The `i`-th row's single count of an SQLite script that reports `SELECT changes()`s.
-pub(super) fn count(rows: &[sqlx::sqlite::SqliteRow], i: usize) -> Result<i64, StoreError> {
-    use sqlx::Row as _;
-    let row = rows
-        .get(i)
-        .ok_or_else(|| StoreError::Query(format!("writer script returned {} rows", rows.len())))?;
-    Ok(row.try_get::<i64, _>(0)?)
-}

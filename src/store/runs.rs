@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use sqlx::Row;
 
 use super::rows::{run_from_row, select_runs};
-use super::sqlite_writer::Write;
+use super::sqlite_writer::{Key, Write};
 use super::{Store, StoreError, on_pool, on_read_pool, sql};
 use crate::job::{ClaimOutcome, ClaimSeen, JobState, NewRun, Run, RunStatus};
 
@@ -282,26 +282,41 @@ struct RunEnd {
     job_state: Option<&'static str>,
 }
 
-macro_rules! end_args {
+/// The run ends of a batch on SQLite as one table: `?1` is a JSON array with one array per
+/// end, in the order of [`RunEnd::json`]; `i` is the end's place in the batch.
+macro_rules! ends {
     () => {
-        "WITH f(run, status, fin, output, error, job, started, done, job_state, owner) \
-         AS (VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)) "
+        "WITH f AS (SELECT key AS i, value ->> 0 AS run, value ->> 1 AS status, value ->> 2 AS fin, \
+         value ->> 3 AS output, value ->> 4 AS error, value ->> 5 AS job, value ->> 6 AS started, \
+         value ->> 7 AS done, value ->> 8 AS job_state, value ->> 9 AS owner FROM json_each(?1)) "
     };
 }
 
-/// [`RunEnd`] on SQLite, as one script (one round trip in the writer's batch): the job's
-/// statement runs only if the run's did (`changes()`). Every statement binds all of the
-/// arguments through a one-row table, because the driver binds a script's numbered
-/// parameters statement by statement and stops at a gap.
+/// Whether the end's run is still running and still `owner`'s.
+macro_rules! ours {
+    () => {
+        "EXISTS (SELECT 1 FROM runs r WHERE r.id = f.run AND r.status = 'running' AND r.owner = f.owner)"
+    };
+}
+
+/// The run ends of one round on SQLite, set-based: one script (one round trip) for all of
+/// them. The writer puts no two ends of one job in a round, so each end's rows are its own:
+/// report which runs are still ours, record the outcome on their jobs (while the runs still
+/// say running), then end those runs.
 const END_SCRIPT: &str = concat!(
-    end_args!(),
-    "UPDATE runs SET status = f.status, finished_at = f.fin, output = f.output, error = f.error \
-     FROM f WHERE runs.id = f.run AND runs.status = 'running' AND runs.owner = f.owner;\n",
-    "SELECT changes();\n",
-    end_args!(),
+    ends!(),
+    "SELECT i, ",
+    ours!(),
+    " AS ours FROM f ORDER BY i;\n",
+    ends!(),
     "UPDATE jobs SET last_run_at = f.started, last_status = f.status, last_error = f.error, \
      repeat_completed = repeat_completed + f.done, state = COALESCE(f.job_state, jobs.state), \
-     updated_at = f.fin FROM f WHERE jobs.id = f.job AND changes() = 1;"
+     updated_at = f.fin FROM f WHERE jobs.id = f.job AND ",
+    ours!(),
+    ";\n",
+    ends!(),
+    "UPDATE runs SET status = f.status, finished_at = f.fin, output = f.output, error = f.error \
+     FROM f WHERE runs.id = f.run AND runs.status = 'running' AND runs.owner = f.owner;"
 );
 
 impl RunEnd {
@@ -339,23 +354,49 @@ impl RunEnd {
     }
 }
 
+impl RunEnd {
+    /// The end as one element of the batch's JSON, in the order `ends!` reads.
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!([
+            self.run,
+            self.status,
+            self.finished_at,
+            self.output,
+            self.error,
+            self.job,
+            self.started_at,
+            self.done,
+            self.job_state,
+            self.owner
+        ])
+    }
+}
+
 impl Write for RunEnd {
     type Output = bool;
 
-    async fn apply(&self, conn: &mut sqlx::SqliteConnection) -> Result<bool, StoreError> {
+    fn keys(&self) -> Vec<Key<'_>> {
+        vec![Key::Job(&self.job)]
+    }
+
+    async fn apply(
+        ends: &[&Self],
+        conn: &mut sqlx::SqliteConnection,
+    ) -> Result<Vec<bool>, StoreError> {
+        let batch = serde_json::Value::Array(ends.iter().map(|e| e.json()).collect());
         let rows = sqlx::query(END_SCRIPT)
-            .bind(&self.run)
-            .bind(self.status)
-            .bind(self.finished_at)
-            .bind(&self.output)
-            .bind(&self.error)
-            .bind(&self.job)
-            .bind(self.started_at)
-            .bind(self.done)
-            .bind(self.job_state)
-            .bind(&self.owner)
+            .bind(batch.to_string())
             .fetch_all(&mut *conn)
             .await?;
-        Ok(super::rows::count(&rows, 0)? == 1)
+        if rows.len() != ends.len() {
+            return Err(StoreError::Query(format!(
+                "the end script saw {} of {} run ends",
+                rows.len(),
+                ends.len()
+            )));
+        }
+        rows.iter()
+            .map(|row| Ok(row.try_get::<i64, _>("ours")? != 0))
+            .collect()
     }
 }

@@ -1355,3 +1355,145 @@ async fn a_fire_burst_against_a_down_account_service_costs_a_handful_of_calls_an
         warns.join("\n")
     );
 }
+
+// ---- replays answered without a write (issue 15) ------------------------------------
+
+/// Holds SQLite's write lock on the gateway's store from another connection (as another
+/// process writing would): the gateway can still read, but any write of its own waits.
+async fn hold_write_lock(home: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::Connection as _;
+    let url = format!("sqlite://{}", home.join("state.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+/// A fire that must be answered within `limit` (a write would wait for the lock).
+async fn fire_within(limit: Duration, app: &TestApp, token: &str, body: Value) -> (u16, Value) {
+    let (status, v, _) = tokio::time::timeout(limit, fire(&app.http, &app.api, Some(token), body))
+        .await
+        .expect("answered without waiting for the store's write lock");
+    (status, v)
+}
+
+#[tokio::test]
+async fn a_replay_is_answered_while_another_process_holds_the_write_lock_also_after_a_restart() {
+    let yaml = format!(
+        "cron: {{chronos: {{expected_audience: {AUD:?}, nas_public_keys: {}}}}}",
+        yaml_list(&[RSA_A_PUB, EC_A_PUB])
+    );
+    let mut app = TestApp::spawn(&yaml, &[]).await;
+    let (id, slot) = one_shot(&app, 20).await;
+    let body = json!({"job_id": id, "fire_at": slot});
+    let token = sign(Algorithm::RS256, RSA_A_KEY, None, &claims(""));
+    let (status, v, _) = fire(&app.http, &app.api, Some(&token), body.clone()).await;
+    assert_eq!(
+        (status, v["outcome"].clone()),
+        (202, json!("started")),
+        "{v}"
+    );
+    eventually(WAIT, "the started run to complete", async || {
+        let r = runs(&app.http, &app.api, &id).await;
+        if r.first().is_some_and(|r| r["status"] == "completed") {
+            Ok(())
+        } else {
+            Err(json!(r))
+        }
+    })
+    .await;
+    let quick = Duration::from_secs(3);
+    // This process recorded the token: the replay is answered from memory.
+    let lock = hold_write_lock(app.home()).await;
+    let (status, v) = fire_within(quick, &app, &token, body.clone()).await;
+    assert_eq!(
+        (status, &v["outcome"], &v["run_id"]),
+        (202, &json!("duplicate"), &Value::Null),
+        "{v}"
+    );
+    drop(lock);
+    // A new process knows nothing of it in memory: the one read finds the token.
+    app.stop().await;
+    let home = std::mem::replace(&mut app.home, tempfile::tempdir().unwrap());
+    drop(app);
+    let app = TestApp::spawn_in(home, &yaml, &[]).await;
+    let lock = hold_write_lock(app.home()).await;
+    let (status, v) = fire_within(quick, &app, &token, body.clone()).await;
+    assert_eq!(
+        (status, &v["outcome"], &v["run_id"]),
+        (202, &json!("duplicate"), &Value::Null),
+        "{v}"
+    );
+    // The same token naming another job is a replay too, whatever it names.
+    let other = json!({"job_id": "0123456789ab"});
+    let (status, v) = fire_within(quick, &app, &token, other).await;
+    assert_eq!((status, &v["outcome"]), (202, &json!("duplicate")), "{v}");
+    drop(lock);
+    assert_eq!(runs(&app.http, &app.api, &id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn one_fresh_token_delivered_concurrently_for_many_jobs_starts_exactly_one_run() {
+    // Neither the memory nor the read before the claim can see a token that is still
+    // being claimed: the claim itself must refuse every delivery but one, even when they
+    // land in one group commit (each names another job, so only the token links them).
+    let app = pinned_app("", &[]).await;
+    let mut jobs = Vec::new();
+    for _ in 0..12 {
+        jobs.push(one_shot(&app, 20).await);
+    }
+    let token = sign(Algorithm::ES256, EC_A_KEY, None, &claims(""));
+    let mut tasks = Vec::new();
+    for round in 0..2 {
+        for (id, slot) in &jobs {
+            let (http, base, token) = (app.http.clone(), app.api.clone(), token.clone());
+            let body = json!({"job_id": id, "fire_at": slot, "round": round});
+            tasks.push(tokio::spawn(async move {
+                fire(&http, &base, Some(&token), body).await
+            }));
+        }
+    }
+    let mut started = Vec::new();
+    for t in tasks {
+        let (status, v, _) = t.await.unwrap();
+        assert_eq!(status, 202, "{v}");
+        match v["outcome"].as_str().unwrap() {
+            "started" => started.push(v["job_id"].as_str().unwrap().to_owned()),
+            "duplicate" => assert_eq!(v["run_id"], Value::Null, "{v}"),
+            other => panic!("unexpected outcome {other}: {v}"),
+        }
+    }
+    assert_eq!(started.len(), 1, "{started:?}");
+    let mut opened = 0;
+    for (id, _) in &jobs {
+        opened += runs(&app.http, &app.api, id).await.len();
+    }
+    assert_eq!(opened, 1, "one run in all");
+}
+
+#[tokio::test]
+async fn a_replay_known_in_memory_is_still_refused_while_draining() {
+    let app = pinned_app("", &[]).await;
+    let (id, slot) = one_shot(&app, 20).await;
+    let body = json!({"job_id": id, "fire_at": slot});
+    let token = sign(Algorithm::RS256, RSA_A_KEY, None, &claims(""));
+    let (status, v, _) = fire(&app.http, &app.api, Some(&token), body.clone()).await;
+    assert_eq!(
+        (status, v["outcome"].clone()),
+        (202, json!("started")),
+        "{v}"
+    );
+    app.state.drain.begin("test").unwrap();
+    let (status, v, retry) = fire(&app.http, &app.api, Some(&token), body.clone()).await;
+    assert_eq!(status, 503, "{v}");
+    assert!(retry.is_some());
+    app.state.drain.cancel("test").unwrap();
+    let (status, v, _) = fire(&app.http, &app.api, Some(&token), body).await;
+    assert_eq!(
+        (status, v["outcome"].clone()),
+        (202, json!("duplicate")),
+        "{v}"
+    );
+}
