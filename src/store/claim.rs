@@ -3,15 +3,16 @@
 //! there), moves the job off the slot with a compare-and-swap (`UPDATE … WHERE
 //! next_run_at = slot`), and opens the run row, whose `(job_id, scheduled_for)` is unique.
 //!
-//! PostgreSQL runs the steps statement by statement; SQLite runs them as one script, the
-//! op the writer group-commits. Both report what they observed as a [`ClaimSeen`], and
+//! PostgreSQL runs the steps as one set-based statement, for one claim or a batch
+//! (`claim_batch`); SQLite runs them as one script, the op the writer group-commits. Both
+//! report what they observed as a [`ClaimSeen`], and
 //! [`ClaimSeen::outcome`] alone turns that into the [`ClaimOutcome`].
 
 use jiff::Timestamp;
 
 use super::rows::count;
 use super::sqlite_writer::Write;
-use super::{Store, StoreError};
+use super::{Store, StoreError, claim_batch};
 use crate::job::{ClaimOutcome, ClaimSeen, JobState, NewRun, RunStatus};
 
 impl Store {
@@ -31,7 +32,45 @@ impl Store {
         status: RunStatus,
         jti: Option<(&str, Timestamp)>,
     ) -> Result<ClaimOutcome, StoreError> {
-        let claim = SlotClaim {
+        let claim = SlotClaim::new(run, next, state, status, jti);
+        let seen = match self {
+            Store::Sqlite(pools) => pools.batch.write(claim).await?,
+            Store::Postgres(pool) => claim_batch::postgres(pool, std::slice::from_ref(&claim))
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Query("the claim returned no row".into()))?,
+        };
+        Ok(seen.outcome())
+    }
+}
+
+/// A claim's arguments, in the order of `claim_args!`.
+#[derive(Debug)]
+pub(super) struct SlotClaim {
+    pub(super) job: String,
+    pub(super) next: Option<i64>,
+    pub(super) state: &'static str,
+    pub(super) now: i64,
+    pub(super) slot: i64,
+    pub(super) run: String,
+    pub(super) status: &'static str,
+    pub(super) lease: i64,
+    pub(super) owner: String,
+    pub(super) jti: Option<String>,
+    pub(super) keep_until: Option<i64>,
+    pub(super) finished: Option<i64>,
+}
+
+impl SlotClaim {
+    /// The claim of `run`'s slot (see [`Store::claim_slot`]).
+    pub(super) fn new(
+        run: &NewRun,
+        next: Option<Timestamp>,
+        state: JobState,
+        status: RunStatus,
+        jti: Option<(&str, Timestamp)>,
+    ) -> Self {
+        Self {
             job: run.job_id.clone(),
             next: next.map(|t| t.as_second()),
             state: state.as_str(),
@@ -44,35 +83,8 @@ impl Store {
             jti: jti.map(|(id, _)| id.to_owned()),
             keep_until: jti.map(|(_, until)| until.as_second()),
             finished: (status != RunStatus::Running).then(|| run.started_at.as_second()),
-        };
-        let seen = match self {
-            Store::Sqlite(pools) => pools.batch.write(claim).await?,
-            Store::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let seen = claim.postgres(&mut tx).await?;
-                tx.commit().await?;
-                seen
-            }
-        };
-        Ok(seen.outcome())
+        }
     }
-}
-
-/// A claim's arguments, in the order of `claim_args!`.
-#[derive(Debug)]
-struct SlotClaim {
-    job: String,
-    next: Option<i64>,
-    state: &'static str,
-    now: i64,
-    slot: i64,
-    run: String,
-    status: &'static str,
-    lease: i64,
-    owner: String,
-    jti: Option<String>,
-    keep_until: Option<i64>,
-    finished: Option<i64>,
 }
 
 macro_rules! claim_args {
@@ -105,59 +117,6 @@ const CLAIM_SCRIPT: &str = concat!(
      ON CONFLICT (job_id, scheduled_for) DO NOTHING;\n",
     "SELECT changes();"
 );
-
-impl SlotClaim {
-    /// The claim's steps on PostgreSQL inside `tx`, each run only if the one before let it
-    /// (as the SQLite script's `changes()` conditions do).
-    async fn postgres(&self, tx: &mut sqlx::PgConnection) -> Result<ClaimSeen, StoreError> {
-        let mut seen = ClaimSeen::default();
-        if let (Some(jti), Some(until)) = (&self.jti, self.keep_until) {
-            let fresh = sqlx::query(
-                "INSERT INTO fire_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
-            )
-            .bind(jti)
-            .bind(until)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            seen.token_fresh = Some(fresh == 1);
-        }
-        if seen.may_move() {
-            let moved = sqlx::query(
-                "UPDATE jobs SET next_run_at = $2, state = $3, updated_at = $4 \
-                 WHERE id = $1 AND next_run_at = $5 AND enabled = 1 AND state = 'scheduled'",
-            )
-            .bind(&self.job)
-            .bind(self.next)
-            .bind(self.state)
-            .bind(self.now)
-            .bind(self.slot)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            seen.moved = moved == 1;
-        }
-        if seen.moved {
-            let opened = sqlx::query(
-                "INSERT INTO runs (id, job_id, scheduled_for, started_at, status, lease_until, owner, finished_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_id, scheduled_for) DO NOTHING",
-            )
-            .bind(&self.run)
-            .bind(&self.job)
-            .bind(self.slot)
-            .bind(self.now)
-            .bind(self.status)
-            .bind(self.lease)
-            .bind(&self.owner)
-            .bind(self.finished)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            seen.opened = opened == 1;
-        }
-        Ok(seen)
-    }
-}
 
 impl Write for SlotClaim {
     type Output = ClaimSeen;
