@@ -152,10 +152,12 @@ pub async fn claim_all(store: &hermes_gateway::store::Store, owner: &str, mode: 
     let next = jiff::Timestamp::from_second(NOW + 3600).unwrap();
     let mut claimed = 0;
     loop {
+        let scan = Instant::now();
         let due = store.due_jobs(now, 1000).await.unwrap();
         if due.is_empty() {
             return claimed;
         }
+        let scanned = scan.elapsed();
         let runs = due.iter().map(|job| NewRun {
             id: format!("{owner}-{}", job.id),
             job_id: job.id.clone(),
@@ -186,9 +188,17 @@ pub async fn claim_all(store: &hermes_gateway::store::Store, owner: &str, mode: 
                         status,
                     })
                     .collect();
+                let checked = scan.elapsed();
                 let mut outcomes = Vec::new();
                 for batch in requests.chunks(hermes_gateway::cron::CLAIM_BATCH) {
                     outcomes.extend(store.claim_slots(batch).await.unwrap());
+                }
+                if std::env::var_os("CRON_PHASES").is_some() {
+                    eprintln!(
+                        "  phases: due scan {scanned:.1?}, + overlap check {checked:.1?}, + {} claim batches {:.1?}",
+                        requests.len().div_ceil(hermes_gateway::cron::CLAIM_BATCH),
+                        scan.elapsed()
+                    );
                 }
                 outcomes
             }

@@ -203,7 +203,12 @@ impl CronService {
                 Some((run, next)) => {
                     let status = slot_status(running.contains(&job.id));
                     let state = JobState::Scheduled;
-                    requests.push(ClaimRequest { run, next, state, status });
+                    requests.push(ClaimRequest {
+                        run,
+                        next,
+                        state,
+                        status,
+                    });
                     claims.push(None);
                 }
                 None => claims.push(Some(Claim::Lost)),

@@ -155,7 +155,8 @@ async fn at_their_slots(
     let mut slots: HashMap<String, i64> = HashMap::with_capacity(rows.len());
     for row in rows {
         let (enabled, state): (i64, String) = (row.try_get("enabled")?, row.try_get("state")?);
-        if let (1, "scheduled", Some(slot)) = (enabled, state.as_str(), row.try_get("next_run_at")?) {
+        if let (1, "scheduled", Some(slot)) = (enabled, state.as_str(), row.try_get("next_run_at")?)
+        {
             slots.insert(row.try_get("id")?, slot);
         }
     }

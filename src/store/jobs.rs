@@ -137,9 +137,17 @@ impl Store {
     ) -> Result<HashSet<String>, StoreError> {
         let ids = match self {
             Store::Sqlite(pools) => {
-                let q = sql(self, concat!(live_runs!(), "job_id IN (SELECT value FROM json_each($1))"));
-                let list = serde_json::to_string(job_ids).map_err(|e| StoreError::Query(e.to_string()))?;
-                sqlx::query_scalar(q).bind(list).bind(now.as_second()).fetch_all(pools.reader()).await?
+                let q = sql(
+                    self,
+                    concat!(live_runs!(), "job_id IN (SELECT value FROM json_each($1))"),
+                );
+                let list =
+                    serde_json::to_string(job_ids).map_err(|e| StoreError::Query(e.to_string()))?;
+                sqlx::query_scalar(q)
+                    .bind(list)
+                    .bind(now.as_second())
+                    .fetch_all(pools.reader())
+                    .await?
             }
             Store::Postgres(pool) => {
                 sqlx::query_scalar(concat!(live_runs!(), "job_id = ANY($1)"))

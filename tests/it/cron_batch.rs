@@ -127,7 +127,10 @@ async fn stores_contending_on_one_postgres_claim_each_of_500_slots_once() {
         let mine = claimer.await.unwrap();
         per_claimer.push(mine.len());
         for (job, run) in mine {
-            assert!(won.insert(job.clone(), run).is_none(), "{job} claimed twice");
+            assert!(
+                won.insert(job.clone(), run).is_none(),
+                "{job} claimed twice"
+            );
         }
     }
     assert_eq!(won.len(), JOBS, "every slot claimed: {per_claimer:?}");
@@ -137,7 +140,10 @@ async fn stores_contending_on_one_postgres_claim_each_of_500_slots_once() {
         assert_eq!(runs[0].id, won[&j.id]);
         assert_eq!(runs[0].scheduled_for, j.next_run_at.unwrap());
         let moved = first.get_job(&j.id).await.unwrap().next_run_at;
-        assert_eq!(moved, Some(j.next_run_at.unwrap() + jiff::SignedDuration::from_hours(1)));
+        assert_eq!(
+            moved,
+            Some(j.next_run_at.unwrap() + jiff::SignedDuration::from_hours(1))
+        );
     }
 }
 
@@ -152,12 +158,20 @@ async fn a_batch_claims_only_the_slots_still_due() {
         paused.state = JobState::Paused;
         let mut disabled = job("eeeeeeeeeeee", 0);
         disabled.enabled = false;
-        let ids = ["aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc", "777777777777", "888888888888"];
+        let ids = [
+            "aaaaaaaaaaaa",
+            "bbbbbbbbbbbb",
+            "cccccccccccc",
+            "777777777777",
+            "888888888888",
+        ];
         let mut jobs: Vec<Job> = ids.iter().map(|id| job(id, 0)).collect();
         jobs.extend([paused, disabled]);
         store.insert_jobs(&jobs).await.unwrap();
         // Claimed already, by a claim of its own.
-        let earlier = store.claim_slots(&[running("run-b0", "bbbbbbbbbbbb", 0)]).await;
+        let earlier = store
+            .claim_slots(&[running("run-b0", "bbbbbbbbbbbb", 0)])
+            .await;
         assert_eq!(earlier.unwrap(), [ClaimOutcome::Claimed], "{kind}");
         // Moved to another slot (rescheduled) since it was read.
         let mut moved = store.get_job("cccccccccccc").await.unwrap();
@@ -192,10 +206,21 @@ async fn a_batch_claims_only_the_slots_still_due() {
         };
         let a = runs("aaaaaaaaaaaa").await;
         assert_eq!(a.len(), 1, "{kind}: {a:?}");
-        assert_eq!((a[0].id.as_str(), a[0].status), ("run-a", RunStatus::Running));
+        assert_eq!(
+            (a[0].id.as_str(), a[0].status),
+            ("run-a", RunStatus::Running)
+        );
         let b = runs("bbbbbbbbbbbb").await;
-        assert_eq!(b.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["run-b0"]);
-        for id in ["cccccccccccc", "dddddddddddd", "eeeeeeeeeeee", "ffffffffffff"] {
+        assert_eq!(
+            b.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["run-b0"]
+        );
+        for id in [
+            "cccccccccccc",
+            "dddddddddddd",
+            "eeeeeeeeeeee",
+            "ffffffffffff",
+        ] {
             assert!(runs(id).await.is_empty(), "{kind}: {id}");
         }
         // Overlap = skip: the slot consumed, its run ended at once, nothing running.
@@ -204,15 +229,30 @@ async fn a_batch_claims_only_the_slots_still_due() {
         assert_eq!(skipped[0].status, RunStatus::Skipped, "{kind}");
         assert_eq!(skipped[0].finished_at, Some(t(1)), "{kind}");
         let manual = runs("888888888888").await;
-        assert_eq!(manual.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["run-80"]);
+        assert_eq!(
+            manual.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["run-80"]
+        );
         let at = |id| {
             let store = store.clone();
             async move { store.get_job(id).await.unwrap().next_run_at }
         };
         assert_eq!(at("aaaaaaaaaaaa").await, Some(t(3600)), "{kind}");
-        assert_eq!(at("cccccccccccc").await, Some(t(30)), "{kind}: left where it was moved");
-        assert_eq!(at("dddddddddddd").await, Some(t(0)), "{kind}: a paused job stays");
-        assert_eq!(at("eeeeeeeeeeee").await, Some(t(0)), "{kind}: a disabled job stays");
+        assert_eq!(
+            at("cccccccccccc").await,
+            Some(t(30)),
+            "{kind}: left where it was moved"
+        );
+        assert_eq!(
+            at("dddddddddddd").await,
+            Some(t(0)),
+            "{kind}: a paused job stays"
+        );
+        assert_eq!(
+            at("eeeeeeeeeeee").await,
+            Some(t(0)),
+            "{kind}: a disabled job stays"
+        );
         assert_eq!(store.claim_slots(&[]).await.unwrap(), [], "{kind}");
     }
 }
@@ -227,7 +267,9 @@ async fn a_batch_that_fails_claims_nothing() {
         let ids = ["aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc"];
         let jobs: Vec<Job> = ids.iter().map(|id| job(id, 0)).collect();
         store.insert_jobs(&jobs).await.unwrap();
-        let first = store.claim_slots(&[running("run-taken", "cccccccccccc", 0)]).await;
+        let first = store
+            .claim_slots(&[running("run-taken", "cccccccccccc", 0)])
+            .await;
         assert_eq!(first.unwrap(), [ClaimOutcome::Claimed], "{kind}");
 
         let batch = [
@@ -245,7 +287,10 @@ async fn a_batch_that_fails_claims_nothing() {
         let expected: HashSet<String> = ids[..2].iter().map(|s| s.to_string()).collect();
         assert_eq!(due, expected, "{kind}");
         for id in &ids[..2] {
-            assert!(store.list_runs(id, 10).await.unwrap().is_empty(), "{kind}: {id}");
+            assert!(
+                store.list_runs(id, 10).await.unwrap().is_empty(),
+                "{kind}: {id}"
+            );
         }
 
         let retry = [
@@ -263,7 +308,12 @@ async fn running_jobs_are_those_with_a_live_running_run() {
     let (stores, _dir, _db) = stores().await;
     for store in stores {
         let kind = store.kind();
-        let ids = ["aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc", "dddddddddddd"];
+        let ids = [
+            "aaaaaaaaaaaa",
+            "bbbbbbbbbbbb",
+            "cccccccccccc",
+            "dddddddddddd",
+        ];
         let jobs: Vec<Job> = ids.iter().map(|id| job(id, 0)).collect();
         store.insert_jobs(&jobs).await.unwrap();
         let batch = [
@@ -277,10 +327,16 @@ async fn running_jobs_are_those_with_a_live_running_run() {
         let expected = HashSet::from(["aaaaaaaaaaaa".to_string(), "cccccccccccc".to_string()]);
         assert_eq!(live, expected, "{kind}");
         // Past the leases (301): none.
-        assert!(store.running_jobs(&all, t(301)).await.unwrap().is_empty(), "{kind}");
+        assert!(
+            store.running_jobs(&all, t(301)).await.unwrap().is_empty(),
+            "{kind}"
+        );
         let one = store.running_jobs(&all[..1], t(2)).await.unwrap();
         assert_eq!(one, HashSet::from(["aaaaaaaaaaaa".to_string()]), "{kind}");
-        assert!(store.running_jobs(&[], t(2)).await.unwrap().is_empty(), "{kind}");
+        assert!(
+            store.running_jobs(&[], t(2)).await.unwrap().is_empty(),
+            "{kind}"
+        );
     }
 }
 
@@ -294,9 +350,12 @@ async fn a_tick_whose_claim_fails_gives_its_admissions_back() {
     let jobs: Vec<Job> = (0..3).map(|i| job(&format!("{i:012x}"), now - 5)).collect();
     let store = app.state.cron.store();
     store.insert_jobs(&jobs).await.unwrap();
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.home().join("state.db").display()))
-        .await
-        .unwrap();
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        app.home().join("state.db").display()
+    ))
+    .await
+    .unwrap();
     let refuse = "CREATE TRIGGER refuse_runs BEFORE INSERT ON runs BEGIN SELECT RAISE(ABORT, 'refused'); END";
     sqlx::raw_sql(refuse).execute(&db).await.unwrap();
 
@@ -308,14 +367,20 @@ async fn a_tick_whose_claim_fails_gives_its_admissions_back() {
         .filter(|l| l.starts_with("hermes_turns_total{"))
         .collect();
     assert!(!turns.is_empty(), "{metrics}");
-    assert!(turns.iter().all(|l| l.ends_with(" 0")), "no turn counted: {turns:?}");
+    assert!(
+        turns.iter().all(|l| l.ends_with(" 0")),
+        "no turn counted: {turns:?}"
+    );
     let due = store.due_jobs(Timestamp::now(), 10).await.unwrap();
     assert_eq!(due.len(), 3);
     for j in &jobs {
         assert!(store.list_runs(&j.id, 10).await.unwrap().is_empty());
     }
 
-    sqlx::raw_sql("DROP TRIGGER refuse_runs").execute(&db).await.unwrap();
+    sqlx::raw_sql("DROP TRIGGER refuse_runs")
+        .execute(&db)
+        .await
+        .unwrap();
     let report = app.state.cron.tick().await.unwrap();
     assert_eq!((report.due, report.claimed), (3, 3), "{report:?}");
 }
