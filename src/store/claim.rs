@@ -12,7 +12,7 @@ use jiff::Timestamp;
 
 use super::rows::count;
 use super::sqlite_writer::Write;
-use super::{Store, StoreError, claim_batch};
+use super::{Store, StoreError};
 use crate::job::{ClaimOutcome, ClaimSeen, JobState, NewRun, RunStatus};
 
 impl Store {
@@ -35,7 +35,7 @@ impl Store {
         let claim = SlotClaim::new(run, next, state, status, jti);
         let seen = match self {
             Store::Sqlite(pools) => pools.batch.write(claim).await?,
-            Store::Postgres(pool) => claim_batch::postgres(pool, std::slice::from_ref(&claim))
+            Store::Postgres(pool) => Store::claim_on_postgres(pool, std::slice::from_ref(&claim))
                 .await?
                 .pop()
                 .ok_or_else(|| StoreError::Query("the claim returned no row".into()))?,

@@ -43,7 +43,7 @@ impl Store {
             .collect();
         let seen = match self {
             Store::Sqlite(pools) => pools.batch.write(ClaimBatch(claims)).await?,
-            Store::Postgres(pool) => postgres(pool, &claims).await?,
+            Store::Postgres(pool) => Store::claim_on_postgres(pool, &claims).await?,
         };
         Ok(seen.iter().map(ClaimSeen::outcome).collect())
     }
@@ -101,21 +101,24 @@ WITH a AS (
 )
 SELECT i, run IN (SELECT id FROM opened) AS opened FROM moved";
 
-/// Claims `claims` on PostgreSQL in one transaction; what each claim observed, in order.
-/// The steps of the claim, each for the whole batch: record the tokens' ids, lock the jobs
-/// and compare each with its claim's slot, move the ones still there and open their runs.
-pub(super) async fn postgres(
-    pool: &PgPool,
-    claims: &[SlotClaim],
-) -> Result<Vec<ClaimSeen>, StoreError> {
-    let mut tx = pool.begin().await?;
-    let mut seen = record_tokens(&mut tx, claims).await?;
-    let movers = at_their_slots(&mut tx, claims, &seen).await?;
-    if !movers.is_empty() {
-        move_and_open(&mut tx, claims, &movers, &mut seen).await?;
+impl Store {
+    /// Claims `claims` on PostgreSQL in one transaction; what each claim observed, in
+    /// order. The steps of the claim, each for the whole batch: record the tokens' ids,
+    /// lock the jobs and compare each with its claim's slot, move the ones still there and
+    /// open their runs.
+    pub(super) async fn claim_on_postgres(
+        pool: &PgPool,
+        claims: &[SlotClaim],
+    ) -> Result<Vec<ClaimSeen>, StoreError> {
+        let mut tx = pool.begin().await?;
+        let mut seen = record_tokens(&mut tx, claims).await?;
+        let movers = at_their_slots(&mut tx, claims, &seen).await?;
+        if !movers.is_empty() {
+            move_and_open(&mut tx, claims, &movers, &mut seen).await?;
+        }
+        tx.commit().await?;
+        Ok(seen)
     }
-    tx.commit().await?;
-    Ok(seen)
 }
 
 /// Records the claims' token ids; each claim's [`ClaimSeen`] with `token_fresh` set.
