@@ -146,6 +146,17 @@ impl NewRun {
     }
 }
 
+/// One slot of a batch of claims (`Store::claim_slots`): open `run` on its slot and move
+/// the job to `next` (and `state`), as a single claim does; `status` is `Running`, or
+/// `Skipped` to consume the slot without running it.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub run: NewRun,
+    pub next: Option<Timestamp>,
+    pub state: JobState,
+    pub status: RunStatus,
+}
+
 /// The result of a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimOutcome {

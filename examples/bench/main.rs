@@ -52,7 +52,7 @@ pub async fn main() {
         "cron-contention" => cron_contention().await,
         "cron-claimer" => {
             let a: Vec<String> = std::env::args().collect();
-            cron_claimer(&a[2], &a[3], &a[4]).await;
+            cron_claimer(&a[2], &a[3], &a[4], &a[5]).await;
         }
         "fire" => fire_throughput(true).await,
         "fire-no-claim" => fire_throughput(false).await,

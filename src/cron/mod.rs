@@ -31,7 +31,7 @@ pub use fire::{FireOutcome, FireRequest, Fired};
 pub use jobs::{JobPatch, JobSpec, MAX_NAME_CHARS, MAX_PROMPT_CHARS, REPEAT_RULE};
 pub use schedule::{PAST_TOLERANCE, Schedule, ScheduleError};
 pub use service::{CronError, CronService, LEASE};
-pub use tick::TickReport;
+pub use tick::{CLAIM_BATCH, TickReport};
 
 /// The model, named where cron's callers (the job API, the provider) look for it.
 pub use crate::job::{Job, JobState, Repeat, Run, RunStatus, is_job_id};

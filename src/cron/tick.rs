@@ -1,6 +1,6 @@
 //! The built-in ticker and the claim both it and fires use: upkeep (expire dead leases,
 //! forget expired token ids, record this host's dead runs interrupted), the due scan, the
-//! claim of each slot, and the ticker loop. What a claim decides — the slot after this
+//! claim of the due slots in one batch (and of one slot, for a fire), and the ticker loop. What a claim decides — the slot after this
 //! one (fast-forwarded past missed slots), overlap = skip, what a claim's outcome means
 //! here — are pure functions below, tested beside them.
 
@@ -15,11 +15,15 @@ use super::owner::Procfs;
 use super::schedule::Schedule;
 use super::service::{CronError, CronService};
 use crate::clock::iso;
-use crate::job::{ClaimOutcome, Job, JobState, Repeat, Run, RunStatus};
+use crate::job::{ClaimOutcome, ClaimRequest, Job, JobState, NewRun, Repeat, Run, RunStatus};
 use crate::lifecycle::GatewayState;
+use crate::turn::Admission;
 
 /// Most due jobs one tick claims; the rest wait for the next tick (which comes at once).
 const TICK_BATCH: i64 = 1000;
+/// Most slots claimed in one transaction. A batch costs one commit, and a drain begun
+/// while one is claimed leaves the batches after it due.
+pub const CLAIM_BATCH: usize = 250;
 /// Least time between two [`CronService::upkeep`]s on the fire path.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -108,8 +112,9 @@ pub(super) fn fast_forward(slot: Timestamp, every: Duration, now: Timestamp) -> 
 
 impl CronService {
     /// One tick: expire dead leases, then claim and dispatch every due slot (skipped while
-    /// draining: due jobs stay due). Each slot's turn is admitted before it is claimed, so
-    /// a drain begun mid-tick stops the claiming and leaves the remaining jobs due.
+    /// draining: due jobs stay due), [`CLAIM_BATCH`] slots at a time. Each slot's turn is
+    /// admitted before its batch is claimed, so a drain begun mid-tick leaves the jobs not
+    /// yet admitted due.
     pub async fn tick(self: &Arc<Self>) -> Result<TickReport, CronError> {
         let mut report = TickReport::default();
         if self.turns.gate().snapshot().state != GatewayState::Running {
@@ -120,13 +125,47 @@ impl CronService {
         report.expired = self.store.expire_leases(now).await?.len();
         let due = self.store.due_jobs(now, TICK_BATCH).await?;
         report.due = due.len();
-        for job in due {
-            let Ok(guard) = self.turns.admit(&format!("cron-{}", job.id)) else {
+        let mut due = due.into_iter().peekable();
+        while due.peek().is_some() {
+            let mut admitted = Vec::with_capacity(CLAIM_BATCH);
+            let mut refused = false;
+            for job in due.by_ref() {
+                let Ok(guard) = self.turns.admit(&format!("cron-{}", job.id)) else {
+                    refused = true;
+                    break;
+                };
+                admitted.push((job, guard));
+                if admitted.len() == CLAIM_BATCH {
+                    break;
+                }
+            }
+            self.claim_and_start(admitted, now, &mut report).await?;
+            if refused {
                 report.refused = report.due - report.claimed - report.skipped_overlap - report.lost;
                 self.record(|s| s.skipped_while_draining = true);
                 break;
-            };
-            match self.claim(&job, now, None, None).await? {
+            }
+        }
+        Ok(report)
+    }
+
+    /// Claims the admitted jobs' slots in one batch, starts the runs won and gives the
+    /// other admissions back. A batch that fails claimed nothing: its slots stay due.
+    async fn claim_and_start(
+        self: &Arc<Self>,
+        admitted: Vec<(Job, Admission)>,
+        now: Timestamp,
+        report: &mut TickReport,
+    ) -> Result<(), CronError> {
+        let claims = match self.claim_batch(&admitted, now).await {
+            Ok(claims) => claims,
+            Err(e) => {
+                admitted.into_iter().for_each(|(_, guard)| guard.release());
+                return Err(e);
+            }
+        };
+        for ((job, guard), claim) in admitted.into_iter().zip(claims) {
+            match claim {
                 Claim::Run(run, finish) => {
                     report.claimed += 1;
                     self.spawn_run(job, run, finish, Some(guard));
@@ -141,10 +180,52 @@ impl CronService {
                 }
             }
         }
-        Ok(report)
+        Ok(())
     }
 
-    /// Claims the job's current slot (see [`Claim`]); the schedule is parsed once, here.
+    /// Claims the jobs' current slots (see [`Claim`]), one per job in order: the overlap
+    /// check is one query and the claims one transaction, so an error claimed nothing.
+    async fn claim_batch(
+        &self,
+        jobs: &[(Job, Admission)],
+        now: Timestamp,
+    ) -> Result<Vec<Claim>, CronError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = jobs.iter().map(|(job, _)| job.id.clone()).collect();
+        let running = self.store.running_jobs(&ids, now).await?;
+        let mut requests = Vec::with_capacity(jobs.len());
+        // `None` for a claim the batch decides, in the order of `requests`.
+        let mut claims = Vec::with_capacity(jobs.len());
+        for (job, _) in jobs {
+            match self.prepare(job, now).await? {
+                Some((run, next)) => {
+                    let status = slot_status(running.contains(&job.id));
+                    let state = JobState::Scheduled;
+                    requests.push(ClaimRequest {
+                        run,
+                        next,
+                        state,
+                        status,
+                    });
+                    claims.push(None);
+                }
+                None => claims.push(Some(Claim::Lost)),
+            }
+        }
+        let outcomes = self.store.claim_slots(&requests).await?;
+        let mut decided = requests
+            .into_iter()
+            .zip(outcomes)
+            .map(|(r, outcome)| Claim::decide(outcome, r.status, r.run.running(), r.next));
+        Ok(claims
+            .into_iter()
+            .map(|claim| claim.or_else(|| decided.next()).unwrap_or(Claim::Lost))
+            .collect())
+    }
+
+    /// Claims the job's current slot alone (see [`Claim`]), with the fire token's id if any.
     /// `running` is whether a previous run still holds its lease, when the caller has read
     /// it already (`None`: read it here).
     pub(super) async fn claim(
@@ -154,29 +235,42 @@ impl CronService {
         running: Option<bool>,
         jti: Option<(&str, Timestamp)>,
     ) -> Result<Claim, CronError> {
-        let Some(slot) = job.next_run_at else {
+        let Some((new, next)) = self.prepare(job, now).await? else {
             return Ok(Claim::Lost);
+        };
+        let running = match running {
+            Some(running) => running,
+            None => self.store.running_run(&job.id, now).await?.is_some(),
+        };
+        let status = slot_status(running);
+        let outcome = self
+            .store
+            .claim_slot(&new, next, JobState::Scheduled, status, jti)
+            .await?;
+        Ok(Claim::decide(outcome, status, new.running(), next))
+    }
+
+    /// What claiming the job's current slot writes: the run to open on it and the slot
+    /// after it; `None` when there is nothing to claim (no slot, or a schedule that can no
+    /// longer be parsed: the job is parked). The schedule is parsed once, here.
+    async fn prepare(
+        &self,
+        job: &Job,
+        now: Timestamp,
+    ) -> Result<Option<(NewRun, Option<Timestamp>)>, CronError> {
+        let Some(slot) = job.next_run_at else {
+            return Ok(None);
         };
         let Ok(schedule) = self.parse(&job.schedule, slot) else {
             self.park_unreadable(job, now).await?;
-            return Ok(Claim::Lost);
+            return Ok(None);
         };
         let next = following(slot, job.repeat, &schedule, now);
         let late = Duration::try_from(now.duration_since(slot)).unwrap_or_default();
         if late > schedule.grace(slot) {
             tracing::info!(job = %job.id, late_s = late.as_secs(), "job missed its slot(s); firing once and fast-forwarding");
         }
-        let running = match running {
-            Some(running) => running,
-            None => self.store.running_run(&job.id, now).await?.is_some(),
-        };
-        let status = slot_status(running);
-        let new = self.new_run(&job.id, slot, now);
-        let outcome = self
-            .store
-            .claim_slot(&new, next, JobState::Scheduled, status, jti)
-            .await?;
-        Ok(Claim::decide(outcome, status, new.running(), next))
+        Ok(Some((self.new_run(&job.id, slot, now), next)))
     }
 
     /// Parks a job whose stored schedule can no longer be parsed in `error`, visibly.

@@ -3,8 +3,10 @@
 //! there), moves the job off the slot with a compare-and-swap (`UPDATE … WHERE
 //! next_run_at = slot`), and opens the run row, whose `(job_id, scheduled_for)` is unique.
 //!
-//! PostgreSQL runs the steps statement by statement; on SQLite the claim is an op the
-//! writer group-commits, and the claims of a batch are taken together, set-based. Both report what they observed as a [`ClaimSeen`], and
+//! PostgreSQL runs the steps as one set-based statement each, for one claim or a batch
+//! (`claim_batch`); on SQLite the claim is an op the writer group-commits, and the claims
+//! of a batch are taken together, set-based. Both report what they observed as a
+//! [`ClaimSeen`], and
 //! [`ClaimSeen::outcome`] alone turns that into the [`ClaimOutcome`].
 
 use jiff::Timestamp;
@@ -30,7 +32,45 @@ impl Store {
         status: RunStatus,
         jti: Option<(&str, Timestamp)>,
     ) -> Result<ClaimOutcome, StoreError> {
-        let claim = SlotClaim {
+        let claim = SlotClaim::new(run, next, state, status, jti);
+        let seen = match self {
+            Store::Sqlite(pools) => pools.batch.write(claim).await?,
+            Store::Postgres(pool) => Store::claim_on_postgres(pool, std::slice::from_ref(&claim))
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Query("the claim returned no row".into()))?,
+        };
+        Ok(seen.outcome())
+    }
+}
+
+/// A claim's arguments, in the order of `claim_args!`.
+#[derive(Debug)]
+pub(super) struct SlotClaim {
+    pub(super) job: String,
+    pub(super) next: Option<i64>,
+    pub(super) state: &'static str,
+    pub(super) now: i64,
+    pub(super) slot: i64,
+    pub(super) run: String,
+    pub(super) status: &'static str,
+    pub(super) lease: i64,
+    pub(super) owner: String,
+    pub(super) jti: Option<String>,
+    pub(super) keep_until: Option<i64>,
+    pub(super) finished: Option<i64>,
+}
+
+impl SlotClaim {
+    /// The claim of `run`'s slot (see [`Store::claim_slot`]).
+    pub(super) fn new(
+        run: &NewRun,
+        next: Option<Timestamp>,
+        state: JobState,
+        status: RunStatus,
+        jti: Option<(&str, Timestamp)>,
+    ) -> Self {
+        Self {
             job: run.job_id.clone(),
             next: next.map(|t| t.as_second()),
             state: state.as_str(),
@@ -43,35 +83,8 @@ impl Store {
             jti: jti.map(|(id, _)| id.to_owned()),
             keep_until: jti.map(|(_, until)| until.as_second()),
             finished: (status != RunStatus::Running).then(|| run.started_at.as_second()),
-        };
-        let seen = match self {
-            Store::Sqlite(pools) => pools.batch.write(claim).await?,
-            Store::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let seen = claim.postgres(&mut tx).await?;
-                tx.commit().await?;
-                seen
-            }
-        };
-        Ok(seen.outcome())
+        }
     }
-}
-
-/// A claim's arguments.
-#[derive(Debug)]
-struct SlotClaim {
-    job: String,
-    next: Option<i64>,
-    state: &'static str,
-    now: i64,
-    slot: i64,
-    run: String,
-    status: &'static str,
-    lease: i64,
-    owner: String,
-    jti: Option<String>,
-    keep_until: Option<i64>,
-    finished: Option<i64>,
 }
 
 /// The claims of a batch on SQLite as one table: `?1` is a JSON array with one array per
@@ -142,59 +155,6 @@ const CLAIM_SCRIPT: &str = concat!(
 );
 
 impl SlotClaim {
-    /// The claim's steps on PostgreSQL inside `tx`, each run only if the one before let it
-    /// (as the SQLite script's `changes()` conditions do).
-    async fn postgres(&self, tx: &mut sqlx::PgConnection) -> Result<ClaimSeen, StoreError> {
-        let mut seen = ClaimSeen::default();
-        if let (Some(jti), Some(until)) = (&self.jti, self.keep_until) {
-            let fresh = sqlx::query(
-                "INSERT INTO fire_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
-            )
-            .bind(jti)
-            .bind(until)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            seen.token_fresh = Some(fresh == 1);
-        }
-        if seen.may_move() {
-            let moved = sqlx::query(
-                "UPDATE jobs SET next_run_at = $2, state = $3, updated_at = $4 \
-                 WHERE id = $1 AND next_run_at = $5 AND enabled = 1 AND state = 'scheduled'",
-            )
-            .bind(&self.job)
-            .bind(self.next)
-            .bind(self.state)
-            .bind(self.now)
-            .bind(self.slot)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            seen.moved = moved == 1;
-        }
-        if seen.moved {
-            let opened = sqlx::query(
-                "INSERT INTO runs (id, job_id, scheduled_for, started_at, status, lease_until, owner, finished_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_id, scheduled_for) DO NOTHING",
-            )
-            .bind(&self.run)
-            .bind(&self.job)
-            .bind(self.slot)
-            .bind(self.now)
-            .bind(self.status)
-            .bind(self.lease)
-            .bind(&self.owner)
-            .bind(self.finished)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            seen.opened = opened == 1;
-        }
-        Ok(seen)
-    }
-}
-
-impl SlotClaim {
     /// The claim as one element of the batch's JSON, in the order `claims!` reads.
     fn json(&self) -> serde_json::Value {
         serde_json::json!([
@@ -227,32 +187,42 @@ impl Write for SlotClaim {
         claims: &[&Self],
         conn: &mut sqlx::SqliteConnection,
     ) -> Result<Vec<ClaimSeen>, StoreError> {
-        let batch = serde_json::Value::Array(claims.iter().map(|c| c.json()).collect());
-        let rows = sqlx::query(CLAIM_SCRIPT)
-            .bind(batch.to_string())
-            .fetch_all(&mut *conn)
-            .await?;
-        if rows.len() != claims.len() {
-            return Err(StoreError::Query(format!(
-                "the claim script saw {} of {} claims",
-                rows.len(),
-                claims.len()
-            )));
-        }
-        claims
-            .iter()
-            .zip(&rows)
-            .map(|(claim, row)| {
-                use sqlx::Row as _;
-                let flag = |name| row.try_get::<i64, _>(name).map(|v| v != 0);
-                let fresh = flag("fresh")?;
-                let moved = fresh && flag("at_slot")?;
-                Ok(ClaimSeen {
-                    token_fresh: claim.jti.as_ref().map(|_| fresh),
-                    moved,
-                    opened: moved && flag("free")?,
-                })
-            })
-            .collect()
+        claim_round(claims, conn).await
     }
+}
+
+/// Claims `claims` set-based on the SQLite write connection, inside its open
+/// transaction; no two of them may name one job or one token (the writer's rounds see to
+/// that, and `claim_batch` passes them one at a time).
+pub(super) async fn claim_round(
+    claims: &[&SlotClaim],
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<Vec<ClaimSeen>, StoreError> {
+    let batch = serde_json::Value::Array(claims.iter().map(|c| c.json()).collect());
+    let rows = sqlx::query(CLAIM_SCRIPT)
+        .bind(batch.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    if rows.len() != claims.len() {
+        return Err(StoreError::Query(format!(
+            "the claim script saw {} of {} claims",
+            rows.len(),
+            claims.len()
+        )));
+    }
+    claims
+        .iter()
+        .zip(&rows)
+        .map(|(claim, row)| {
+            use sqlx::Row as _;
+            let flag = |name| row.try_get::<i64, _>(name).map(|v| v != 0);
+            let fresh = flag("fresh")?;
+            let moved = fresh && flag("at_slot")?;
+            Ok(ClaimSeen {
+                token_fresh: claim.jti.as_ref().map(|_| fresh),
+                moved,
+                opened: moved && flag("free")?,
+            })
+        })
+        .collect()
 }

@@ -1,11 +1,20 @@
 //! Jobs: insert, update, read, delete, and the due scan the ticker runs (enabled,
 //! scheduled jobs whose slot has come, oldest first, by index).
 
+use std::collections::HashSet;
+
 use jiff::Timestamp;
 
 use super::rows::{job_from_row, opt_ts, select_jobs};
 use super::{Store, StoreError, on_pool, on_read_pool, sql};
 use crate::job::Job;
+
+/// The jobs with a running run under a live lease at `$2`, among some (a condition follows).
+macro_rules! live_runs {
+    () => {
+        "SELECT DISTINCT job_id FROM runs WHERE status = 'running' AND lease_until > $2 AND "
+    };
+}
 
 impl Store {
     pub async fn insert_job(&self, job: &Job) -> Result<(), StoreError> {
@@ -117,6 +126,38 @@ impl Store {
             let rows = sqlx::query(q).bind(now.as_second()).bind(limit).fetch_all(pool).await?;
             rows.iter().map(|row| Ok(job_from_row!(row))).collect()
         })
+    }
+
+    /// Which of `job_ids` have a run still running under a live lease at `now` (the
+    /// overlap check of a batch of claims, in one query).
+    pub async fn running_jobs(
+        &self,
+        job_ids: &[String],
+        now: Timestamp,
+    ) -> Result<HashSet<String>, StoreError> {
+        let ids = match self {
+            Store::Sqlite(pools) => {
+                let q = sql(
+                    self,
+                    concat!(live_runs!(), "job_id IN (SELECT value FROM json_each($1))"),
+                );
+                let list =
+                    serde_json::to_string(job_ids).map_err(|e| StoreError::Query(e.to_string()))?;
+                sqlx::query_scalar(q)
+                    .bind(list)
+                    .bind(now.as_second())
+                    .fetch_all(pools.reader())
+                    .await?
+            }
+            Store::Postgres(pool) => {
+                sqlx::query_scalar(concat!(live_runs!(), "job_id = ANY($1)"))
+                    .bind(job_ids)
+                    .bind(now.as_second())
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        Ok(ids.into_iter().collect())
     }
 
     /// When the earliest scheduled job is due (the ticker sleeps until then at most).

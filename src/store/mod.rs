@@ -11,7 +11,8 @@
 //!
 //! # Layout
 //! - `jobs`: job CRUD and the due scan; `runs`: opening, renewing, ending, sweeping and
-//!   reading runs; `claim`: the exactly-once claim of a slot; `rows`: the row-to-model
+//!   reading runs; `claim`: the exactly-once claim of a slot; `claim_batch`: many claims
+//!   in one transaction, and the PostgreSQL claim; `rows`: the row-to-model
 //!   conversions they share. The model itself is [`crate::job`]; the store never imports
 //!   `cron`.
 //! - `sqlite_writer`: group commit on SQLite's write connection for the ops `claim` and
@@ -25,6 +26,7 @@
 
 mod agent_runs;
 mod claim;
+mod claim_batch;
 mod dashboard_auth;
 mod fire_tokens;
 mod jobs;
@@ -43,7 +45,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 /// What a claim needs and answers, named where the store's callers look for them (the
 /// model itself lives in [`crate::job`]).
-pub use crate::job::{ClaimOutcome, NewRun};
+pub use crate::job::{ClaimOutcome, ClaimRequest, NewRun};
 pub use agent_runs::{AgentRun, AgentRunStatus, RunEnd, RunProgress, Synced};
 pub use dashboard_auth::{Redemption, StoredSession};
 pub use fire_tokens::FireView;

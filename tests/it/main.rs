@@ -7,6 +7,7 @@ mod browser;
 mod chronos;
 mod compat;
 mod cron;
+mod cron_batch;
 mod dashboard;
 mod deploy;
 mod drain;
