@@ -19,5 +19,6 @@ mod runs;
 mod sessions;
 mod soak;
 mod support;
+mod tickets;
 mod tidy;
 mod wire;
