@@ -144,21 +144,37 @@ fn small_buffers(ws: WebSocketUpgrade) -> WebSocketUpgrade {
         .max_message_size(MAX_FRAME_BYTES)
 }
 
+/// A frame's JSON: `"type"` and the fields of `body`, serialized straight from the
+/// structs (no `Value` tree on the way: these are built for every socket that opens).
+#[derive(serde::Serialize)]
+struct Typed<T> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    body: T,
+}
+
+fn typed(kind: &'static str, body: impl serde::Serialize) -> String {
+    serde_json::to_string(&Typed { kind, body }).unwrap_or_default()
+}
+
 fn status_message(s: &AppState) -> String {
+    #[derive(serde::Serialize)]
+    struct Status {
+        status: StatusRecord,
+        drain: DrainDetail,
+    }
     let snap = s.gate.snapshot();
-    json!({
-        "type": "status",
-        "status": StatusRecord::build(&snap, &s.info),
-        "drain": DrainDetail::build(&snap, &s.info),
-    })
-    .to_string()
+    let body = Status {
+        status: StatusRecord::build(&snap, &s.info),
+        drain: DrainDetail::build(&snap, &s.info),
+    };
+    typed("status", body)
 }
 
 /// The last hour per minute (`history::HistorySnapshot`), for the page's charts.
 fn history_message(s: &AppState) -> String {
-    let mut v = json!(s.metrics.history().snapshot());
-    v["type"] = json!("history");
-    v.to_string()
+    typed("history", s.metrics.history().snapshot())
 }
 
 /// Sends the status now and whenever it changes (at most every 100 ms), then the history
