@@ -245,10 +245,11 @@ pub async fn ws_ticket(
         MintOutcome::Minted(ticket) => {
             Json(json!({"ticket": ticket, "ttl_seconds": TICKET_TTL.as_secs()})).into_response()
         }
-        // Signed out (on any replica) between the gate's check and the mint.
+        // Signed out (on any replica) between the gate's check and the mint. (No
+        // `login_url`: it is `http::dashboard`'s, which imports this module.)
         MintOutcome::SessionEnded => ApiError::Unauthenticated {
             reason: Some(SessionRejection::InvalidSession.as_str()),
-            login_url: Some(super::dashboard::login_url(&s)),
+            login_url: None,
         }
         .into_response(),
         MintOutcome::StoreFailed(_) => ApiError::Dashboard {
