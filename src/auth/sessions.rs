@@ -180,28 +180,50 @@ impl Sessions {
             .await
     }
 
-    /// Mints a ticket for `session`: 256 random bits, 30 s, one use.
-    pub async fn mint_ticket(&self, session: &Session) -> Result<String, StoreError> {
-        use std::sync::atomic::Ordering;
+    /// Mints a ticket for `session`: 256 random bits, 30 s, one use. `None` when the
+    /// session is no longer live in the store (revoked or expired since the caller looked
+    /// it up, on any replica): the check and the insert are one statement.
+    pub async fn mint_ticket(&self, session: &Session) -> Result<Option<String>, StoreError> {
         let ticket = crate::ids::random_urlsafe(32);
         let now = self.clock.now().as_millisecond();
+        self.sweep_now_and_then(now);
+        let ttl = i64::try_from(TICKET_TTL.as_millis()).unwrap_or(30_000);
+        let (hash, expires) = (digest(&ticket), now + ttl);
+        if session.id_hash == LOOPBACK_SESSION {
+            self.store
+                .insert_ticket(&hash, LOOPBACK_SESSION, now, expires)
+                .await?;
+            return Ok(Some(ticket));
+        }
+        let minted = self
+            .store
+            .insert_session_ticket(&hash, &session.id_hash, now, expires)
+            .await?;
+        Ok(minted.then_some(ticket))
+    }
+
+    /// At most once a minute, forgets tickets that expired over a minute ago: in the
+    /// background, so no mint waits for the sweep (nor fails with it).
+    fn sweep_now_and_then(&self, now_ms: i64) {
+        use std::sync::atomic::Ordering;
         let last = self.last_sweep_ms.load(Ordering::Relaxed);
-        if now - last > 60_000
+        if now_ms - last > 60_000
             && self
                 .last_sweep_ms
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         {
-            self.store.sweep_tickets(now - 60_000).await?;
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.sweep_tickets(now_ms - 60_000).await {
+                    tracing::warn!(error = %e, "cannot sweep expired WebSocket tickets");
+                }
+            });
         }
-        let ttl = i64::try_from(TICKET_TTL.as_millis()).unwrap_or(30_000);
-        self.store
-            .insert_ticket(&digest(&ticket), &session.id_hash, now, now + ttl)
-            .await?;
-        Ok(ticket)
     }
 
     /// Redeems a ticket once, anywhere; the session it was minted for must still be live.
+    /// One round trip: the store's compare-and-swap also reads that session.
     pub async fn redeem_ticket(&self, ticket: &str) -> Result<Session, TicketRejection> {
         let prefix = ticket_prefix(ticket);
         let now = self.clock.now().as_millisecond();
@@ -210,15 +232,23 @@ impl Sessions {
             .redeem_ticket(&digest(ticket), now)
             .await
             .map_err(|_| TicketRejection::Unavailable)?;
-        let session_hash = match redeemed {
-            Redemption::Redeemed { session_hash } => session_hash,
+        let (id_hash, live) = match redeemed {
+            Redemption::Redeemed { session_hash, live } => (session_hash, live),
             Redemption::Unknown => return Err(TicketRejection::Unknown(prefix)),
             Redemption::AlreadyUsed => return Err(TicketRejection::AlreadyUsed(prefix)),
             Redemption::Expired => return Err(TicketRejection::Expired(prefix)),
         };
-        self.by_hash(session_hash)
-            .await
-            .map_err(|_| TicketRejection::Unavailable)?
-            .ok_or(TicketRejection::SessionEnded(prefix))
+        let session = if id_hash == LOOPBACK_SESSION {
+            // Only a loopback-mode gateway honours loopback tickets.
+            self.loopback.then(Session::loopback)
+        } else {
+            live.map(|s| Session {
+                principal: s.principal,
+                provider: s.provider,
+                expires_at: s.expires_at,
+                id_hash,
+            })
+        };
+        session.ok_or(TicketRejection::SessionEnded(prefix))
     }
 }

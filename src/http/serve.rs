@@ -90,6 +90,11 @@ pub async fn listen(
                 }
             },
         };
+        // Responses and WebSocket frames are written whole: a small write (a 101, then the
+        // first frame) must not wait for the client's delayed ACK of the one before.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "{what}: cannot set TCP_NODELAY");
+        }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             if warned.is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY) {
                 warned = Some(Instant::now());

@@ -16,7 +16,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiError;
-use crate::auth::access::{Credentials, LoginOutcome, MAX_PASSWORD_BYTES, MAX_USERNAME_BYTES};
+use crate::auth::access::{
+    Credentials, LoginOutcome, MAX_PASSWORD_BYTES, MAX_USERNAME_BYTES, MintOutcome,
+};
+use crate::auth::session::SessionRejection;
 use crate::auth::sessions::{SESSION_COOKIE, Session, TICKET_TTL};
 use crate::clock::iso;
 use crate::state::AppState;
@@ -239,10 +242,17 @@ pub async fn ws_ticket(
     Extension(session): Extension<Session>,
 ) -> Response {
     match s.access.mint_ticket(&session, peer.ip()).await {
-        Ok(ticket) => {
+        MintOutcome::Minted(ticket) => {
             Json(json!({"ticket": ticket, "ttl_seconds": TICKET_TTL.as_secs()})).into_response()
         }
-        Err(_) => ApiError::Dashboard {
+        // Signed out (on any replica) between the gate's check and the mint. (No
+        // `login_url`: it is `http::dashboard`'s, which imports this module.)
+        MintOutcome::SessionEnded => ApiError::Unauthenticated {
+            reason: Some(SessionRejection::InvalidSession.as_str()),
+            login_url: None,
+        }
+        .into_response(),
+        MintOutcome::StoreFailed(_) => ApiError::Dashboard {
             status: StatusCode::SERVICE_UNAVAILABLE,
             error: "store_unavailable",
             detail: "the session store is unavailable; retry later".into(),

@@ -117,9 +117,21 @@ pub async fn events(
     }
 }
 
-/// How often an idle socket is pinged (`dashboard.ws_heartbeat_seconds`, default 20).
-fn heartbeat_every(s: &AppState) -> Duration {
-    Duration::from_secs(s.config.dashboard.ws_heartbeat_seconds)
+/// Pings an idle socket every `dashboard.ws_heartbeat_seconds` (default 20), the first
+/// one period from now. (Not `interval`'s immediate first tick: the timer rounds "now" up
+/// to its next millisecond, so awaiting it held every new socket up to 1 ms before it
+/// read its first frame — a client closing at once waited that long for our reply.)
+fn heartbeat(s: &AppState) -> tokio::time::Interval {
+    let every = Duration::from_secs(s.config.dashboard.ws_heartbeat_seconds);
+    tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+}
+
+/// Ends the closing handshake: answers a client's Close frame (tungstenite only queues
+/// the answer; a send after it fails without writing it), or sends ours. Either way the
+/// connection closes when the socket is dropped, without waiting for the client.
+async fn close(mut socket: WebSocket) {
+    use futures_util::SinkExt;
+    let _ = socket.close().await;
 }
 
 /// Dashboard frames are small: the library's default 128 KiB read buffer per socket would
@@ -132,21 +144,37 @@ fn small_buffers(ws: WebSocketUpgrade) -> WebSocketUpgrade {
         .max_message_size(MAX_FRAME_BYTES)
 }
 
+/// A frame's JSON: `"type"` and the fields of `body`, serialized straight from the
+/// structs (no `Value` tree on the way: these are built for every socket that opens).
+#[derive(serde::Serialize)]
+struct Typed<T> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    body: T,
+}
+
+fn typed(kind: &'static str, body: impl serde::Serialize) -> String {
+    serde_json::to_string(&Typed { kind, body }).unwrap_or_default()
+}
+
 fn status_message(s: &AppState) -> String {
+    #[derive(serde::Serialize)]
+    struct Status {
+        status: StatusRecord,
+        drain: DrainDetail,
+    }
     let snap = s.gate.snapshot();
-    json!({
-        "type": "status",
-        "status": StatusRecord::build(&snap, &s.info),
-        "drain": DrainDetail::build(&snap, &s.info),
-    })
-    .to_string()
+    let body = Status {
+        status: StatusRecord::build(&snap, &s.info),
+        drain: DrainDetail::build(&snap, &s.info),
+    };
+    typed("status", body)
 }
 
 /// The last hour per minute (`history::HistorySnapshot`), for the page's charts.
 fn history_message(s: &AppState) -> String {
-    let mut v = json!(s.metrics.history().snapshot());
-    v["type"] = json!("history");
-    v.to_string()
+    typed("history", s.metrics.history().snapshot())
 }
 
 /// Sends the status now and whenever it changes (at most every 100 ms), then the history
@@ -169,8 +197,7 @@ async fn events_socket(mut socket: WebSocket, s: AppState, session: Session) {
     let mut history_tick = tokio::time::interval(HISTORY_EVERY);
     // After a quiet spell, one message at once, then one a second (not a burst).
     history_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut heartbeat = tokio::time::interval(heartbeat_every(&s));
-    heartbeat.tick().await;
+    let mut heartbeat = heartbeat(&s);
     loop {
         let out = tokio::select! {
             changed = status.changed() => {
@@ -213,7 +240,7 @@ async fn events_socket(mut socket: WebSocket, s: AppState, session: Session) {
             break;
         }
     }
-    let _ = socket.send(WsMessage::Close(None)).await;
+    close(socket).await;
 }
 
 /// Chat with the agent: each text frame is a turn (WebSocket upgrade).
@@ -281,8 +308,7 @@ fn chat_text(raw: &str) -> Result<(String, Option<String>), String> {
 /// holds the conversation. A client that leaves cancels its turn.
 async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
     let mut session_id = s.sessions.mint_id();
-    let mut heartbeat = tokio::time::interval(heartbeat_every(&s));
-    heartbeat.tick().await;
+    let mut heartbeat = heartbeat(&s);
     while let Some(raw) = next_text(&mut socket, &s, &session, &mut heartbeat).await {
         if !s.access.still_live(&session).await {
             let v = json!({"type": "error", "code": "session_ended", "message": "your session has ended; sign in again"});
@@ -313,7 +339,7 @@ async fn chat_socket(mut socket: WebSocket, s: AppState, session: Session) {
             break;
         }
     }
-    let _ = socket.send(WsMessage::Close(None)).await;
+    close(socket).await;
 }
 
 /// Whether a chat socket goes on after a message.

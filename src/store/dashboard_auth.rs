@@ -18,9 +18,11 @@ pub struct StoredSession {
 /// What redeeming a ticket found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redemption {
-    /// Redeemed now; the session it was minted for.
+    /// Redeemed now: the session it was minted for, and that session as stored if it is
+    /// still live (`None` when it ended, or was never a stored session: loopback mode).
     Redeemed {
         session_hash: String,
+        live: Option<StoredSession>,
     },
     Unknown,
     AlreadyUsed,
@@ -90,6 +92,7 @@ impl Store {
         }) == 1)
     }
 
+    /// Stores a ticket bound to `session_hash` as it is (loopback mode: no stored session).
     pub async fn insert_ticket(
         &self,
         ticket_hash: &str,
@@ -113,6 +116,36 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a ticket bound to the stored session `session_hash` only if that session is
+    /// live at `now_ms` (one statement: a session revoked on any replica, even a moment
+    /// ago, mints nothing); false if it is not.
+    pub async fn insert_session_ticket(
+        &self,
+        ticket_hash: &str,
+        session_hash: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let q = sql(
+            self,
+            "INSERT INTO ws_tickets (ticket_hash, session_hash, created_at_ms, expires_at_ms) \
+             SELECT $1, id_hash, $3, $4 FROM sessions \
+             WHERE id_hash = $2 AND revoked_at IS NULL AND expires_at > $5",
+        );
+        let inserted = on_pool!(self, pool => {
+            sqlx::query(q)
+                .bind(ticket_hash)
+                .bind(session_hash)
+                .bind(now_ms)
+                .bind(expires_at_ms)
+                .bind(now_ms.div_euclid(1000))
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(inserted == 1)
+    }
+
     /// Forgets tickets that expired before `before_ms` (of no use, not even to say why a
     /// redemption failed).
     pub async fn sweep_tickets(&self, before_ms: i64) -> Result<u64, StoreError> {
@@ -123,25 +156,28 @@ impl Store {
     }
 
     /// Redeems a ticket once: marks it used only if unused and not expired at `now_ms`
-    /// (valid up to and including its expiry).
+    /// (valid up to and including its expiry), and reads the session it is bound to in the
+    /// same statement (one round trip; a ticket of an ended session is used up all the same).
     pub async fn redeem_ticket(
         &self,
         ticket_hash: &str,
         now_ms: i64,
     ) -> Result<Redemption, StoreError> {
-        let cas = sql(
-            self,
-            "UPDATE ws_tickets SET used_at_ms = $2 \
-             WHERE ticket_hash = $1 AND used_at_ms IS NULL AND expires_at_ms >= $2 \
-             RETURNING session_hash",
-        );
+        let cas = sql(self, REDEEM);
         let why = sql(
             self,
             "SELECT used_at_ms, expires_at_ms FROM ws_tickets WHERE ticket_hash = $1",
         );
         on_pool!(self, pool => {
-            if let Some(row) = sqlx::query(cas).bind(ticket_hash).bind(now_ms).fetch_optional(pool).await? {
-                return Ok(Redemption::Redeemed { session_hash: row.try_get("session_hash")? });
+            let row = sqlx::query(cas)
+                .bind(ticket_hash)
+                .bind(now_ms)
+                .bind(now_ms.div_euclid(1000))
+                .fetch_optional(pool)
+                .await?;
+            if let Some(row) = row {
+                let session = (row.try_get("principal")?, row.try_get("provider")?, row.try_get("session_expires_at")?);
+                return redeemed(row.try_get("session_hash")?, session);
             }
             let row = sqlx::query(why).bind(ticket_hash).fetch_optional(pool).await?;
             Ok(match row {
@@ -151,4 +187,35 @@ impl Store {
             })
         })
     }
+}
+
+/// The compare-and-swap that redeems a ticket, returning the bound session's fields when
+/// it is live at `$3` (Unix seconds). Scalar subqueries, since both SQLite and PostgreSQL
+/// let `RETURNING` read other tables only that way.
+const REDEEM: &str = "UPDATE ws_tickets SET used_at_ms = $2 \
+     WHERE ticket_hash = $1 AND used_at_ms IS NULL AND expires_at_ms >= $2 \
+     RETURNING session_hash, \
+       (SELECT principal FROM sessions s WHERE s.id_hash = ws_tickets.session_hash \
+          AND s.revoked_at IS NULL AND s.expires_at > $3) AS principal, \
+       (SELECT provider FROM sessions s WHERE s.id_hash = ws_tickets.session_hash \
+          AND s.revoked_at IS NULL AND s.expires_at > $3) AS provider, \
+       (SELECT expires_at FROM sessions s WHERE s.id_hash = ws_tickets.session_hash \
+          AND s.revoked_at IS NULL AND s.expires_at > $3) AS session_expires_at";
+
+/// What the compare-and-swap returned: the session hash, and the session's principal,
+/// provider and expiry (all `NULL` unless it is live).
+fn redeemed(
+    session_hash: String,
+    (principal, provider, expires): (Option<String>, Option<String>, Option<i64>),
+) -> Result<Redemption, StoreError> {
+    let live = match (principal, provider, expires) {
+        (Some(principal), Some(provider), Some(expires)) => Some(StoredSession {
+            principal,
+            provider,
+            expires_at: Timestamp::from_second(expires)
+                .map_err(|e| StoreError::Corrupt(format!("session expiry {expires}: {e}")))?,
+        }),
+        _ => None,
+    };
+    Ok(Redemption::Redeemed { session_hash, live })
 }

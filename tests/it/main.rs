@@ -20,5 +20,6 @@ mod runs;
 mod sessions;
 mod soak;
 mod support;
+mod tickets;
 mod tidy;
 mod wire;

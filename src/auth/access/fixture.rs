@@ -134,7 +134,12 @@ impl Fixture {
 
     /// A ticket for `session`, minted without an audit record.
     pub async fn ticket(&self, session: &Session) -> String {
-        self.access.sessions.mint_ticket(session).await.unwrap()
+        self.access
+            .sessions
+            .mint_ticket(session)
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     /// The audit records written so far, without their timestamps.

@@ -26,7 +26,8 @@ mod signin;
 
 pub use gate::{Caller, Challenge, Decision, PAGE_PATH, RouteRequest};
 pub use signin::{
-    Credentials, LoginOutcome, MAX_PASSWORD_BYTES, MAX_USERNAME_BYTES, SocketRefusal, SocketRequest,
+    Credentials, LoginOutcome, MAX_PASSWORD_BYTES, MAX_USERNAME_BYTES, MintOutcome, SocketRefusal,
+    SocketRequest,
 };
 
 /// A browser's `Origin` and whether the dashboard accepts it (its own origin, or one in

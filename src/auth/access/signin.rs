@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{Access, Origin};
 use crate::audit::AuditEvent;
+use crate::auth::session::SessionRejection;
 use crate::auth::sessions::{Session, TicketRejection, ticket_prefix};
 use crate::store::StoreError;
 
@@ -43,6 +44,16 @@ pub enum LoginOutcome {
     InvalidBody,
     InvalidCredentials,
     /// The credentials were right but the session could not be stored.
+    StoreFailed(StoreError),
+}
+
+/// How minting a WebSocket ticket ended.
+#[derive(Debug)]
+pub enum MintOutcome {
+    /// The ticket (shown once; the store keeps its digest).
+    Minted(String),
+    /// The session ended (logged out or expired) before the ticket could be stored.
+    SessionEnded,
     StoreFailed(StoreError),
 }
 
@@ -151,10 +162,11 @@ impl Access {
         }
     }
 
-    /// Mints a single-use WebSocket ticket bound to `session`; audited.
-    pub async fn mint_ticket(&self, session: &Session, ip: IpAddr) -> Result<String, StoreError> {
+    /// Mints a single-use WebSocket ticket bound to `session`; audited. A session that
+    /// ended after the gate looked it up (a logout on any replica) mints nothing.
+    pub async fn mint_ticket(&self, session: &Session, ip: IpAddr) -> MintOutcome {
         match self.sessions.mint_ticket(session).await {
-            Ok(ticket) => {
+            Ok(Some(ticket)) => {
                 self.audit.record(
                     AuditEvent::WsTicketMinted,
                     &[
@@ -163,11 +175,22 @@ impl Access {
                         ("ip", json!(ip.to_string())),
                     ],
                 );
-                Ok(ticket)
+                MintOutcome::Minted(ticket)
+            }
+            Ok(None) => {
+                self.metrics.auth_decision("session", "rejected");
+                self.audit.record(
+                    AuditEvent::SessionRejected,
+                    &[
+                        ("reason", json!(SessionRejection::InvalidSession.as_str())),
+                        ("ip", json!(ip.to_string())),
+                    ],
+                );
+                MintOutcome::SessionEnded
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot store a WebSocket ticket");
-                Err(e)
+                MintOutcome::StoreFailed(e)
             }
         }
     }
@@ -408,7 +431,9 @@ mod tests {
     async fn a_minted_ticket_is_audited_and_opens_one_socket() {
         let fx = Fixture::new(Mode::Gated).await;
         let (_, session) = fx.session().await;
-        let ticket = fx.access.mint_ticket(&session, ip()).await.unwrap();
+        let MintOutcome::Minted(ticket) = fx.access.mint_ticket(&session, ip()).await else {
+            panic!("a live session mints");
+        };
         let req = socket(None, None, None);
         let req = SocketRequest {
             ticket: Some(&ticket),
