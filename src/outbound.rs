@@ -1,7 +1,7 @@
 //! Outbound HTTP clients built on first use.
 //!
-//! Building a `reqwest` client loads the system's root certificates (about 150 files,
-//! ~20 ms), and a start-up — a scaled-to-zero agent woken by its fire — should not wait for
+//! Building a `reqwest` client reads the system's root certificates (about 150 files, a
+//! few milliseconds), and a start-up — a scaled-to-zero agent woken by its fire — should not wait for
 //! clients it may not need yet: the webhook client, the JWKS client and the account
 //! service's. A [`LazyClient`] is built by the first request that needs it, once, and
 //! shared by its clones; if it cannot be built (the TLS backend would not start) every use
