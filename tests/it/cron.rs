@@ -5,24 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hermes_gateway::cron::{Job, JobState, Repeat, RunStatus};
-use hermes_gateway::store::{ClaimOutcome, NewRun, Store};
+use hermes_gateway::store::{ClaimOutcome, NewRun};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::support::{PATIENCE, Proc, TestApp, TestDatabase, eventually, matching};
-
-/// One fresh store of each kind, with the directory and the database they live in (which
-/// must outlive them).
-async fn stores() -> (Vec<Store>, tempfile::TempDir, TestDatabase) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = hermes_gateway::clock::SystemClock;
-    let db = TestDatabase::create().await;
-    let sqlite = Store::sqlite(&dir.path().join("state.db"), &clock)
-        .await
-        .unwrap();
-    let pg = Store::postgres(db.url(), &clock).await.unwrap();
-    (vec![sqlite, pg], dir, db)
-}
+use crate::support::{PATIENCE, Proc, TestApp, TestDatabase, both_stores, eventually, matching};
 
 fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).unwrap()
@@ -63,7 +50,7 @@ fn new_run(id: &str, job: &str, slot: i64, lease: i64) -> NewRun {
 
 #[tokio::test]
 async fn store_jobs_crud_on_both_backends() {
-    let (stores, _dir, _db) = stores().await;
+    let (stores, _dir, _db) = both_stores().await;
     for store in stores {
         let kind = store.kind();
         store
@@ -100,7 +87,7 @@ async fn store_jobs_crud_on_both_backends() {
 
 #[tokio::test]
 async fn due_scan_and_claim_are_exactly_once_on_both_backends() {
-    let (stores, _dir, _db) = stores().await;
+    let (stores, _dir, _db) = both_stores().await;
     for store in stores {
         let kind = store.kind();
         for (i, next) in [(1, Some(10)), (2, Some(20)), (3, Some(30)), (4, None)] {
@@ -189,7 +176,7 @@ async fn due_scan_and_claim_are_exactly_once_on_both_backends() {
 
 #[tokio::test]
 async fn expired_leases_become_interrupted_runs_on_both_backends() {
-    let (stores, _dir, _db) = stores().await;
+    let (stores, _dir, _db) = both_stores().await;
     for store in stores {
         let kind = store.kind();
         store
@@ -1112,7 +1099,7 @@ async fn a_sigkilled_gateway_records_its_dead_run_interrupted_at_restart_on_post
 
 #[tokio::test]
 async fn lease_renewal_and_the_run_end_need_the_owner_on_both_backends() {
-    let (stores, _dir, _db) = stores().await;
+    let (stores, _dir, _db) = both_stores().await;
     for store in stores {
         let kind = store.kind();
         store

@@ -10,19 +10,7 @@ use hermes_gateway::cron::{Job, JobState, Repeat, RunStatus};
 use hermes_gateway::store::{ClaimOutcome, ClaimRequest, NewRun, Store};
 use jiff::Timestamp;
 
-use crate::support::{TestApp, TestDatabase};
-
-/// One fresh store of each kind, with the directory and the database they live in.
-async fn stores() -> (Vec<Store>, tempfile::TempDir, TestDatabase) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = hermes_gateway::clock::SystemClock;
-    let db = TestDatabase::create().await;
-    let sqlite = Store::sqlite(&dir.path().join("state.db"), &clock)
-        .await
-        .unwrap();
-    let pg = Store::postgres(db.url(), &clock).await.unwrap();
-    (vec![sqlite, pg], dir, db)
-}
+use crate::support::{TestApp, TestDatabase, both_stores};
 
 fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).unwrap()
@@ -151,7 +139,7 @@ async fn stores_contending_on_one_postgres_claim_each_of_500_slots_once() {
 /// those still due are claimed, each alone, on both backends alike.
 #[tokio::test]
 async fn a_batch_claims_only_the_slots_still_due() {
-    let (stores, _dir, _db) = stores().await;
+    let (stores, _dir, _db) = both_stores().await;
     for store in stores {
         let kind = store.kind();
         let mut paused = job("dddddddddddd", 0);
@@ -261,7 +249,7 @@ async fn a_batch_claims_only_the_slots_still_due() {
 /// backend: its other slots stay due, with no run; the same batch retried claims them.
 #[tokio::test]
 async fn a_batch_that_fails_claims_nothing() {
-    let (stores, _dir, _db) = stores().await;
+    let (stores, _dir, _db) = both_stores().await;
     for store in stores {
         let kind = store.kind();
         let ids = ["aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc"];
@@ -305,7 +293,7 @@ async fn a_batch_that_fails_claims_nothing() {
 /// The overlap check of a batch: the jobs whose run still runs under a live lease.
 #[tokio::test]
 async fn running_jobs_are_those_with_a_live_running_run() {
-    let (stores, _dir, _db) = stores().await;
+    let (stores, _dir, _db) = both_stores().await;
     for store in stores {
         let kind = store.kind();
         let ids = [

@@ -8,19 +8,8 @@ use serde_json::{Value, json};
 
 use crate::backends::{Upstream, fake_upstream};
 use crate::compat::run_client;
-use crate::support::{Proc, TestApp, TestDatabase, strong_secret};
+use crate::support::{Proc, TestApp, TestDatabase, both_stores, strong_secret};
 use hermes_gateway::store::{NewResponse, Store};
-
-async fn stores() -> (Vec<Store>, tempfile::TempDir, TestDatabase) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = hermes_gateway::clock::SystemClock;
-    let db = TestDatabase::create().await;
-    let sqlite = Store::sqlite(&dir.path().join("state.db"), &clock)
-        .await
-        .unwrap();
-    let pg = Store::postgres(db.url(), &clock).await.unwrap();
-    (vec![sqlite, pg], dir, db)
-}
 
 fn new_response<'a>(id: &'a str, conversation: Option<&'a str>) -> NewResponse<'a> {
     NewResponse {
@@ -38,7 +27,7 @@ fn new_response<'a>(id: &'a str, conversation: Option<&'a str>) -> NewResponse<'
 /// response it points at; the same instant twice still orders the uses.
 #[tokio::test]
 async fn the_store_drops_the_least_recently_used_response_first_on_both_backends() {
-    let (stores, _dir, _db) = stores().await;
+    let (stores, _dir, _db) = both_stores().await;
     for store in &stores {
         let kind = store.kind();
         let ids = async |store: &Store| {
@@ -167,7 +156,7 @@ async fn openai_app(base: &str, yaml: &str) -> TestApp {
 /// beside the rows, and a `DELETE` lowers it (else the store would evict early).
 #[tokio::test]
 async fn a_store_at_its_bound_evicts_with_slack_and_counts_deletes_on_both_backends() {
-    let (stores, _dir, _db) = stores().await;
+    let (stores, _dir, _db) = both_stores().await;
     for store in &stores {
         let kind = store.kind();
         let put = async |id: String| {

@@ -7,11 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hermes_gateway::store::{AgentRun, AgentRunStatus, RunEnd, RunProgress, Store, Synced};
+use hermes_gateway::store::{AgentRun, AgentRunStatus, RunEnd, RunProgress, Synced};
 use serde_json::{Value, json};
 
 use crate::backends::{agent, assert_gone, wait_for_file};
-use crate::support::{PATIENCE, Proc, TestApp, TestDatabase, eventually, strong_secret};
+use crate::support::{
+    PATIENCE, Proc, TestApp, TestDatabase, both_stores, eventually, strong_secret,
+};
 
 /// The run API of one gateway.
 struct Runs<'a> {
@@ -492,18 +494,6 @@ async fn the_dashboard_live_socket_shows_a_run_start_and_its_end() {
 
 // ---- the store's part: writes by the owner only, once; expiry; pruning -----------------
 
-/// One fresh store of each kind, with the directory and the database they live in.
-async fn stores() -> (Vec<Store>, tempfile::TempDir, TestDatabase) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = hermes_gateway::clock::SystemClock;
-    let db = TestDatabase::create().await;
-    let sqlite = Store::sqlite(&dir.path().join("state.db"), &clock)
-        .await
-        .unwrap();
-    let pg = Store::postgres(db.url(), &clock).await.unwrap();
-    (vec![sqlite, pg], dir, db)
-}
-
 fn row(id: &str, created_at_ms: i64, lease_until_ms: i64) -> AgentRun {
     AgentRun {
         id: id.into(),
@@ -539,7 +529,7 @@ fn progress<'a>(
 
 #[tokio::test]
 async fn the_run_store_writes_a_run_only_for_its_owner_once_and_keeps_the_newest() {
-    let (stores, _dir, _db) = stores().await;
+    let (stores, _dir, _db) = both_stores().await;
     for store in &stores {
         let kind = store.kind();
         store

@@ -5,7 +5,7 @@
 mod pg;
 mod poll;
 
-pub use pg::TestDatabase;
+pub use pg::{TestDatabase, both_stores};
 pub use poll::{EVERY, PATIENCE, eventually, eventually_every, matching, poll};
 
 use std::collections::HashMap;

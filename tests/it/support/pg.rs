@@ -103,3 +103,21 @@ async fn a_test_database_is_dropped_with_its_guard_even_with_a_session_still_ope
         "the session open on {name} was not ended"
     );
 }
+
+/// One fresh store of each kind, with the directory and the database they live in (which
+/// must outlive them).
+pub async fn both_stores() -> (
+    Vec<hermes_gateway::store::Store>,
+    tempfile::TempDir,
+    TestDatabase,
+) {
+    use hermes_gateway::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = hermes_gateway::clock::SystemClock;
+    let db = TestDatabase::create().await;
+    let sqlite = Store::sqlite(&dir.path().join("state.db"), &clock)
+        .await
+        .unwrap();
+    let pg = Store::postgres(db.url(), &clock).await.unwrap();
+    (vec![sqlite, pg], dir, db)
+}
