@@ -5,17 +5,22 @@
 //! reconciles, to catch anything a watch could miss and to expire old markers. If the
 //! watch cannot be set up, the timer alone runs fast enough to keep the 50 ms promise.
 //!
-//! Only events that can change what the marker says wake a reconcile: creation, writes,
-//! renames, removal and metadata changes. Opens, reads and read-only closes never do, so the
-//! gateway's own read of the marker cannot wake it again (it once spun a core that way).
-//! Reconciles run on a blocking thread: they touch the file system.
+//! Only events that can change what the marker says are asked of the kernel: creation,
+//! a close after writing, renames, removal and metadata changes (`MASK`). Opens, reads,
+//! read-only closes and writes to an open file never arrive, so neither the gateway's own
+//! read of the marker (it once spun a core that way) nor SQLite's writes to `state.db-wal`
+//! beside it wake anything; an in-place write of the marker counts when its writer closes
+//! it. The watch is read on the runtime (no thread of its own); reconciles run on a
+//! blocking thread: they touch the file system.
 
+use std::ffi::OsString;
+use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode};
-use notify::{EventKind, RecursiveMode, Watcher};
-use tokio::sync::Notify;
+use futures_util::StreamExt;
+use inotify::{EventMask, EventStream, Inotify, WatchMask};
 use tokio_util::sync::CancellationToken;
 
 use super::drain::DrainControl;
@@ -25,22 +30,49 @@ pub const SAFETY_POLL: Duration = Duration::from_secs(1);
 /// Timer period when it does not: well inside the 50 ms reaction promise.
 pub const FALLBACK_POLL: Duration = Duration::from_millis(20);
 
+/// The events that can change the marker (see the module's doc).
+const MASK: WatchMask = WatchMask::CREATE
+    .union(WatchMask::CLOSE_WRITE)
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::ATTRIB)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::ONLYDIR);
+
 /// Runs until `shutdown` is cancelled, reconciling the gate with the marker.
 pub async fn watch_marker(control: Arc<DrainControl>, shutdown: CancellationToken) {
-    let wake = Arc::new(Notify::new());
-    let (_watcher, period) = match start_watcher(&control, wake.clone()) {
-        Ok(w) => (Some(w), SAFETY_POLL),
+    let mut watch = match MarkerWatch::start(control.marker().path()) {
+        Ok(w) => Some(w),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the drain marker's directory; polling every {} ms", FALLBACK_POLL.as_millis());
-            (None, FALLBACK_POLL)
+            fallback(&e);
+            None
         }
     };
-    let mut ticker = tokio::time::interval(period);
+    let period = |w: &Option<MarkerWatch>| {
+        if w.is_some() {
+            SAFETY_POLL
+        } else {
+            FALLBACK_POLL
+        }
+    };
+    let mut ticker = tokio::time::interval(period(&watch));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let changed = async {
+            match watch.as_mut() {
+                Some(w) => w.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = wake.notified() => {}
+            r = changed => if let Err(e) = r {
+                fallback(&e);
+                watch = None;
+                ticker = tokio::time::interval(FALLBACK_POLL);
+            },
             _ = ticker.tick() => {}
         }
         let c = control.clone();
@@ -50,83 +82,104 @@ pub async fn watch_marker(control: Arc<DrainControl>, shutdown: CancellationToke
     }
 }
 
-/// True for the kinds of event that can change the marker: everything but opening,
-/// reading and closing without a write. (On Linux notify 8 reports `IN_OPEN` as
-/// `Access(Open)` and `IN_CLOSE_NOWRITE` as `Access(Close(Read))`; `IN_CLOSE_WRITE` as
-/// `Access(Close(Write))`, which ends an in-place write and is kept.)
-pub fn may_change_marker(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        EventKind::Any
-        | EventKind::Create(_)
-        | EventKind::Modify(_)
-        | EventKind::Remove(_)
-        | EventKind::Other => true,
+fn fallback(e: &io::Error) {
+    tracing::warn!(error = %e, "cannot watch the drain marker's directory; polling every {} ms", FALLBACK_POLL.as_millis());
+}
+
+/// An inotify watch on the marker's directory, for the events of [`MASK`].
+pub struct MarkerWatch {
+    events: EventStream<Vec<u8>>,
+    name: Option<OsString>,
+}
+
+impl std::fmt::Debug for MarkerWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MarkerWatch")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
-fn start_watcher(
-    control: &DrainControl,
-    wake: Arc<Notify>,
-) -> notify::Result<notify::RecommendedWatcher> {
-    let path = control.marker().path().to_path_buf();
-    let dir = path
-        .parent()
-        .map(|p| p.to_path_buf())
-        .unwrap_or_else(|| ".".into());
-    let name = path.file_name().map(|n| n.to_os_string());
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        match res {
-            Ok(event) => {
-                if may_change_marker(&event.kind)
-                    && event
-                        .paths
-                        .iter()
-                        .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
-                {
-                    wake.notify_one();
-                }
+impl MarkerWatch {
+    pub fn start(marker: &Path) -> io::Result<Self> {
+        let dir = marker
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let inotify = Inotify::init()?;
+        inotify.watches().add(dir, MASK)?;
+        Ok(Self {
+            events: inotify.into_event_stream(vec![0; 4096])?,
+            name: marker.file_name().map(|n| n.to_os_string()),
+        })
+    }
+
+    /// Waits for an event that may have changed the marker: one naming it, one about the
+    /// directory itself, or an overflowed queue (which may have dropped one).
+    pub async fn changed(&mut self) -> io::Result<()> {
+        loop {
+            let event = match self.events.next().await {
+                Some(event) => event?,
+                None => return Err(io::Error::other("the inotify stream ended")),
+            };
+            if event.mask.contains(EventMask::Q_OVERFLOW)
+                || event
+                    .name
+                    .as_ref()
+                    .is_none_or(|n| Some(n) == self.name.as_ref())
+            {
+                return Ok(());
             }
-            // An overflowed or failed watch: reconcile anyway rather than miss a change.
-            Err(_) => wake.notify_one(),
         }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(watcher)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use notify::event::{CreateKind, DataChange, MetadataKind, ModifyKind, RemoveKind, RenameMode};
-
     use super::*;
 
-    #[test]
-    fn only_events_that_can_change_the_marker_wake_a_reconcile() {
-        let check = |kind: EventKind, expected: bool| {
-            assert_eq!(may_change_marker(&kind), expected, "{kind:?}");
-        };
-        check(EventKind::Access(AccessKind::Open(AccessMode::Any)), false);
-        check(EventKind::Access(AccessKind::Read), false);
-        check(
-            EventKind::Access(AccessKind::Close(AccessMode::Read)),
-            false,
+    /// Whether `watch` reports a change within `wait`.
+    async fn woke(watch: &mut MarkerWatch, wait: Duration) -> bool {
+        tokio::time::timeout(wait, watch.changed()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn only_what_can_change_the_marker_wakes_the_watch() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join(".drain_request.json");
+        std::fs::write(&marker, b"{}").unwrap();
+        // Writes to an open file, opens, reads and read-only closes are never even
+        // delivered: SQLite writes its WAL beside the marker thousands of times a second.
+        let never =
+            WatchMask::MODIFY | WatchMask::OPEN | WatchMask::ACCESS | WatchMask::CLOSE_NOWRITE;
+        assert!(!MASK.intersects(never), "{MASK:?}");
+        let mut watch = MarkerWatch::start(&marker).unwrap();
+        let (quiet, soon) = (Duration::from_millis(200), Duration::from_secs(5));
+        // Reading the marker, and writing another file held open (as SQLite writes its
+        // WAL), wake nothing.
+        let _ = std::fs::read(&marker).unwrap();
+        let mut wal = std::fs::File::create(dir.path().join("state.db-wal")).unwrap();
+        for _ in 0..100 {
+            wal.write_all(b"page").unwrap();
+        }
+        assert!(
+            !woke(&mut watch, quiet).await,
+            "reads and WAL writes woke the watch"
         );
-        check(EventKind::Access(AccessKind::Any), false);
-        check(
-            EventKind::Access(AccessKind::Close(AccessMode::Write)),
-            true,
+        // A marker renamed into place, written in place and closed, and removed: each wakes it.
+        let tmp = dir.path().join(".drain_request.json.tmp");
+        std::fs::write(&tmp, b"{}").unwrap();
+        std::fs::rename(&tmp, &marker).unwrap();
+        assert!(woke(&mut watch, soon).await, "a rename into place");
+        while woke(&mut watch, quiet).await {}
+        std::fs::write(&marker, br#"{"action":"drain"}"#).unwrap();
+        assert!(
+            woke(&mut watch, soon).await,
+            "an in-place write, once closed"
         );
-        check(EventKind::Create(CreateKind::File), true);
-        check(EventKind::Modify(ModifyKind::Data(DataChange::Any)), true);
-        check(EventKind::Modify(ModifyKind::Name(RenameMode::To)), true);
-        check(EventKind::Modify(ModifyKind::Name(RenameMode::From)), true);
-        check(
-            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
-            true,
-        );
-        check(EventKind::Remove(RemoveKind::File), true);
-        check(EventKind::Other, true);
+        while woke(&mut watch, quiet).await {}
+        std::fs::remove_file(&marker).unwrap();
+        assert!(woke(&mut watch, soon).await, "a removal");
     }
 }
