@@ -27,9 +27,6 @@ use crate::turn::{End, Step};
 const SESSION_HEADER: &str = "x-hermes-session-id";
 /// The same, as documented (compat spelling).
 pub(super) const SESSION_HEADER_NAME: &str = "X-Hermes-Session-Id";
-/// Header making a non-streaming request safe to retry.
-const IDEMPOTENCY_HEADER: &str = "idempotency-key";
-
 /// `POST /v1/chat/completions` body (the fields the gateway reads; others are ignored).
 // `messages` is read as JSON and checked by `agent::input::chat_messages`, so each
 // refusal names its message and part; `schemas::ChatMessages` documents what it
@@ -141,11 +138,10 @@ pub async fn chat_completions(
         recording: opened.recording,
         include_usage: req.include_usage,
     };
-    let idempotency_key = match headers.get(IDEMPOTENCY_HEADER) {
-        Some(v) if !stream => Some(v.to_str().map_err(|_| {
-            ApiError::invalid_request("Idempotency-Key must be visible ASCII", None)
-        })?),
-        _ => None,
+    let idempotency_key = if stream {
+        None
+    } else {
+        super::idempotency::header(&headers)?
     };
     let mut response = match idempotency_key {
         Some(key) => idempotency.run(key, &body, || completed(&s, turn)).await?,

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -55,6 +56,19 @@ pub fn check_key(key: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// The request's `Idempotency-Key`, if it sent one; a value that is not visible ASCII is a
+/// 400.
+pub fn header(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                ApiError::invalid_request("Idempotency-Key must be visible ASCII", None)
+            })
+        })
+        .transpose()
 }
 
 impl Idempotency {

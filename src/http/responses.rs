@@ -23,9 +23,6 @@ use super::idempotency::Idempotency;
 use crate::responses::{Progress, Request, Running};
 use crate::state::AppState;
 
-/// Header making a non-streaming request safe to retry.
-const IDEMPOTENCY_HEADER: &str = "idempotency-key";
-
 /// The Responses routes, each answer counted by route and outcome (merged by `api::router`).
 pub fn routes(state: &AppState) -> Router<AppState> {
     let metered =
@@ -67,16 +64,10 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     super::api_key::check(&s, &headers)?;
     let body = body?;
-    let key = match headers.get(IDEMPOTENCY_HEADER) {
-        Some(v) => {
-            let key = v.to_str().map_err(|_| {
-                ApiError::invalid_request("Idempotency-Key must be visible ASCII", None)
-            })?;
-            super::idempotency::check_key(key)?;
-            Some(key)
-        }
-        None => None,
-    };
+    let key = super::idempotency::header(&headers)?;
+    if let Some(key) = key {
+        super::idempotency::check_key(key)?;
+    }
     let request = Request::parse(&body)?;
     if request.stream {
         return Ok(streamed(s.responses.start(request).await?));
