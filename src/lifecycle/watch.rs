@@ -50,14 +50,11 @@ pub async fn watch_marker(control: Arc<DrainControl>, shutdown: CancellationToke
             None
         }
     };
-    let period = |w: &Option<MarkerWatch>| {
-        if w.is_some() {
-            SAFETY_POLL
-        } else {
-            FALLBACK_POLL
-        }
-    };
-    let mut ticker = tokio::time::interval(period(&watch));
+    let mut ticker = tokio::time::interval(if watch.is_some() {
+        SAFETY_POLL
+    } else {
+        FALLBACK_POLL
+    });
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let changed = async {
