@@ -372,3 +372,36 @@ async fn a_tick_whose_claim_fails_gives_its_admissions_back() {
     let report = app.state.cron.tick().await.unwrap();
     assert_eq!((report.due, report.claimed), (3, 3), "{report:?}");
 }
+
+/// A batch's statement is larger than one TCP segment of the driver's writes (250 claims'
+/// arrays are about 40 KB): without `TCP_NODELAY` on the connection, its last segment waits
+/// for the server's delayed ACK, ~40 ms a statement (sqlx 0.9.0 dropped the option;
+/// `vendor/sqlx-core` puts it back). Twenty such batches would then take over 800 ms; they
+/// take a few milliseconds each, so 400 ms is a margin of many times, not a timing.
+#[tokio::test]
+async fn a_large_batch_on_postgres_waits_for_no_delayed_ack() {
+    const BATCHES: usize = 20;
+    const PER: usize = 250;
+    let db = TestDatabase::create().await;
+    let store = Store::postgres(db.url(), &hermes_gateway::clock::SystemClock)
+        .await
+        .unwrap();
+    let jobs: Vec<Job> = (0..BATCHES * PER)
+        .map(|i| job(&format!("{i:012x}"), -1))
+        .collect();
+    store.insert_jobs(&jobs).await.unwrap();
+    let started = std::time::Instant::now();
+    for (b, batch) in jobs.chunks(PER).enumerate() {
+        let requests: Vec<ClaimRequest> = batch
+            .iter()
+            .map(|j| running(&format!("run-{b}-{}-with-a-longer-id", j.id), &j.id, -1))
+            .collect();
+        let outcomes = store.claim_slots(&requests).await.unwrap();
+        assert!(outcomes.iter().all(|o| *o == ClaimOutcome::Claimed));
+    }
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(400),
+        "{BATCHES} claim batches of {PER} took {took:?}: the connection waits for delayed ACKs (TCP_NODELAY off?)"
+    );
+}
