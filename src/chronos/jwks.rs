@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::verify::{FireAuthError, FireClaims, FirePolicy, FireVerifier, PublicKey};
+use super::verify::{
+    FireAuthError, FireClaims, FirePolicy, FireVerifier, PublicKey, SignatureMemo,
+};
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::outbound::LazyClient;
@@ -64,6 +66,8 @@ pub struct JwksVerifier {
     metrics: Arc<Metrics>,
     refetch_interval: Duration,
     cache: RwLock<Cache>,
+    /// Tokens a key of the cache signed (a refetched key is a new key to it).
+    memo: SignatureMemo,
     /// Held while fetching: one fetch at a time, the others wait for its result.
     fetching: tokio::sync::Mutex<()>,
 }
@@ -101,6 +105,7 @@ impl JwksVerifier {
             metrics,
             refetch_interval: REFETCH_INTERVAL,
             cache: RwLock::new(Cache::default()),
+            memo: SignatureMemo::default(),
             fetching: tokio::sync::Mutex::new(()),
         }
     }
@@ -132,12 +137,10 @@ impl JwksVerifier {
         }
         // A stale set still counts while the JWKS cannot be asked again (or is down).
         if !keys.is_empty() {
-            return Some(super::verify::verify_with_keys(
-                token,
-                keys,
-                &self.policy,
-                self.clock.now(),
-            ));
+            return Some(
+                self.memo
+                    .verify(token, keys, &self.policy, self.clock.now()),
+            );
         }
         Some(Err(if cache.last_failed || cache.last_attempt.is_none() {
             FireAuthError::NoKey("JWKS unreachable and the token's key is not cached")

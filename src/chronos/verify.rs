@@ -15,6 +15,9 @@ use serde::Deserialize;
 
 use crate::clock::SharedClock;
 pub use crate::formats::public_key::{KeyKind, KeyParseError, PublicKey};
+pub use memo::SignatureMemo;
+
+mod memo;
 
 /// Leeway applied to `exp` and `nbf`, in seconds (SPEC §8).
 pub const LEEWAY_SECONDS: i64 = 30;
@@ -79,7 +82,7 @@ pub trait FireVerifier: Send + Sync + std::fmt::Debug {
     ) -> Pin<Box<dyn Future<Output = Result<FireClaims, FireAuthError>> + Send + 'a>>;
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct RawClaims {
     exp: Option<serde_json::Value>,
     nbf: Option<serde_json::Value>,
@@ -202,6 +205,16 @@ pub fn verify_with_keys<'k>(
     policy: &FirePolicy,
     now: Timestamp,
 ) -> Result<FireClaims, FireAuthError> {
+    let (_, raw) = signed_by(token, keys)?;
+    check_claims(raw, policy, now)
+}
+
+/// The key of `keys` that signed `token` (its [`PublicKey::id`]) and the token's claims,
+/// not yet checked.
+fn signed_by<'k>(
+    token: &str,
+    keys: impl IntoIterator<Item = &'k PublicKey>,
+) -> Result<(u64, RawClaims), FireAuthError> {
     use FireAuthError::BadToken;
     let alg = precheck(token)?.alg;
     let mut any_key = false;
@@ -220,7 +233,7 @@ pub fn verify_with_keys<'k>(
         v.validate_nbf = false;
         v.validate_aud = false;
         if let Ok(data) = jsonwebtoken::decode::<RawClaims>(token, key.decoding_key(), &v) {
-            return check_claims(data.claims, policy, now);
+            return Ok((key.id(), data.claims));
         }
     }
     if !any_key {
@@ -239,6 +252,7 @@ pub struct PinnedKeyVerifier {
     keys: Vec<PublicKey>,
     policy: FirePolicy,
     clock: SharedClock,
+    memo: SignatureMemo,
 }
 
 impl PinnedKeyVerifier {
@@ -257,6 +271,7 @@ impl PinnedKeyVerifier {
             keys,
             policy,
             clock,
+            memo: SignatureMemo::default(),
         })
     }
 }
@@ -266,7 +281,9 @@ impl FireVerifier for PinnedKeyVerifier {
         &'a self,
         token: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<FireClaims, FireAuthError>> + Send + 'a>> {
-        let result = verify_with_keys(token, &self.keys, &self.policy, self.clock.now());
+        let result = self
+            .memo
+            .verify(token, &self.keys, &self.policy, self.clock.now());
         Box::pin(std::future::ready(result))
     }
 }

@@ -5,7 +5,12 @@
 //! certificates and symmetric keys are refused. Which keys are trusted, and the token's
 //! claims, are `chronos::verify`'s.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use jsonwebtoken::{Algorithm, DecodingKey};
+
+/// The next key's [`PublicKey::id`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The kind of a configured public key; it alone decides the acceptable algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +38,9 @@ pub struct PublicKey {
     kind: KeyKind,
     only: Option<Algorithm>,
     key: DecodingKey,
+    /// Unique to this parse of the key (its clones share it): a key parsed again, from a
+    /// refetched JWKS say, gets a new one.
+    id: u64,
 }
 
 impl std::fmt::Debug for PublicKey {
@@ -62,18 +70,10 @@ impl PublicKey {
             return Err(err());
         }
         if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
-            return Ok(Self {
-                kind: KeyKind::Rsa,
-                only: None,
-                key,
-            });
+            return Ok(Self::new(KeyKind::Rsa, None, key));
         }
         if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
-            return Ok(Self {
-                kind: KeyKind::Ec,
-                only: None,
-                key,
-            });
+            return Ok(Self::new(KeyKind::Ec, None, key));
         }
         Err(err())
     }
@@ -104,7 +104,22 @@ impl PublicKey {
             ),
         };
         let key = DecodingKey::from_jwk(jwk).ok()?;
-        Some(Self { kind, only, key })
+        Some(Self::new(kind, only, key))
+    }
+
+    fn new(kind: KeyKind, only: Option<Algorithm>, key: DecodingKey) -> Self {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Self {
+            kind,
+            only,
+            key,
+            id,
+        }
+    }
+
+    /// This key's identity: equal only for clones of one parsed key.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Whether this key may check a token signed with `alg`: its kind allows it and, for a

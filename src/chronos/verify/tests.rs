@@ -10,21 +10,22 @@ use serde_json::{Value, json};
 use super::*;
 use crate::clock::ManualClock;
 
-const RSA_A_KEY: &str = include_str!("../../../tests/fixtures/chronos/rsa_a.key");
-const RSA_A_PUB: &str = include_str!("../../../tests/fixtures/chronos/rsa_a.pub");
+pub(super) const RSA_A_KEY: &str = include_str!("../../../tests/fixtures/chronos/rsa_a.key");
+pub(super) const RSA_A_PUB: &str = include_str!("../../../tests/fixtures/chronos/rsa_a.pub");
 const RSA_B_KEY: &str = include_str!("../../../tests/fixtures/chronos/rsa_b.key");
+pub(super) const RSA_B_PUB: &str = include_str!("../../../tests/fixtures/chronos/rsa_b.pub");
 const EC_A_KEY: &str = include_str!("../../../tests/fixtures/chronos/ec_a.key");
 const EC_A_PUB: &str = include_str!("../../../tests/fixtures/chronos/ec_a.pub");
 
-const NOW: i64 = 1_800_000_000;
-const AUD: &str = "agent-123";
+pub(super) const NOW: i64 = 1_800_000_000;
+pub(super) const AUD: &str = "agent-123";
 const ISS: &str = "https://portal.example";
 
-fn claims() -> Value {
+pub(super) fn claims() -> Value {
     json!({"exp": NOW + 300, "nbf": NOW - 10, "aud": AUD, "iss": ISS, "purpose": "cron_fire", "jti": "j-1"})
 }
 
-fn with(f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
+pub(super) fn with(f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
     let mut c = claims();
     f(c.as_object_mut().expect("object"));
     c
@@ -41,7 +42,7 @@ fn sign(alg: Algorithm, pem: &str, header_edit: impl FnOnce(&mut Header), c: &Va
     encode(&h, c, &key).expect("encode")
 }
 
-fn rs256(c: &Value) -> String {
+pub(super) fn rs256(c: &Value) -> String {
     sign(Algorithm::RS256, RSA_A_KEY, |_| {}, c)
 }
 
