@@ -8,8 +8,9 @@
 //! only taken from the memo when that very key is still among the keys the verifier would
 //! try (a key removed from the JWKS, or the set refetched, makes its entries useless); its
 //! claims are then checked against the clock as on the first time, so an expired token is
-//! refused all the same. Only tokens a key signed are kept, and only until they expire:
-//! an attacker cannot put anything in it.
+//! refused all the same. Only tokens a key signed (and whose claims passed) are kept, so
+//! an attacker who cannot sign cannot put anything in it; at most [`CAPACITY`] of them,
+//! the expired ones dropped first when it fills.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
