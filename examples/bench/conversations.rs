@@ -19,7 +19,7 @@ const WARM_UP: usize = 200;
 /// request by request on keep-alive connections: the upstream itself, `POST /v1/responses`
 /// stored (the default: the response is written to the store before it is answered), and
 /// the same with `store: false` (no write), so the store's share is visible
-/// (`RESPONSES_PREFILL`: on a store filled first).
+/// (`RESPONSES_PREFILL`: on a store filled first; `RESPONSES_INPUT_BYTES`: a longer input).
 pub async fn responses_overhead(kind: &str) {
     let upstream = fake_upstream().await;
     let home = tempfile::tempdir().unwrap();
@@ -40,10 +40,16 @@ pub async fn responses_overhead(kind: &str) {
     let http = reqwest::Client::new();
     gw.ready(&http).await;
     prefill(&http, &gw.api).await;
+    // `RESPONSES_INPUT_BYTES=N`: an input of N bytes instead of "ping" (a long turn, whose
+    // stored response is a large statement).
+    let input = std::env::var("RESPONSES_INPUT_BYTES").map_or_else(
+        |_| "ping".to_owned(),
+        |n| "p".repeat(n.parse().expect("RESPONSES_INPUT_BYTES: a number")),
+    );
     let direct =
-        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "ping"}]});
-    let stored = json!({"model": "m", "input": "ping"});
-    let unstored = json!({"model": "m", "input": "ping", "store": false});
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": input}]});
+    let stored = json!({"model": "m", "input": input});
+    let unstored = json!({"model": "m", "input": input, "store": false});
     let (mut d, mut s, mut u) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..WARM_UP + SAMPLES {
         let a = timed(&http, &format!("{upstream}/chat/completions"), &direct).await;
