@@ -179,7 +179,7 @@ impl CronService {
         guard: Admission,
     ) -> Result<Fired, CronError> {
         let jti = req.jti.as_ref().map(|(id, until)| (id.as_str(), *until));
-        let claim = self.claim(&job, now, Some(running), jti).await?;
+        let claim = self.claim(&job, now, running, jti).await?;
         // Committed: whatever the outcome, the store holds the token's id now.
         if let Some((jti, until)) = jti
             && claim != Claim::Lost

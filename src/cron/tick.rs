@@ -226,21 +226,16 @@ impl CronService {
     }
 
     /// Claims the job's current slot alone (see [`Claim`]), with the fire token's id if any.
-    /// `running` is whether a previous run still holds its lease, when the caller has read
-    /// it already (`None`: read it here).
+    /// `running` is whether a previous run still holds its lease (the fire's view read it).
     pub(super) async fn claim(
         &self,
         job: &Job,
         now: Timestamp,
-        running: Option<bool>,
+        running: bool,
         jti: Option<(&str, Timestamp)>,
     ) -> Result<Claim, CronError> {
         let Some((new, next)) = self.prepare(job, now).await? else {
             return Ok(Claim::Lost);
-        };
-        let running = match running {
-            Some(running) => running,
-            None => self.store.running_run(&job.id, now).await?.is_some(),
         };
         let status = slot_status(running);
         let outcome = self
