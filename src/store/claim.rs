@@ -11,7 +11,7 @@
 
 use jiff::Timestamp;
 
-use super::sqlite_writer::{Key, Write};
+use super::sqlite_writer::{Key, Write, run_script};
 use super::{Store, StoreError};
 use crate::job::{ClaimOutcome, ClaimSeen, JobState, NewRun, RunStatus};
 
@@ -44,7 +44,7 @@ impl Store {
     }
 }
 
-/// A claim's arguments, in the order of `claim_args!`.
+/// A claim's arguments, in the order `claims!` reads them.
 #[derive(Debug)]
 pub(super) struct SlotClaim {
     pub(super) job: String,
@@ -198,18 +198,13 @@ pub(super) async fn claim_round(
     claims: &[&SlotClaim],
     conn: &mut sqlx::SqliteConnection,
 ) -> Result<Vec<ClaimSeen>, StoreError> {
-    let batch = serde_json::Value::Array(claims.iter().map(|c| c.json()).collect());
-    let rows = sqlx::query(CLAIM_SCRIPT)
-        .bind(batch.to_string())
-        .fetch_all(&mut *conn)
-        .await?;
-    if rows.len() != claims.len() {
-        return Err(StoreError::Query(format!(
-            "the claim script saw {} of {} claims",
-            rows.len(),
-            claims.len()
-        )));
-    }
+    let rows = run_script(
+        CLAIM_SCRIPT,
+        claims.iter().map(|c| c.json()),
+        "claims",
+        conn,
+    )
+    .await?;
     claims
         .iter()
         .zip(&rows)

@@ -8,7 +8,7 @@
 use jiff::Timestamp;
 
 use super::rows::{job_from_row, select_jobs};
-use super::sqlite_writer::{Key, Write};
+use super::sqlite_writer::{Key, Write, run_script};
 use super::{Store, StoreError, on_pool, on_read_pool, sql};
 use crate::job::Job;
 
@@ -132,11 +132,8 @@ impl Write for Remember {
         conn: &mut sqlx::SqliteConnection,
     ) -> Result<Vec<bool>, StoreError> {
         use sqlx::Row as _;
-        let batch = serde_json::json!(ops.iter().map(|o| (&o.jti, o.until)).collect::<Vec<_>>());
-        let rows = sqlx::query(REMEMBER_SCRIPT)
-            .bind(batch.to_string())
-            .fetch_all(&mut *conn)
-            .await?;
+        let rows = ops.iter().map(|o| serde_json::json!([o.jti, o.until]));
+        let rows = run_script(REMEMBER_SCRIPT, rows, "token ids", conn).await?;
         rows.iter().map(|row| Ok(row.try_get("fresh")?)).collect()
     }
 }

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use sqlx::Row;
 
 use super::rows::{run_from_row, select_runs};
-use super::sqlite_writer::{Key, Write};
+use super::sqlite_writer::{Key, Write, run_script};
 use super::{Store, StoreError, on_pool, on_read_pool, sql};
 use crate::job::{ClaimOutcome, ClaimSeen, JobState, NewRun, Run, RunStatus};
 
@@ -383,18 +383,7 @@ impl Write for RunEnd {
         ends: &[&Self],
         conn: &mut sqlx::SqliteConnection,
     ) -> Result<Vec<bool>, StoreError> {
-        let batch = serde_json::Value::Array(ends.iter().map(|e| e.json()).collect());
-        let rows = sqlx::query(END_SCRIPT)
-            .bind(batch.to_string())
-            .fetch_all(&mut *conn)
-            .await?;
-        if rows.len() != ends.len() {
-            return Err(StoreError::Query(format!(
-                "the end script saw {} of {} run ends",
-                rows.len(),
-                ends.len()
-            )));
-        }
+        let rows = run_script(END_SCRIPT, ends.iter().map(|e| e.json()), "run ends", conn).await?;
         rows.iter()
             .map(|row| Ok(row.try_get::<i64, _>("ours")? != 0))
             .collect()

@@ -171,6 +171,30 @@ impl Writer {
     }
 }
 
+/// Runs the set-based `script` of one group: `rows` (one JSON array per op, in the order
+/// the script's `json_each(?1)` reads them) bound as `?1`; the report rows, one per op in
+/// order (anything else is an error naming the `ops`).
+pub(super) async fn run_script(
+    script: &'static str,
+    rows: impl Iterator<Item = serde_json::Value>,
+    ops: &str,
+    conn: &mut SqliteConnection,
+) -> Result<Vec<sqlx::sqlite::SqliteRow>, StoreError> {
+    let batch = serde_json::Value::Array(rows.collect());
+    let want = batch.as_array().map_or(0, Vec::len);
+    let report = sqlx::query(script)
+        .bind(batch.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    if report.len() != want {
+        return Err(StoreError::Query(format!(
+            "the {ops} script saw {} of {want} {ops}",
+            report.len()
+        )));
+    }
+    Ok(report)
+}
+
 fn gone() -> StoreError {
     StoreError::Unavailable("the SQLite writer stopped".into())
 }
