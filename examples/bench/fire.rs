@@ -196,6 +196,26 @@ pub async fn receiver(kind: &str, slot: i64, http: &reqwest::Client) -> (Receive
     (Receiver::Gateway { _gateway: gw }, base)
 }
 
+/// One fire: its status, its answer and how long it took (ms).
+pub async fn timed_fire(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value, f64) {
+    let t = Instant::now();
+    let r = http
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let v: serde_json::Value = r.json().await.unwrap();
+    (status, v, t.elapsed().as_secs_f64() * 1000.0)
+}
+
 /// One run: 16 keep-alive clients fire distinct due jobs for 5 s; every answer must be a
 /// 202 `started` (or, without `claim`, fire unknown jobs and get `unknown_job`). Returns
 /// the window.
@@ -224,17 +244,8 @@ pub async fn fire_run(kind: &str, tokens: &std::sync::Arc<Vec<String>>, claim: b
                 // Without a claim: a job id that does not exist (verify + one read + 202).
                 let prefix = if claim { "" } else { "x" };
                 let body = json!({"job_id": format!("{prefix}{i:012x}"), "fire_at": fire_at});
-                let t = Instant::now();
-                let r = http
-                    .post(&url)
-                    .bearer_auth(&tokens[i])
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                let status = r.status().as_u16();
-                let v: serde_json::Value = r.json().await.unwrap();
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                let (status, v, ms) = timed_fire(&http, &url, &tokens[i], &body).await;
+                lat.push(ms);
                 assert_eq!(
                     (status, v["outcome"].as_str()),
                     (202, Some(if claim { "started" } else { "unknown_job" })),

@@ -27,16 +27,7 @@ async fn replay_run(kind: &str, tokens: &[String]) -> Window {
         .collect();
     for (i, client) in clients.iter().enumerate() {
         let body = json!({"job_id": format!("{i:012x}"), "fire_at": fire_at});
-        let v: serde_json::Value = client
-            .post(&url)
-            .bearer_auth(&tokens[i])
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, v, _) = timed_fire(client, &url, &tokens[i], &body).await;
         assert_eq!(v["outcome"], "started", "the first delivery: {v}");
     }
     let cpu = receiver.cpu_seconds();
@@ -49,17 +40,8 @@ async fn replay_run(kind: &str, tokens: &[String]) -> Window {
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while Instant::now() < deadline {
-                let t = Instant::now();
-                let r = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                let status = r.status().as_u16();
-                let v: serde_json::Value = r.json().await.unwrap();
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                let (status, v, ms) = timed_fire(&http, &url, &token, &body).await;
+                lat.push(ms);
                 assert_eq!(
                     (status, v["outcome"].as_str(), &v["run_id"]),
                     (202, Some("duplicate"), &serde_json::Value::Null),
