@@ -4,37 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hermes_gateway::cron::{Job, JobState, Repeat, RunStatus};
+use hermes_gateway::cron::{Job, JobState, RunStatus};
 use hermes_gateway::store::{ClaimOutcome, NewRun};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::support::{PATIENCE, Proc, TestApp, TestDatabase, both_stores, eventually, matching};
-
-fn t(s: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + s).unwrap()
-}
+use crate::support::{
+    PATIENCE, Proc, TestApp, TestDatabase, both_stores, eventually, matching, stored_job, t,
+};
 
 fn job(id: &str, next: Option<i64>) -> Job {
-    Job {
-        id: id.into(),
-        name: format!("job {id}"),
-        prompt: "say hi".into(),
-        schedule: "every 1m".into(),
-        enabled: true,
-        state: JobState::Scheduled,
-        next_run_at: next.map(t),
-        last_run_at: None,
-        last_status: None,
-        last_error: None,
-        repeat: Repeat {
-            times: None,
-            completed: 0,
-        },
-        deliver: "local".into(),
-        created_at: t(0),
-        updated_at: t(0),
-    }
+    stored_job(id, "every 1m", next, 0)
 }
 
 fn new_run(id: &str, job: &str, slot: i64, lease: i64) -> NewRun {

@@ -6,36 +6,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use hermes_gateway::cron::{Job, JobState, Repeat, RunStatus};
+use hermes_gateway::cron::{Job, JobState, RunStatus};
 use hermes_gateway::store::{ClaimOutcome, ClaimRequest, NewRun, Store};
 use jiff::Timestamp;
 
-use crate::support::{TestApp, TestDatabase, both_stores};
-
-fn t(s: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + s).unwrap()
-}
+use crate::support::{TestApp, TestDatabase, both_stores, stored_job, t};
 
 fn job(id: &str, slot: i64) -> Job {
-    Job {
-        id: id.into(),
-        name: format!("job {id}"),
-        prompt: "say hi".into(),
-        schedule: "every 1h".into(),
-        enabled: true,
-        state: JobState::Scheduled,
-        next_run_at: Some(t(slot)),
-        last_run_at: None,
-        last_status: None,
-        last_error: None,
-        repeat: Repeat {
-            times: None,
-            completed: 0,
-        },
-        deliver: "local".into(),
-        created_at: t(-7200),
-        updated_at: t(-7200),
-    }
+    stored_job(id, "every 1h", Some(slot), -7200)
 }
 
 /// The claim of `job`'s `slot` as run `run`, moving the job an hour on.
@@ -375,9 +353,10 @@ async fn a_tick_whose_claim_fails_gives_its_admissions_back() {
 
 /// A batch's statement is larger than one TCP segment of the driver's writes (250 claims'
 /// arrays are about 40 KB): without `TCP_NODELAY` on the connection, its last segment waits
-/// for the server's delayed ACK, ~40 ms a statement (sqlx 0.9.0 dropped the option;
-/// `vendor/sqlx-core` puts it back). Twenty such batches would then take over 800 ms; they
-/// take a few milliseconds each, so 400 ms is a margin of many times, not a timing.
+/// for the server's delayed ACK (sqlx 0.9.0 dropped the option; `vendor/sqlx-core` puts it
+/// back). Linux delays an ACK by at least 40 ms, so then no batch can take less; with the
+/// option a batch takes a few milliseconds (18–35 ms on a loaded machine in a debug build).
+/// The fastest of twenty is checked: a floor that load cannot lower, not a timing.
 #[tokio::test]
 async fn a_large_batch_on_postgres_waits_for_no_delayed_ack() {
     const BATCHES: usize = 20;
@@ -390,18 +369,20 @@ async fn a_large_batch_on_postgres_waits_for_no_delayed_ack() {
         .map(|i| job(&format!("{i:012x}"), -1))
         .collect();
     store.insert_jobs(&jobs).await.unwrap();
-    let started = std::time::Instant::now();
+    let mut took = Vec::new();
     for (b, batch) in jobs.chunks(PER).enumerate() {
         let requests: Vec<ClaimRequest> = batch
             .iter()
             .map(|j| running(&format!("run-{b}-{}-with-a-longer-id", j.id), &j.id, -1))
             .collect();
+        let started = std::time::Instant::now();
         let outcomes = store.claim_slots(&requests).await.unwrap();
+        took.push(started.elapsed());
         assert!(outcomes.iter().all(|o| *o == ClaimOutcome::Claimed));
     }
-    let took = started.elapsed();
+    let fastest = took.iter().min().unwrap();
     assert!(
-        took < std::time::Duration::from_millis(400),
-        "{BATCHES} claim batches of {PER} took {took:?}: the connection waits for delayed ACKs (TCP_NODELAY off?)"
+        *fastest < std::time::Duration::from_millis(40),
+        "even the fastest of {BATCHES} claim batches of {PER} took {fastest:?} (all: {took:?}): the connection waits for delayed ACKs (TCP_NODELAY off?)"
     );
 }

@@ -2,9 +2,11 @@
 //! binary in a child process ([`Proc`]), with helpers to drive and observe it; waiting
 //! ([`eventually`]) and PostgreSQL test databases ([`TestDatabase`]) in submodules.
 
+mod jobs;
 mod pg;
 mod poll;
 
+pub use jobs::{stored_job, t};
 pub use pg::{TestDatabase, both_stores};
 pub use poll::{EVERY, PATIENCE, eventually, eventually_every, matching, poll};
 
