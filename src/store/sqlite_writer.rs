@@ -180,10 +180,10 @@ pub(super) async fn run_script(
     ops: &str,
     conn: &mut SqliteConnection,
 ) -> Result<Vec<sqlx::sqlite::SqliteRow>, StoreError> {
-    let batch = serde_json::Value::Array(rows.collect());
-    let want = batch.as_array().map_or(0, Vec::len);
+    let rows: Vec<serde_json::Value> = rows.collect();
+    let want = rows.len();
     let report = sqlx::query(script)
-        .bind(batch.to_string())
+        .bind(serde_json::Value::Array(rows).to_string())
         .fetch_all(&mut *conn)
         .await?;
     if report.len() != want {
