@@ -5,6 +5,9 @@
 use jiff::Timestamp;
 use sqlx::Row;
 
+use rusqlite::params;
+
+use super::sqlite_inline::Attempt;
 use super::{Store, StoreError, on_pool, on_read_pool, sql};
 
 /// A live session as stored.
@@ -61,23 +64,18 @@ impl Store {
         id_hash: &str,
         now: Timestamp,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let q = sql(
-            self,
-            "SELECT principal, provider, expires_at FROM sessions \
-             WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > $2",
-        );
+        if let Some(inline) = self.inline()
+            && let Attempt::Done(found) =
+                inline.query_row(LIVE_SESSION, params![id_hash, now.as_second()], |r| {
+                    Ok(stored_session(r.get(0)?, r.get(1)?, r.get(2)?)?)
+                })
+        {
+            return found;
+        }
+        let q = sql(self, LIVE_SESSION);
         on_read_pool!(self, pool => {
             let row = sqlx::query(q).bind(id_hash).bind(now.as_second()).fetch_optional(pool).await?;
-            row.map(|r| {
-                let expires: i64 = r.try_get("expires_at")?;
-                Ok(StoredSession {
-                    principal: r.try_get("principal")?,
-                    provider: r.try_get("provider")?,
-                    expires_at: Timestamp::from_second(expires)
-                        .map_err(|e| StoreError::Corrupt(format!("session expiry {expires}: {e}")))?,
-                })
-            })
-            .transpose()
+            row.map(|r| stored_session(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)).transpose()
         })
     }
 
@@ -100,12 +98,17 @@ impl Store {
         now_ms: i64,
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
-        let q = sql(
-            self,
-            "INSERT INTO ws_tickets (ticket_hash, session_hash, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)",
-        );
+        const INSERT: &str = "INSERT INTO ws_tickets (ticket_hash, session_hash, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)";
+        if let Some(inline) = self.inline()
+            && let Attempt::Done(done) = inline.execute(
+                INSERT,
+                params![ticket_hash, session_hash, now_ms, expires_at_ms],
+            )
+        {
+            return done.map(drop);
+        }
         on_pool!(self, pool => {
-            sqlx::query(q)
+            sqlx::query(sql(self, INSERT))
                 .bind(ticket_hash)
                 .bind(session_hash)
                 .bind(now_ms)
@@ -126,19 +129,25 @@ impl Store {
         now_ms: i64,
         expires_at_ms: i64,
     ) -> Result<bool, StoreError> {
-        let q = sql(
-            self,
-            "INSERT INTO ws_tickets (ticket_hash, session_hash, created_at_ms, expires_at_ms) \
+        const INSERT: &str = "INSERT INTO ws_tickets (ticket_hash, session_hash, created_at_ms, expires_at_ms) \
              SELECT $1, id_hash, $3, $4 FROM sessions \
-             WHERE id_hash = $2 AND revoked_at IS NULL AND expires_at > $5",
-        );
+             WHERE id_hash = $2 AND revoked_at IS NULL AND expires_at > $5";
+        let now = now_ms.div_euclid(1000);
+        if let Some(inline) = self.inline()
+            && let Attempt::Done(done) = inline.execute(
+                INSERT,
+                params![ticket_hash, session_hash, now_ms, expires_at_ms, now],
+            )
+        {
+            return done.map(|inserted| inserted == 1);
+        }
         let inserted = on_pool!(self, pool => {
-            sqlx::query(q)
+            sqlx::query(sql(self, INSERT))
                 .bind(ticket_hash)
                 .bind(session_hash)
                 .bind(now_ms)
                 .bind(expires_at_ms)
-                .bind(now_ms.div_euclid(1000))
+                .bind(now)
                 .execute(pool)
                 .await?
                 .rows_affected()
@@ -163,30 +172,72 @@ impl Store {
         ticket_hash: &str,
         now_ms: i64,
     ) -> Result<Redemption, StoreError> {
-        let cas = sql(self, REDEEM);
-        let why = sql(
-            self,
-            "SELECT used_at_ms, expires_at_ms FROM ws_tickets WHERE ticket_hash = $1",
-        );
+        let now = now_ms.div_euclid(1000);
+        if let Some(inline) = self.inline()
+            && let Attempt::Done(done) =
+                inline.write_row(REDEEM, params![ticket_hash, now_ms, now], |r| {
+                    Ok(redeemed(r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))?)
+                })
+        {
+            match done? {
+                Some(redemption) => return Ok(redemption),
+                None => {
+                    if let Attempt::Done(why) =
+                        inline.query_row(WHY_NOT, params![ticket_hash], |r| {
+                            Ok(why_not(r.get(0)?))
+                        })
+                    {
+                        return why.map(refused);
+                    }
+                }
+            }
+        }
         on_pool!(self, pool => {
-            let row = sqlx::query(cas)
+            let row = sqlx::query(sql(self, REDEEM))
                 .bind(ticket_hash)
                 .bind(now_ms)
-                .bind(now_ms.div_euclid(1000))
+                .bind(now)
                 .fetch_optional(pool)
                 .await?;
-            if let Some(row) = row {
-                let session = (row.try_get("principal")?, row.try_get("provider")?, row.try_get("session_expires_at")?);
-                return redeemed(row.try_get("session_hash")?, session);
+            if let Some(r) = row {
+                return redeemed(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
             }
-            let row = sqlx::query(why).bind(ticket_hash).fetch_optional(pool).await?;
-            Ok(match row {
-                None => Redemption::Unknown,
-                Some(r) if r.try_get::<Option<i64>, _>("used_at_ms")?.is_some() => Redemption::AlreadyUsed,
-                Some(_) => Redemption::Expired,
-            })
+            let row = sqlx::query(sql(self, WHY_NOT)).bind(ticket_hash).fetch_optional(pool).await?;
+            Ok(refused(row.map(|r| r.try_get(0)).transpose()?.map(why_not)))
         })
     }
+}
+
+/// A live session's row: principal, provider, expiry.
+const LIVE_SESSION: &str = "SELECT principal, provider, expires_at FROM sessions \
+     WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > $2";
+
+/// Why a ticket was not redeemed: whether it was used (its row, if there is one).
+const WHY_NOT: &str = "SELECT used_at_ms FROM ws_tickets WHERE ticket_hash = $1";
+
+fn why_not(used_at_ms: Option<i64>) -> Redemption {
+    match used_at_ms {
+        Some(_) => Redemption::AlreadyUsed,
+        None => Redemption::Expired,
+    }
+}
+
+/// No row: never minted (or swept).
+fn refused(why: Option<Redemption>) -> Redemption {
+    why.unwrap_or(Redemption::Unknown)
+}
+
+fn stored_session(
+    principal: String,
+    provider: String,
+    expires: i64,
+) -> Result<StoredSession, StoreError> {
+    Ok(StoredSession {
+        principal,
+        provider,
+        expires_at: Timestamp::from_second(expires)
+            .map_err(|e| StoreError::Corrupt(format!("session expiry {expires}: {e}")))?,
+    })
 }
 
 /// The compare-and-swap that redeems a ticket, returning the bound session's fields when
@@ -209,12 +260,9 @@ fn redeemed(
     (principal, provider, expires): (Option<String>, Option<String>, Option<i64>),
 ) -> Result<Redemption, StoreError> {
     let live = match (principal, provider, expires) {
-        (Some(principal), Some(provider), Some(expires)) => Some(StoredSession {
-            principal,
-            provider,
-            expires_at: Timestamp::from_second(expires)
-                .map_err(|e| StoreError::Corrupt(format!("session expiry {expires}: {e}")))?,
-        }),
+        (Some(principal), Some(provider), Some(expires)) => {
+            Some(stored_session(principal, provider, expires)?)
+        }
         _ => None,
     };
     Ok(Redemption::Redeemed { session_hash, live })

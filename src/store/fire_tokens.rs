@@ -6,9 +6,11 @@
 //! from that read, without a write.
 
 use jiff::Timestamp;
+use rusqlite::params;
 
 use super::rows::{job_from_row, select_jobs};
 use super::sqlite_writer::{Key, Write, run_script};
+use super::sqlite_inline::Attempt;
 use super::{Store, StoreError, on_pool, on_read_pool, sql};
 use crate::job::Job;
 
@@ -33,34 +35,22 @@ impl Store {
         jti: Option<&str>,
         now: Timestamp,
     ) -> Result<FireView, StoreError> {
-        let q = sql(
-            self,
-            concat!(
-                "SELECT o.busy, o.seen, j.* FROM (SELECT EXISTS (SELECT 1 FROM runs r \
-                 WHERE r.job_id = $1 AND r.status = 'running' AND r.lease_until > $3) AS busy, \
-                 EXISTS (SELECT 1 FROM fire_tokens t WHERE t.jti = $2) AS seen) AS o \
-                 LEFT JOIN (",
-                select_jobs!(),
-                " WHERE id = $1) AS j ON true"
-            ),
-        );
+        if let Some(inline) = self.inline()
+            && let Attempt::Done(view) =
+                inline.query_row(FIRE_VIEW, params![job_id, jti, now.as_second()], |row| {
+                    Ok(fire_view_from_row!(row))
+                })
+        {
+            return view?.ok_or_else(|| StoreError::Query("the fire view read no row".into()));
+        }
         on_read_pool!(self, pool => {
-            use sqlx::Row as _;
-            let row = sqlx::query(q)
+            let row = sqlx::query(sql(self, FIRE_VIEW))
                 .bind(job_id)
                 .bind(jti)
                 .bind(now.as_second())
                 .fetch_one(pool)
                 .await?;
-            let job = match row.try_get::<Option<String>, _>("id")? {
-                Some(_) => Some(job_from_row!(&row)),
-                None => None,
-            };
-            Ok(FireView {
-                job,
-                running: row.try_get("busy")?,
-                token_seen: row.try_get("seen")?,
-            })
+            Ok(fire_view_from_row!(&row))
         })
     }
 
@@ -95,6 +85,37 @@ impl Store {
         }))
     }
 }
+
+/// The fired job (`$1`), whether one of its runs holds a lease at `$3`, and whether the
+/// token id `$2` was recorded: always one row.
+const FIRE_VIEW: &str = concat!(
+    "SELECT o.busy, o.seen, j.* FROM (SELECT EXISTS (SELECT 1 FROM runs r \
+     WHERE r.job_id = $1 AND r.status = 'running' AND r.lease_until > $3) AS busy, \
+     EXISTS (SELECT 1 FROM fire_tokens t WHERE t.jti = $2) AS seen) AS o \
+     LEFT JOIN (",
+    select_jobs!(),
+    " WHERE id = $1) AS j ON true"
+);
+
+/// A [`FireView`] from the row of [`FIRE_VIEW`] (an sqlx row or an inline one).
+macro_rules! fire_view_from_row {
+    ($row:expr) => {{
+        #[allow(unused_imports)]
+        use super::rows::InlineRow as _;
+        #[allow(unused_imports)]
+        use sqlx::Row as _;
+        let row = $row;
+        FireView {
+            job: match row.try_get::<Option<String>, _>("id")? {
+                Some(_) => Some(job_from_row!(row)),
+                None => None,
+            },
+            running: row.try_get("busy")?,
+            token_seen: row.try_get("seen")?,
+        }
+    }};
+}
+use fire_view_from_row;
 
 /// A token id recorded on its own (a fire that claims nothing), as an op of the SQLite
 /// writer's group commit.

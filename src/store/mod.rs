@@ -15,6 +15,8 @@
 //!   in one transaction, and the PostgreSQL claim; `rows`: the row-to-model
 //!   conversions they share. The model itself is [`crate::job`]; the store never imports
 //!   `cron`.
+//! - `sqlite_inline`: the hot paths' one-row statements run on the caller's thread
+//!   (rusqlite), falling back to the sqlx pools whenever they would have to wait.
 //! - `sqlite_writer`: group commit on SQLite's write connection for the ops `claim` and
 //!   `runs` hand it, applied set-based (one statement per kind of op for the whole batch).
 //! - `fire_tokens` also holds [`Store::fire_view`], the one read a fire makes before it
@@ -34,6 +36,7 @@ mod responses;
 mod rows;
 mod runs;
 mod sessions;
+mod sqlite_inline;
 mod sqlite_writer;
 
 use std::path::Path;
@@ -122,6 +125,8 @@ pub struct SqlitePools {
     write: SqlitePool,
     /// Group commit for claims and run ends, on the write connection.
     batch: sqlite_writer::Writer,
+    /// The hot paths' short statements, on the caller's thread when they need not wait.
+    inline: std::sync::Arc<sqlite_inline::Inline>,
 }
 
 /// Why a store operation failed.
@@ -244,7 +249,15 @@ impl Store {
         let write = pool(1).await.map_err(unavailable)?;
         let read = pool(4).await.map_err(unavailable)?;
         let batch = sqlite_writer::Writer::spawn(write.clone());
-        let store = Self::Sqlite(SqlitePools { read, write, batch });
+        let (checkpoint, asked) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(sqlite_inline::checkpoints(asked, write.clone()));
+        let inline = std::sync::Arc::new(sqlite_inline::Inline::new(path, checkpoint));
+        let store = Self::Sqlite(SqlitePools {
+            read,
+            write,
+            batch,
+            inline,
+        });
         store.migrate(clock.now()).await?;
         Ok(store)
     }
@@ -260,6 +273,14 @@ impl Store {
         let store = Self::Postgres(pool);
         store.migrate(clock.now()).await?;
         Ok(store)
+    }
+
+    /// The inline statements of an SQLite store (see `sqlite_inline`).
+    fn inline(&self) -> Option<&sqlite_inline::Inline> {
+        match self {
+            Self::Sqlite(pools) => Some(&pools.inline),
+            Self::Postgres(_) => None,
+        }
     }
 
     /// Which backend this is, for status output.

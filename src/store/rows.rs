@@ -31,9 +31,32 @@ pub(super) fn opt_ts(secs: Option<i64>) -> Result<Option<Timestamp>, StoreError>
     secs.map(ts).transpose()
 }
 
-/// A [`crate::job::Job`] from a row of `select_jobs!` (`?` on a missing or unreadable column).
+/// `try_get` on a row read inline (`sqlite_inline`), so the macros below read it as they
+/// read an sqlx row.
+pub(super) trait InlineRow {
+    fn try_get<T: rusqlite::types::FromSql, I: rusqlite::RowIndex>(
+        &self,
+        index: I,
+    ) -> rusqlite::Result<T>;
+}
+
+impl InlineRow for rusqlite::Row<'_> {
+    fn try_get<T: rusqlite::types::FromSql, I: rusqlite::RowIndex>(
+        &self,
+        index: I,
+    ) -> rusqlite::Result<T> {
+        self.get(index)
+    }
+}
+
+/// A [`crate::job::Job`] from a row of `select_jobs!`, sqlx's or an inline one (`?` on a
+/// missing or unreadable column).
 macro_rules! job_from_row {
     ($row:expr) => {{
+        // The row is an sqlx row or an inline one: one of the two is unused each time.
+        #[allow(unused_imports)]
+        use $crate::store::rows::InlineRow as _;
+        #[allow(unused_imports)]
         use sqlx::Row as _;
         use $crate::store::StoreError;
         use $crate::store::rows::{opt_ts, ts};
