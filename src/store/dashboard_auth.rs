@@ -183,9 +183,7 @@ impl Store {
                 Some(redemption) => return Ok(redemption),
                 None => {
                     if let Attempt::Done(why) =
-                        inline.query_row(WHY_NOT, params![ticket_hash], |r| {
-                            Ok(why_not(r.get(0)?))
-                        })
+                        inline.query_row(WHY_NOT, params![ticket_hash], |r| Ok(why_not(r.get(0)?)))
                     {
                         return why.map(refused);
                     }

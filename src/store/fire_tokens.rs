@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use rusqlite::params;
 
 use super::rows::{job_from_row, select_jobs};
-use super::sqlite_writer::{Key, Write, run_script};
 use super::sqlite_inline::Attempt;
+use super::sqlite_writer::{Key, Write, run_script};
 use super::{Store, StoreError, on_pool, on_read_pool, sql};
 use crate::job::Job;
 

@@ -249,9 +249,7 @@ impl Store {
         let write = pool(1).await.map_err(unavailable)?;
         let read = pool(4).await.map_err(unavailable)?;
         let batch = sqlite_writer::Writer::spawn(write.clone());
-        let (checkpoint, asked) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(sqlite_inline::checkpoints(asked, write.clone()));
-        let inline = std::sync::Arc::new(sqlite_inline::Inline::new(path, checkpoint));
+        let inline = std::sync::Arc::new(sqlite_inline::Inline::spawn(path, write.clone()));
         let store = Self::Sqlite(SqlitePools {
             read,
             write,

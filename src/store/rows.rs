@@ -55,10 +55,10 @@ macro_rules! job_from_row {
     ($row:expr) => {{
         // The row is an sqlx row or an inline one: one of the two is unused each time.
         #[allow(unused_imports)]
-        use $crate::store::rows::InlineRow as _;
-        #[allow(unused_imports)]
         use sqlx::Row as _;
         use $crate::store::StoreError;
+        #[allow(unused_imports)]
+        use $crate::store::rows::InlineRow as _;
         use $crate::store::rows::{opt_ts, ts};
         let row = $row;
         let state: String = row.try_get("state")?;

@@ -15,12 +15,17 @@
 //!
 //! Checkpoints, which `fsync`, never run here either: the inline writer has automatic
 //! checkpoints off and, every [`CHECKPOINT_EVERY`] commits, asks the sqlx write connection
-//! (its own thread) for a passive checkpoint, so the WAL stays bounded even when only
-//! inline writes come in.
+//! (its own thread) for one. A `RESTART` checkpoint: it holds the write lock until the WAL
+//! is copied back, so the next commit starts the WAL from its beginning again. (A passive
+//! one never catches up with a steady stream of commits from another connection, and the
+//! WAL would grow without bound.) From the request until it is done, inline writes go
+//! through the pool, queued behind the checkpoint on its one connection, as SQLite's own
+//! automatic checkpoint makes the committing writer wait; otherwise they would keep the
+//! lock from the checkpoint, whose busy handler only polls for it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::mpsc;
@@ -85,18 +90,24 @@ pub(super) struct Inline {
     writer: Mutex<Option<Connection>>,
     commits: AtomicU32,
     checkpoint: mpsc::Sender<()>,
+    /// A checkpoint was asked for and has not finished.
+    checkpointing: Arc<AtomicBool>,
 }
 
 impl Inline {
     /// Inline connections to the database at `path` (already created and migrated by the
-    /// sqlx pool); `checkpoint` is signalled when the WAL wants checkpointing.
-    pub(super) fn new(path: &Path, checkpoint: mpsc::Sender<()>) -> Self {
+    /// sqlx pool), and the task that checkpoints for them on `write`, the pool's writer.
+    pub(super) fn spawn(path: &Path, write: sqlx::SqlitePool) -> Self {
+        let (checkpoint, asked) = mpsc::channel(1);
+        let checkpointing = Arc::new(AtomicBool::new(false));
+        tokio::spawn(checkpoints(asked, checkpointing.clone(), write));
         Self {
             path: path.to_owned(),
             readers: Mutex::new(Vec::new()),
             writer: Mutex::new(None),
             commits: AtomicU32::new(0),
             checkpoint,
+            checkpointing,
         }
     }
 
@@ -129,6 +140,9 @@ impl Inline {
         &self,
         write: impl FnOnce(&Connection) -> Result<T, InlineError>,
     ) -> Attempt<T> {
+        if self.checkpointing.load(Ordering::Acquire) {
+            return Attempt::Busy;
+        }
         let Ok(mut slot) = self.writer.try_lock() else {
             return Attempt::Busy;
         };
@@ -146,9 +160,11 @@ impl Inline {
         if matches!(attempt, Attempt::Done(Ok(_)))
             && self.commits.fetch_add(1, Ordering::Relaxed) % CHECKPOINT_EVERY
                 == CHECKPOINT_EVERY - 1
+            && !self.checkpointing.swap(true, Ordering::AcqRel)
+            && self.checkpoint.try_send(()).is_err()
         {
-            // Full means a request is pending already; closed means the store is going.
-            self.checkpoint.try_send(()).ok();
+            // The task is gone (the runtime is shutting down): nobody would clear the flag.
+            self.checkpointing.store(false, Ordering::Release);
         }
         attempt
     }
@@ -236,14 +252,19 @@ fn settle<T>(outcome: Result<T, InlineError>) -> Attempt<T> {
     }
 }
 
-/// Runs the passive checkpoints the inline writer asks for, on the sqlx write connection,
-/// until the store is dropped.
-pub(super) async fn checkpoints(mut asked: mpsc::Receiver<()>, pool: sqlx::SqlitePool) {
+/// Runs the checkpoints the inline writer asks for, on the sqlx write connection, until
+/// the store is dropped; `pending` is cleared after each.
+async fn checkpoints(
+    mut asked: mpsc::Receiver<()>,
+    pending: Arc<AtomicBool>,
+    pool: sqlx::SqlitePool,
+) {
     while asked.recv().await.is_some() {
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        let done = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
             .execute(&pool)
-            .await
-        {
+            .await;
+        pending.store(false, Ordering::Release);
+        if let Err(e) = done {
             tracing::warn!(error = %e, "SQLite checkpoint failed; the WAL grows until the next one");
         }
     }
