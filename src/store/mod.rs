@@ -116,9 +116,10 @@ pub enum Store {
 }
 
 /// SQLite allows one writer at a time; writers on several connections wait for each other
-/// in SQLite's busy handler, which sleeps (1, 2, 5 … 25 ms). So every write goes through one
+/// in SQLite's busy handler, which sleeps (1, 2, 5 … 25 ms). So writes go through one pool
 /// connection, queued fairly and without sleeping by the pool, and reads (which WAL lets run
-/// beside the writer) through their own connections.
+/// beside the writer) through their own connections; the hot paths' one-row statements run
+/// inline first (`sqlite_inline`), their writer taking turns with the pool's.
 #[derive(Debug, Clone)]
 pub struct SqlitePools {
     read: SqlitePool,
@@ -153,12 +154,13 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_) => Self::Unavailable(e.to_string()),
             // SQLite's BUSY and LOCKED (and their extended codes): another writer held the
-            // database past the busy timeout. Retry later, like a pool timeout.
+            // database past the busy timeout; IOERR, FULL, CANTOPEN: the disk failed, filled
+            // up or the file went. Retry later, like a pool timeout.
             sqlx::Error::Database(ref db)
                 if db
                     .code()
                     .and_then(|c| c.parse::<i32>().ok())
-                    .is_some_and(|c| matches!(c & 0xff, 5 | 6)) =>
+                    .is_some_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14)) =>
             {
                 Self::Unavailable(e.to_string())
             }
@@ -173,6 +175,7 @@ macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
             $crate::store::Store::Sqlite(pools) => {
+                let _turn = pools.turns().pool().await;
                 let $pool = pools.writer();
                 $body
             }
@@ -197,6 +200,10 @@ macro_rules! on_read_pool {
 pub(crate) use on_read_pool;
 
 impl SqlitePools {
+    pub(in crate::store) fn turns(&self) -> &sqlite_inline::Turns {
+        self.inline.turns()
+    }
+
     pub(crate) fn writer(&self) -> &SqlitePool {
         &self.write
     }
@@ -248,8 +255,9 @@ impl Store {
         // The writer connects first: it creates the file and switches it to WAL.
         let write = pool(1).await.map_err(unavailable)?;
         let read = pool(4).await.map_err(unavailable)?;
-        let batch = sqlite_writer::Writer::spawn(write.clone());
-        let inline = std::sync::Arc::new(sqlite_inline::Inline::spawn(path, write.clone()));
+        let turns = std::sync::Arc::<sqlite_inline::Turns>::default();
+        let batch = sqlite_writer::Writer::spawn(write.clone(), turns.clone());
+        let inline = std::sync::Arc::new(sqlite_inline::Inline::spawn(path, write.clone(), turns));
         let store = Self::Sqlite(SqlitePools {
             read,
             write,

@@ -8,24 +8,24 @@
 //! These connections (rusqlite, over the same bundled SQLite) run the statement inline.
 //!
 //! They never wait. A statement that would have to — another writer holds the database,
-//! the snapshot went stale, the write connection is in use on another thread — reports
-//! [`Attempt::Busy`] having done nothing, and the caller runs it through the sqlx pool,
-//! whose connection thread waits in SQLite's busy handler. So the runtime's threads never
-//! sleep on a lock, and the writes stay one at a time as SQLite requires.
+//! the snapshot went stale, a write through the pool is under way or announced, the
+//! connection will not open — reports [`Attempt::Busy`] having done nothing, and the caller
+//! runs it through the sqlx pool, whose connection thread waits in SQLite's busy handler.
+//! So the runtime's threads never sleep on a lock, and the writes stay one at a time as
+//! SQLite requires. In this process the two writers take turns ([`Turns`]) rather than
+//! meet at SQLite's lock.
 //!
 //! Checkpoints, which `fsync`, never run here either: the inline writer has automatic
-//! checkpoints off and, every [`CHECKPOINT_EVERY`] commits, asks the sqlx write connection
-//! (its own thread) for one. A `RESTART` checkpoint: it holds the write lock until the WAL
-//! is copied back, so the next commit starts the WAL from its beginning again. (A passive
-//! one never catches up with a steady stream of commits from another connection, and the
-//! WAL would grow without bound.) From the request until it is done, inline writes go
-//! through the pool, queued behind the checkpoint on its one connection, as SQLite's own
-//! automatic checkpoint makes the committing writer wait; otherwise they would keep the
-//! lock from the checkpoint, whose busy handler only polls for it.
+//! checkpoints off and, every [`CHECKPOINT_EVERY`] commits, asks the pool's write
+//! connection (its own thread) for one, taken in a pool turn so that no inline commit
+//! races it (a checkpoint chasing a steady stream of commits from another connection never
+//! catches up, and the WAL grew to 56 MB in a test before this). The pool's connection
+//! keeps SQLite's own automatic checkpoint (1,000 pages) for what it writes; after one of
+//! those the next commit, inline or not, starts the WAL over and syncs its header.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::mpsc;
@@ -82,74 +82,111 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// Whose turn it is to write: the inline writer or the pool's write connection, in this
+/// process. Writes from both sides would otherwise meet at SQLite's write lock, where the
+/// pool's side sleeps in the busy handler (1 ms at least) for a lock held some 20 µs.
+#[derive(Debug, Default)]
+pub(super) struct Turns {
+    /// Pool writes announced and not yet done: inline writes step aside meanwhile.
+    pool_writers: AtomicUsize,
+    /// The inline write connection, opened on first use; held while it writes.
+    inline: Mutex<Option<Connection>>,
+}
+
+impl Turns {
+    /// Announces a write through the pool (the group commit's batch, an `on_pool!`
+    /// statement, a checkpoint): no inline write starts until the turn is dropped, and one
+    /// under way has ended when this returns.
+    pub(super) async fn pool(&self) -> PoolTurn<'_> {
+        self.pool_writers.fetch_add(1, Ordering::SeqCst);
+        let turn = PoolTurn(&self.pool_writers);
+        while matches!(self.inline.try_lock(), Err(TryLockError::WouldBlock)) {
+            tokio::task::yield_now().await;
+        }
+        turn
+    }
+}
+
+/// A pool write's turn (see [`Turns::pool`]); dropping it ends the turn.
+#[derive(Debug)]
+pub(super) struct PoolTurn<'a>(&'a AtomicUsize);
+
+impl Drop for PoolTurn<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The inline connections of one SQLite store, opened on first use.
 #[derive(Debug)]
 pub(super) struct Inline {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
-    writer: Mutex<Option<Connection>>,
+    turns: Arc<Turns>,
     commits: AtomicU32,
     checkpoint: mpsc::Sender<()>,
-    /// A checkpoint was asked for and has not finished.
-    checkpointing: Arc<AtomicBool>,
 }
 
 impl Inline {
     /// Inline connections to the database at `path` (already created and migrated by the
-    /// sqlx pool), and the task that checkpoints for them on `write`, the pool's writer.
-    pub(super) fn spawn(path: &Path, write: sqlx::SqlitePool) -> Self {
+    /// sqlx pool), taking turns with `write`, the pool's writer, which also runs their
+    /// checkpoints (a task that ends with this).
+    pub(super) fn spawn(path: &Path, write: sqlx::SqlitePool, turns: Arc<Turns>) -> Self {
         let (checkpoint, asked) = mpsc::channel(1);
-        let checkpointing = Arc::new(AtomicBool::new(false));
-        tokio::spawn(checkpoints(asked, checkpointing.clone(), write));
+        tokio::spawn(checkpoints(asked, turns.clone(), write));
         Self {
             path: path.to_owned(),
             readers: Mutex::new(Vec::new()),
-            writer: Mutex::new(None),
+            turns,
             commits: AtomicU32::new(0),
             checkpoint,
-            checkpointing,
         }
     }
 
+    /// The turns this store's writers take (see [`Turns::pool`]).
+    pub(super) fn turns(&self) -> &Turns {
+        &self.turns
+    }
+
     /// Runs `read` on an idle read connection (a new one if none is idle).
-    pub(super) fn read<T>(
-        &self,
-        read: impl FnOnce(&Connection) -> Result<T, InlineError>,
-    ) -> Attempt<T> {
-        let idle = self.readers.lock().map(|mut idle| idle.pop());
-        let conn = match idle {
-            Ok(Some(conn)) => conn,
-            Ok(None) => match self.open(true) {
-                Ok(conn) => conn,
-                Err(e) => return Attempt::Done(Err(e.into())),
-            },
-            Err(_) => return Attempt::Busy,
+    fn read<T>(&self, read: impl FnOnce(&Connection) -> Result<T, InlineError>) -> Attempt<T> {
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = match idle.map_or_else(|| self.open(true), Ok) {
+            Ok(conn) => conn,
+            Err(e) => return unopened(&e),
         };
         let attempt = settle(read(&conn));
-        if let Ok(mut idle) = self.readers.lock()
-            && idle.len() < IDLE_READERS
-        {
+        let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_READERS {
             idle.push(conn);
         }
         attempt
     }
 
-    /// Runs `write` (one autocommit statement, or several the caller wraps itself) on the
-    /// write connection, if no other thread is using it.
-    pub(super) fn write<T>(
-        &self,
-        write: impl FnOnce(&Connection) -> Result<T, InlineError>,
-    ) -> Attempt<T> {
-        if self.checkpointing.load(Ordering::Acquire) {
+    /// Runs `write`, one autocommit write statement, on the inline write connection if it
+    /// is this side's turn (see [`Turns`]).
+    fn write<T>(&self, write: impl FnOnce(&Connection) -> Result<T, InlineError>) -> Attempt<T> {
+        let turns = &*self.turns;
+        if turns.pool_writers.load(Ordering::SeqCst) > 0 {
             return Attempt::Busy;
         }
-        let Ok(mut slot) = self.writer.try_lock() else {
-            return Attempt::Busy;
+        let mut slot = match turns.inline.try_lock() {
+            Ok(slot) => slot,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Attempt::Busy,
         };
+        // Announced while this took the lock: the pool's writer is waiting for it.
+        if turns.pool_writers.load(Ordering::SeqCst) > 0 {
+            return Attempt::Busy;
+        }
         if slot.is_none() {
             match self.open(false) {
                 Ok(conn) => *slot = Some(conn),
-                Err(e) => return Attempt::Done(Err(e.into())),
+                Err(e) => return unopened(&e),
             }
         }
         let Some(conn) = slot.as_ref() else {
@@ -160,11 +197,9 @@ impl Inline {
         if matches!(attempt, Attempt::Done(Ok(_)))
             && self.commits.fetch_add(1, Ordering::Relaxed) % CHECKPOINT_EVERY
                 == CHECKPOINT_EVERY - 1
-            && !self.checkpointing.swap(true, Ordering::AcqRel)
-            && self.checkpoint.try_send(()).is_err()
         {
-            // The task is gone (the runtime is shutting down): nobody would clear the flag.
-            self.checkpointing.store(false, Ordering::Release);
+            // Full: one is asked for already. Closed: the runtime is shutting down.
+            self.checkpoint.try_send(()).ok();
         }
         attempt
     }
@@ -189,7 +224,7 @@ impl Inline {
         self.write(|conn| rows(conn, sql, params, map))
     }
 
-    /// One write statement (`$N` placeholders): the rows it changed.
+    /// One write statement (`$N` placeholders) without `RETURNING`: the rows it changed.
     pub(super) fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Attempt<usize> {
         self.write(|conn| Ok(conn.prepare_cached(&placeholders(sql))?.execute(params)?))
     }
@@ -208,6 +243,13 @@ impl Inline {
         }
         Ok(conn)
     }
+}
+
+/// A connection that would not open (descriptors exhausted, say): the pool's connections
+/// are open already, so the statement goes there.
+fn unopened<T>(e: &rusqlite::Error) -> Attempt<T> {
+    tracing::warn!(error = %e, "an inline SQLite connection did not open; using the pool");
+    Attempt::Busy
 }
 
 /// Runs `sql` to its end, mapping its first row (a write's changes are all made, and
@@ -252,20 +294,38 @@ fn settle<T>(outcome: Result<T, InlineError>) -> Attempt<T> {
     }
 }
 
-/// Runs the checkpoints the inline writer asks for, on the sqlx write connection, until
-/// the store is dropped; `pending` is cleared after each.
-async fn checkpoints(
-    mut asked: mpsc::Receiver<()>,
-    pending: Arc<AtomicBool>,
-    pool: sqlx::SqlitePool,
-) {
+/// Runs the checkpoints the inline writer asks for on the pool's write connection, in a
+/// pool turn, until the store is dropped.
+async fn checkpoints(mut asked: mpsc::Receiver<()>, turns: Arc<Turns>, pool: sqlx::SqlitePool) {
     while asked.recv().await.is_some() {
-        let done = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-            .execute(&pool)
-            .await;
-        pending.store(false, Ordering::Release);
-        if let Err(e) = done {
+        let _turn = turns.pool().await;
+        if let Err(e) = checkpoint(&pool).await {
             tracing::warn!(error = %e, "SQLite checkpoint failed; the WAL grows until the next one");
         }
     }
+}
+
+/// A passive checkpoint (it never waits; with the inline writer stepped aside nothing
+/// commits meanwhile, so it catches up with the WAL unless a reader holds an old
+/// snapshot), then one commit, which starts the WAL over from its beginning and syncs its
+/// new header here rather than on a runtime thread at the next inline commit.
+async fn checkpoint(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
+    use sqlx::Row as _;
+    let mut conn = pool.acquire().await?;
+    let done = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut *conn)
+        .await?;
+    let (log, copied): (i64, i64) = (done.try_get(1)?, done.try_get(2)?);
+    if log == copied {
+        sqlx::query("UPDATE schema_migrations SET applied_at = applied_at WHERE version = 1")
+            .execute(&mut *conn)
+            .await?;
+    } else {
+        tracing::debug!(
+            log,
+            copied,
+            "SQLite checkpoint left frames a reader still needs"
+        );
+    }
+    Ok(())
 }

@@ -24,12 +24,14 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
+use super::sqlite_inline::Turns;
 
 /// Most ops in one transaction.
 const MAX_BATCH: usize = 128;
@@ -148,10 +150,11 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on `pool` (the store's single write connection).
-    pub fn spawn(pool: SqlitePool) -> Self {
+    /// Starts the writer task on `pool` (the store's single write connection), each batch
+    /// in a pool turn of `turns`.
+    pub fn spawn(pool: SqlitePool, turns: Arc<Turns>) -> Self {
         let (queue, ops) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, ops));
+        tokio::spawn(run(pool, turns, ops));
         Self { queue }
     }
 
@@ -199,9 +202,10 @@ fn gone() -> StoreError {
     StoreError::Unavailable("the SQLite writer stopped".into())
 }
 
-async fn run(pool: SqlitePool, mut ops: mpsc::Receiver<Box<dyn Queued>>) {
+async fn run(pool: SqlitePool, turns: Arc<Turns>, mut ops: mpsc::Receiver<Box<dyn Queued>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let _turn = turns.pool().await;
         match commit(&pool, &mut batch).await {
             Err(StoreError::Query(_) | StoreError::Corrupt(_)) if batch.len() > 1 => {
                 // One op may be at fault: each alone, so only its caller gets the error.

@@ -7,6 +7,7 @@
 //! and 390 px, light and dark. Screenshots are kept in `target/artifacts/`
 //! (`dashboard.png`, `dashboard-1366.png`, `dashboard-390.png`, `dashboard-1366-dark.png`).
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -28,7 +29,9 @@ fn artifact(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A chromedriver process and one browser session in it.
+/// A chromedriver process and one browser session in it, in a process group of their
+/// own: dropped, the whole group is killed (killing chromedriver alone left its chromium
+/// processes running after the tests).
 struct Browser {
     driver: Child,
     base: String,
@@ -38,7 +41,8 @@ struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let group = nix::unistd::Pid::from_raw(self.driver.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.driver.wait();
     }
 }
@@ -48,6 +52,7 @@ impl Browser {
         let port = free_port();
         let driver = Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

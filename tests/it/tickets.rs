@@ -145,8 +145,6 @@ async fn an_ended_session_mints_nothing_on_postgres() {
     an_ended_session_mints_nothing_anywhere(true).await;
 }
 
-/// A client that closes the events socket gets our Close frame back (the closing
-/// handshake a standard client waits for) before the connection ends.
 /// Another connection (another process's, say) holds SQLite's write lock: the mint, whose
 /// insert runs inline and never waits on the runtime's thread, is handed to the pool and
 /// waits there; the session read beside it is not held up; once the lock is released the
@@ -203,6 +201,8 @@ async fn inline_writes_alone_keep_the_sqlite_wal_bounded() {
     assert!(wal < 8 << 20, "the WAL grew to {wal} bytes");
 }
 
+/// A client that closes the events socket gets our Close frame back (the closing
+/// handshake a standard client waits for) before the connection ends.
 #[tokio::test]
 async fn the_events_socket_answers_a_close_frame() {
     let app = TestApp::spawn("", &[("HERMES_DASHBOARD_SESSION_TOKEN", "tok-close")]).await;

@@ -51,7 +51,7 @@ async fn writer() -> (Writer, SqlitePool, tempfile::TempDir) {
         unreachable!("an SQLite store")
     };
     let pool = pools.writer().clone();
-    (Writer::spawn(pool.clone()), pool, dir)
+    (Writer::spawn(pool.clone(), Default::default()), pool, dir)
 }
 
 async fn stored(pool: &SqlitePool) -> Vec<String> {

@@ -249,12 +249,13 @@ fn the_limits_apply_to_what_is_not_a_table() {
 
 /// The names a module may use, as ARCHITECTURE.md's invariants put them: the domain
 /// never knows the HTTP server (`axum`), `lifecycle` and `auth` make no HTTP request
-/// (`reqwest`), only `store` speaks SQL (`sqlx`), and only the turn driver folds a
+/// (`reqwest`), only `store` speaks SQL (`sqlx`, `rusqlite`), and only the turn driver folds a
 /// backend's events (`TurnEvent`). Each rule is (name, the top-level modules that may use
 /// it).
 const CRATE_RULES: &[(&str, &[&str])] = &[
     ("axum", &["http"]),
     ("sqlx", &["store"]),
+    ("rusqlite", &["store"]),
     (
         "reqwest",
         &[
