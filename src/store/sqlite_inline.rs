@@ -298,8 +298,7 @@ fn settle<T>(outcome: Result<T, InlineError>) -> Attempt<T> {
 /// pool turn, until the store is dropped.
 async fn checkpoints(mut asked: mpsc::Receiver<()>, turns: Arc<Turns>, pool: sqlx::SqlitePool) {
     while asked.recv().await.is_some() {
-        let _turn = turns.pool().await;
-        if let Err(e) = checkpoint(&pool).await {
+        if let Err(e) = checkpoint(&pool, &turns).await {
             tracing::warn!(error = %e, "SQLite checkpoint failed; the WAL grows until the next one");
         }
     }
@@ -308,18 +307,23 @@ async fn checkpoints(mut asked: mpsc::Receiver<()>, turns: Arc<Turns>, pool: sql
 /// A passive checkpoint (it never waits; with the inline writer stepped aside nothing
 /// commits meanwhile, so it catches up with the WAL unless a reader holds an old
 /// snapshot), then one commit, which starts the WAL over from its beginning and syncs its
-/// new header here rather than on a runtime thread at the next inline commit.
-async fn checkpoint(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
+/// new header here rather than on a runtime thread at the next inline commit. The commit
+/// must change bytes (SQLite writes no frame for a row updated to itself): it flips the
+/// database header's `user_version`, which the gateway does not use.
+async fn checkpoint(pool: &sqlx::SqlitePool, turns: &Turns) -> Result<(), sqlx::Error> {
     use sqlx::Row as _;
     let mut conn = pool.acquire().await?;
+    let _turn = turns.pool().await;
     let done = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(&mut *conn)
         .await?;
     let (log, copied): (i64, i64) = (done.try_get(1)?, done.try_get(2)?);
     if log == copied {
-        sqlx::query("UPDATE schema_migrations SET applied_at = applied_at WHERE version = 1")
-            .execute(&mut *conn)
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *conn)
             .await?;
+        let flip = sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", version ^ 1));
+        sqlx::raw_sql(flip).execute(&mut *conn).await?;
     } else {
         tracing::debug!(
             log,

@@ -205,13 +205,12 @@ fn gone() -> StoreError {
 async fn run(pool: SqlitePool, turns: Arc<Turns>, mut ops: mpsc::Receiver<Box<dyn Queued>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let _turn = turns.pool().await;
-        match commit(&pool, &mut batch).await {
+        match commit(&pool, &turns, &mut batch).await {
             Err(StoreError::Query(_) | StoreError::Corrupt(_)) if batch.len() > 1 => {
                 // One op may be at fault: each alone, so only its caller gets the error.
                 for op in batch.drain(..) {
                     let mut one = [op];
-                    let committed = commit(&pool, &mut one).await;
+                    let committed = commit(&pool, &turns, &mut one).await;
                     let [op] = one;
                     op.answer(committed);
                 }
@@ -252,10 +251,16 @@ fn plan(batch: &[Box<dyn Queued>]) -> Vec<Vec<(TypeId, GroupFn, Vec<usize>)>> {
     rounds
 }
 
-/// Applies `batch` in one transaction; all or nothing.
-async fn commit(pool: &SqlitePool, batch: &mut [Box<dyn Queued>]) -> Result<(), StoreError> {
+/// Applies `batch` in one transaction; all or nothing. The pool turn is taken once the
+/// connection is held, so inline writes go on while the batch waits for it.
+async fn commit(
+    pool: &SqlitePool,
+    turns: &Turns,
+    batch: &mut [Box<dyn Queued>],
+) -> Result<(), StoreError> {
     let rounds = plan(batch);
     let mut conn = pool.acquire().await?;
+    let _turn = turns.pool().await;
     sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     let mut failed = None;
     'rounds: for round in &rounds {
