@@ -3,9 +3,8 @@
 //! compare-and-swap, so it works once on any replica and never twice anywhere.
 
 use jiff::Timestamp;
-use sqlx::Row;
-
 use rusqlite::params;
+use sqlx::Row;
 
 use super::sqlite_inline::Attempt;
 use super::{Store, StoreError, on_pool, on_read_pool, sql};
@@ -179,15 +178,13 @@ impl Store {
                     Ok(redeemed(r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))?)
                 })
         {
-            match done? {
-                Some(redemption) => return Ok(redemption),
-                None => {
-                    if let Attempt::Done(why) =
-                        inline.query_row(WHY_NOT, params![ticket_hash], |r| Ok(why_not(r.get(0)?)))
-                    {
-                        return why.map(refused);
-                    }
-                }
+            if let Some(redemption) = done? {
+                return Ok(redemption);
+            }
+            if let Attempt::Done(why) =
+                inline.query_row(WHY_NOT, params![ticket_hash], |r| Ok(r.get(0)?))
+            {
+                return why.map(why_not);
             }
         }
         on_pool!(self, pool => {
@@ -201,7 +198,7 @@ impl Store {
                 return redeemed(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
             }
             let row = sqlx::query(sql(self, WHY_NOT)).bind(ticket_hash).fetch_optional(pool).await?;
-            Ok(refused(row.map(|r| r.try_get(0)).transpose()?.map(why_not)))
+            Ok(why_not(row.map(|r| r.try_get(0)).transpose()?))
         })
     }
 }
@@ -213,16 +210,13 @@ const LIVE_SESSION: &str = "SELECT principal, provider, expires_at FROM sessions
 /// Why a ticket was not redeemed: whether it was used (its row, if there is one).
 const WHY_NOT: &str = "SELECT used_at_ms FROM ws_tickets WHERE ticket_hash = $1";
 
-fn why_not(used_at_ms: Option<i64>) -> Redemption {
-    match used_at_ms {
-        Some(_) => Redemption::AlreadyUsed,
-        None => Redemption::Expired,
+/// What [`WHY_NOT`] found: no row (never minted, or swept), or the ticket's `used_at_ms`.
+fn why_not(row: Option<Option<i64>>) -> Redemption {
+    match row {
+        None => Redemption::Unknown,
+        Some(Some(_)) => Redemption::AlreadyUsed,
+        Some(None) => Redemption::Expired,
     }
-}
-
-/// No row: never minted (or swept).
-fn refused(why: Option<Redemption>) -> Redemption {
-    why.unwrap_or(Redemption::Unknown)
 }
 
 fn stored_session(

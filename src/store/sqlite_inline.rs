@@ -183,14 +183,12 @@ impl Inline {
         if turns.pool_writers.load(Ordering::SeqCst) > 0 {
             return Attempt::Busy;
         }
-        if slot.is_none() {
-            match self.open(false) {
-                Ok(conn) => *slot = Some(conn),
+        let conn = match &mut *slot {
+            Some(conn) => conn,
+            None => match self.open(false) {
+                Ok(conn) => slot.insert(conn),
                 Err(e) => return unopened(&e),
-            }
-        }
-        let Some(conn) = slot.as_ref() else {
-            return Attempt::Busy;
+            },
         };
         let attempt = settle(write(conn));
         drop(slot);

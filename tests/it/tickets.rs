@@ -23,7 +23,7 @@ struct Replicas {
     a: Arc<Sessions>,
     b: Arc<Sessions>,
     clock: Arc<ManualClock>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     _db: Option<TestDatabase>,
 }
 
@@ -57,7 +57,7 @@ async fn replicas(postgres: bool) -> Replicas {
         a: sessions(store_a),
         b: sessions(store_b),
         clock,
-        _dir: dir,
+        dir,
         _db: db,
     }
 }
@@ -153,7 +153,7 @@ async fn an_ended_session_mints_nothing_on_postgres() {
 async fn a_mint_while_another_connection_holds_the_write_lock_waits_for_it_then_opens_once() {
     let r = replicas(false).await;
     let (cookie, session) = r.a.create("admin", "basic").await.unwrap();
-    let holder = rusqlite::Connection::open(r._dir.path().join("state.db")).unwrap();
+    let holder = rusqlite::Connection::open(r.dir.path().join("state.db")).unwrap();
     holder
         .execute_batch("BEGIN IMMEDIATE; DELETE FROM ws_tickets;")
         .unwrap();
@@ -195,7 +195,7 @@ async fn inline_writes_alone_keep_the_sqlite_wal_bounded() {
         let ticket = r.a.mint_ticket(&session).await.unwrap().unwrap();
         r.a.redeem_ticket(&ticket).await.unwrap();
     }
-    let wal = std::fs::metadata(r._dir.path().join("state.db-wal"))
+    let wal = std::fs::metadata(r.dir.path().join("state.db-wal"))
         .unwrap()
         .len();
     assert!(wal < 8 << 20, "the WAL grew to {wal} bytes");
