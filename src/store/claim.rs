@@ -4,14 +4,16 @@
 //! next_run_at = slot`), and opens the run row, whose `(job_id, scheduled_for)` is unique.
 //!
 //! PostgreSQL runs the steps as one set-based statement each, for one claim or a batch
-//! (`claim_batch`); on SQLite the claim is an op the writer group-commits, and the claims
-//! of a batch are taken together, set-based. Both report what they observed as a
-//! [`ClaimSeen`], and
-//! [`ClaimSeen::outcome`] alone turns that into the [`ClaimOutcome`].
+//! (`claim_batch`); on SQLite the claim is an op the writer group-commits, one statement a
+//! step. Both report what they observed as a [`ClaimSeen`], and [`ClaimSeen::outcome`]
+//! alone turns that into the [`ClaimOutcome`].
 
 use jiff::Timestamp;
+use rusqlite::{Connection, params};
 
-use super::sqlite_writer::{Key, Write, run_script};
+use super::fire_tokens::RECORD_TOKEN;
+use super::sqlite_inline::execute_on;
+use super::sqlite_writer::Write;
 use super::{Store, StoreError};
 use crate::job::{ClaimOutcome, ClaimSeen, JobState, NewRun, RunStatus};
 
@@ -44,7 +46,7 @@ impl Store {
     }
 }
 
-/// A claim's arguments, in the order `claims!` reads them.
+/// A claim's arguments.
 #[derive(Debug)]
 pub(super) struct SlotClaim {
     pub(super) job: String,
@@ -87,137 +89,44 @@ impl SlotClaim {
     }
 }
 
-/// The claims of a batch on SQLite as one table: `?1` is a JSON array with one array per
-/// claim, in the order of [`SlotClaim::json`]; `i` is the claim's place in the batch.
-macro_rules! claims {
-    () => {
-        "WITH b AS (SELECT key AS i, value ->> 0 AS job, value ->> 1 AS next, value ->> 2 AS state, \
-         value ->> 3 AS now, value ->> 4 AS slot, value ->> 5 AS run, value ->> 6 AS status, \
-         value ->> 7 AS lease, value ->> 8 AS owner, value ->> 9 AS jti, value ->> 10 AS keep, \
-         value ->> 11 AS fin FROM json_each(?1)) "
-    };
-}
-
-/// What each claim of a round finds before anything is written: its token is fresh, its
-/// job is still at its slot, no run holds that slot.
-macro_rules! fresh {
-    () => {
-        "(b.jti IS NULL OR NOT EXISTS (SELECT 1 FROM fire_tokens t WHERE t.jti = b.jti))"
-    };
-}
-macro_rules! at_slot {
-    () => {
-        "EXISTS (SELECT 1 FROM jobs j WHERE j.id = b.job AND j.next_run_at = b.slot \
-         AND j.enabled = 1 AND j.state = 'scheduled')"
-    };
-}
-macro_rules! free {
-    () => {
-        "NOT EXISTS (SELECT 1 FROM runs r WHERE r.job_id = b.job AND r.scheduled_for = b.slot)"
-    };
-}
-
-/// The claims of one round on SQLite, set-based: one script (one round trip) for all of
-/// them. The writer puts no two claims of one job or one token in a round, so each claim's
-/// rows are its own and the steps can be taken for all claims at once, each from what was
-/// there before the round: first report what each claim finds, then open the run where the
-/// token is fresh, the job at its slot and the slot free, then move the job where the token
-/// is fresh and the job at its slot (each statement still sees the tables the statements
-/// after it change as they were), and last record every token id (a lost claim spends its
-/// token too). The same steps, in the same dependence, as the PostgreSQL transaction.
-const CLAIM_SCRIPT: &str = concat!(
-    claims!(),
-    "SELECT i, ",
-    fresh!(),
-    " AS fresh, ",
-    at_slot!(),
-    " AS at_slot, ",
-    free!(),
-    " AS free FROM b ORDER BY i;\n",
-    claims!(),
-    "INSERT INTO runs (id, job_id, scheduled_for, started_at, status, lease_until, owner, finished_at) \
-     SELECT run, job, slot, now, status, lease, owner, fin FROM b WHERE ",
-    fresh!(),
-    " AND ",
-    at_slot!(),
-    " AND ",
-    free!(),
-    ";\n",
-    claims!(),
-    "UPDATE jobs SET next_run_at = b.next, state = b.state, updated_at = b.now FROM b \
-     WHERE jobs.id = b.job AND jobs.next_run_at = b.slot AND jobs.enabled = 1 \
-     AND jobs.state = 'scheduled' AND ",
-    fresh!(),
-    ";\n",
-    claims!(),
-    "INSERT INTO fire_tokens (jti, expires_at) SELECT jti, keep FROM b WHERE jti IS NOT NULL \
-     ON CONFLICT (jti) DO NOTHING;"
-);
-
-impl SlotClaim {
-    /// The claim as one element of the batch's JSON, in the order `claims!` reads.
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!([
-            self.job,
-            self.next,
-            self.state,
-            self.now,
-            self.slot,
-            self.run,
-            self.status,
-            self.lease,
-            self.owner,
-            self.jti,
-            self.keep_until,
-            self.finished
-        ])
-    }
-}
+/// Moves the job off the claimed slot if it is still there, enabled and scheduled.
+const MOVE_JOB: &str = "UPDATE jobs SET next_run_at = $2, state = $3, updated_at = $4 \
+     WHERE id = $1 AND next_run_at = $5 AND enabled = 1 AND state = 'scheduled'";
+/// Opens the slot's run unless that (job, slot) has one.
+const OPEN_RUN: &str = "INSERT INTO runs (id, job_id, scheduled_for, started_at, status, lease_until, owner, finished_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_id, scheduled_for) DO NOTHING";
 
 impl Write for SlotClaim {
     type Output = ClaimSeen;
 
-    fn keys(&self) -> Vec<Key<'_>> {
-        let mut keys = vec![Key::Job(&self.job)];
-        keys.extend(self.jti.as_deref().map(Key::Token));
-        keys
+    /// The claim on SQLite, inside the writer's transaction, after the ops queued before
+    /// it: the steps of the PostgreSQL claim one statement each, each only if the one
+    /// before it found what it needs — record the token's id (a replay stops there), move
+    /// the job off its slot (compare-and-swap), open the run.
+    fn apply(&self, conn: &Connection) -> Result<ClaimSeen, StoreError> {
+        let mut seen = ClaimSeen::default();
+        if let Some((jti, until)) = self.jti.as_ref().zip(self.keep_until) {
+            let fresh = execute_on(conn, RECORD_TOKEN, params![jti, until])? == 1;
+            seen.token_fresh = Some(fresh);
+            if !fresh {
+                return Ok(seen);
+            }
+        }
+        let moved = params![self.job, self.next, self.state, self.now, self.slot];
+        seen.moved = execute_on(conn, MOVE_JOB, moved)? == 1;
+        if seen.moved {
+            let run = params![
+                self.run,
+                self.job,
+                self.slot,
+                self.now,
+                self.status,
+                self.lease,
+                self.owner,
+                self.finished
+            ];
+            seen.opened = execute_on(conn, OPEN_RUN, run)? == 1;
+        }
+        Ok(seen)
     }
-
-    async fn apply(
-        claims: &[&Self],
-        conn: &mut sqlx::SqliteConnection,
-    ) -> Result<Vec<ClaimSeen>, StoreError> {
-        claim_round(claims, conn).await
-    }
-}
-
-/// Claims `claims` set-based on the SQLite write connection, inside its open
-/// transaction; no two of them may name one job or one token (the writer's rounds see to
-/// that, and `claim_batch` passes them one at a time).
-pub(super) async fn claim_round(
-    claims: &[&SlotClaim],
-    conn: &mut sqlx::SqliteConnection,
-) -> Result<Vec<ClaimSeen>, StoreError> {
-    let rows = run_script(
-        CLAIM_SCRIPT,
-        claims.iter().map(|c| c.json()),
-        "claims",
-        conn,
-    )
-    .await?;
-    claims
-        .iter()
-        .zip(&rows)
-        .map(|(claim, row)| {
-            use sqlx::Row as _;
-            let flag = |name| row.try_get::<i64, _>(name).map(|v| v != 0);
-            let fresh = flag("fresh")?;
-            let moved = fresh && flag("at_slot")?;
-            Ok(ClaimSeen {
-                token_fresh: claim.jti.as_ref().map(|_| fresh),
-                moved,
-                opened: moved && flag("free")?,
-            })
-        })
-        .collect()
 }

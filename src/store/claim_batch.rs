@@ -6,8 +6,8 @@
 //! [`super::claim`] (record the fire token's id, move the job off its slot with a
 //! compare-and-swap, open the run row) is one set-based statement for the whole batch,
 //! and a single claim is a batch of one. On SQLite the batch is one op of the group-commit
-//! writer, running the claim script once per slot. Either way the batch commits whole or
-//! not at all: a batch that fails claimed nothing.
+//! writer, claiming slot after slot. Either way the batch commits whole or not at all:
+//! a batch that fails claimed nothing.
 //!
 //! Two replicas claiming overlapping batches lock the jobs' rows in one order (by id)
 //! before claiming, so they wait for each other rather than deadlock; the one that waits
@@ -18,8 +18,8 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::claim::{SlotClaim, claim_round};
-use super::sqlite_writer::{Key, Write};
+use super::claim::SlotClaim;
+use super::sqlite_writer::Write;
 use super::{Store, StoreError};
 use crate::job::{ClaimOutcome, ClaimRequest, ClaimSeen};
 
@@ -49,34 +49,16 @@ impl Store {
     }
 }
 
-/// A batch of claims as one op of SQLite's group-commit writer: the claim script once per
-/// slot, in order, all inside the writer's transaction (so a slot named twice is claimed
-/// once, and an op that fails is rolled back whole).
+/// A batch of claims as one op of SQLite's group-commit writer: each claim in order, all
+/// inside the writer's transaction (so a slot named twice is claimed once, and an op that
+/// fails is rolled back whole).
 struct ClaimBatch(Vec<SlotClaim>);
 
 impl Write for ClaimBatch {
     type Output = Vec<ClaimSeen>;
 
-    fn keys(&self) -> Vec<Key<'_>> {
-        self.0
-            .iter()
-            .flat_map(|c| std::iter::once(Key::Job(&c.job)).chain(c.jti.as_deref().map(Key::Token)))
-            .collect()
-    }
-
-    async fn apply(
-        batches: &[&Self],
-        conn: &mut sqlx::SqliteConnection,
-    ) -> Result<Vec<Vec<ClaimSeen>>, StoreError> {
-        let mut out = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let mut seen = Vec::with_capacity(batch.0.len());
-            for claim in &batch.0 {
-                seen.extend(claim_round(&[claim], conn).await?);
-            }
-            out.push(seen);
-        }
-        Ok(out)
+    fn apply(&self, conn: &rusqlite::Connection) -> Result<Vec<ClaimSeen>, StoreError> {
+        self.0.iter().map(|claim| claim.apply(conn)).collect()
     }
 }
 
@@ -97,7 +79,7 @@ SELECT id, next_run_at, enabled, state FROM jobs WHERE id = ANY($1) ORDER BY id 
 /// The claim of every slot of `$1…$10` (one array per argument of [`SlotClaim`], for the
 /// claims whose job the lock found at its slot), one statement: each job moves off its
 /// slot (compared again), and each run opens only for a job that moved, as the SQLite
-/// script's `changes()` conditions do. Reports the index (`$11`) of each claim that moved
+/// claim's steps do. Reports the index (`$11`) of each claim that moved
 /// and whether its run opened.
 const MOVE_AND_OPEN: &str = "\
 WITH a AS (

@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use rusqlite::params;
 
 use super::rows::{job_from_row, select_jobs};
-use super::sqlite_inline::Attempt;
-use super::sqlite_writer::{Key, Write, run_script};
+use super::sqlite_inline::{Attempt, execute_on};
+use super::sqlite_writer::Write;
 use super::{Store, StoreError, on_pool, on_read_pool, sql};
 use crate::job::Job;
 
@@ -67,8 +67,7 @@ impl Store {
             }
             Store::Postgres(pool) => pool,
         };
-        let q = "INSERT INTO fire_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING";
-        let n = sqlx::query(q)
+        let n = sqlx::query(RECORD_TOKEN)
             .bind(jti)
             .bind(until.as_second())
             .execute(pool)
@@ -117,44 +116,22 @@ macro_rules! fire_view_from_row {
 }
 use fire_view_from_row;
 
+/// Records a token's id (`$1`) as used until `$2`; changes no row for an id seen before.
+pub(super) const RECORD_TOKEN: &str =
+    "INSERT INTO fire_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING";
+
 /// A token id recorded on its own (a fire that claims nothing), as an op of the SQLite
-/// writer's group commit.
+/// writer's group commit: whether it was new.
 #[derive(Debug)]
 struct Remember {
     jti: String,
     until: i64,
 }
 
-macro_rules! remembered {
-    () => {
-        "WITH b AS (SELECT key AS i, value ->> 0 AS jti, value ->> 1 AS until FROM json_each(?1)) "
-    };
-}
-
-/// The ids of one round, set-based (the writer puts no id twice in a round): report which
-/// are new, then record them.
-const REMEMBER_SCRIPT: &str = concat!(
-    remembered!(),
-    "SELECT i, NOT EXISTS (SELECT 1 FROM fire_tokens t WHERE t.jti = b.jti) AS fresh FROM b ORDER BY i;\n",
-    remembered!(),
-    "INSERT INTO fire_tokens (jti, expires_at) SELECT jti, until FROM b WHERE true \
-     ON CONFLICT (jti) DO NOTHING;"
-);
-
 impl Write for Remember {
     type Output = bool;
 
-    fn keys(&self) -> Vec<Key<'_>> {
-        vec![Key::Token(&self.jti)]
-    }
-
-    async fn apply(
-        ops: &[&Self],
-        conn: &mut sqlx::SqliteConnection,
-    ) -> Result<Vec<bool>, StoreError> {
-        use sqlx::Row as _;
-        let rows = ops.iter().map(|o| serde_json::json!([o.jti, o.until]));
-        let rows = run_script(REMEMBER_SCRIPT, rows, "token ids", conn).await?;
-        rows.iter().map(|row| Ok(row.try_get("fresh")?)).collect()
+    fn apply(&self, conn: &rusqlite::Connection) -> Result<bool, StoreError> {
+        Ok(execute_on(conn, RECORD_TOKEN, params![self.jti, self.until])? == 1)
     }
 }

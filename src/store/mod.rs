@@ -17,8 +17,8 @@
 //!   `cron`.
 //! - `sqlite_inline`: the hot paths' one-row statements run on the caller's thread
 //!   (rusqlite), falling back to the sqlx pools whenever they would have to wait.
-//! - `sqlite_writer`: group commit on SQLite's write connection for the ops `claim` and
-//!   `runs` hand it, applied set-based (one statement per kind of op for the whole batch).
+//! - `sqlite_writer`: group commit for the ops `claim`, `runs` and `fire_tokens` hand it,
+//!   on a connection and a thread of its own (rusqlite), op after op in one transaction.
 //! - `fire_tokens` also holds [`Store::fire_view`], the one read a fire makes before it
 //!   writes (a replay is answered from it).
 //! - `fire_tokens`, `dashboard_auth`: accepted fire-token ids; sessions and tickets.
@@ -116,15 +116,16 @@ pub enum Store {
 }
 
 /// SQLite allows one writer at a time; writers on several connections wait for each other
-/// in SQLite's busy handler, which sleeps (1, 2, 5 … 25 ms). So writes go through one pool
-/// connection, queued fairly and without sleeping by the pool, and reads (which WAL lets run
-/// beside the writer) through their own connections; the hot paths' one-row statements run
-/// inline first (`sqlite_inline`), their writer taking turns with the pool's.
+/// in SQLite's busy handler, which sleeps (1, 2, 5 … 25 ms). So this process's writers take
+/// turns (`sqlite_inline::Turns`), fairly and without sleeping: the pool's one write
+/// connection, the group-commit writer's and the inline writer's; reads (which WAL lets run
+/// beside the writer) go through their own connections, the hot paths' one-row statements
+/// inline first (`sqlite_inline`).
 #[derive(Debug, Clone)]
 pub struct SqlitePools {
     read: SqlitePool,
     write: SqlitePool,
-    /// Group commit for claims and run ends, on the write connection.
+    /// Group commit for claims, run ends and token ids, on a thread of its own.
     batch: sqlite_writer::Writer,
     /// The hot paths' short statements, on the caller's thread when they need not wait.
     inline: std::sync::Arc<sqlite_inline::Inline>,
@@ -256,7 +257,7 @@ impl Store {
         let write = pool(1).await.map_err(unavailable)?;
         let read = pool(4).await.map_err(unavailable)?;
         let turns = std::sync::Arc::<sqlite_inline::Turns>::default();
-        let batch = sqlite_writer::Writer::spawn(write.clone(), turns.clone());
+        let batch = sqlite_writer::Writer::spawn(path, turns.clone())?;
         let inline = std::sync::Arc::new(sqlite_inline::Inline::spawn(path, write.clone(), turns));
         let store = Self::Sqlite(SqlitePools {
             read,

@@ -8,7 +8,8 @@ use jiff::Timestamp;
 use sqlx::Row;
 
 use super::rows::{run_from_row, select_runs};
-use super::sqlite_writer::{Key, Write, run_script};
+use super::sqlite_inline::execute_on;
+use super::sqlite_writer::Write;
 use super::{Store, StoreError, on_pool, on_read_pool, sql};
 use crate::job::{ClaimOutcome, ClaimSeen, JobState, NewRun, Run, RunStatus};
 
@@ -282,110 +283,70 @@ struct RunEnd {
     job_state: Option<&'static str>,
 }
 
-/// The run ends of a batch on SQLite as one table: `?1` is a JSON array with one array per
-/// end, in the order of [`RunEnd::json`]; `i` is the end's place in the batch.
-macro_rules! ends {
-    () => {
-        "WITH f AS (SELECT key AS i, value ->> 0 AS run, value ->> 1 AS status, value ->> 2 AS fin, \
-         value ->> 3 AS output, value ->> 4 AS error, value ->> 5 AS job, value ->> 6 AS started, \
-         value ->> 7 AS done, value ->> 8 AS job_state, value ->> 9 AS owner FROM json_each(?1)) "
-    };
-}
-
-/// Whether the end's run is still running and still `owner`'s.
-macro_rules! ours {
-    () => {
-        "EXISTS (SELECT 1 FROM runs r WHERE r.id = f.run AND r.status = 'running' AND r.owner = f.owner)"
-    };
-}
-
-/// The run ends of one round on SQLite, set-based: one script (one round trip) for all of
-/// them. The writer puts no two ends of one job in a round, so each end's rows are its own:
-/// report which runs are still ours, record the outcome on their jobs (while the runs still
-/// say running), then end those runs.
-const END_SCRIPT: &str = concat!(
-    ends!(),
-    "SELECT i, ",
-    ours!(),
-    " AS ours FROM f ORDER BY i;\n",
-    ends!(),
-    "UPDATE jobs SET last_run_at = f.started, last_status = f.status, last_error = f.error, \
-     repeat_completed = repeat_completed + f.done, state = COALESCE(f.job_state, jobs.state), \
-     updated_at = f.fin FROM f WHERE jobs.id = f.job AND ",
-    ours!(),
-    ";\n",
-    ends!(),
-    "UPDATE runs SET status = f.status, finished_at = f.fin, output = f.output, error = f.error \
-     FROM f WHERE runs.id = f.run AND runs.status = 'running' AND runs.owner = f.owner;"
-);
+/// Ends the run `$1` with its outcome, if it is still running and still `$6`'s.
+const END_RUN: &str = "UPDATE runs SET status = $2, finished_at = $3, output = $4, error = $5 \
+     WHERE id = $1 AND status = 'running' AND owner = $6";
+/// Records a run's outcome on its job `$1`.
+const RECORD_ON_JOB: &str = "UPDATE jobs SET last_run_at = $2, last_status = $3, last_error = $4, \
+     repeat_completed = repeat_completed + $5, state = COALESCE($6, state), updated_at = $7 WHERE id = $1";
 
 impl RunEnd {
     /// Runs the end on PostgreSQL inside `tx`; whether the run was still ours to end.
     async fn postgres(&self, tx: &mut sqlx::PgConnection) -> Result<bool, StoreError> {
-        let ended = sqlx::query(
-            "UPDATE runs SET status = $2, finished_at = $3, output = $4, error = $5 WHERE id = $1 AND status = 'running' AND owner = $6",
-        )
-        .bind(&self.run)
-        .bind(self.status)
-        .bind(self.finished_at)
-        .bind(&self.output)
-        .bind(&self.error)
-        .bind(&self.owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let ended = sqlx::query(END_RUN)
+            .bind(&self.run)
+            .bind(self.status)
+            .bind(self.finished_at)
+            .bind(&self.output)
+            .bind(&self.error)
+            .bind(&self.owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if ended == 0 {
             return Ok(false);
         }
-        sqlx::query(
-            "UPDATE jobs SET last_run_at = $2, last_status = $3, last_error = $4, \
-             repeat_completed = repeat_completed + $5, state = COALESCE($6, state), updated_at = $7 WHERE id = $1",
-        )
-        .bind(&self.job)
-        .bind(self.started_at)
-        .bind(self.status)
-        .bind(&self.error)
-        .bind(self.done)
-        .bind(self.job_state)
-        .bind(self.finished_at)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(RECORD_ON_JOB)
+            .bind(&self.job)
+            .bind(self.started_at)
+            .bind(self.status)
+            .bind(&self.error)
+            .bind(self.done)
+            .bind(self.job_state)
+            .bind(self.finished_at)
+            .execute(&mut *tx)
+            .await?;
         Ok(true)
-    }
-}
-
-impl RunEnd {
-    /// The end as one element of the batch's JSON, in the order `ends!` reads.
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!([
-            self.run,
-            self.status,
-            self.finished_at,
-            self.output,
-            self.error,
-            self.job,
-            self.started_at,
-            self.done,
-            self.job_state,
-            self.owner
-        ])
     }
 }
 
 impl Write for RunEnd {
     type Output = bool;
 
-    fn keys(&self) -> Vec<Key<'_>> {
-        vec![Key::Job(&self.job)]
-    }
-
-    async fn apply(
-        ends: &[&Self],
-        conn: &mut sqlx::SqliteConnection,
-    ) -> Result<Vec<bool>, StoreError> {
-        let rows = run_script(END_SCRIPT, ends.iter().map(|e| e.json()), "run ends", conn).await?;
-        rows.iter()
-            .map(|row| Ok(row.try_get::<i64, _>("ours")? != 0))
-            .collect()
+    /// The end on SQLite, inside the writer's transaction: as on PostgreSQL, the run first
+    /// (still running, still ours?), then its job, only if the run was ours.
+    fn apply(&self, conn: &rusqlite::Connection) -> Result<bool, StoreError> {
+        let end = rusqlite::params![
+            self.run,
+            self.status,
+            self.finished_at,
+            self.output,
+            self.error,
+            self.owner
+        ];
+        if execute_on(conn, END_RUN, end)? == 0 {
+            return Ok(false);
+        }
+        let job = rusqlite::params![
+            self.job,
+            self.started_at,
+            self.status,
+            self.error,
+            self.done,
+            self.job_state,
+            self.finished_at
+        ];
+        execute_on(conn, RECORD_ON_JOB, job)?;
+        Ok(true)
     }
 }

@@ -8,20 +8,21 @@
 //! These connections (rusqlite, over the same bundled SQLite) run the statement inline.
 //!
 //! They never wait. A statement that would have to — another writer holds the database,
-//! the snapshot went stale, a write through the pool is under way or announced, the
-//! connection will not open — reports [`Attempt::Busy`] having done nothing, and the caller
+//! the snapshot went stale, a write that may wait (the pool's, the group commit's) is under
+//! way or announced, the connection will not open — reports [`Attempt::Busy`] having done nothing, and the caller
 //! runs it through the sqlx pool, whose connection thread waits in SQLite's busy handler.
 //! So the runtime's threads never sleep on a lock, and the writes stay one at a time as
-//! SQLite requires. In this process the two writers take turns ([`Turns`]) rather than
-//! meet at SQLite's lock.
+//! SQLite requires. In this process the writers take turns ([`Turns`]) rather than meet
+//! at SQLite's lock.
 //!
 //! Checkpoints, which `fsync`, never run here either: the inline writer has automatic
 //! checkpoints off and, every [`CHECKPOINT_EVERY`] commits, asks the pool's write
 //! connection (its own thread) for one, taken in a pool turn so that no inline commit
 //! races it (a checkpoint chasing a steady stream of commits from another connection never
-//! catches up, and the WAL grew to 56 MB in a test before this). The pool's connection
-//! keeps SQLite's own automatic checkpoint (1,000 pages) for what it writes; after one of
-//! those the next commit, inline or not, starts the WAL over and syncs its header.
+//! catches up, and the WAL grew to 56 MB in a test before this). The pool's connection and
+//! the group commit's keep SQLite's own automatic checkpoint (1,000 pages) for what they
+//! write, each in its turn; after one of those the next commit, inline or not, starts the
+//! WAL over and syncs its header.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -82,36 +83,75 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// Whose turn it is to write: the inline writer or the pool's write connection, in this
-/// process. Writes from both sides would otherwise meet at SQLite's write lock, where the
-/// pool's side sleeps in the busy handler (1 ms at least) for a lock held some 20 µs.
+/// Whose turn it is to write, in this process: the inline writer, or one of the writers
+/// that may wait (the group-commit thread, the pool's write connection). Writes from
+/// several connections would otherwise meet at SQLite's write lock, where the loser sleeps
+/// in the busy handler (1 ms at least) for a lock held some 20 µs.
 #[derive(Debug, Default)]
 pub(super) struct Turns {
-    /// Pool writes announced and not yet done: inline writes step aside meanwhile.
+    /// Waiting writes announced and not yet done: inline writes step aside meanwhile.
     pool_writers: AtomicUsize,
+    /// Held by the waiting writer whose turn it is: they go one at a time, in order.
+    pool_side: tokio::sync::Mutex<()>,
     /// The inline write connection, opened on first use; held while it writes.
     inline: Mutex<Option<Connection>>,
 }
 
 impl Turns {
-    /// Announces a write through the pool (the group commit's batch, an `on_pool!`
-    /// statement, a checkpoint): no inline write starts until the turn is dropped, and one
-    /// under way has ended when this returns.
+    /// A turn for a write through the pool (an `on_pool!` statement, a checkpoint): no
+    /// inline write starts until the turn is dropped, and one under way, and the waiting
+    /// writers' turns before this one, have ended when this returns.
     pub(super) async fn pool(&self) -> PoolTurn<'_> {
-        self.pool_writers.fetch_add(1, Ordering::SeqCst);
-        let turn = PoolTurn(&self.pool_writers);
+        let announced = Announced::new(&self.pool_writers);
+        let side = self.pool_side.lock().await;
         while matches!(self.inline.try_lock(), Err(TryLockError::WouldBlock)) {
             tokio::task::yield_now().await;
         }
-        turn
+        PoolTurn {
+            _announced: announced,
+            _side: side,
+        }
+    }
+
+    /// [`Turns::pool`] for a thread outside the runtime (the group-commit writer's): it
+    /// blocks until the turn is this caller's.
+    pub(super) fn pool_blocking(&self) -> PoolTurn<'_> {
+        let announced = Announced::new(&self.pool_writers);
+        let side = self.pool_side.blocking_lock();
+        drop(self.inline.lock());
+        PoolTurn {
+            _announced: announced,
+            _side: side,
+        }
+    }
+
+    /// Waiting writes announced (their turn or waiting for it).
+    #[cfg(test)]
+    pub(super) fn announced(&self) -> usize {
+        self.pool_writers.load(Ordering::SeqCst)
     }
 }
 
-/// A pool write's turn (see [`Turns::pool`]); dropping it ends the turn.
+/// A waiting writer's turn (see [`Turns::pool`]); dropping it ends the turn.
 #[derive(Debug)]
-pub(super) struct PoolTurn<'a>(&'a AtomicUsize);
+pub(super) struct PoolTurn<'a> {
+    _announced: Announced<'a>,
+    _side: tokio::sync::MutexGuard<'a, ()>,
+}
 
-impl Drop for PoolTurn<'_> {
+/// A waiting write counted in [`Turns::pool_writers`] until dropped (also when the wait
+/// for its turn is given up).
+#[derive(Debug)]
+struct Announced<'a>(&'a AtomicUsize);
+
+impl<'a> Announced<'a> {
+    fn new(writers: &'a AtomicUsize) -> Self {
+        writers.fetch_add(1, Ordering::SeqCst);
+        Self(writers)
+    }
+}
+
+impl Drop for Announced<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -228,12 +268,8 @@ impl Inline {
     }
 
     fn open(&self, reader: bool) -> rusqlite::Result<Connection> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&self.path, flags)?;
-        // rusqlite waits 5 s by default; these connections never wait.
-        conn.busy_timeout(std::time::Duration::ZERO)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", true)?;
+        // These connections never wait.
+        let conn = connect(&self.path, std::time::Duration::ZERO)?;
         if reader {
             conn.pragma_update(None, "query_only", true)?;
         } else {
@@ -241,6 +277,17 @@ impl Inline {
         }
         Ok(conn)
     }
+}
+
+/// A rusqlite connection to the store's database at `path` (created and migrated by the
+/// sqlx pools), set up as theirs are, waiting at most `busy` for another writer.
+pub(super) fn connect(path: &Path, busy: std::time::Duration) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(busy)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
 }
 
 /// A connection that would not open (descriptors exhausted, say): the pool's connections
@@ -266,6 +313,16 @@ fn rows<T>(
     };
     while rows.next()?.is_some() {}
     Ok(first)
+}
+
+/// Runs one write statement (`$N` placeholders) on `conn`, prepared once per connection:
+/// the rows it changed. For the group-commit writer's ops, inside its transaction.
+pub(super) fn execute_on(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<usize, StoreError> {
+    Ok(conn.prepare_cached(&placeholders(sql))?.execute(params)?)
 }
 
 /// The store's queries number their parameters `$N` (PostgreSQL), which SQLite reads as
@@ -310,8 +367,8 @@ async fn checkpoints(mut asked: mpsc::Receiver<()>, turns: Arc<Turns>, pool: sql
 /// database header's `user_version`, which the gateway does not use.
 async fn checkpoint(pool: &sqlx::SqlitePool, turns: &Turns) -> Result<(), sqlx::Error> {
     use sqlx::Row as _;
-    let mut conn = pool.acquire().await?;
     let _turn = turns.pool().await;
+    let mut conn = pool.acquire().await?;
     let done = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(&mut *conn)
         .await?;

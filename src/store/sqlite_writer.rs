@@ -1,83 +1,55 @@
-//! Group commit on SQLite's write connection: a transport for the hot writes that knows
-//! nothing of what they do.
+//! Group commit on a write connection of its own, on a thread of its own: a transport for
+//! the hot writes that knows nothing of what they do.
 //!
 //! SQLite commits one writer at a time, and each commit writes its pages to the WAL; one
 //! write per commit caps fires at a few thousand per second however fast the rest is. So
-//! callers hand a [`Write`] to one task that takes whatever is queued (up to
-//! [`MAX_BATCH`]) and applies it inside a single `BEGIN IMMEDIATE … COMMIT`, answering each
-//! caller after the commit: nothing is acknowledged before it is committed (WAL with
-//! `synchronous=NORMAL`: a commit survives the process crashing; a power loss may take the
-//! last ones).
+//! callers hand a [`Write`] to one thread that takes whatever is queued (up to
+//! [`MAX_BATCH`]) and applies it, op after op in queue order, inside a single `BEGIN
+//! IMMEDIATE … COMMIT`, answering each caller after the commit: nothing is acknowledged
+//! before it is committed (WAL with `synchronous=NORMAL`: a commit survives the process
+//! crashing; a power loss may take the last ones).
 //!
-//! Set-based: the ops of one kind are applied together, by the kind's own statements over
-//! the whole group (one round trip to the connection's thread per group, not per op).
-//! That equals applying them one by one only when they touch different rows, so each op
-//! names what it touches ([`Key`]) and the batch is split into rounds: an op goes in the
-//! round after the last one holding any of its keys, so ops that share a row keep their
-//! queue order, and the ops of one round touch disjoint rows.
+//! The thread runs the statements itself (rusqlite, each prepared once and cached), so a
+//! batch costs one wake-up of the thread whatever it holds; and it may wait — for another
+//! process holding the database, in SQLite's busy handler, or for a checkpoint's `fsync` —
+//! without holding up the runtime. In this process it takes its turn with the other writers
+//! ([`Turns::pool_blocking`]) rather than meet them at SQLite's lock.
 //!
 //! A batch that fails is rolled back whole. When the error is the query's (not the
 //! database being unavailable), one op may be at fault, so each op is then applied again
 //! in a transaction of its own: only the faulty op's caller gets the error, and a write
 //! that fails wrote nothing (so the caller's retry is safe).
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
-use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
-use sqlx::{SqliteConnection, SqlitePool};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
-use super::sqlite_inline::Turns;
+use super::sqlite_inline::{Turns, connect};
 
 /// Most ops in one transaction.
 const MAX_BATCH: usize = 128;
 /// Ops waiting for the writer before callers wait to enqueue.
 const QUEUE: usize = 4096;
+/// How long a batch waits for another process's write to end (as the sqlx pools do).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A row an op reads or writes, for ordering the ops of a batch: two ops with a key in
-/// common are applied in queue order, never in one set-based statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) enum Key<'a> {
-    /// The job row, and the runs of that job.
-    Job(&'a str),
-    /// A fire token's id.
-    Token(&'a str),
-}
-
-/// A kind of write to group-commit: the ops of a group are applied inside the batch's
-/// transaction, their outputs handed to their callers only once it has committed.
-pub(super) trait Write: Send + Sync + Sized + 'static {
+/// A kind of write to group-commit: applied inside the batch's transaction after the ops
+/// queued before it, its output handed to its caller only once the batch has committed.
+pub(super) trait Write: Send + 'static {
     type Output: Send + 'static;
 
-    /// The rows this op touches (see [`Key`]).
-    fn keys(&self) -> Vec<Key<'_>>;
-
-    /// Applies `ops` (pairwise without a common key) on the write connection, inside the
-    /// open transaction, as if one after another; one output per op, in order. It must
-    /// not commit or roll back.
-    fn apply(
-        ops: &[&Self],
-        conn: &mut SqliteConnection,
-    ) -> impl Future<Output = Result<Vec<Self::Output>, StoreError>> + Send;
+    /// Applies the op on the write connection, inside the open transaction. It must not
+    /// commit or roll back.
+    fn apply(&self, conn: &Connection) -> Result<Self::Output, StoreError>;
 }
 
-/// Applies the ops at `group` (all of one kind) of a batch and keeps their outputs.
-type GroupFn = for<'a> fn(
-    &'a mut [Box<dyn Queued>],
-    &'a [usize],
-    &'a mut SqliteConnection,
-) -> BoxFuture<'a, Result<(), StoreError>>;
-
 /// A queued write with its caller's reply channel, its type erased.
-trait Queued: Any + Send {
-    fn keys(&self) -> Vec<Key<'_>>;
-
-    /// The op's kind and how a group of that kind is applied.
-    fn kind(&self) -> (TypeId, GroupFn);
+trait Queued: Send {
+    /// Applies the op (see [`Write::apply`]) and keeps its output for [`Queued::answer`].
+    fn apply(&mut self, conn: &Connection) -> Result<(), StoreError>;
 
     /// Answers the caller with the op's output once `committed` is `Ok`, else the error.
     fn answer(self: Box<Self>, committed: Result<(), StoreError>);
@@ -90,12 +62,9 @@ struct Pending<W: Write> {
 }
 
 impl<W: Write> Queued for Pending<W> {
-    fn keys(&self) -> Vec<Key<'_>> {
-        self.op.keys()
-    }
-
-    fn kind(&self) -> (TypeId, GroupFn) {
-        (TypeId::of::<W>(), apply_group::<W>)
+    fn apply(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        self.output = Some(self.op.apply(conn)?);
+        Ok(())
     }
 
     fn answer(self: Box<Self>, committed: Result<(), StoreError>) {
@@ -108,54 +77,24 @@ impl<W: Write> Queued for Pending<W> {
     }
 }
 
-fn pending<W: Write>(op: &dyn Queued) -> Result<&Pending<W>, StoreError> {
-    (op as &dyn Any)
-        .downcast_ref()
-        .ok_or_else(|| StoreError::Query("the SQLite writer mixed two kinds of op".into()))
-}
-
-fn apply_group<'a, W: Write>(
-    batch: &'a mut [Box<dyn Queued>],
-    group: &'a [usize],
-    conn: &'a mut SqliteConnection,
-) -> BoxFuture<'a, Result<(), StoreError>> {
-    Box::pin(async move {
-        let outputs = {
-            let ops = group
-                .iter()
-                .map(|&i| pending::<W>(&*batch[i]).map(|p| &p.op))
-                .collect::<Result<Vec<&W>, _>>()?;
-            W::apply(&ops, conn).await?
-        };
-        if outputs.len() != group.len() {
-            return Err(StoreError::Query(format!(
-                "a write group of {} ops answered {}",
-                group.len(),
-                outputs.len()
-            )));
-        }
-        for (&i, output) in group.iter().zip(outputs) {
-            if let Some(p) = (&mut *batch[i] as &mut dyn Any).downcast_mut::<Pending<W>>() {
-                p.output = Some(output);
-            }
-        }
-        Ok(())
-    })
-}
-
-/// The queue in front of the writer task; the task ends when the last handle is dropped.
+/// The queue in front of the writer thread; the thread ends when the last handle is
+/// dropped.
 #[derive(Debug, Clone)]
 pub(super) struct Writer {
     queue: mpsc::Sender<Box<dyn Queued>>,
 }
 
 impl Writer {
-    /// Starts the writer task on `pool` (the store's single write connection), each batch
-    /// in a pool turn of `turns`.
-    pub fn spawn(pool: SqlitePool, turns: Arc<Turns>) -> Self {
+    /// Starts the writer thread on the database at `path` (created and migrated by the
+    /// sqlx pools), each batch in a turn of `turns`.
+    pub fn spawn(path: &Path, turns: Arc<Turns>) -> Result<Self, StoreError> {
         let (queue, ops) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, turns, ops));
-        Self { queue }
+        let path = path.to_owned();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run(&path, &turns, ops))
+            .map_err(|e| StoreError::Unavailable(format!("the SQLite writer thread: {e}")))?;
+        Ok(Self { queue })
     }
 
     /// Applies `op` in the next batch; its output once the batch has committed.
@@ -174,43 +113,37 @@ impl Writer {
     }
 }
 
-/// Runs the set-based `script` of one group: `rows` (one JSON array per op, in the order
-/// the script's `json_each(?1)` reads them) bound as `?1`; the report rows, one per op in
-/// order (anything else is an error naming the `ops`).
-pub(super) async fn run_script(
-    script: &'static str,
-    rows: impl Iterator<Item = serde_json::Value>,
-    ops: &str,
-    conn: &mut SqliteConnection,
-) -> Result<Vec<sqlx::sqlite::SqliteRow>, StoreError> {
-    let rows: Vec<serde_json::Value> = rows.collect();
-    let want = rows.len();
-    let report = sqlx::query(script)
-        .bind(serde_json::Value::Array(rows).to_string())
-        .fetch_all(&mut *conn)
-        .await?;
-    if report.len() != want {
-        return Err(StoreError::Query(format!(
-            "the {ops} script saw {} of {want} {ops}",
-            report.len()
-        )));
-    }
-    Ok(report)
-}
-
 fn gone() -> StoreError {
     StoreError::Unavailable("the SQLite writer stopped".into())
 }
 
-async fn run(pool: SqlitePool, turns: Arc<Turns>, mut ops: mpsc::Receiver<Box<dyn Queued>>) {
+/// The writer thread: a batch of whatever is queued, until the queue closes.
+fn run(path: &Path, turns: &Turns, mut ops: mpsc::Receiver<Box<dyn Queued>>) {
+    let mut conn = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match commit(&pool, &turns, &mut batch).await {
+    while let Some(first) = ops.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH
+            && let Ok(op) = ops.try_recv()
+        {
+            batch.push(op);
+        }
+        let conn = match opened(&mut conn, path) {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Opened again for the next batch (descriptors exhausted, say).
+                for op in batch.drain(..) {
+                    op.answer(Err(e.clone()));
+                }
+                continue;
+            }
+        };
+        match commit(conn, turns, &mut batch) {
             Err(StoreError::Query(_) | StoreError::Corrupt(_)) if batch.len() > 1 => {
                 // One op may be at fault: each alone, so only its caller gets the error.
                 for op in batch.drain(..) {
                     let mut one = [op];
-                    let committed = commit(&pool, &turns, &mut one).await;
+                    let committed = commit(conn, turns, &mut one);
                     let [op] = one;
                     op.answer(committed);
                 }
@@ -224,67 +157,39 @@ async fn run(pool: SqlitePool, turns: Arc<Turns>, mut ops: mpsc::Receiver<Box<dy
     }
 }
 
-/// The order `batch` is applied in: rounds, each a list of groups of one kind (indices
-/// into `batch`). No two ops of a round share a key; ops sharing a key keep their order.
-fn plan(batch: &[Box<dyn Queued>]) -> Vec<Vec<(TypeId, GroupFn, Vec<usize>)>> {
-    let mut last: HashMap<Key<'_>, usize> = HashMap::new();
-    let mut rounds: Vec<Vec<(TypeId, GroupFn, Vec<usize>)>> = Vec::new();
-    for (i, op) in batch.iter().enumerate() {
-        let keys = op.keys();
-        let round = keys
-            .iter()
-            .filter_map(|k| last.get(k).map(|r| r + 1))
-            .max()
-            .unwrap_or(0);
-        for key in keys {
-            last.insert(key, round);
-        }
-        if rounds.len() <= round {
-            rounds.resize_with(round + 1, Vec::new);
-        }
-        let (kind, apply) = op.kind();
-        match rounds[round].iter_mut().find(|(k, ..)| *k == kind) {
-            Some((.., group)) => group.push(i),
-            None => rounds[round].push((kind, apply, vec![i])),
+/// The writer's connection, opened on first use (and again after a failed open).
+fn opened<'c>(conn: &'c mut Option<Connection>, path: &Path) -> Result<&'c Connection, StoreError> {
+    match conn {
+        Some(conn) => Ok(conn),
+        None => {
+            let new = connect(path, BUSY_TIMEOUT)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+            Ok(conn.insert(new))
         }
     }
-    rounds
 }
 
-/// Applies `batch` in one transaction; all or nothing. The pool turn is taken once the
-/// connection is held, so inline writes go on while the batch waits for it.
-async fn commit(
-    pool: &SqlitePool,
+/// Applies `batch` in one transaction, in a writers' turn; all or nothing.
+fn commit(
+    conn: &Connection,
     turns: &Turns,
     batch: &mut [Box<dyn Queued>],
 ) -> Result<(), StoreError> {
-    let rounds = plan(batch);
-    let mut conn = pool.acquire().await?;
-    let _turn = turns.pool().await;
-    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let mut failed = None;
-    'rounds: for round in &rounds {
-        for (_, apply, group) in round {
-            if let Err(e) = apply(batch, group, &mut conn).await {
-                failed = Some(e);
-                break 'rounds;
-            }
-        }
-    }
-    let end = if failed.is_none() {
+    let _turn = turns.pool_blocking();
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let applied = batch.iter_mut().try_for_each(|op| op.apply(conn));
+    let end = if applied.is_ok() {
         "COMMIT"
     } else {
         "ROLLBACK"
     };
-    if let Err(e) = sqlx::raw_sql(end).execute(&mut *conn).await {
+    let ended = conn.execute_batch(end);
+    if !conn.is_autocommit() {
         // A failed COMMIT leaves the transaction open: end it before the next batch.
-        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-        failed.get_or_insert(e.into());
+        let _ = conn.execute_batch("ROLLBACK");
     }
-    match failed {
-        None => Ok(()),
-        Some(e) => Err(e),
-    }
+    applied?;
+    Ok(ended?)
 }
 
 #[cfg(test)]

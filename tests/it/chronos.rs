@@ -1434,6 +1434,48 @@ async fn a_replay_is_answered_while_another_process_holds_the_write_lock_also_af
 }
 
 #[tokio::test]
+async fn a_claim_waits_for_another_process_holding_the_write_lock_while_the_gateway_answers_on() {
+    // The claim's group commit waits for the lock on a thread of its own: the fire is
+    // answered once the other process lets go, and the gateway serves requests meanwhile.
+    let app = pinned_app("", &[]).await;
+    let (id, slot) = one_shot(&app, 20).await;
+    let token = sign(Algorithm::RS256, RSA_A_KEY, None, &claims(""));
+    let lock = hold_write_lock(app.home()).await;
+    let fired = tokio::spawn({
+        let (http, base) = (app.http.clone(), app.api.clone());
+        let body = json!({"job_id": id, "fire_at": slot});
+        async move { fire(&http, &base, Some(&token), body).await }
+    });
+    let mut fired = std::pin::pin!(fired);
+    for _ in 0..3 {
+        tokio::select! {
+            answer = &mut fired => panic!("answered while the lock was held: {answer:?}"),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        let status = tokio::time::timeout(
+            Duration::from_secs(2),
+            app.http.get(format!("{}/health", app.api)).send(),
+        )
+        .await
+        .expect("the gateway answers while its claim waits for the lock")
+        .unwrap()
+        .status();
+        assert_eq!(status, 200);
+    }
+    drop(lock);
+    let (status, v, _) = tokio::time::timeout(Duration::from_secs(5), fired)
+        .await
+        .expect("the fire is answered once the lock is released")
+        .unwrap();
+    assert_eq!(
+        (status, v["outcome"].clone()),
+        (202, json!("started")),
+        "{v}"
+    );
+    assert_eq!(runs(&app.http, &app.api, &id).await.len(), 1);
+}
+
+#[tokio::test]
 async fn one_fresh_token_delivered_concurrently_for_many_jobs_starts_exactly_one_run() {
     // Neither the memory nor the read before the claim can see a token that is still
     // being claimed: the claim itself must refuse every delivery but one, even when they

@@ -1,115 +1,159 @@
-//! The writer's batches: ops that share a key keep their order, and one faulty op in a
-//! batch fails only its own caller.
+//! The writer's batches: ops apply in queue order, each seeing the ones before it, and one
+//! faulty op in a batch fails only its own caller.
+
+use std::sync::Mutex;
 
 use super::*;
 use crate::clock::SystemClock;
 use crate::store::Store;
+use crate::store::sqlite_inline::connect;
 
-/// A token id to record (`until` = `None` breaks the NOT NULL column): set-based like the
-/// real ops, answering whether the id was new.
+/// A token id to record (`until` = `None` breaks the NOT NULL column), answering whether
+/// the id was new; it notes how many ids were committed when it applied.
 struct Record {
     jti: &'static str,
     until: Option<i64>,
-    /// The size of every group applied, in order.
-    groups: Groups,
+    seen: Arc<Seen>,
 }
 
-type Groups = std::sync::Arc<std::sync::Mutex<Vec<usize>>>;
+/// A connection outside the writer's transaction, and what it counted for each op.
+struct Seen {
+    outside: Mutex<Connection>,
+    committed: Mutex<Vec<i64>>,
+}
+
+impl Seen {
+    /// What each op but the one holding the writer counted, in the order they applied.
+    fn counts(&self) -> Vec<i64> {
+        self.committed.lock().unwrap().clone()
+    }
+}
 
 impl Write for Record {
     type Output = bool;
 
-    fn keys(&self) -> Vec<Key<'_>> {
-        vec![Key::Token(self.jti)]
+    fn apply(&self, conn: &Connection) -> Result<bool, StoreError> {
+        let outside = self.seen.outside.lock().unwrap();
+        let committed = outside.query_row("SELECT count(*) FROM fire_tokens", [], |r| r.get(0))?;
+        if self.jti != "first" {
+            self.seen.committed.lock().unwrap().push(committed);
+        }
+        let q = "INSERT INTO fire_tokens (jti, expires_at) VALUES (?1, ?2) ON CONFLICT (jti) DO NOTHING";
+        Ok(conn.execute(q, rusqlite::params![self.jti, self.until])? == 1)
+    }
+}
+
+struct Fixture {
+    writer: Writer,
+    turns: Arc<Turns>,
+    seen: Arc<Seen>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    drop(Store::sqlite(&path, &SystemClock).await.unwrap());
+    let turns = Arc::<Turns>::default();
+    let seen = Arc::new(Seen {
+        outside: Mutex::new(connect(&path, std::time::Duration::ZERO).unwrap()),
+        committed: Mutex::default(),
+    });
+    let writer = Writer::spawn(&path, turns.clone()).unwrap();
+    Fixture {
+        writer,
+        turns,
+        seen,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    fn op(&self, jti: &'static str, until: Option<i64>) -> Record {
+        Record {
+            jti,
+            until,
+            seen: self.seen.clone(),
+        }
     }
 
-    async fn apply(ops: &[&Self], conn: &mut SqliteConnection) -> Result<Vec<bool>, StoreError> {
-        ops[0].groups.lock().unwrap().push(ops.len());
-        let batch = serde_json::json!(ops.iter().map(|o| (o.jti, o.until)).collect::<Vec<_>>());
-        let rows = sqlx::query(
-            "WITH b AS (SELECT key AS i, value ->> 0 AS jti, value ->> 1 AS until FROM json_each(?1)) \
-             SELECT NOT EXISTS (SELECT 1 FROM fire_tokens t WHERE t.jti = b.jti) AS fresh FROM b ORDER BY i;\n\
-             WITH b AS (SELECT key AS i, value ->> 0 AS jti, value ->> 1 AS until FROM json_each(?1)) \
-             INSERT INTO fire_tokens (jti, expires_at) SELECT jti, until FROM b WHERE true \
-             ON CONFLICT (jti) DO NOTHING;",
-        )
-        .bind(batch.to_string())
-        .fetch_all(&mut *conn)
-        .await?;
-        rows.iter()
-            .map(|r| Ok(sqlx::Row::try_get::<bool, _>(r, "fresh")?))
+    /// Writes `ops` as one batch: the writer is held at its turn (busy with a first op)
+    /// until all of them are queued behind it.
+    async fn one_batch(&self, ops: Vec<Record>) -> Vec<Result<bool, StoreError>> {
+        let turn = self.turns.pool().await;
+        let first = tokio::spawn({
+            let (writer, op) = (self.writer.clone(), self.op("first", Some(1)));
+            async move { writer.write(op).await }
+        });
+        wait_for(|| self.turns.announced() == 2).await;
+        let n = ops.len();
+        let answers: Vec<_> = ops
+            .into_iter()
+            .map(|op| {
+                let writer = self.writer.clone();
+                tokio::spawn(async move { writer.write(op).await })
+            })
+            .collect();
+        let queue = &self.writer.queue;
+        wait_for(|| queue.max_capacity() - queue.capacity() == n).await;
+        drop(turn);
+        assert!(first.await.unwrap().unwrap());
+        let mut got = Vec::new();
+        for answer in answers {
+            got.push(answer.await.unwrap());
+        }
+        got
+    }
+
+    fn stored(&self) -> Vec<String> {
+        let outside = self.seen.outside.lock().unwrap();
+        let mut q = outside
+            .prepare("SELECT jti FROM fire_tokens WHERE jti <> 'first' ORDER BY jti")
+            .unwrap();
+        q.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
             .collect()
     }
 }
 
-async fn writer() -> (Writer, SqlitePool, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let Store::Sqlite(pools) = Store::sqlite(&dir.path().join("state.db"), &SystemClock)
-        .await
-        .unwrap()
-    else {
-        unreachable!("an SQLite store")
-    };
-    let pool = pools.writer().clone();
-    (Writer::spawn(pool.clone(), Default::default()), pool, dir)
-}
-
-async fn stored(pool: &SqlitePool) -> Vec<String> {
-    sqlx::query_scalar("SELECT jti FROM fire_tokens ORDER BY jti")
-        .fetch_all(pool)
-        .await
-        .unwrap()
-}
-
-/// Queues every op before the writer task runs (this test's runtime has one thread), so
-/// they all land in one batch.
-async fn one_batch(writer: &Writer, ops: Vec<Record>) -> Vec<Result<bool, StoreError>> {
-    futures_util::future::join_all(ops.into_iter().map(|op| writer.write(op))).await
+/// Waits (at most 5 s) until `done`.
+async fn wait_for(done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        tokio::task::yield_now().await;
+    }
 }
 
 #[tokio::test]
-async fn ops_sharing_a_key_in_one_batch_keep_their_queue_order() {
-    let (writer, pool, _dir) = writer().await;
-    let groups = Groups::default();
-    let rec = |jti| Record {
-        jti,
-        until: Some(10),
-        groups: groups.clone(),
-    };
-    let got = one_batch(&writer, vec![rec("a"), rec("a"), rec("b"), rec("a")]).await;
+async fn ops_of_one_batch_apply_in_queue_order_each_seeing_the_ones_before() {
+    let f = fixture().await;
+    let ops = ["a", "a", "b", "a"].map(|jti| f.op(jti, Some(10)));
+    let got = f.one_batch(ops.into()).await;
     let got: Vec<bool> = got.into_iter().map(Result::unwrap).collect();
-    // Set-based in one statement, every delivery of `a` would have found it new.
-    assert_eq!(got, [true, false, true, false]);
     assert_eq!(
-        *groups.lock().unwrap(),
-        [2, 1, 1],
-        "rounds: a b, then a, then a"
+        f.seen.counts(),
+        [1, 1, 1, 1],
+        "one transaction: none of them committed while it ran"
     );
-    assert_eq!(stored(&pool).await, ["a", "b"]);
+    // Applied together from what was committed before, every `a` would have been new.
+    assert_eq!(got, [true, false, true, false]);
+    assert_eq!(f.stored(), ["a", "b"]);
 }
 
 #[tokio::test]
 async fn a_batch_with_one_failing_op_fails_only_that_op_and_commits_the_rest() {
-    let (writer, pool, _dir) = writer().await;
-    let groups = Groups::default();
-    let rec = |jti, until| Record {
-        jti,
-        until,
-        groups: groups.clone(),
-    };
-    let ops = vec![rec("a", Some(10)), rec("bad", None), rec("c", Some(10))];
-    let got = one_batch(&writer, ops).await;
+    let f = fixture().await;
+    let ops = vec![f.op("a", Some(10)), f.op("bad", None), f.op("c", Some(10))];
+    let got = f.one_batch(ops).await;
     assert_eq!(
-        *groups.lock().unwrap(),
-        [3, 1, 1, 1],
-        "the batch whole, then each op alone"
+        f.seen.counts(),
+        [1, 1, 1, 2, 2],
+        "the batch up to the faulty op, rolled back; then each op alone, committing"
     );
     assert!(matches!(got[0], Ok(true)), "{:?}", got[0]);
     assert!(matches!(got[1], Err(StoreError::Query(_))), "{:?}", got[1]);
     assert!(matches!(got[2], Ok(true)), "{:?}", got[2]);
-    assert_eq!(
-        stored(&pool).await,
-        ["a", "c"],
-        "the faulty op wrote nothing"
-    );
+    assert_eq!(f.stored(), ["a", "c"], "the faulty op wrote nothing");
 }
