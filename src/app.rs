@@ -132,7 +132,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         metrics.clone(),
     ));
 
-    Ok(AppState {
+    Ok(AppState::new(crate::state::Shared {
         turns,
         runs,
         cron,
@@ -149,7 +149,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         access,
         events,
         shutdown: Shutdown::default(),
-    })
+    }))
 }
 
 /// The stored chat sessions, bounded as configured.

@@ -22,9 +22,28 @@ use crate::runs::Runs;
 use crate::sessions::Sessions;
 use crate::turn::Turns;
 
-/// Everything request handlers and background tasks share.
+/// Everything request handlers and background tasks share: a handle (one `Arc`), since
+/// every extractor and middleware layer of a request takes a clone.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub struct Shared {
     pub config: Arc<Config>,
     pub clock: SharedClock,
     /// The lifecycle state and in-flight turns (status reads; admission goes through `turns`).
