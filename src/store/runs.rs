@@ -128,6 +128,9 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?
             else {
+                // Ended now, in this turn: dropped, the rollback would only be queued and
+                // the next writer would find SQLite's lock still held.
+                tx.rollback().await?;
                 return Ok(false);
             };
             let job_id: String = row.try_get("job_id")?;

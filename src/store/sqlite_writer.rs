@@ -128,22 +128,21 @@ fn run(path: &Path, turns: &Turns, mut ops: mpsc::Receiver<Box<dyn Queued>>) {
         {
             batch.push(op);
         }
-        let conn = match opened(&mut conn, path) {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Opened again for the next batch (descriptors exhausted, say).
-                for op in batch.drain(..) {
-                    op.answer(Err(e.clone()));
-                }
-                continue;
-            }
-        };
-        match commit(conn, turns, &mut batch) {
+        match commit(&mut conn, path, turns, &mut batch) {
             Err(StoreError::Query(_) | StoreError::Corrupt(_)) if batch.len() > 1 => {
-                // One op may be at fault: each alone, so only its caller gets the error.
+                // One op may be at fault: each alone, so only its caller gets the error;
+                // once the database is unavailable, the rest are answered so at once.
+                let mut unavailable = None;
                 for op in batch.drain(..) {
+                    if let Some(e) = &unavailable {
+                        op.answer(Err(StoreError::clone(e)));
+                        continue;
+                    }
                     let mut one = [op];
-                    let committed = commit(conn, turns, &mut one);
+                    let committed = commit(&mut conn, path, turns, &mut one);
+                    if let Err(e @ StoreError::Unavailable(_)) = &committed {
+                        unavailable = Some(e.clone());
+                    }
                     let [op] = one;
                     op.answer(committed);
                 }
@@ -157,39 +156,48 @@ fn run(path: &Path, turns: &Turns, mut ops: mpsc::Receiver<Box<dyn Queued>>) {
     }
 }
 
-/// The writer's connection, opened on first use (and again after a failed open).
-fn opened<'c>(conn: &'c mut Option<Connection>, path: &Path) -> Result<&'c Connection, StoreError> {
-    match conn {
-        Some(conn) => Ok(conn),
-        None => {
-            let new = connect(path, BUSY_TIMEOUT)
-                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
-            Ok(conn.insert(new))
-        }
-    }
-}
-
-/// Applies `batch` in one transaction, in a writers' turn; all or nothing.
+/// Applies `batch` in one transaction, in a writers' turn; all or nothing. The connection
+/// is opened on first use, and again after one that failed to open or could not end its
+/// transaction.
 fn commit(
-    conn: &Connection,
+    conn: &mut Option<Connection>,
+    path: &Path,
     turns: &Turns,
     batch: &mut [Box<dyn Queued>],
 ) -> Result<(), StoreError> {
+    let db = match conn {
+        Some(db) => db,
+        None => conn.insert(
+            connect(path, BUSY_TIMEOUT)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?,
+        ),
+    };
     let _turn = turns.pool_blocking();
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let applied = batch.iter_mut().try_for_each(|op| op.apply(conn));
+    db.execute_batch("BEGIN IMMEDIATE")?;
+    let applied = batch.iter_mut().try_for_each(|op| apply(&mut **op, db));
     let end = if applied.is_ok() {
         "COMMIT"
     } else {
         "ROLLBACK"
     };
-    let ended = conn.execute_batch(end);
-    if !conn.is_autocommit() {
-        // A failed COMMIT leaves the transaction open: end it before the next batch.
-        let _ = conn.execute_batch("ROLLBACK");
+    let ended = db.execute_batch(end);
+    if !db.is_autocommit() {
+        // A failed COMMIT leaves the transaction open: end it before the next batch, or
+        // start over on a new connection (closing this one rolls it back).
+        if db.execute_batch("ROLLBACK").is_err() {
+            *conn = None;
+        }
     }
     applied?;
     Ok(ended?)
+}
+
+/// Applies one op; a panic in it fails the op (and so its batch), not the writer.
+fn apply(op: &mut dyn Queued, db: &Connection) -> Result<(), StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.apply(db))).unwrap_or_else(|_| {
+        tracing::error!("an SQLite write panicked; its batch is rolled back");
+        Err(StoreError::Query("the write failed unexpectedly".into()))
+    })
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ impl Write for Record {
     type Output = bool;
 
     fn apply(&self, conn: &Connection) -> Result<bool, StoreError> {
+        assert_ne!(self.jti, "panic", "an op that panics");
         let outside = self.seen.outside.lock().unwrap();
         let committed = outside.query_row("SELECT count(*) FROM fire_tokens", [], |r| r.get(0))?;
         if self.jti != "first" {
@@ -156,4 +157,75 @@ async fn a_batch_with_one_failing_op_fails_only_that_op_and_commits_the_rest() {
     assert!(matches!(got[1], Err(StoreError::Query(_))), "{:?}", got[1]);
     assert!(matches!(got[2], Ok(true)), "{:?}", got[2]);
     assert_eq!(f.stored(), ["a", "c"], "the faulty op wrote nothing");
+}
+
+#[tokio::test]
+async fn an_op_that_panics_fails_alone_and_the_writer_goes_on() {
+    let f = fixture().await;
+    let ops = vec![
+        f.op("a", Some(10)),
+        f.op("panic", Some(10)),
+        f.op("c", Some(10)),
+    ];
+    let got = f.one_batch(ops).await;
+    assert!(matches!(got[0], Ok(true)), "{:?}", got[0]);
+    assert!(matches!(got[1], Err(StoreError::Query(_))), "{:?}", got[1]);
+    assert!(matches!(got[2], Ok(true)), "{:?}", got[2]);
+    assert!(f.writer.write(f.op("d", Some(10))).await.unwrap());
+    assert_eq!(f.stored(), ["a", "c", "d"]);
+}
+
+/// An op that holds the writer inside its transaction until released.
+struct Hold {
+    entered: Mutex<Option<oneshot::Sender<()>>>,
+    release: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Write for Hold {
+    type Output = ();
+
+    fn apply(&self, _: &Connection) -> Result<(), StoreError> {
+        if let Some(entered) = self.entered.lock().unwrap().take() {
+            entered.send(()).unwrap();
+        }
+        self.release.lock().unwrap().recv().unwrap();
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_inline_write_steps_aside_while_the_writer_holds_its_turn_instead_of_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let Store::Sqlite(pools) = Store::sqlite(&path, &SystemClock).await.unwrap() else {
+        unreachable!("an SQLite store")
+    };
+    let turns = Arc::<Turns>::default();
+    let writer = Writer::spawn(&path, turns.clone()).unwrap();
+    let inline =
+        crate::store::sqlite_inline::Inline::spawn(&path, pools.writer().clone(), turns.clone());
+    let insert = |jti: &str| {
+        inline.execute(
+            "INSERT INTO fire_tokens (jti, expires_at) VALUES ($1, $2)",
+            rusqlite::params![jti, 10],
+        )
+    };
+    use crate::store::sqlite_inline::Attempt;
+    let (entered, inside) = oneshot::channel();
+    let (release, held) = std::sync::mpsc::channel();
+    let hold = Hold {
+        entered: Mutex::new(Some(entered)),
+        release: Mutex::new(held),
+    };
+    let holding = tokio::spawn(async move { writer.write(hold).await });
+    inside.await.unwrap();
+    // The writer is inside its transaction, holding SQLite's write lock: the inline write
+    // does nothing and says so at once (its caller goes to the pool, which waits its turn).
+    let started = std::time::Instant::now();
+    assert!(matches!(insert("during"), Attempt::Busy));
+    assert!(started.elapsed() < std::time::Duration::from_millis(100));
+    release.send(()).unwrap();
+    holding.await.unwrap().unwrap();
+    wait_for(|| turns.announced() == 0).await;
+    assert!(matches!(insert("after"), Attempt::Done(Ok(1))));
 }
