@@ -9,7 +9,7 @@
 //! carried through quiet minutes) and [`History::subscribe`] to hear of changes.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -26,6 +26,8 @@ pub struct History {
     ring: Mutex<Ring>,
     /// Bumped at every change, for readers that send updates.
     changed: watch::Sender<u64>,
+    /// The last [`History::rendered`] text, with the change count and second it is of.
+    rendered: Mutex<Option<(u64, i64, Arc<str>)>>,
 }
 
 #[derive(Debug, Default)]
@@ -79,6 +81,7 @@ impl History {
             clock,
             ring: Mutex::new(Ring::default()),
             changed: watch::channel(0).0,
+            rendered: Mutex::new(None),
         }
     }
 
@@ -171,6 +174,25 @@ impl History {
             in_flight: ring.in_flight,
             minutes,
         }
+    }
+
+    /// The snapshot as `render` writes it (the dashboard's frame), rendered again only
+    /// once the history changed or the second turned: every socket that opens sends it,
+    /// and rendering the hour is most of what opening one costs. A reused text's `now` is
+    /// when it was taken, under a second before; nothing else in it could differ.
+    pub fn rendered(&self, render: impl FnOnce(&HistorySnapshot) -> String) -> Arc<str> {
+        // The count before the snapshot: a change between the two renders again next time.
+        let version = *self.changed.borrow();
+        let second = self.clock.now().as_second();
+        let mut cached = self.rendered.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((v, s, text)) = &*cached
+            && (*v, *s) == (version, second)
+        {
+            return text.clone();
+        }
+        let text: Arc<str> = render(&self.snapshot()).into();
+        *cached = Some((version, second, text.clone()));
+        text
     }
 
     /// Changes as they happen (the value only counts them).
@@ -275,5 +297,28 @@ mod tests {
         rx.borrow_and_update();
         h.in_flight(1);
         assert!(rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn a_rendered_snapshot_is_reused_only_while_nothing_changed_within_its_second() {
+        let clock = at("2026-03-01T10:00:00Z");
+        let h = History::new(clock.clone());
+        let renders = std::cell::Cell::new(0);
+        let render = |s: &HistorySnapshot| {
+            renders.set(renders.get() + 1);
+            serde_json::to_string(s).unwrap()
+        };
+        let first = h.rendered(render);
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(h.rendered(render), first, "same second, nothing changed");
+        assert_eq!(renders.get(), 1);
+        h.turn("completed");
+        let after_turn = h.rendered(render);
+        assert_eq!(renders.get(), 2, "a change renders again");
+        assert!(after_turn.contains("\"completed\":1"), "{after_turn}");
+        clock.advance(Duration::from_millis(600));
+        let next_second = h.rendered(render);
+        assert_eq!(renders.get(), 3, "a new second renders again");
+        assert!(next_second.contains("10:00:01.100000Z"), "{next_second}");
     }
 }

@@ -174,7 +174,8 @@ fn status_message(s: &AppState) -> String {
 
 /// The last hour per minute (`history::HistorySnapshot`), for the page's charts.
 fn history_message(s: &AppState) -> String {
-    typed("history", s.metrics.history().snapshot())
+    let history = s.metrics.history();
+    history.rendered(|h| typed("history", h)).to_string()
 }
 
 /// Sends the status now and whenever it changes (at most every 100 ms), then the history
