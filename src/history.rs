@@ -179,7 +179,8 @@ impl History {
     /// The snapshot as `render` writes it (the dashboard's frame), rendered again only
     /// once the history changed or the second turned: every socket that opens sends it,
     /// and rendering the hour is most of what opening one costs. A reused text's `now` is
-    /// when it was taken, under a second before; nothing else in it could differ.
+    /// when it was taken, under a second before; nothing else in it could differ. There is
+    /// one frame format, so every caller passes the same `render`.
     pub fn rendered(&self, render: impl FnOnce(&HistorySnapshot) -> String) -> Arc<str> {
         // The count before the snapshot: a change between the two renders again next time.
         let version = *self.changed.borrow();

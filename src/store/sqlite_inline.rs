@@ -9,8 +9,9 @@
 //!
 //! They never wait. A statement that would have to — another writer holds the database,
 //! the snapshot went stale, a write that may wait (the pool's, the group commit's) is under
-//! way or announced, the connection will not open — reports [`Attempt::Busy`] having done nothing, and the caller
-//! runs it through the sqlx pool, whose connection thread waits in SQLite's busy handler.
+//! way or announced, the connection will not open — reports [`Attempt::Busy`] having done
+//! nothing, and the caller runs it through the sqlx pool, whose connection thread waits in
+//! SQLite's busy handler.
 //! So the runtime's threads never sleep on a lock, and the writes stay one at a time as
 //! SQLite requires. In this process the writers take turns ([`Turns`]) rather than meet
 //! at SQLite's lock.
@@ -264,7 +265,7 @@ impl Inline {
 
     /// One write statement (`$N` placeholders) without `RETURNING`: the rows it changed.
     pub(super) fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Attempt<usize> {
-        self.write(|conn| Ok(conn.prepare_cached(&placeholders(sql))?.execute(params)?))
+        self.write(|conn| Ok(execute_on(conn, sql, params)?))
     }
 
     fn open(&self, reader: bool) -> rusqlite::Result<Connection> {
@@ -316,13 +317,13 @@ fn rows<T>(
 }
 
 /// Runs one write statement (`$N` placeholders) on `conn`, prepared once per connection:
-/// the rows it changed. For the group-commit writer's ops, inside its transaction.
+/// the rows it changed (inline, and the group-commit writer's ops in its transaction).
 pub(super) fn execute_on(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
-) -> Result<usize, StoreError> {
-    Ok(conn.prepare_cached(&placeholders(sql))?.execute(params)?)
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(&placeholders(sql))?.execute(params)
 }
 
 /// The store's queries number their parameters `$N` (PostgreSQL), which SQLite reads as

@@ -129,23 +129,9 @@ fn run(path: &Path, turns: &Turns, mut ops: mpsc::Receiver<Box<dyn Queued>>) {
             batch.push(op);
         }
         match commit(&mut conn, path, turns, &mut batch) {
+            // One op may be at fault: each alone, so only its caller gets the error.
             Err(StoreError::Query(_) | StoreError::Corrupt(_)) if batch.len() > 1 => {
-                // One op may be at fault: each alone, so only its caller gets the error;
-                // once the database is unavailable, the rest are answered so at once.
-                let mut unavailable = None;
-                for op in batch.drain(..) {
-                    if let Some(e) = &unavailable {
-                        op.answer(Err(StoreError::clone(e)));
-                        continue;
-                    }
-                    let mut one = [op];
-                    let committed = commit(&mut conn, path, turns, &mut one);
-                    if let Err(e @ StoreError::Unavailable(_)) = &committed {
-                        unavailable = Some(e.clone());
-                    }
-                    let [op] = one;
-                    op.answer(committed);
-                }
+                each_alone(&mut conn, path, turns, batch.drain(..));
             }
             committed => {
                 for op in batch.drain(..) {
@@ -153,6 +139,29 @@ fn run(path: &Path, turns: &Turns, mut ops: mpsc::Receiver<Box<dyn Queued>>) {
                 }
             }
         }
+    }
+}
+
+/// Commits each of `ops` in a transaction of its own and answers it; once the database
+/// is unavailable, the rest are answered so at once.
+fn each_alone(
+    conn: &mut Option<Connection>,
+    path: &Path,
+    turns: &Turns,
+    ops: impl Iterator<Item = Box<dyn Queued>>,
+) {
+    let mut unavailable = None;
+    for op in ops {
+        let mut one = [op];
+        let committed = match &unavailable {
+            Some(e) => Err(StoreError::clone(e)),
+            None => commit(conn, path, turns, &mut one),
+        };
+        if let Err(e @ StoreError::Unavailable(_)) = &committed {
+            unavailable = Some(e.clone());
+        }
+        let [op] = one;
+        op.answer(committed);
     }
 }
 

@@ -45,6 +45,9 @@ impl Write for Record {
 }
 
 struct Fixture {
+    path: std::path::PathBuf,
+    /// The store's pools (its own writer and turns are not the ones under test).
+    pools: crate::store::SqlitePools,
     writer: Writer,
     turns: Arc<Turns>,
     seen: Arc<Seen>,
@@ -54,7 +57,9 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    drop(Store::sqlite(&path, &SystemClock).await.unwrap());
+    let Store::Sqlite(pools) = Store::sqlite(&path, &SystemClock).await.unwrap() else {
+        unreachable!("an SQLite store")
+    };
     let turns = Arc::<Turns>::default();
     let seen = Arc::new(Seen {
         outside: Mutex::new(connect(&path, std::time::Duration::ZERO).unwrap()),
@@ -62,6 +67,8 @@ async fn fixture() -> Fixture {
     });
     let writer = Writer::spawn(&path, turns.clone()).unwrap();
     Fixture {
+        path,
+        pools,
         writer,
         turns,
         seen,
@@ -177,33 +184,31 @@ async fn an_op_that_panics_fails_alone_and_the_writer_goes_on() {
 
 /// An op that holds the writer inside its transaction until released.
 struct Hold {
-    entered: Mutex<Option<oneshot::Sender<()>>>,
-    release: Mutex<std::sync::mpsc::Receiver<()>>,
+    entered: std::cell::Cell<Option<oneshot::Sender<()>>>,
+    release: std::sync::mpsc::Receiver<()>,
 }
 
 impl Write for Hold {
     type Output = ();
 
     fn apply(&self, _: &Connection) -> Result<(), StoreError> {
-        if let Some(entered) = self.entered.lock().unwrap().take() {
+        if let Some(entered) = self.entered.take() {
             entered.send(()).unwrap();
         }
-        self.release.lock().unwrap().recv().unwrap();
+        self.release.recv().unwrap();
         Ok(())
     }
 }
 
 #[tokio::test]
 async fn an_inline_write_steps_aside_while_the_writer_holds_its_turn_instead_of_waiting() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    let Store::Sqlite(pools) = Store::sqlite(&path, &SystemClock).await.unwrap() else {
-        unreachable!("an SQLite store")
-    };
-    let turns = Arc::<Turns>::default();
-    let writer = Writer::spawn(&path, turns.clone()).unwrap();
-    let inline =
-        crate::store::sqlite_inline::Inline::spawn(&path, pools.writer().clone(), turns.clone());
+    let f = fixture().await;
+    let (writer, turns) = (f.writer.clone(), f.turns.clone());
+    let inline = crate::store::sqlite_inline::Inline::spawn(
+        &f.path,
+        f.pools.writer().clone(),
+        turns.clone(),
+    );
     let insert = |jti: &str| {
         inline.execute(
             "INSERT INTO fire_tokens (jti, expires_at) VALUES ($1, $2)",
@@ -214,8 +219,8 @@ async fn an_inline_write_steps_aside_while_the_writer_holds_its_turn_instead_of_
     let (entered, inside) = oneshot::channel();
     let (release, held) = std::sync::mpsc::channel();
     let hold = Hold {
-        entered: Mutex::new(Some(entered)),
-        release: Mutex::new(held),
+        entered: std::cell::Cell::new(Some(entered)),
+        release: held,
     };
     let holding = tokio::spawn(async move { writer.write(hold).await });
     inside.await.unwrap();
