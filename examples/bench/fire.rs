@@ -12,7 +12,7 @@ use crate::common::*;
 use crate::cron::bench_job;
 
 /// Jobs prepared per run: more than one run of [`FIRE_SECONDS`] can fire.
-pub const FIRE_JOBS: usize = 40_000;
+pub const FIRE_JOBS: usize = 75_000;
 pub const FIRE_SECONDS: f64 = 5.0;
 pub const FIRE_CLIENTS: usize = 16;
 pub const FIRE_AUD: &str = "agent:bench";

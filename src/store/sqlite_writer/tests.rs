@@ -234,3 +234,33 @@ async fn an_inline_write_steps_aside_while_the_writer_holds_its_turn_instead_of_
     wait_for(|| turns.announced() == 0).await;
     assert!(matches!(insert("after"), Attempt::Done(Ok(1))));
 }
+
+/// Reads the scheduling policy of the thread it is applied on (`/proc/thread-self/stat`,
+/// field 41).
+struct PolicyOfTheWriter;
+
+impl Write for PolicyOfTheWriter {
+    type Output = u32;
+
+    fn apply(&self, _: &Connection) -> Result<u32, StoreError> {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = stat.rsplit_once(')').unwrap().1;
+        Ok(after_name
+            .split_whitespace()
+            .nth(38)
+            .unwrap()
+            .parse()
+            .unwrap())
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_writer_thread_runs_as_sched_batch_so_a_queued_op_does_not_preempt_its_caller() {
+    const SCHED_BATCH: u32 = 3;
+    let f = fixture().await;
+    assert_eq!(
+        f.writer.write(PolicyOfTheWriter).await.unwrap(),
+        SCHED_BATCH
+    );
+}
