@@ -13,8 +13,8 @@
 //! batch costs one wake-up of the thread whatever it holds; and it may wait — for another
 //! process holding the database, in SQLite's busy handler, or for a checkpoint's `fsync` —
 //! without holding up the runtime. In this process it takes its turn with the other writers
-//! ([`Turns::pool_blocking`]) rather than meet them at SQLite's lock. On Linux it runs
-//! as `SCHED_BATCH` ([`batch_policy`]): queued to while the runtime's thread is busy, it
+//! ([`Turns::pool_blocking`]) rather than meet them at SQLite's lock. It runs as
+//! `SCHED_BATCH` ([`batch_policy`]): queued to while the runtime's thread is busy, it
 //! waits for that thread to wait instead of cutting in at every op, so the batch holds
 //! what was queued meanwhile.
 //!
@@ -130,7 +130,6 @@ fn gone() -> StoreError {
 /// (the unique-fire benchmark: 9,800 preemptions of the runtime's thread in 2 s, 2.3 ops
 /// a batch). A refusal (a sandbox without the call) only costs that; it is logged.
 fn batch_policy() {
-    #[cfg(target_os = "linux")]
     if scheduler::set_self_policy(scheduler::Policy::Batch, 0).is_err() {
         let error = std::io::Error::last_os_error();
         tracing::warn!(%error, "cannot run the SQLite writer as SCHED_BATCH; its batches will be smaller on a busy core");
