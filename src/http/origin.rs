@@ -4,7 +4,9 @@
 //! `dashboard.allowed_origins`), and who a dashboard client is (the peer, or the address a
 //! trusted proxy forwards).
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
+use std::thread::LocalKey;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -22,15 +24,52 @@ fn host_name(headers: &HeaderMap) -> Option<(&str, String)> {
     let (host, None) = (all.next()?.to_str().ok()?, all.next()) else {
         return None;
     };
-    let url = reqwest::Url::parse(&format!("http://{host}")).ok()?;
-    if !url.username().is_empty() || url.password().is_some() || url.path() != "/" {
-        return None;
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return None;
-    }
-    let name = url.host_str()?.trim_matches(['[', ']']);
-    Some((host, name.strip_suffix('.').unwrap_or(name).to_owned()))
+    thread_local!(static LAST: Last<Option<String>> = const { RefCell::new(None) });
+    let name = remembered(&LAST, host, |host| {
+        let url = reqwest::Url::parse(&format!("http://{host}")).ok()?;
+        if !url.username().is_empty() || url.password().is_some() || url.path() != "/" {
+            return None;
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return None;
+        }
+        let name = url.host_str()?.trim_matches(['[', ']']);
+        Some(name.strip_suffix('.').unwrap_or(name).to_owned())
+    })?;
+    Some((host, name))
+}
+
+/// The host and the origin of `dashboard.public_url`, if it parses.
+fn public_url(url: &str) -> Option<(Option<String>, String)> {
+    thread_local!(static LAST: Last<Option<(Option<String>, String)>> = const { RefCell::new(None) });
+    remembered(&LAST, url, |url| {
+        let url = reqwest::Url::parse(url).ok()?;
+        Some((
+            url.host_str().map(str::to_owned),
+            url.origin().ascii_serialization(),
+        ))
+    })
+}
+
+/// The last key a thread parsed, and what it gave.
+type Last<T> = RefCell<Option<(String, T)>>;
+
+/// `parse(key)`, remembered for the last key on this thread: every request asks about
+/// the same `Host` and the same public URL, and parsing them as URLs was most of what
+/// the checks cost (3 % of a ticket round trip's CPU).
+fn remembered<T: Clone>(
+    last: &'static LocalKey<Last<T>>,
+    key: &str,
+    parse: impl FnOnce(&str) -> T,
+) -> T {
+    last.with_borrow_mut(|last| match last {
+        Some((k, v)) if k == key => v.clone(),
+        _ => {
+            let v = parse(key);
+            *last = Some((key.to_owned(), v.clone()));
+            v
+        }
+    })
 }
 
 /// A loopback name or address, or `configured` (the listener's own `host` setting).
@@ -45,11 +84,9 @@ fn is_local_name(name: &str, configured: &str) -> bool {
 pub fn own_host<'h>(s: &AppState, headers: &'h HeaderMap) -> Option<&'h str> {
     let (host, name) = host_name(headers)?;
     let dash = &s.config.dashboard;
-    let public = reqwest::Url::parse(&dash.public_url).ok();
     let ours = is_local_name(&name, &dash.host)
-        || public
-            .as_ref()
-            .and_then(|u| u.host_str())
+        || public_url(&dash.public_url)
+            .and_then(|(host, _)| host)
             .is_some_and(|p| p.eq_ignore_ascii_case(&name));
     ours.then_some(host)
 }
@@ -83,9 +120,7 @@ pub fn origin_allowed(s: &AppState, headers: &HeaderMap, origin: &str) -> bool {
     if dash.allowed_origins.iter().any(|o| o == origin) {
         return true;
     }
-    if let Ok(public) = reqwest::Url::parse(&dash.public_url)
-        && public.origin().ascii_serialization() == origin
-    {
+    if public_url(&dash.public_url).is_some_and(|(_, public)| public == origin) {
         return true;
     }
     own_host(s, headers).is_some_and(|host| {
@@ -114,4 +149,39 @@ pub fn client_addr(s: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAdd
         // An unreadable value stays in the chain as garbage, which ends the walk there.
         .map(|v| v.to_str().unwrap_or(""));
     crate::auth::proxy::client_ip(peer.ip(), forwarded, &s.config.dashboard.trusted_proxies)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn name_in(host: &str) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        host_name(&headers).map(|(_, name)| name)
+    }
+
+    #[test]
+    fn each_host_is_read_for_itself_though_the_last_one_is_remembered() {
+        for _ in 0..2 {
+            assert_eq!(name_in("localhost:9119").as_deref(), Some("localhost"));
+            assert_eq!(name_in("gw.example.").as_deref(), Some("gw.example"));
+            assert_eq!(name_in("[::1]:80").as_deref(), Some("::1"));
+            assert_eq!(name_in("user@gw.example"), None);
+            assert_eq!(name_in("gw.example/path"), None);
+            assert_eq!(name_in("gw.example/path"), None);
+            assert_eq!(name_in("127.1").as_deref(), Some("127.0.0.1"));
+        }
+        assert_eq!(
+            public_url("https://gw.example:8443/hermes/"),
+            Some((Some("gw.example".into()), "https://gw.example:8443".into()))
+        );
+        assert_eq!(public_url("not a url"), None);
+        assert_eq!(
+            public_url("http://other.example").unwrap().0.as_deref(),
+            Some("other.example")
+        );
+    }
 }

@@ -18,6 +18,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::SinkExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -130,16 +131,18 @@ fn heartbeat(s: &AppState) -> tokio::time::Interval {
 /// the answer; a send after it fails without writing it), or sends ours. Either way the
 /// connection closes when the socket is dropped, without waiting for the client.
 async fn close(mut socket: WebSocket) {
-    use futures_util::SinkExt;
     let _ = socket.close().await;
 }
 
 /// Dashboard frames are small: the library's default 128 KiB read buffer per socket would
-/// make a thousand idle sockets cost over 100 MiB. Writes go out as they are sent. A client
-/// frame or message over 64 KiB closes the socket (the default would buffer 16 MiB frames).
+/// make a thousand idle sockets cost over 100 MiB. Every `send` flushes, so writes go out as
+/// they are sent; frames only `feed` to the socket wait for the next flush (the first two
+/// leave in one write, one TCP segment instead of two). The write buffer holds what is
+/// queued, whatever its size setting, which only says how much may wait. A client frame or
+/// message over 64 KiB closes the socket (the default would buffer 16 MiB frames).
 fn small_buffers(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.read_buffer_size(4096)
-        .write_buffer_size(0)
+        .write_buffer_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .max_message_size(MAX_FRAME_BYTES)
 }
@@ -188,10 +191,11 @@ async fn events_socket(mut socket: WebSocket, s: AppState, session: Session) {
     // The first frame is always the status, whatever else is going on.
     status.borrow_and_update();
     history.borrow_and_update();
-    for first in [status_message(&s), history_message(&s)] {
-        if socket.send(WsMessage::Text(first.into())).await.is_err() {
-            return;
-        }
+    let (first, second) = (status_message(&s), history_message(&s));
+    if socket.feed(WsMessage::Text(first.into())).await.is_err()
+        || socket.send(WsMessage::Text(second.into())).await.is_err()
+    {
+        return;
     }
     let (mut dirty, mut history_dirty) = (false, false);
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
