@@ -174,15 +174,9 @@ impl Store {
         };
         match self {
             Store::Sqlite(pools) => pools.batch.write(end).await,
-            Store::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                if !end.postgres(&mut tx).await? {
-                    // Already ended elsewhere (lease expired and swept): keep that record.
-                    return Ok(false);
-                }
-                tx.commit().await?;
-                Ok(true)
-            }
+            // Boxed: sqlx's transaction futures are most of 15 KiB, which every run's task
+            // would otherwise carry (and copy when spawned) on SQLite too.
+            Store::Postgres(pool) => Box::pin(end.commit_on(pool)).await,
         }
     }
 
@@ -294,6 +288,17 @@ const RECORD_ON_JOB: &str = "UPDATE jobs SET last_run_at = $2, last_status = $3,
      repeat_completed = repeat_completed + $5, state = COALESCE($6, state), updated_at = $7 WHERE id = $1";
 
 impl RunEnd {
+    /// Ends the run on PostgreSQL in a transaction of its own; whether it was still ours.
+    async fn commit_on(&self, pool: &sqlx::PgPool) -> Result<bool, StoreError> {
+        let mut tx = pool.begin().await?;
+        if !self.postgres(&mut tx).await? {
+            // Already ended elsewhere (lease expired and swept): keep that record.
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Runs the end on PostgreSQL inside `tx`; whether the run was still ours to end.
     async fn postgres(&self, tx: &mut sqlx::PgConnection) -> Result<bool, StoreError> {
         let ended = sqlx::query(END_RUN)
