@@ -139,6 +139,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         fires,
         sessions,
         responses,
+        public_url: crate::state::PublicUrl::parse(&config.dashboard.public_url),
         config: Arc::new(config),
         clock,
         gate,

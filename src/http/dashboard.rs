@@ -183,18 +183,7 @@ pub fn is_public_path(path: &str) -> bool {
 
 /// Where a browser signs in, under the dashboard's public path prefix.
 pub fn login_url(s: &AppState) -> String {
-    format!(
-        "{}{LOGIN_URL}",
-        public_prefix(&s.config.dashboard.public_url)
-    )
-}
-
-/// The path part of `dashboard.public_url` (`https://h/hermes/` → `/hermes`), for a
-/// dashboard behind a reverse proxy with a path prefix.
-pub fn public_prefix(public_url: &str) -> String {
-    reqwest::Url::parse(public_url)
-        .map(|u| u.path().trim_end_matches('/').to_owned())
-        .unwrap_or_default()
+    format!("{}{LOGIN_URL}", s.public_url.prefix)
 }
 
 /// Runtime status (public).

@@ -39,24 +39,12 @@ fn host_name(headers: &HeaderMap) -> Option<(&str, String)> {
     Some((host, name))
 }
 
-/// The host and the origin of `dashboard.public_url`, if it parses.
-fn public_url(url: &str) -> Option<(Option<String>, String)> {
-    thread_local!(static LAST: Last<Option<(Option<String>, String)>> = const { RefCell::new(None) });
-    remembered(&LAST, url, |url| {
-        let url = reqwest::Url::parse(url).ok()?;
-        Some((
-            url.host_str().map(str::to_owned),
-            url.origin().ascii_serialization(),
-        ))
-    })
-}
-
 /// The last key a thread parsed, and what it gave.
 type Last<T> = RefCell<Option<(String, T)>>;
 
-/// `parse(key)`, remembered for the last key on this thread: every request asks about
-/// the same `Host` and the same public URL, and parsing them as URLs was most of what
-/// the checks cost (3 % of a ticket round trip's CPU).
+/// `parse(key)`, remembered for the last key on this thread: nearly every request names
+/// the same `Host`, and parsing it as a URL was most of what the checks cost (with the
+/// public URL parsed per request too, 3 % of a ticket round trip's CPU).
 fn remembered<T: Clone>(
     last: &'static LocalKey<Last<T>>,
     key: &str,
@@ -85,8 +73,9 @@ pub fn own_host<'h>(s: &AppState, headers: &'h HeaderMap) -> Option<&'h str> {
     let (host, name) = host_name(headers)?;
     let dash = &s.config.dashboard;
     let ours = is_local_name(&name, &dash.host)
-        || public_url(&dash.public_url)
-            .and_then(|(host, _)| host)
+        || s.public_url
+            .host
+            .as_ref()
             .is_some_and(|p| p.eq_ignore_ascii_case(&name));
     ours.then_some(host)
 }
@@ -120,7 +109,7 @@ pub fn origin_allowed(s: &AppState, headers: &HeaderMap, origin: &str) -> bool {
     if dash.allowed_origins.iter().any(|o| o == origin) {
         return true;
     }
-    if public_url(&dash.public_url).is_some_and(|(_, public)| public == origin) {
+    if s.public_url.origin.as_deref() == Some(origin) {
         return true;
     }
     own_host(s, headers).is_some_and(|host| {
@@ -171,17 +160,9 @@ mod tests {
             assert_eq!(name_in("[::1]:80").as_deref(), Some("::1"));
             assert_eq!(name_in("user@gw.example"), None);
             assert_eq!(name_in("gw.example/path"), None);
+            // The same name again: the remembered answer, a refusal too.
             assert_eq!(name_in("gw.example/path"), None);
             assert_eq!(name_in("127.1").as_deref(), Some("127.0.0.1"));
         }
-        assert_eq!(
-            public_url("https://gw.example:8443/hermes/"),
-            Some((Some("gw.example".into()), "https://gw.example:8443".into()))
-        );
-        assert_eq!(public_url("not a url"), None);
-        assert_eq!(
-            public_url("http://other.example").unwrap().0.as_deref(),
-            Some("other.example")
-        );
     }
 }
