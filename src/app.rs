@@ -123,14 +123,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         dashboard_auth,
     );
     let responses = Responses::new(store.clone(), turns.clone(), clock.clone(), &config);
-    let fire_verifier =
-        crate::chronos::verifier_from_config(&config.cron.chronos, clock.clone(), metrics.clone())?;
-    let fires = Arc::new(crate::chronos::Fires::new(
-        fire_verifier,
-        cron.clone(),
-        audit.clone(),
-        metrics.clone(),
-    ));
+    let fires = fires(&config, &cron, &clock, &audit, &metrics)?;
 
     Ok(AppState::new(crate::state::Shared {
         turns,
@@ -139,7 +132,7 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         fires,
         sessions,
         responses,
-        public_url: crate::state::PublicUrl::parse(&config.dashboard.public_url),
+        public_url: crate::http::public_url(&config.dashboard.public_url),
         config: Arc::new(config),
         clock,
         gate,
@@ -151,6 +144,24 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         events,
         shutdown: Shutdown::default(),
     }))
+}
+
+/// What decides `POST /api/cron/fire`: the configured verifier, handing off to `cron`.
+fn fires(
+    config: &Config,
+    cron: &Arc<crate::cron::CronService>,
+    clock: &SharedClock,
+    audit: &Arc<AuditLog>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<crate::chronos::Fires>, StartupError> {
+    let verifier =
+        crate::chronos::verifier_from_config(&config.cron.chronos, clock.clone(), metrics.clone())?;
+    Ok(Arc::new(crate::chronos::Fires::new(
+        verifier,
+        cron.clone(),
+        audit.clone(),
+        metrics.clone(),
+    )))
 }
 
 /// The stored chat sessions, bounded as configured.

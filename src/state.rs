@@ -75,7 +75,7 @@ pub struct Shared {
     pub shutdown: Shutdown,
 }
 
-/// `dashboard.public_url`, parsed: the name and origin the dashboard is reached at (behind
+/// `dashboard.public_url`, parsed (by `http::public_url`): the name and origin the dashboard is reached at (behind
 /// a proxy) and its path prefix, which the host and origin checks read on every request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublicUrl {
@@ -84,19 +84,6 @@ pub struct PublicUrl {
     pub origin: Option<String>,
     /// The path without its final `/` (`https://h/hermes/` → `/hermes`); empty by default.
     pub prefix: String,
-}
-
-impl PublicUrl {
-    pub fn parse(url: &str) -> Self {
-        let Ok(url) = reqwest::Url::parse(url) else {
-            return Self::default();
-        };
-        Self {
-            host: url.host_str().map(str::to_owned),
-            origin: Some(url.origin().ascii_serialization()),
-            prefix: url.path().trim_end_matches('/').to_owned(),
-        }
-    }
 }
 
 /// A request to end the process: a plain stop (exit 0) or a restart (exit 75).
@@ -132,26 +119,5 @@ impl Shutdown {
     /// Whether the request was a restart.
     pub fn is_restart(&self) -> bool {
         self.restart.load(Ordering::SeqCst)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::PublicUrl;
-
-    #[test]
-    fn the_public_url_gives_its_host_origin_and_prefix() {
-        assert_eq!(
-            PublicUrl::parse("https://gw.example:8443/hermes/"),
-            PublicUrl {
-                host: Some("gw.example".into()),
-                origin: Some("https://gw.example:8443".into()),
-                prefix: "/hermes".into(),
-            }
-        );
-        assert_eq!(PublicUrl::parse("not a url"), PublicUrl::default());
-        let other = PublicUrl::parse("http://other.example");
-        assert_eq!(other.host.as_deref(), Some("other.example"));
-        assert_eq!(other.prefix, "");
     }
 }

@@ -31,6 +31,7 @@ use axum::response::Response;
 
 pub use error::ApiError;
 pub use idempotency::Idempotency;
+pub use origin::public_url;
 pub use serve::listen;
 
 use crate::state::AppState;

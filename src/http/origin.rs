@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use crate::auth::access::Origin;
-use crate::state::AppState;
+use crate::state::{AppState, PublicUrl};
 
 /// The `Host` header and the name in it (port, IPv6 brackets and a final dot removed);
 /// `None` when absent, repeated, or not just a host and port (no userinfo, no path).
@@ -37,6 +37,18 @@ fn host_name(headers: &HeaderMap) -> Option<(&str, String)> {
         Some(name.strip_suffix('.').unwrap_or(name).to_owned())
     })?;
     Some((host, name))
+}
+
+/// `dashboard.public_url` parsed, once, for [`PublicUrl`].
+pub fn public_url(url: &str) -> PublicUrl {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return PublicUrl::default();
+    };
+    PublicUrl {
+        host: url.host_str().map(str::to_owned),
+        origin: Some(url.origin().ascii_serialization()),
+        prefix: url.path().trim_end_matches('/').to_owned(),
+    }
 }
 
 /// The last key a thread parsed, and what it gave.
@@ -164,5 +176,21 @@ mod tests {
             assert_eq!(name_in("gw.example/path"), None);
             assert_eq!(name_in("127.1").as_deref(), Some("127.0.0.1"));
         }
+    }
+
+    #[test]
+    fn the_public_url_gives_its_host_origin_and_prefix() {
+        assert_eq!(
+            public_url("https://gw.example:8443/hermes/"),
+            PublicUrl {
+                host: Some("gw.example".into()),
+                origin: Some("https://gw.example:8443".into()),
+                prefix: "/hermes".into(),
+            }
+        );
+        assert_eq!(public_url("not a url"), PublicUrl::default());
+        let other = public_url("http://other.example");
+        assert_eq!(other.host.as_deref(), Some("other.example"));
+        assert_eq!(other.prefix, "");
     }
 }
