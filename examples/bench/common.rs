@@ -167,7 +167,8 @@ pub fn pin_self() {
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "taskset could not pin the bench to CPU {cpu}");
-        println!(
+        // On stderr: a bench process that is a claimer speaks a protocol on stdout.
+        eprintln!(
             "pinned: servers on CPU {}, this load generator on CPU {cpu}",
             pins().unwrap().0
         );
