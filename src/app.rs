@@ -137,7 +137,6 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         clock,
         gate,
         drain,
-        audit,
         metrics,
         info,
         access,

@@ -51,7 +51,27 @@ impl AuditEvent {
             Self::CronFireRejected => "cron_fire_rejected",
         }
     }
+
+    /// Whether the dashboard's activity feed shows it: drains, sign-ins, fires.
+    pub fn is_activity(self) -> bool {
+        ACTIVITY.contains(&self.as_str())
+    }
 }
+
+/// The `event`s of the activity feed (see [`AuditEvent::is_activity`]).
+const ACTIVITY: &[&str] = &[
+    "login_success",
+    "login_failure",
+    "logout",
+    "drain_begin",
+    "drain_cancel",
+    "drain_expired",
+    "cron_fire_accepted",
+    "cron_fire_rejected",
+];
+
+/// How much of the log's end seeds the activity feed at start.
+const SEED_BYTES: usize = 64 * 1024;
 
 /// Appends audit events to the log file; cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -64,7 +84,16 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Also publishes every record (they hold no secrets) to the dashboard's live events.
+    /// Publishes every record to `events` as well; the activity among the log's last
+    /// records (its last 64 KiB) is kept there at once, so a restart keeps the feed.
     pub fn with_events(mut self, events: crate::events::Events) -> Self {
+        match crate::files::read_regular_tail(&self.path, SEED_BYTES) {
+            Ok(Some(tail)) => seed(&events, &tail),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the audit log's end for the activity feed");
+            }
+        }
         self.events = Some(events);
         self
     }
@@ -92,8 +121,12 @@ impl AuditLog {
         for (k, v) in fields {
             obj.insert((*k).to_owned(), v.clone());
         }
-        if let Some(events) = self.events.as_ref().filter(|e| e.has_listeners()) {
-            events.publish("audit", obj.clone());
+        if let Some(events) = &self.events {
+            if event.is_activity() {
+                events.publish_activity("audit", obj.clone());
+            } else if events.has_listeners() {
+                events.publish("audit", obj.clone());
+            }
         }
         let mut line = Value::Object(obj).to_string();
         line.push('\n');
@@ -118,12 +151,68 @@ impl AuditLog {
     }
 }
 
+/// Keeps the activity records of `tail` (the end of a log: a full tail's first line may be
+/// cut and is skipped, as is any line that does not parse) as the feed's recent events.
+fn seed(events: &crate::events::Events, tail: &[u8]) {
+    let text = String::from_utf8_lossy(tail);
+    let cut = usize::from(tail.len() == SEED_BYTES);
+    for line in text.lines().skip(cut) {
+        let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if obj
+            .get("event")
+            .and_then(Value::as_str)
+            .is_some_and(|e| ACTIVITY.contains(&e))
+        {
+            obj.insert("type".into(), Value::String("audit".into()));
+            events.remember(std::sync::Arc::from(Value::Object(obj).to_string()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::clock::SystemClock;
+
+    #[test]
+    fn the_logs_tail_seeds_the_activity_feed_with_its_activity_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let first = AuditLog::new(path.clone(), Arc::new(SystemClock));
+        first.record(AuditEvent::WsTicketMinted, &[]);
+        first.record(AuditEvent::DrainBegin, &[("principal", "ops".into())]);
+        first.record(AuditEvent::TokenAuthSuccess, &[]);
+        first.record(AuditEvent::LoginSuccess, &[("principal", "admin".into())]);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"not json\n")
+            .unwrap();
+        let events = crate::events::Events::default();
+        let again = AuditLog::new(path, Arc::new(SystemClock)).with_events(events.clone());
+        again.record(AuditEvent::SessionRejected, &[]);
+        again.record(AuditEvent::DrainCancel, &[("principal", "ops".into())]);
+        let v: Value = serde_json::from_str(&events.activity_message()).unwrap();
+        let kept: Vec<(&str, &str)> = v["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["type"].as_str().unwrap(), r["event"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("audit", "drain_begin"),
+                ("audit", "login_success"),
+                ("audit", "drain_cancel")
+            ]
+        );
+    }
 
     #[test]
     fn writes_one_json_object_per_line() {

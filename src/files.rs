@@ -61,6 +61,38 @@ pub fn describe(file_type: FileType) -> &'static str {
 /// path is checked with `lstat` before it is opened and the opened descriptor with `fstat`
 /// after, so a file swapped in between is refused too.
 pub fn read_regular(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, ReadError> {
+    let Some((file, meta)) = open_regular(path)? else {
+        return Ok(None);
+    };
+    let expected = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    let mut bytes = Vec::with_capacity(expected.min(limit) + 1);
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() > limit {
+        return Err(ReadError::TooLarge(limit));
+    }
+    Ok(Some(bytes))
+}
+
+/// The last `limit` bytes (at most) of the regular file at `path`, opened as
+/// [`read_regular`] opens it; `Ok(None)` when nothing is there.
+pub fn read_regular_tail(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, ReadError> {
+    use std::io::{Seek, SeekFrom};
+    let Some((mut file, meta)) = open_regular(path)? else {
+        return Ok(None);
+    };
+    let skip = meta.len().saturating_sub(limit as u64);
+    file.seek(SeekFrom::Start(skip)).map_err(ReadError::Io)?;
+    let mut bytes = Vec::with_capacity(limit.min(meta.len() as usize));
+    file.take(limit as u64)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    Ok(Some(bytes))
+}
+
+/// Opens the regular file at `path` for reading (see [`read_regular`]).
+fn open_regular(path: &Path) -> Result<Option<(File, Metadata)>, ReadError> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_file() => {
             return Err(ReadError::NotRegular(describe(meta.file_type())));
@@ -87,15 +119,7 @@ pub fn read_regular(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, ReadEr
     if !meta.file_type().is_file() {
         return Err(ReadError::NotRegular(describe(meta.file_type())));
     }
-    let expected = usize::try_from(meta.len()).unwrap_or(usize::MAX);
-    let mut bytes = Vec::with_capacity(expected.min(limit) + 1);
-    file.take(limit as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(ReadError::Io)?;
-    if bytes.len() > limit {
-        return Err(ReadError::TooLarge(limit));
-    }
-    Ok(Some(bytes))
+    Ok(Some((file, meta)))
 }
 
 /// Creates `dir` and any missing parents with mode 0700; existing ones keep their mode.

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::AuditLog;
 use crate::auth::Access;
 use crate::chronos::Fires;
 use crate::clock::SharedClock;
@@ -51,7 +50,6 @@ pub struct Shared {
     /// Starts every turn (the API, WebSocket chat).
     pub turns: Turns,
     pub drain: Arc<DrainControl>,
-    pub audit: Arc<AuditLog>,
     pub metrics: Arc<Metrics>,
     pub info: Arc<RuntimeInfo>,
     /// Who may reach the dashboard: the token seam, the session mode, sessions and

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::client::{Client, ClientError};
 use super::{DrainCommand, EXIT_FAILURE, Target};
-use crate::clock::{SystemClock, iso};
+use crate::clock::{Clock, SystemClock, iso};
 use crate::config::Config;
 use crate::lifecycle::Marker;
 
@@ -93,10 +93,11 @@ async fn remote_change(config: &Config, t: &Target, action: &str) -> Result<Valu
 }
 
 fn local_change(config: &Config, action: &str) -> Result<Value, String> {
-    let marker = Marker::new(config.marker_path(), Arc::new(SystemClock));
+    let clock = Arc::new(SystemClock);
+    let marker = Marker::new(config.marker_path(), clock.clone());
     let path = marker.path().display().to_string();
     if action == "drain" {
-        let now = jiff::Timestamp::now();
+        let now = clock.now();
         marker
             .write(now, &cli_principal())
             .map_err(|e| format!("cannot write the drain marker {path}: {e}"))?;

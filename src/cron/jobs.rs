@@ -1,6 +1,6 @@
 //! Jobs as clients change them: the checks of SPEC §7 (name, prompt, schedule, repeat,
 //! deliver) and create, read, update, pause, resume and delete. A change wakes the ticker
-//! and the external provider.
+//! and the external provider, and is announced on the live events (`job`).
 
 use jiff::Timestamp;
 
@@ -82,7 +82,7 @@ impl CronService {
             updated_at: now,
         };
         self.store.insert_job(&job).await?;
-        self.job_changed();
+        self.job_edited(&job.id, "created");
         Ok(job)
     }
 
@@ -128,7 +128,7 @@ impl CronService {
             .update_job(&job)
             .await
             .map_err(|e| not_found(e, id))?;
-        self.job_changed();
+        self.job_edited(id, "updated");
         Ok(job)
     }
 
@@ -175,7 +175,7 @@ impl CronService {
 
     pub async fn delete(&self, id: &str) -> Result<(), CronError> {
         if self.store.delete_job(id).await? {
-            self.job_changed();
+            self.job_edited(id, "deleted");
             Ok(())
         } else {
             Err(CronError::NotFound(id.to_owned()))

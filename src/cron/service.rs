@@ -139,9 +139,11 @@ impl CronService {
         }
     }
 
-    /// Announces a run's start or end on the live events (if anyone listens).
+    /// Announces a run's start (if anyone listens) or end (kept as activity too) on the
+    /// live events.
     pub(super) fn announce(&self, run: &Run) {
-        if !self.events.has_listeners() {
+        let ended = run.finished_at.is_some();
+        if !ended && !self.events.has_listeners() {
             return;
         }
         let mut m = serde_json::Map::new();
@@ -150,7 +152,11 @@ impl CronService {
         m.insert("status".into(), json!(run.status.as_str()));
         m.insert("scheduled_for".into(), json!(iso(run.scheduled_for)));
         m.insert("finished_at".into(), json!(run.finished_at.map(iso)));
-        self.events.publish("run", m);
+        if ended {
+            self.events.publish_activity("run", m);
+        } else {
+            self.events.publish("run", m);
+        }
     }
 
     /// Changes the ticker's health in `/api/status`.
@@ -168,5 +174,17 @@ impl CronService {
     pub(super) fn job_changed(&self) {
         self.wake.notify_one();
         self.rearm.notify_one();
+    }
+
+    /// A job was `created`, `updated` (paused and resumed too) or `deleted`: wakes the
+    /// ticker and the provider, and tells the live sockets (the page reloads its table).
+    pub(super) fn job_edited(&self, id: &str, change: &'static str) {
+        self.job_changed();
+        if self.events.has_listeners() {
+            let mut m = serde_json::Map::new();
+            m.insert("job_id".into(), json!(id));
+            m.insert("change".into(), json!(change));
+            self.events.publish("job", m);
+        }
     }
 }

@@ -117,7 +117,7 @@ struct ApiServerDoc;
         session::providers,
         session::ws_ticket,
         ws::events,
-        ws::chat,
+        ws::chat::chat,
         page::index,
         page::app_js,
         page::charts_js,
@@ -126,6 +126,7 @@ struct ApiServerDoc;
         page::connection_js,
         page::chat_js,
         page::app_css,
+        page::icon_svg,
     ),
     components(schemas(schemas::DashboardError, schemas::JobsError)),
     tags(

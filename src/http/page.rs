@@ -22,6 +22,7 @@ const ACTIVITY_JS: &str = include_str!("page/activity.js");
 const CONNECTION_JS: &str = include_str!("page/connection.js");
 const CHAT_JS: &str = include_str!("page/chat.js");
 const APP_CSS: &str = include_str!("page/app.css");
+const ICON_SVG: &str = include_str!("page/icon.svg");
 const JS: &str = "text/javascript; charset=utf-8";
 
 pub fn routes() -> Router<AppState> {
@@ -34,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/assets/connection.js", get(connection_js))
         .route("/assets/chat.js", get(chat_js))
         .route("/assets/app.css", get(app_css))
+        .route("/assets/icon.svg", get(icon_svg))
 }
 
 /// The page's core script: API calls, the confirmation dialog, live status, drain, start.
@@ -83,6 +85,14 @@ pub async fn chat_js() -> Response {
     responses((status = 200, description = "CSS", content_type = "text/css", body = String)))]
 pub async fn app_css() -> Response {
     asset(APP_CSS, "text/css; charset=utf-8")
+}
+
+/// The page's icon (named by the page and the login page, so a browser does not ask for
+/// `/favicon.ico` outside a path prefix).
+#[utoipa::path(get, path = "/assets/icon.svg", tag = "page",
+    responses((status = 200, description = "SVG", content_type = "image/svg+xml", body = String)))]
+pub async fn icon_svg() -> Response {
+    asset(ICON_SVG, "image/svg+xml")
 }
 
 /// The dashboard page. Loopback mode: served only under the dashboard's own host names

@@ -340,6 +340,12 @@ async fn the_dashboard_page_signs_in_drains_cancels_and_chats_in_chromium() {
         .await;
     browser.wait_text("#state", |t| t == "running").await;
     browser.wait_text("#live", |t| t == "live").await;
+    // The sign-in happened before the page's socket opened: the feed has it all the same.
+    browser
+        .wait_text("#activity li", |t| {
+            t.ends_with("operator signed in from 127.0.0.1")
+        })
+        .await;
 
     // Drain with confirmation, while a turn is in flight: the page shows both.
     let api = app.api.clone();
@@ -799,4 +805,186 @@ async fn the_page_charts_turns_drains_from_the_keyboard_and_reads_at_1366_and_39
     browser
         .page_screenshot(1366, "dashboard-1366-dark.png")
         .await;
+}
+
+/// A reverse proxy serving the dashboard under `/hermes`, as
+/// `location /hermes/ { proxy_pass http://dashboard/; }` would: each request's path loses
+/// the prefix, a path outside it gets 404 (and is recorded, so the test can say the page
+/// asked for one), and every connection closes after its answer except a WebSocket's,
+/// which is passed through. Returns its port and the paths it refused.
+async fn prefix_proxy(upstream: String) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (upstream, seen) = (upstream.clone(), seen.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                let end = loop {
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                    if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let text = String::from_utf8_lossy(&head[..end]).into_owned();
+                let mut lines = text.split("\r\n").filter(|l| !l.is_empty());
+                let request = lines.next().unwrap_or_default();
+                let mut parts = request.splitn(3, ' ');
+                let (method, target, version) = (
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                );
+                let Some(path) = target
+                    .strip_prefix("/hermes")
+                    .filter(|p| p.starts_with('/'))
+                else {
+                    seen.lock().unwrap().push(target.to_owned());
+                    let _ = client
+                        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    return;
+                };
+                let upgrade = text.to_ascii_lowercase().contains("\r\nupgrade: websocket");
+                let mut out = format!("{method} {path} {version}\r\n");
+                for line in lines {
+                    if upgrade || !line.to_ascii_lowercase().starts_with("connection:") {
+                        out.push_str(line);
+                        out.push_str("\r\n");
+                    }
+                }
+                if !upgrade {
+                    out.push_str("Connection: close\r\n");
+                }
+                out.push_str("\r\n");
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                if server.write_all(out.as_bytes()).await.is_ok()
+                    && server.write_all(&head[end..]).await.is_ok()
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (port, refused)
+}
+
+/// Behind a reverse proxy that serves the dashboard under a path prefix (`public_url`
+/// names it), the page signs in through the prefixed login, goes live over its sockets,
+/// shows a sign-in from elsewhere in the feed, chats, and runs a job whose agent fails,
+/// showing the run's error: and never asks for a path outside the prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_prefix_proxy_the_page_signs_in_goes_live_chats_and_shows_a_failed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = dir.path().join("agent.sh");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\nin=$(cat)\ncase \"$in\" in *'please fail'*) printf 'half an answer'; exit 3;; esac\nprintf 'proxied answer'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let hash = hermes_gateway::auth::password::hash_password("prefix-test-password").unwrap();
+    let dash_port = free_port();
+    let (proxy, refused) = prefix_proxy(format!("127.0.0.1:{dash_port}")).await;
+    let public = format!("http://127.0.0.1:{proxy}/hermes/");
+    let app = TestApp::spawn(
+        &format!(
+            "agent: {{backend: command, command: {{argv: [{agent:?}]}}}}\ndashboard: {{port: {dash_port}, public_url: '{public}'}}"
+        ),
+        &[
+            ("HERMES_DASHBOARD_BASIC_AUTH_USERNAME", "operator"),
+            ("HERMES_DASHBOARD_BASIC_AUTH_PASSWORD_HASH", &hash),
+        ],
+    )
+    .await;
+    assert!(app.dash.ends_with(&format!(":{dash_port}")), "{}", app.dash);
+    let browser = Browser::start().await;
+
+    browser.goto(&public).await;
+    browser.type_into("#username", "operator").await;
+    browser.type_into("#password", "prefix-test-password").await;
+    browser.click("#submit").await;
+    browser
+        .wait_text("#who", |t| t == "Signed in as operator")
+        .await;
+    browser.wait_text("#state", |t| t == "running").await;
+    browser.wait_text("#live", |t| t == "live").await;
+    let url = browser.script("return location.pathname").await;
+    assert_eq!(url, "/hermes/", "the page is served under the prefix");
+
+    // A sign-in from elsewhere (through the proxy too) shows up in the activity feed.
+    let r = reqwest::Client::new()
+        .post(format!("{public}auth/password-login"))
+        .json(&json!({"username": "operator", "password": "prefix-test-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    browser
+        .wait_text("#activity li", |t| {
+            t.ends_with("operator signed in from 127.0.0.1")
+        })
+        .await;
+
+    browser
+        .type_into("#chat-input", "hello through the proxy")
+        .await;
+    browser.click("#chat-send").await;
+    browser
+        .wait_text(".messages li.assistant", |t| t == "proxied answer")
+        .await;
+
+    // A job whose agent fails: run from the page, its error is readable beside its output.
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let made = reqwest::Client::new()
+        .post(format!("{public}api/jobs"))
+        .header("cookie", &cookie)
+        .header("origin", format!("http://127.0.0.1:{proxy}"))
+        .json(&json!({"name": "flaky", "schedule": "every 6h", "prompt": "please fail"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201, "{:?}", made.text().await);
+    browser
+        .wait_text("#jobs tr[data-job] td:nth-child(1)", |t| t == "flaky")
+        .await;
+    browser
+        .click("#jobs tr[data-job] button[aria-label^='Run ']")
+        .await;
+    browser
+        .wait_text(".runs li details[open] .run-status", |t| t == "failed")
+        .await;
+    assert_eq!(
+        browser.text(".runs li details[open] .run-output").await,
+        "half an answer"
+    );
+    let jobs = app.get_json(format!("{}/api/jobs", app.api)).await;
+    let id = jobs["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let runs = app
+        .get_json(format!("{}/api/jobs/{id}/runs", app.api))
+        .await;
+    let error = runs["runs"][0]["error"].as_str().unwrap().to_owned();
+    assert!(!error.is_empty(), "{runs}");
+    assert_eq!(
+        browser.text(".runs li details[open] .run-error").await,
+        error
+    );
+    browser
+        .wait_text("#activity li", |t| t.contains("Run of flaky failed"))
+        .await;
+    assert_eq!(
+        *refused.lock().unwrap(),
+        Vec::<String>::new(),
+        "the page asked for paths outside its prefix"
+    );
 }

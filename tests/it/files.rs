@@ -325,3 +325,72 @@ async fn files_under_home_are_private_under_umask_022() {
     assert_eq!(format!("{:o}", mode(&cli_home)), "700");
     assert_eq!(format!("{:o}", mode(&cli_home.join(MARKER))), "600");
 }
+
+/// The marker as `hermes-gateway drain begin` writes it, seen by `strace`: a temp file
+/// with a random name beside it, created exclusively (`O_EXCL|O_NOFOLLOW`, 0600, so a file
+/// or link planted at a guessed name is never written through), synced, renamed over the
+/// marker, and the directory synced after the rename so the rename survives a crash.
+#[test]
+fn the_marker_is_written_through_a_random_exclusive_temp_file_and_a_synced_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let trace = home.path().join("trace.txt");
+    let mut temps = Vec::new();
+    for _ in 0..2 {
+        let out = Command::new("strace")
+            .args(["-f", "-qq", "-o"])
+            .arg(&trace)
+            .args([
+                "-e",
+                "trace=openat,fsync,fdatasync,rename,renameat,renameat2",
+            ])
+            .arg(env!("CARGO_BIN_EXE_hermes-gateway"))
+            .arg("--home")
+            .arg(home.path())
+            .args(["drain", "begin"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .output()
+            .expect("strace is needed for this test: run .ci/deps");
+        assert!(out.status.success(), "{out:?}");
+        let text = std::fs::read_to_string(&trace).unwrap();
+        temps.push(marker_write_in(&text, home.path()));
+    }
+    assert_ne!(temps[0], temps[1], "each write picks a new temp name");
+}
+
+/// Checks one traced marker write; returns its temp file's name.
+fn marker_write_in(trace: &str, home: &Path) -> String {
+    let lines: Vec<&str> = trace.lines().collect();
+    let fd_of = |line: &str| line.rsplit("= ").next().unwrap().trim().to_owned();
+    let find = |from: usize, what: &dyn Fn(&str) -> bool| {
+        (from..lines.len())
+            .find(|&i| what(lines[i]))
+            .unwrap_or_else(|| panic!("no such call after line {from}:\n{trace}"))
+    };
+    let prefix = format!("{}/.{MARKER}.", home.display());
+    let open = find(0, &|l| l.contains("openat(") && l.contains(&prefix));
+    let opened = lines[open];
+    for flag in ["O_CREAT", "O_EXCL", "O_NOFOLLOW", "0600"] {
+        assert!(opened.contains(flag), "{flag} missing: {opened}");
+    }
+    let temp = opened.split('"').nth(1).unwrap().to_owned();
+    let random = temp
+        .strip_prefix(&prefix)
+        .and_then(|r| r.strip_suffix(".tmp"))
+        .unwrap();
+    assert!(
+        random.len() == 16 && random.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{temp}"
+    );
+    let fd = fd_of(opened);
+    let synced = find(open, &|l| l.contains(&format!("fsync({fd})")));
+    let marker = format!("{}/{MARKER}", home.display());
+    let renamed = find(synced, &|l| {
+        l.contains("rename") && l.contains(&temp) && l.contains(&format!("\"{marker}\""))
+    });
+    let dir = format!("\"{}\"", home.display());
+    let dir_open = find(renamed, &|l| l.contains("openat(") && l.contains(&dir));
+    let dir_fd = fd_of(lines[dir_open]);
+    find(dir_open, &|l| l.contains(&format!("fsync({dir_fd})")));
+    temp
+}

@@ -1,7 +1,7 @@
 //! What the operator's page reads besides the job API: `GET /api/connection` (where clients
 //! go, never a secret), `GET /api/jobs/preview` (a schedule's next slots in `cron.timezone`)
-//! and the `history` frames of `/api/events` (the last hour per minute, fed by turns and
-//! fires as they end).
+//! and the `history` and `activity` frames of `/api/events` (the last hour per minute, fed
+//! by turns and fires as they end; the recent drains, sign-ins, fires and run ends).
 
 use std::time::Duration;
 
@@ -218,4 +218,107 @@ async fn the_events_socket_sends_the_hour_on_connect_and_as_turns_and_fires_end(
         "the turn's peak: {seen}"
     );
     assert_eq!(seen["in_flight"], 0);
+}
+
+/// The frames a fresh `/api/events` socket opens with: status, history, activity.
+async fn opening_activity(dash: &str) -> Vec<Value> {
+    let url = format!(
+        "{}/api/events?token={TOKEN}",
+        dash.replacen("http://", "ws://", 1)
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "status");
+    assert_eq!(next_json(&mut socket).await["type"], "history");
+    let activity = next_json(&mut socket).await;
+    assert_eq!(activity["type"], "activity", "{activity}");
+    activity["recent"].as_array().unwrap().clone()
+}
+
+/// What each kept activity event says: the audit `event`, or `run <status>`.
+fn said(recent: &[Value]) -> Vec<String> {
+    recent
+        .iter()
+        .map(|e| match e["type"].as_str() {
+            Some("audit") => e["event"].as_str().unwrap().to_owned(),
+            Some("run") => format!("run {}", e["status"].as_str().unwrap()),
+            other => panic!("{other:?} in the activity: {e}"),
+        })
+        .collect()
+}
+
+/// A page opened after the fact still sees the drains, fires and run ends before it (and
+/// not the ticket and token noise); after a restart of the real binary, the audit log's
+/// part of it is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_opened_later_gets_the_recent_activity_and_a_restart_keeps_the_audited_part() {
+    let home = tempfile::tempdir().unwrap();
+    let secret = crate::support::strong_secret();
+    let env = [
+        ("HERMES_DASHBOARD_SESSION_TOKEN", TOKEN),
+        ("HERMES_DASHBOARD_DRAIN_SECRET", secret.as_str()),
+    ];
+    let mut proc = crate::support::Proc::start(home.path(), "", &env);
+    proc.wait_running().await;
+    let http = reqwest::Client::new();
+    for action in ["drain", "cancel"] {
+        let r = http
+            .post(format!("{}/api/gateway/drain", proc.dash))
+            .bearer_auth(&secret)
+            .json(&json!({"action": action}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = http
+        .post(format!("{}/api/cron/fire", proc.api))
+        .json(&json!({"job_id": "0123456789ab"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let made: Value = http
+        .post(format!("{}/api/jobs", proc.api))
+        .json(&json!({"name": "later", "schedule": "every 6h", "prompt": "p"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = made["job"]["id"].as_str().unwrap().to_owned();
+    let r = http
+        .post(format!("{}/api/jobs/{id}/run", proc.api))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let before = eventually(PATIENCE, "the run's end among the activity", async || {
+        let recent = said(&opening_activity(&proc.dash).await);
+        if recent.last().map(String::as_str) == Some("run completed") {
+            Ok(recent)
+        } else {
+            Err(format!("{recent:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        before,
+        [
+            "drain_begin",
+            "drain_cancel",
+            "cron_fire_rejected",
+            "run completed"
+        ],
+        "in order, tickets and token checks left out"
+    );
+    proc.signal("TERM");
+    assert_eq!(proc.wait_exit().await, 0);
+    let proc = crate::support::Proc::start(home.path(), "", &env);
+    proc.wait_running().await;
+    assert_eq!(
+        said(&opening_activity(&proc.dash).await),
+        ["drain_begin", "drain_cancel", "cron_fire_rejected"],
+        "the audited activity outlives the restart"
+    );
 }

@@ -352,6 +352,18 @@ async fn sessions_are_listed_shown_and_forgotten_on_both_listeners() {
         api_get(&app, &format!("/api/sessions/{a}")).await.1["message_count"],
         2
     );
+    // Every decision above is counted by route and outcome (the 401s never reached it).
+    let metrics = app.metrics().await;
+    for line in [
+        "hermes_session_requests_total{route=\"list\",outcome=\"ok\"} 3",
+        "hermes_session_requests_total{route=\"show\",outcome=\"ok\"} 3",
+        "hermes_session_requests_total{route=\"show\",outcome=\"invalid_id\"} 2",
+        "hermes_session_requests_total{route=\"show\",outcome=\"unknown\"} 3",
+        "hermes_session_requests_total{route=\"delete\",outcome=\"ok\"} 2",
+        "hermes_session_requests_total{route=\"delete\",outcome=\"unknown\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 }
 
 #[tokio::test]

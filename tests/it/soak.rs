@@ -1,16 +1,18 @@
 //! Fault-injection soak (SPEC §5, §7, §8, §10): real gateway processes, on SQLite and on
-//! PostgreSQL, take chat turns, cron runs and Chronos fires while drains begin and cancel
-//! and the processes are SIGKILLed, SIGTERMed and SIGUSR1ed at random moments. At the end
-//! the promises are checked from outside, through the HTTP API, the state file and /proc:
+//! PostgreSQL (two replicas at once, sharing the database, each with its own ticker),
+//! take chat turns, cron runs and Chronos fires while drains begin and cancel and the
+//! processes are SIGKILLed, SIGTERMed and SIGUSR1ed at random moments: under load, while
+//! starting up, and during the drain of a shutdown. At the end the promises are checked
+//! from outside, through the HTTP API, the state files and /proc:
 //!
 //! - every chat turn answered 200 carries the agent's whole reply;
 //! - every 202'd fire has exactly one run for its slot (and `started` names that run);
-//! - no job has two runs for one slot; no run is left `running`;
+//! - no job has two runs for one slot (across replicas); no run is left `running`;
 //! - no agent process (nor one it daemonised with `setsid`) outlives its gateway;
 //! - a clean exit leaves `gateway_state.json` saying `stopped`.
 //!
-//! `cargo test` runs a short soak (3 lives per backend). The long one is
-//! `HERMES_SOAK_ROUNDS=100 cargo test --test it soak -- --nocapture`;
+//! `cargo test` runs a short soak (5 lives per backend, one of each ending). The long one is
+//! `HERMES_SOAK_ROUNDS=25 cargo test --test it soak -- --nocapture --test-threads 1`;
 //! `HERMES_SOAK_SEED` replays a run (the seed is printed).
 
 use std::collections::{HashMap, HashSet};
@@ -53,6 +55,24 @@ enum Fault {
     Kill,
     Term,
     Restart,
+    /// SIGTERM, then SIGKILL 0–400 ms later: mostly inside the shutdown's drain.
+    TermThenKill,
+    /// SIGKILL 0–150 ms after the spawn, with no load: inside the startup (the store's
+    /// open and migration, the sweep of the last life's runs).
+    StartupKill,
+}
+
+impl Fault {
+    fn random(rng: &mut Rng) -> Self {
+        [
+            Self::Kill,
+            Self::Kill,
+            Self::Term,
+            Self::Restart,
+            Self::TermThenKill,
+            Self::StartupKill,
+        ][rng.below(6) as usize]
+    }
 }
 
 /// What the load saw during the soak, checked at the end.
@@ -67,6 +87,9 @@ struct Ledger {
     kills: usize,
     terms: usize,
     restarts: usize,
+    /// SIGTERMs that a SIGKILL cut short, and SIGKILLs during startup.
+    term_kills: usize,
+    startup_kills: usize,
     drains: usize,
     cancels: usize,
 }
@@ -183,27 +206,34 @@ async fn chat_load(
     (ok, refused, cut)
 }
 
-/// Creates one-shot jobs due in a second or two and fires each one to three times.
+/// Creates one-shot jobs due in a second or two and fires each one to three times, each
+/// creation and fire at a replica picked at random (so the fires of one slot reach
+/// different replicas); a replica that is gone is skipped over.
 async fn fire_load(
-    api: String,
+    apis: Vec<String>,
     stop: tokio_util::sync::CancellationToken,
     seed: u64,
 ) -> (Vec<(String, String, String, Option<String>)>, Vec<String>) {
     let http = reqwest::Client::new();
     let mut rng = Rng(seed | 1);
     let (mut fires, mut jobs) = (Vec::new(), Vec::new());
+    let pause = Duration::from_millis(20);
     while !stop.is_cancelled() {
         let at = jiff::Timestamp::from_second(now() + 1 + rng.below(2) as i64)
             .unwrap()
             .to_string();
+        let api = &apis[rng.below(apis.len() as u64) as usize];
         let created = http
             .post(format!("{api}/api/jobs"))
             .json(&json!({"name": "soak fire", "prompt": "fired", "schedule": at}))
             .send()
             .await;
-        let Ok(resp) = created else { break };
-        let Ok(v) = resp.json::<Value>().await else {
-            break;
+        let Ok(Ok(v)) = (match created {
+            Ok(resp) => Ok(resp.json::<Value>().await),
+            Err(e) => Err(e),
+        }) else {
+            tokio::time::sleep(pause).await;
+            continue;
         };
         let (Some(id), Some(slot)) = (v["job"]["id"].as_str(), v["job"]["next_run_at"].as_str())
         else {
@@ -211,16 +241,17 @@ async fn fire_load(
         };
         jobs.push(id.to_owned());
         for _ in 0..=rng.below(3) {
+            let api = &apis[rng.below(apis.len() as u64) as usize];
             let sent = http
                 .post(format!("{api}/api/cron/fire"))
                 .bearer_auth(fire_token())
                 .json(&json!({"job_id": id, "fire_at": slot}))
                 .send()
                 .await;
-            let Ok(resp) = sent else { break };
+            let Ok(resp) = sent else { continue };
             let status = resp.status().as_u16();
             let Ok(v) = resp.json::<Value>().await else {
-                break;
+                continue;
             };
             match status {
                 202 => fires.push((
@@ -238,32 +269,50 @@ async fn fire_load(
     (fires, jobs)
 }
 
-/// One life: start a gateway, load it while drains come and go, end it with `fault`.
+/// One life: start a gateway in each home (replicas of one database when there are
+/// several), load them while drains come and go, then end each with a fault: `first` for
+/// the first replica, a random one for the others, a random moment apart, the load going
+/// on until the last has ended.
 async fn life(
-    home: &Path,
+    homes: &[&Path],
     yaml: &str,
     env: &[(&str, &str)],
     secret: &str,
     rng: &mut Rng,
-    fault: Fault,
+    first: Fault,
     ledger: &mut Ledger,
 ) {
-    let mut proc = Proc::start(home, yaml, env);
-    proc.wait_status(|s| matches!(s["gateway_state"].as_str(), Some("running" | "draining")))
-        .await;
+    if first == Fault::StartupKill {
+        for home in homes {
+            let mut proc = Proc::start(home, yaml, env);
+            tokio::time::sleep(rng.millis(0, 150)).await;
+            proc.signal("KILL");
+            proc.wait_exit().await;
+            ledger.kills += 1;
+            ledger.startup_kills += 1;
+        }
+        return;
+    }
+    let procs: Vec<Proc> = homes.iter().map(|h| Proc::start(h, yaml, env)).collect();
+    for proc in &procs {
+        proc.wait_status(|s| matches!(s["gateway_state"].as_str(), Some("running" | "draining")))
+            .await;
+    }
     let stop = tokio_util::sync::CancellationToken::new();
     let mut chat = JoinSet::new();
-    for _ in 0..3 {
-        chat.spawn(chat_load(proc.api.clone(), stop.clone()));
+    for i in 0..3 {
+        chat.spawn(chat_load(procs[i % procs.len()].api.clone(), stop.clone()));
     }
-    let fires = tokio::spawn(fire_load(proc.api.clone(), stop.clone(), rng.next()));
+    let apis = procs.iter().map(|p| p.api.clone()).collect();
+    let fires = tokio::spawn(fire_load(apis, stop.clone(), rng.next()));
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + rng.millis(800, 2500);
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(rng.millis(50, 400)).await;
         let action = if rng.below(3) == 0 { "drain" } else { "cancel" };
+        let dash = &procs[rng.below(procs.len() as u64) as usize].dash;
         let r = http
-            .post(format!("{}/api/gateway/drain", proc.dash))
+            .post(format!("{dash}/api/gateway/drain"))
             .bearer_auth(secret)
             .json(&json!({"action": action}))
             .send()
@@ -276,34 +325,14 @@ async fn life(
             ledger.cancels += 1;
         }
     }
-    match fault {
-        Fault::Kill => {
-            proc.signal("KILL");
-            ledger.kills += 1;
-            proc.wait_exit().await;
-        }
-        Fault::Term | Fault::Restart => {
-            proc.signal(if fault == Fault::Term { "TERM" } else { "USR1" });
-            let code = proc.wait_exit().await;
-            assert_eq!(
-                code,
-                if fault == Fault::Term { 0 } else { 75 },
-                "{}",
-                proc.stderr()
-            );
-            let state: Value =
-                serde_json::from_slice(&std::fs::read(home.join("gateway_state.json")).unwrap())
-                    .unwrap();
-            assert_eq!(
-                state["gateway_state"], "stopped",
-                "after a clean exit: {state}"
-            );
-            if fault == Fault::Term {
-                ledger.terms += 1;
-            } else {
-                ledger.restarts += 1;
-            }
-        }
+    for (i, (mut proc, home)) in procs.into_iter().zip(homes).enumerate() {
+        let fault = match (i, Fault::random(rng)) {
+            (0, _) => first,
+            (_, Fault::StartupKill) => Fault::Kill,
+            (_, f) => f,
+        };
+        end(&mut proc, home, fault, rng, ledger).await;
+        tokio::time::sleep(rng.millis(0, 300)).await;
     }
     stop.cancel();
     while let Some(r) = chat.join_next().await {
@@ -317,18 +346,68 @@ async fn life(
     ledger.jobs.extend(jobs);
 }
 
-/// Every promise, read from outside through a last, clean gateway life.
+/// Ends a loaded gateway with `fault`; a clean exit must leave its state file `stopped`.
+async fn end(proc: &mut Proc, home: &Path, fault: Fault, rng: &mut Rng, ledger: &mut Ledger) {
+    match fault {
+        Fault::Kill | Fault::StartupKill => {
+            proc.signal("KILL");
+            ledger.kills += 1;
+            proc.wait_exit().await;
+            return;
+        }
+        Fault::TermThenKill => {
+            proc.signal("TERM");
+            tokio::time::sleep(rng.millis(0, 400)).await;
+            match proc.child.try_wait().unwrap() {
+                // Still running (not yet reaped): the kill lands inside its shutdown.
+                None => {
+                    proc.signal("KILL");
+                    ledger.term_kills += 1;
+                    proc.wait_exit().await;
+                    return;
+                }
+                Some(status) => assert_eq!(status.code(), Some(0), "{}", proc.stderr()),
+            }
+            ledger.terms += 1;
+        }
+        Fault::Term | Fault::Restart => {
+            let term = fault == Fault::Term;
+            proc.signal(if term { "TERM" } else { "USR1" });
+            let code = proc.wait_exit().await;
+            assert_eq!(code, if term { 0 } else { 75 }, "{}", proc.stderr());
+            if term {
+                ledger.terms += 1;
+            } else {
+                ledger.restarts += 1;
+            }
+        }
+    }
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(home.join("gateway_state.json")).unwrap()).unwrap();
+    assert_eq!(
+        state["gateway_state"], "stopped",
+        "after a clean exit: {state}"
+    );
+}
+
+/// Every promise, read from outside through a last, clean life of every replica (each
+/// sweeps its own dead runs at start).
 async fn check(
-    home: &Path,
+    homes: &[&Path],
     yaml: &str,
     env: &[(&str, &str)],
     mark: &str,
     ledger: &Ledger,
 ) -> usize {
-    // Start running, so the last life's dead runs are swept and nothing new is refused.
-    let _ = std::fs::remove_file(home.join(".drain_request.json"));
-    let mut proc = Proc::start(home, yaml, env);
-    proc.wait_running().await;
+    let mut procs = Vec::new();
+    for home in homes {
+        // Start running, so nothing new is refused.
+        let _ = std::fs::remove_file(home.join(".drain_request.json"));
+        let proc = Proc::start(home, yaml, env);
+        proc.wait_running().await;
+        procs.push(proc);
+    }
+    let proc = &procs[0];
     let http = reqwest::Client::new();
     let runs_of = async |id: &str| -> Vec<Value> {
         let v: Value = http
@@ -397,29 +476,36 @@ async fn check(
             other => panic!("unknown fire outcome {other}"),
         }
     }
-    proc.signal("TERM");
-    assert_eq!(proc.wait_exit().await, 0, "{}", proc.stderr());
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(home.join("gateway_state.json")).unwrap()).unwrap();
-    assert_eq!(state["gateway_state"], "stopped");
+    for (mut proc, home) in procs.into_iter().zip(homes) {
+        proc.signal("TERM");
+        assert_eq!(proc.wait_exit().await, 0, "{}", proc.stderr());
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(home.join("gateway_state.json")).unwrap())
+                .unwrap();
+        assert_eq!(state["gateway_state"], "stopped");
+    }
     wait_no_agents(mark, "after the final clean exit").await;
     checked
 }
 
-async fn soak(backend: &str, env: Vec<(String, String)>) {
+/// `replicas` gateways at once, each in its own home, on one database (`env`'s).
+async fn soak(backend: &str, env: Vec<(String, String)>, replicas: usize) {
     let rounds: usize = std::env::var("HERMES_SOAK_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(5);
     let seed: u64 = std::env::var("HERMES_SOAK_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
             u64::from_str_radix(&hermes_gateway::ids::random_hex128()[..15], 16).unwrap()
         });
-    println!("soak {backend}: {rounds} lives, HERMES_SOAK_SEED={seed}");
+    println!("soak {backend}: {rounds} lives of {replicas} replica(s), HERMES_SOAK_SEED={seed}");
     let mut rng = Rng(seed | 1);
-    let home = tempfile::tempdir().unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..replicas)
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    let homes: Vec<&Path> = dirs.iter().map(|d| d.path()).collect();
     let mark = format!("soak-{}", &hermes_gateway::ids::random_hex128()[..12]);
     let yaml = yaml(&mark);
     let secret = strong_secret();
@@ -431,29 +517,25 @@ async fn soak(backend: &str, env: Vec<(String, String)>) {
         // Each kind of ending at least once in a short soak, then at random.
         let fault = match round {
             0 => Fault::Kill,
-            1 => Fault::Term,
-            2 => Fault::Restart,
-            _ => [Fault::Kill, Fault::Kill, Fault::Term, Fault::Restart][rng.below(4) as usize],
+            1 => Fault::StartupKill,
+            2 => Fault::Term,
+            3 => Fault::TermThenKill,
+            4 => Fault::Restart,
+            _ => Fault::random(&mut rng),
         };
-        life(
-            home.path(),
-            &yaml,
-            &env,
-            &secret,
-            &mut rng,
-            fault,
-            &mut ledger,
-        )
-        .await;
+        life(&homes, &yaml, &env, &secret, &mut rng, fault, &mut ledger).await;
         wait_no_agents(&mark, &format!("life {round} ended by {fault:?}")).await;
     }
-    let runs = check(home.path(), &yaml, &env, &mark, &ledger).await;
+    let runs = check(&homes, &yaml, &env, &mark, &ledger).await;
     let started = ledger.fires.iter().filter(|f| f.2 == "started").count();
     println!(
-        "soak {backend}: {rounds} lives ({} SIGKILL, {} SIGTERM, {} SIGUSR1), {} drains / {} cancels, \
+        "soak {backend}: {rounds} lives of {replicas} replica(s) ({} SIGKILL of which {} in startup, \
+         {} SIGTERM, {} SIGTERM cut by SIGKILL, {} SIGUSR1), {} drains / {} cancels, \
          turns {} ok / {} refused / {} cut, {} fires 202'd ({started} started), {} jobs, {runs} runs checked: all invariants held",
         ledger.kills,
+        ledger.startup_kills,
         ledger.terms,
+        ledger.term_kills,
         ledger.restarts,
         ledger.drains,
         ledger.cancels,
@@ -471,15 +553,18 @@ async fn soak(backend: &str, env: Vec<(String, String)>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_sqlite_turns_fires_and_runs_survive_kills_terms_and_drains() {
-    soak("sqlite", Vec::new()).await;
+    soak("sqlite", Vec::new(), 1).await;
 }
 
+/// Two replicas at once on one PostgreSQL database: fires of one slot reach both, both
+/// tickers claim, and still no slot runs twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn soak_postgres_turns_fires_and_runs_survive_kills_terms_and_drains() {
+async fn soak_postgres_two_replicas_turns_fires_and_runs_survive_kills_terms_and_drains() {
     let db = TestDatabase::create().await;
     soak(
         "postgres",
         vec![("HERMES_DATABASE_URL".into(), db.url().to_owned())],
+        2,
     )
     .await;
 }

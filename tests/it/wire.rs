@@ -258,6 +258,25 @@ async fn committed_openapi_documents_are_what_each_listener_serves_and_are_valid
             "{path}"
         );
     }
+    // Gated mode's dashboard document (the cookie scheme instead of the page's token) is
+    // validated too: it is what a signed-in operator's tools read.
+    let hash = hermes_gateway::auth::password::hash_password("wire-gated-password").unwrap();
+    let gated = TestApp::spawn(
+        "",
+        &[
+            ("HERMES_DASHBOARD_BASIC_AUTH_USERNAME", "admin"),
+            ("HERMES_DASHBOARD_BASIC_AUTH_PASSWORD_HASH", &hash),
+        ],
+    )
+    .await;
+    let served = fetch(&gated.http, format!("{}/openapi.json", gated.dash)).await;
+    let doc: Value = serde_json::from_str(&served).unwrap();
+    let schemes = &doc["components"]["securitySchemes"];
+    assert!(schemes.get("sessionCookie").is_some(), "{schemes}");
+    assert!(schemes.get("sessionToken").is_none(), "{schemes}");
+    let file = scratch.path().join("dashboard-gated.json");
+    std::fs::write(&file, &served).unwrap();
+    files.push(file);
     let args: Vec<&str> = files.iter().map(|f| f.to_str().unwrap()).collect();
     let (code, out) = run_tool("openapi-spec-validator", &args, b"");
     assert_eq!(code, 0, "openapi-spec-validator refused a document:\n{out}");

@@ -1,5 +1,6 @@
 // The activity feed: drains (who, when, how many in flight), sign-ins, fires and finished
-// runs, newest first, from the audit and run messages of /api/events.
+// runs, newest first, from the audit and run messages of /api/events (and, when its socket
+// opens, the gateway's recent ones from its `activity` message).
 'use strict';
 
 const ACTIVITY_MAX = 50;
@@ -33,13 +34,31 @@ function addActivity(kind, when, text) {
   while (list.children.length > ACTIVITY_MAX) list.lastElementChild.remove();
 }
 
-onEvent('audit', (a) => {
-  const words = AUDIT_WORDS[a.event];
-  if (words) addActivity(words[0], a.ts, words[1](a));
-});
+// The same event may come twice: in the `activity` message a socket opens with (the
+// gateway's recent activity) and live, or again after a reconnect. Each is shown once.
+const activitySeen = new Set();
+function firstSight(msg) {
+  const key = JSON.stringify(msg);
+  if (activitySeen.has(key)) return false;
+  activitySeen.add(key);
+  if (activitySeen.size > 4 * ACTIVITY_MAX) activitySeen.delete(activitySeen.values().next().value);
+  return true;
+}
 
-onEvent('run', (msg) => {
-  if (!msg.finished_at) return;
+function showAudit(a) {
+  const words = AUDIT_WORDS[a.event];
+  if (words && firstSight(a)) addActivity(words[0], a.ts, words[1](a));
+}
+
+function showRunEnd(msg) {
+  if (!msg.finished_at || !firstSight(msg)) return;
   const bad = msg.status === 'completed' ? '' : ' bad';
   addActivity('run' + bad, msg.finished_at, `Run of ${jobName(msg.job_id)} ${msg.status}`);
+}
+
+onEvent('audit', showAudit);
+onEvent('run', showRunEnd);
+// What happened before this page opened (or while its socket was away), oldest first.
+onEvent('activity', (msg) => {
+  for (const m of msg.recent) (m.type === 'audit' ? showAudit : showRunEnd)(m);
 });

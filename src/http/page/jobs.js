@@ -180,6 +180,9 @@ starters.push(() => {
   loadJobs();
 });
 
+// A job made, changed or deleted anywhere (the API, another page): the table follows.
+onEvent('job', () => loadJobs());
+
 onEvent('run', (msg) => {
   loadJobs();
   if (msg.job_id === selectedJob) loadRuns(selectedJob);
