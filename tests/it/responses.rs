@@ -756,3 +756,71 @@ async fn a_finished_stream_is_kept_and_a_client_that_goes_away_leaves_nothing() 
     assert_eq!((s, &got["status"]), (200, &json!("completed")), "{got}");
     assert_eq!(got["output"][0]["content"][0]["text"], "kept words");
 }
+
+/// The kinds of a Responses stream's events, in order.
+fn event_kinds(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Through the `openai` backend against the fake upstream: an upstream that fails before
+/// any text, and one that stops mid-answer, end a streamed response with
+/// `response.failed`, and each is kept as failed with what it produced and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_upstream_fails_or_stops_mid_answer_ends_failed_and_is_kept() {
+    let (base, _upstream) = fake_upstream().await;
+    for (model, text) in [("error", ""), ("cut", "part")] {
+        let app = TestApp::spawn(
+            &format!(
+                "agent: {{backend: openai, openai: {{base_url: {base:?}, model: {model}, timeout_seconds: 5}}}}"
+            ),
+            &[],
+        )
+        .await;
+        let r = app
+            .http
+            .post(format!("{}/v1/responses", app.api))
+            .json(&json!({"input": "hello", "stream": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{model}");
+        let body = r.text().await.unwrap();
+        let kinds = event_kinds(&body);
+        assert_eq!(
+            kinds.first().map(String::as_str),
+            Some("response.created"),
+            "{model}: {body}"
+        );
+        assert_eq!(
+            kinds.last().map(String::as_str),
+            Some("response.failed"),
+            "{model}: {body}"
+        );
+        assert!(!kinds.iter().any(|k| k == "response.completed"), "{body}");
+        let id = announced_id(&body);
+        let (status, kept) = get(&app, &id).await;
+        assert_eq!(status, 200, "{model}: {kept}");
+        assert_eq!(kept["status"], "failed", "{model}: {kept}");
+        assert_eq!(kept["error"]["code"], "server_error", "{model}: {kept}");
+        assert!(
+            !kept["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty(),
+            "{model}: {kept}"
+        );
+        assert_eq!(
+            kept["output"][0]["content"][0]["text"], text,
+            "{model}: {kept}"
+        );
+        assert!(
+            app.metrics()
+                .await
+                .contains("hermes_turns_total{outcome=\"failed\"} 1"),
+            "{model}"
+        );
+    }
+}
