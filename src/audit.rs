@@ -121,14 +121,16 @@ impl AuditLog {
         for (k, v) in fields {
             obj.insert((*k).to_owned(), v.clone());
         }
+        let mut line = Value::Object(obj).to_string();
         if let Some(events) = &self.events {
-            if event.is_activity() {
-                events.publish_activity("audit", obj.clone());
-            } else if events.has_listeners() {
-                events.publish("audit", obj.clone());
+            let activity = event.is_activity();
+            if activity || events.has_listeners() {
+                // The live event is the line itself with its `type` first (`line` is an
+                // object with at least `ts` and `event`, so it goes on after its `{`).
+                let text = format!("{{\"type\":\"audit\",{}", &line[1..]);
+                events.publish_rendered(text.into(), activity);
             }
         }
-        let mut line = Value::Object(obj).to_string();
         line.push('\n');
         if let Err(e) = self.append(line.as_bytes()) {
             tracing::warn!(path = %self.path.display(), error = %e, event = event.as_str(), "audit write failed");

@@ -48,8 +48,15 @@ impl Events {
     /// Publishes like [`Events::publish`] and keeps the event for the `activity` message,
     /// whether or not a socket listens now.
     pub fn publish_activity(&self, kind: &str, fields: Map<String, Value>) {
-        let text = message(kind, fields);
-        self.remember(text.clone());
+        self.publish_rendered(message(kind, fields), true);
+    }
+
+    /// Sends one already-rendered event (a JSON object with its `type`) to the sockets,
+    /// keeping it as activity too when `activity`.
+    pub fn publish_rendered(&self, text: Arc<str>, activity: bool) {
+        if activity {
+            self.remember(text.clone());
+        }
         if self.has_listeners() {
             let _ = self.tx.send(text);
         }

@@ -108,6 +108,17 @@ impl Browser {
         v["value"].clone()
     }
 
+    /// Opens `url` (the gate sends the browser to the login form) and signs in as
+    /// `operator`.
+    async fn sign_in(&self, url: &str, password: &str) {
+        self.goto(url).await;
+        self.type_into("#username", "operator").await;
+        self.type_into("#password", password).await;
+        self.click("#submit").await;
+        self.wait_text("#who", |t| t == "Signed in as operator")
+            .await;
+    }
+
     async fn goto(&self, url: &str) {
         self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
             .await;
@@ -331,12 +342,8 @@ async fn the_dashboard_page_signs_in_drains_cancels_and_chats_in_chromium() {
     let browser = Browser::start().await;
 
     // Without a session the page sends the browser to the login form.
-    browser.goto(&format!("{}/", app.dash)).await;
-    browser.type_into("#username", "operator").await;
-    browser.type_into("#password", "page-test-password").await;
-    browser.click("#submit").await;
     browser
-        .wait_text("#who", |t| t == "Signed in as operator")
+        .sign_in(&format!("{}/", app.dash), "page-test-password")
         .await;
     browser.wait_text("#state", |t| t == "running").await;
     browser.wait_text("#live", |t| t == "live").await;
@@ -909,13 +916,7 @@ async fn behind_a_prefix_proxy_the_page_signs_in_goes_live_chats_and_shows_a_fai
     assert!(app.dash.ends_with(&format!(":{dash_port}")), "{}", app.dash);
     let browser = Browser::start().await;
 
-    browser.goto(&public).await;
-    browser.type_into("#username", "operator").await;
-    browser.type_into("#password", "prefix-test-password").await;
-    browser.click("#submit").await;
-    browser
-        .wait_text("#who", |t| t == "Signed in as operator")
-        .await;
+    browser.sign_in(&public, "prefix-test-password").await;
     browser.wait_text("#state", |t| t == "running").await;
     browser.wait_text("#live", |t| t == "live").await;
     let url = browser.script("return location.pathname").await;
