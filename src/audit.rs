@@ -83,9 +83,9 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Also publishes every record (they hold no secrets) to the dashboard's live events.
-    /// Publishes every record to `events` as well; the activity among the log's last
-    /// records (its last 64 KiB) is kept there at once, so a restart keeps the feed.
+    /// Also publishes every record (they hold no secrets) to the dashboard's live events;
+    /// the activity among the log's last records (its last 64 KiB) is kept there at once,
+    /// so a restart keeps the feed.
     pub fn with_events(mut self, events: crate::events::Events) -> Self {
         match crate::files::read_regular_tail(&self.path, SEED_BYTES) {
             Ok(Some(tail)) => seed(&events, &tail),

@@ -62,27 +62,38 @@ fn refuse(status: StatusCode, reason: &'static str, detail: String) -> Response 
     .into_response()
 }
 
-/// Decides who opens the socket, before the upgrade (`auth::Access` decides and audits); a
-/// refusal answers the HTTP request: 403 for a foreign Origin, else 401.
-async fn authorize(
-    s: &AppState,
+/// Decides who opens the socket, before the upgrade (`auth::Access` decides and audits),
+/// then hands the upgraded socket to `run`; a refusal answers the HTTP request: 403 for a
+/// foreign Origin, else 401.
+async fn open<F, Fut>(
+    s: AppState,
+    peer: SocketAddr,
     auth: &WsAuth,
     headers: &HeaderMap,
-    ip: &str,
-) -> Result<Session, Box<Response>> {
+    ws: WebSocketUpgrade,
+    run: F,
+) -> Response
+where
+    F: FnOnce(WebSocket, AppState, Session) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let ip = super::origin::client_addr(&s, peer, headers).to_string();
     let request = SocketRequest {
-        origin: super::origin::browser_origin(s, headers),
+        origin: super::origin::browser_origin(&s, headers),
         ticket: auth.ticket.as_deref(),
         token: auth.token.as_deref(),
-        ip,
+        ip: &ip,
     };
-    s.access.open_socket(&request).await.map_err(|refusal| {
-        let status = match refusal {
-            SocketRefusal::ForeignOrigin(_) => StatusCode::FORBIDDEN,
-            _ => StatusCode::UNAUTHORIZED,
-        };
-        Box::new(refuse(status, refusal.reason(), refusal.to_string()))
-    })
+    match s.access.open_socket(&request).await {
+        Ok(session) => small_buffers(ws).on_upgrade(move |socket| run(socket, s, session)),
+        Err(refusal) => {
+            let status = match refusal {
+                SocketRefusal::ForeignOrigin(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            refuse(status, refusal.reason(), refusal.to_string())
+        }
+    }
 }
 
 /// Live status, drain changes, turn and run events, audit events, the last hour's history
@@ -105,13 +116,7 @@ pub async fn events(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let ip = super::origin::client_addr(&s, peer, &headers).to_string();
-    match authorize(&s, &auth, &headers, &ip).await {
-        Ok(session) => {
-            small_buffers(ws).on_upgrade(move |socket| events_socket(socket, s, session))
-        }
-        Err(r) => *r,
-    }
+    open(s, peer, &auth, &headers, ws, events_socket).await
 }
 
 /// Pings an idle socket every `dashboard.ws_heartbeat_seconds` (default 20), the first

@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{WsAuth, authorize, close, heartbeat, small_buffers};
+use super::{WsAuth, close, heartbeat};
 use crate::agent::{Message, TurnRequest};
 use crate::auth::sessions::Session;
 use crate::sessions::{RecordedTurn, SessionError};
@@ -41,11 +41,7 @@ pub async fn chat(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let ip = crate::http::origin::client_addr(&s, peer, &headers).to_string();
-    match authorize(&s, &auth, &headers, &ip).await {
-        Ok(session) => small_buffers(ws).on_upgrade(move |socket| chat_socket(socket, s, session)),
-        Err(r) => *r,
-    }
+    super::open(s, peer, &auth, &headers, ws, chat_socket).await
 }
 
 fn frame(v: Value) -> WsMessage {
