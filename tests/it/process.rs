@@ -162,6 +162,60 @@ async fn shutdown_deadline_cancels_what_is_left_and_sigusr1_exits_75() {
     assert!(!done, "a cancelled turn must not claim completion");
 }
 
+/// A streamed response still running when SIGTERM's drain deadline passes ends with
+/// `response.incomplete` (the client is told, not left hanging), and is kept as
+/// incomplete, with the reason, for the next process to answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_response_cut_by_the_shutdown_deadline_ends_incomplete_and_is_kept() {
+    let home = tempfile::tempdir().unwrap();
+    let config = "agent: {echo: {delay_ms: 30000}, restart_drain_timeout: 0.5}";
+    let mut p = Proc::start(home.path(), config, &[]);
+    p.wait_ready().await;
+    let http = reqwest::Client::new();
+    let mut stream = http
+        .post(format!("{}/v1/responses", p.api))
+        .json(&json!({"input": "never finishes in time", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut body = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    p.wait_status(|s| s["active_agents"] == 1).await;
+    p.signal("TERM");
+    let rest = tokio::time::timeout(PATIENCE, stream.text()).await;
+    body.push_str(&rest.expect("the stream never ended").unwrap_or_default());
+    p.wait_exit().await;
+    let kinds: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(kinds.first(), Some(&"response.created"), "{body}");
+    assert_eq!(kinds.last(), Some(&"response.incomplete"), "{body}");
+    let id = body
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .and_then(|d| serde_json::from_str::<Value>(d).ok())
+        .and_then(|v| v["response"]["id"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no response id in {body}"));
+
+    let again = Proc::start(home.path(), config, &[]);
+    again.wait_ready().await;
+    let got: Value = http
+        .get(format!("{}/v1/responses/{id}", again.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["status"], "incomplete", "{got}");
+    assert_eq!(
+        got["incomplete_details"],
+        json!({"reason": "interrupted"}),
+        "{got}"
+    );
+}
+
 #[test]
 fn bad_config_exits_78_naming_every_problem() {
     let home = tempfile::tempdir().unwrap();
