@@ -78,9 +78,7 @@ impl Fault {
 /// What the load saw during the soak, checked at the end.
 #[derive(Default)]
 struct Ledger {
-    turns_ok: usize,
-    turns_refused: usize,
-    turns_cut: usize,
+    turns: Turns,
     /// (job id, slot, outcome, run id) of every 202'd fire.
     fires: Vec<(String, String, String, Option<String>)>,
     jobs: HashSet<String>,
@@ -92,6 +90,28 @@ struct Ledger {
     startup_kills: usize,
     drains: usize,
     cancels: usize,
+}
+
+/// How the chat turns sent during the soak were answered.
+#[derive(Default)]
+struct Turns {
+    /// 200 with the agent's whole reply.
+    ok: usize,
+    /// 503: draining or stopping.
+    refused: usize,
+    /// No connection: no process was listening (between two lives).
+    unreachable: usize,
+    /// Sent, and the process died before the whole answer reached the client.
+    cut: usize,
+}
+
+impl Turns {
+    fn add(&mut self, other: Turns) {
+        self.ok += other.ok;
+        self.refused += other.refused;
+        self.unreachable += other.unreachable;
+        self.cut += other.cut;
+    }
 }
 
 fn now() -> i64 {
@@ -167,22 +187,26 @@ async fn wait_no_agents(mark: &str, what: &str) {
 }
 
 /// Drives chat turns until `stop`; records what each answer was.
-async fn chat_load(
-    api: String,
-    stop: tokio_util::sync::CancellationToken,
-) -> (usize, usize, usize) {
+async fn chat_load(api: String, stop: tokio_util::sync::CancellationToken) -> Turns {
     let http = reqwest::Client::new();
-    let (mut ok, mut refused, mut cut) = (0, 0, 0);
+    let mut seen = Turns::default();
     while !stop.is_cancelled() {
         let sent = http
             .post(format!("{api}/v1/chat/completions"))
             .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
             .send()
             .await;
-        let Ok(resp) = sent else {
-            cut += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err(e) => {
+                if e.is_connect() {
+                    seen.unreachable += 1;
+                } else {
+                    seen.cut += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
         };
         let status = resp.status().as_u16();
         match (status, resp.json::<Value>().await) {
@@ -192,18 +216,18 @@ async fn chat_load(
                     "a 200 turn must carry the agent's whole reply: {v}"
                 );
                 assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
-                ok += 1;
+                seen.ok += 1;
             }
             // A 200 whose body never arrived: the process died mid-answer.
-            (200, Err(_)) => cut += 1,
+            (200, Err(_)) => seen.cut += 1,
             (503, _) => {
-                refused += 1;
+                seen.refused += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             (s, body) => panic!("unexpected chat answer {s}: {body:?}"),
         }
     }
-    (ok, refused, cut)
+    seen
 }
 
 /// Creates one-shot jobs due in a second or two and fires each one to three times, each
@@ -336,10 +360,7 @@ async fn life(
     }
     stop.cancel();
     while let Some(r) = chat.join_next().await {
-        let (ok, refused, cut) = r.unwrap();
-        ledger.turns_ok += ok;
-        ledger.turns_refused += refused;
-        ledger.turns_cut += cut;
+        ledger.turns.add(r.unwrap());
     }
     let (fired, jobs) = fires.await.unwrap();
     ledger.fires.extend(fired);
@@ -531,7 +552,7 @@ async fn soak(backend: &str, env: Vec<(String, String)>, replicas: usize) {
     println!(
         "soak {backend}: {rounds} lives of {replicas} replica(s) ({} SIGKILL of which {} in startup, \
          {} SIGTERM, {} SIGTERM cut by SIGKILL, {} SIGUSR1), {} drains / {} cancels, \
-         turns {} ok / {} refused / {} cut, {} fires 202'd ({started} started), {} jobs, {runs} runs checked: all invariants held",
+         turns {} ok / {} refused / {} unreachable / {} cut, {} fires 202'd ({started} started), {} jobs, {runs} runs checked: all invariants held",
         ledger.kills,
         ledger.startup_kills,
         ledger.terms,
@@ -539,14 +560,15 @@ async fn soak(backend: &str, env: Vec<(String, String)>, replicas: usize) {
         ledger.restarts,
         ledger.drains,
         ledger.cancels,
-        ledger.turns_ok,
-        ledger.turns_refused,
-        ledger.turns_cut,
+        ledger.turns.ok,
+        ledger.turns.refused,
+        ledger.turns.unreachable,
+        ledger.turns.cut,
         ledger.fires.len(),
         ledger.jobs.len(),
     );
     assert!(
-        ledger.turns_ok > 0 && started > 0,
+        ledger.turns.ok > 0 && started > 0,
         "the soak must have done real work"
     );
 }
