@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::responses::{announced_id, event_kinds};
 use crate::support::{PATIENCE, Proc, cli, eventually_every, free_port, parse_sse, strong_secret};
 
 async fn post_chat(
@@ -185,18 +186,13 @@ async fn a_streamed_response_cut_by_the_shutdown_deadline_ends_incomplete_and_is
     let rest = tokio::time::timeout(PATIENCE, stream.text()).await;
     body.push_str(&rest.expect("the stream never ended").unwrap_or_default());
     p.wait_exit().await;
-    let kinds: Vec<&str> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("event: "))
-        .collect();
-    assert_eq!(kinds.first(), Some(&"response.created"), "{body}");
-    assert_eq!(kinds.last(), Some(&"response.incomplete"), "{body}");
-    let id = body
-        .lines()
-        .find_map(|l| l.strip_prefix("data: "))
-        .and_then(|d| serde_json::from_str::<Value>(d).ok())
-        .and_then(|v| v["response"]["id"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| panic!("no response id in {body}"));
+    // The first event announces the response (its id), the last one ends it.
+    let id = announced_id(&body);
+    assert_eq!(
+        event_kinds(&body).last().map(String::as_str),
+        Some("response.incomplete"),
+        "{body}"
+    );
 
     let again = Proc::start(home.path(), config, &[]);
     again.wait_ready().await;

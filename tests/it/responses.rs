@@ -718,7 +718,7 @@ async fn a_preflight_from_an_allowed_origin_allows_delete() {
 }
 
 /// The id a stream announces in its first event.
-fn announced_id(first: &str) -> String {
+pub fn announced_id(first: &str) -> String {
     let data = first
         .lines()
         .find_map(|l| l.strip_prefix("data: "))
@@ -758,7 +758,7 @@ async fn a_finished_stream_is_kept_and_a_client_that_goes_away_leaves_nothing() 
 }
 
 /// The kinds of a Responses stream's events, in order.
-fn event_kinds(body: &str) -> Vec<String> {
+pub fn event_kinds(body: &str) -> Vec<String> {
     body.lines()
         .filter_map(|l| l.strip_prefix("event: "))
         .map(str::to_owned)
