@@ -85,7 +85,8 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<AppState, Sta
         config.secrets.openai_api_key.clone(),
     )?);
 
-    let (token_auth, _) = token_auth(&config);
+    let (token_auth, providers) = token_auth(&config);
+    log_providers(&providers);
     let dashboard_auth = DashboardAuth::from_config(&config);
     let info = runtime_info(&config, &clock, &token_auth, &dashboard_auth);
 
@@ -256,6 +257,19 @@ pub fn token_auth(config: &Config) -> (TokenAuth, Vec<ProviderStatus>) {
         seam.register_route(RESTART_ROUTE);
     }
     (seam, vec![status])
+}
+
+/// Logs what each token provider decided: a secret refused by its gate (or a `_NEXT` one
+/// dropped) as a warning, so an operator who set one learns why the route stays closed.
+fn log_providers(providers: &[ProviderStatus]) {
+    for p in providers {
+        let refused = p.detail.contains(" rejected: ") || p.detail.contains(" ignored: ");
+        if refused {
+            tracing::warn!(provider = %p.name, registered = p.registered, "{}", p.detail);
+        } else {
+            tracing::info!(provider = %p.name, registered = p.registered, "{}", p.detail);
+        }
+    }
 }
 
 async fn bind_if(

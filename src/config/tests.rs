@@ -225,6 +225,16 @@ fn config_error_table() {
                 ("agent.command.env[3]", "not an environment variable name"),
             ],
         ),
+        // An item that is not a string is named at its own index, and no later item is
+        // named at a shifted one.
+        (
+            "agent: {command: {env: [123, API_SERVER_KEY]}}\ngateway: {api_server: {cors_origins: [5, 'bad origin']}}",
+            &[],
+            &[
+                ("agent.command.env[0]", "expected a string"),
+                ("gateway.api_server.cors_origins[0]", "expected a string"),
+            ],
+        ),
         (
             "agent: {command: {env: OPENAI_API_KEY}}",
             &[],

@@ -223,23 +223,29 @@ impl Reader {
         }
     }
 
-    /// A list of strings (untrimmed); each bad item is reported at `key[i]`.
+    /// A list of strings (untrimmed); each item that is not a string is reported at
+    /// `key[i]`, and then the list is empty: the checks that look at its items by their
+    /// index (`env[1]`...) would otherwise name the wrong ones.
     pub(super) fn strings(&mut self, s: &Section, key: &str) -> Vec<String> {
         self.known.push((s.key_path(key), Value::Array(Vec::new())));
         match Self::value(s, key) {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => {
                 let mut out = Vec::with_capacity(items.len());
+                let mut bad = false;
                 for (i, item) in items.iter().enumerate() {
                     match item {
                         Value::String(v) => out.push(v.clone()),
-                        other => self.issue(
-                            format!("{}[{i}]", s.key_path(key)),
-                            format!("expected a string, got {}", describe(other)),
-                        ),
+                        other => {
+                            bad = true;
+                            self.issue(
+                                format!("{}[{i}]", s.key_path(key)),
+                                format!("expected a string, got {}", describe(other)),
+                            );
+                        }
                     }
                 }
-                out
+                if bad { Vec::new() } else { out }
             }
             Some(other) => {
                 self.issue(

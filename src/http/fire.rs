@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -31,13 +32,15 @@ pub fn routes() -> Router<AppState> {
     responses((status = 202, description = "accepted; the run (if any) goes on in the background", body = super::schemas::FireAccepted),
               (status = 400, description = "missing job_id (or a bad fire_at)", body = super::schemas::JobsError),
               (status = 401, description = "invalid fire token", body = super::schemas::JobsError),
+              (status = 413, description = "a body over the 10 MB limit", body = super::schemas::JobsError),
               (status = 503, description = "no key obtainable, or draining: nothing claimed; Retry-After", body = super::schemas::JobsError)))]
 pub async fn fire(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| ApiError::unreadable_job_body(e.status(), &e.body_text()))?;
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());

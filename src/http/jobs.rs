@@ -112,7 +112,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 /// The body as a JSON object of known fields; anything else names what is wrong.
 fn object(parsed: Result<Json<Value>, JsonRejection>) -> Result<Map<String, Value>, ApiError> {
-    let Json(v) = parsed.map_err(|e| invalid(format!("invalid JSON body: {}", e.body_text())))?;
+    let Json(v) = parsed.map_err(|e| ApiError::unreadable_job_body(e.status(), &e.body_text()))?;
     let Value::Object(map) = v else {
         return Err(invalid("invalid JSON body: expected an object"));
     };
@@ -265,7 +265,7 @@ pub async fn list(State(s): State<AppState>) -> Reply {
 /// Creates a job.
 #[utoipa::path(post, path = "/api/jobs", tag = "cron", request_body = super::schemas::JobCreate,
     responses((status = 201, description = "created", body = super::schemas::JobEnvelope),
-              (status = 400, description = "a bad or missing field, named", body = super::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::schemas::JobsError)))]
+              (status = 400, description = "a bad or missing field, named", body = super::schemas::JobsError), (status = 413, description = "a body over the 10 MB limit", body = super::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::schemas::JobsError)))]
 pub async fn create(State(s): State<AppState>, body: Result<Json<Value>, JsonRejection>) -> Reply {
     let job = s.cron.create(spec(body)?).await?;
     Ok((
@@ -285,7 +285,7 @@ pub async fn show(State(s): State<AppState>, id: Path<String>) -> Reply {
 
 /// Changes a job; absent fields stay as they are.
 #[utoipa::path(patch, path = "/api/jobs/{id}", tag = "cron", params(("id" = String, Path, description = "the job id: 12 lowercase hex characters", pattern = "^[0-9a-f]{12}$")), request_body = super::schemas::JobPatch,
-    responses((status = 200, description = "the changed job", body = super::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format, or a bad, unknown or missing field (named)", body = super::schemas::JobsError), (status = 404, description = "Job not found", body = super::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::schemas::JobsError)))]
+    responses((status = 200, description = "the changed job", body = super::schemas::JobEnvelope), (status = 400, description = "Invalid job ID format, or a bad, unknown or missing field (named)", body = super::schemas::JobsError), (status = 404, description = "Job not found", body = super::schemas::JobsError), (status = 413, description = "a body over the 10 MB limit", body = super::schemas::JobsError), (status = 503, description = "the job store is unavailable; Retry-After", body = super::schemas::JobsError)))]
 pub async fn update(
     State(s): State<AppState>,
     id: Path<String>,

@@ -171,13 +171,34 @@ async fn bad_requests_get_clear_openai_errors() {
     let r = app
         .http
         .post(format!("{}/v1/chat/completions", app.api))
-        .body(big)
+        .body(big.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "payload_too_large");
+    // The job and fire routes say the same in their own `{"error"}` shape.
+    for (method, path) in [
+        (reqwest::Method::POST, "/api/jobs"),
+        (reqwest::Method::PATCH, "/api/jobs/0123456789ab"),
+        (reqwest::Method::POST, "/api/cron/fire"),
+    ] {
+        let r = app
+            .http
+            .request(method, format!("{}{path}", app.api))
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            v["error"], "request body larger than 10485760 bytes",
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test]

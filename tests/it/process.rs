@@ -212,6 +212,24 @@ async fn a_streamed_response_cut_by_the_shutdown_deadline_ends_incomplete_and_is
     );
 }
 
+/// A drain secret refused by the entropy gate is logged with the reason at start (never
+/// the secret), not only shown by `config check`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weak_drain_secret_is_logged_as_rejected_at_start() {
+    let home = tempfile::tempdir().unwrap();
+    let weak = "weakweakweak";
+    let mut p = Proc::start(home.path(), "", &[("HERMES_DASHBOARD_DRAIN_SECRET", weak)]);
+    p.wait_ready().await;
+    p.signal("TERM");
+    p.wait_exit().await;
+    let log = p.stderr();
+    assert!(
+        log.contains("HERMES_DASHBOARD_DRAIN_SECRET rejected"),
+        "{log}"
+    );
+    assert!(!log.contains(weak), "the secret reached the log: {log}");
+}
+
 #[test]
 fn bad_config_exits_78_naming_every_problem() {
     let home = tempfile::tempdir().unwrap();
