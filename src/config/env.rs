@@ -116,7 +116,7 @@ impl Reader {
 
 impl Reader {
     /// `HERMES_LOG_FORMAT` replaces `logging.format`. (`RUST_LOG` replaces the level when
-    /// logging starts, as `tracing`'s own variable.)
+    /// logging starts, as `tracing`'s own variable; it is checked here like the level.)
     pub(super) fn log_format_override(
         &mut self,
         env: &dyn Env,
@@ -130,6 +130,11 @@ impl Reader {
                     format!("expected text or json, got {v:?}"),
                 ),
             }
+        }
+        if let Some(v) = env.var("RUST_LOG").filter(|v| !v.trim().is_empty())
+            && let Err(e) = tracing_subscriber::EnvFilter::try_new(&v)
+        {
+            self.issue("RUST_LOG", format!("not a log filter ({e}): {v:?}"));
         }
     }
 }

@@ -236,6 +236,11 @@ fn config_error_table() {
             ],
         ),
         (
+            "",
+            &[("RUST_LOG", "nonsense=bogus")],
+            &[("RUST_LOG", "not a log filter")],
+        ),
+        (
             "agent: {command: {env: OPENAI_API_KEY}}",
             &[],
             &[("agent.command.env", "expected a list of strings")],
