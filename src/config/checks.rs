@@ -17,15 +17,11 @@ impl Reader {
         api: &mut ApiServerConfig,
         dashboard: &mut DashboardConfig,
     ) {
-        if api.host.is_empty() {
-            self.issue("gateway.api_server.host", "must not be empty");
-        }
+        self.check_host("gateway.api_server.host", &api.host);
         if api.model_name.is_empty() {
             self.issue("gateway.api_server.model_name", "must not be empty");
         }
-        if dashboard.host.is_empty() {
-            self.issue("dashboard.host", "must not be empty");
-        }
+        self.check_host("dashboard.host", &dashboard.host);
         self.check_url("dashboard.public_url", &dashboard.public_url, true);
         let basic = &dashboard.basic_auth;
         if basic.username.is_empty() != basic.password_hash.is_empty() {
@@ -43,6 +39,22 @@ impl Reader {
         api.cors_origins = self.origins("gateway.api_server.cors_origins", origins, true);
         let origins = std::mem::take(&mut dashboard.allowed_origins);
         dashboard.allowed_origins = self.origins("dashboard.allowed_origins", origins, false);
+    }
+
+    /// A listener's host: an IP address (IPv6 with or without brackets) or a host name, so
+    /// a typo is a config error here rather than a failed bind at start.
+    fn check_host(&mut self, path: &str, host: &str) {
+        if host.is_empty() {
+            self.issue(path, "must not be empty");
+            return;
+        }
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if literal.parse::<std::net::IpAddr>().is_err() && !is_host_name(host) {
+            self.issue(
+                path,
+                format!("{host:?} is not an IP address or a host name"),
+            );
+        }
     }
 
     /// The effective `storage.url`: PostgreSQL only (SQLite is the absence of a URL).
@@ -73,4 +85,18 @@ impl Reader {
             );
         }
     }
+}
+
+/// A DNS host name: dot-separated labels of letters, digits and inner hyphens (1–63
+/// characters each, at most 253 in all).
+fn is_host_name(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }

@@ -236,6 +236,17 @@ fn config_error_table() {
             ],
         ),
         (
+            "dashboard: {host: 'no such host!'}",
+            &[("API_SERVER_HOST", "-bad-"), ("API_SERVER_KEY", "k")],
+            &[
+                (
+                    "gateway.api_server.host",
+                    "not an IP address or a host name",
+                ),
+                ("dashboard.host", "not an IP address or a host name"),
+            ],
+        ),
+        (
             "",
             &[("RUST_LOG", "nonsense=bogus")],
             &[("RUST_LOG", "not a log filter")],
@@ -497,5 +508,23 @@ fn loopback_hosts() {
     }
     for h in ["0.0.0.0", "10.0.0.1", "example.com", "::"] {
         assert!(!is_loopback_host(h), "{h}");
+    }
+}
+
+#[test]
+fn listener_hosts_are_addresses_or_host_names() {
+    for host in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "::1",
+        "[::1]",
+        "::ffff:127.0.0.1",
+        "localhost",
+        "gw-1.internal.",
+    ] {
+        let yaml =
+            format!("dashboard: {{host: {host:?}}}\ngateway: {{api_server: {{host: {host:?}}}}}");
+        let c = parse(&yaml, &[("API_SERVER_KEY", "k")]).unwrap_or_else(|e| panic!("{host}: {e}"));
+        assert_eq!(c.dashboard.host, host);
     }
 }
