@@ -263,8 +263,7 @@ pub fn token_auth(config: &Config) -> (TokenAuth, Vec<ProviderStatus>) {
 /// dropped) as a warning, so an operator who set one learns why the route stays closed.
 fn log_providers(providers: &[ProviderStatus]) {
     for p in providers {
-        let refused = p.detail.contains(" rejected: ") || p.detail.contains(" ignored: ");
-        if refused {
+        if p.refused {
             tracing::warn!(provider = %p.name, registered = p.registered, "{}", p.detail);
         } else {
             tracing::info!(provider = %p.name, registered = p.registered, "{}", p.detail);

@@ -97,9 +97,10 @@ impl DrainSecretProvider {
         scope: &str,
         min_chars: usize,
     ) -> (Option<Self>, ProviderStatus) {
-        let status = |registered: bool, detail: String| ProviderStatus {
+        let status = |registered: bool, refused: bool, detail: String| ProviderStatus {
             name: PROVIDER_NAME.into(),
             registered,
+            refused,
             detail,
         };
         let Some(current) = current else {
@@ -108,13 +109,14 @@ impl DrainSecretProvider {
             } else {
                 "HERMES_DASHBOARD_DRAIN_SECRET is not set; the drain endpoint stays behind the dashboard session gate"
             };
-            return (None, status(false, detail.into()));
+            return (None, status(false, false, detail.into()));
         };
         if let Err(reason) = assess_secret_strength(current.expose_secret(), min_chars) {
             return (
                 None,
                 status(
                     false,
+                    true,
                     format!(
                         "HERMES_DASHBOARD_DRAIN_SECRET rejected: {reason}; the drain endpoint stays behind the dashboard session gate (fail closed)"
                     ),
@@ -123,6 +125,7 @@ impl DrainSecretProvider {
         }
         let mut secrets = vec![current.clone()];
         let mut detail = format!("registered for {DRAIN_ROUTE} (scope {scope:?})");
+        let mut refused = false;
         if let Some(next) = next {
             match assess_secret_strength(next.expose_secret(), min_chars) {
                 Ok(()) => {
@@ -130,6 +133,7 @@ impl DrainSecretProvider {
                     detail.push_str(", accepting the _NEXT secret too");
                 }
                 Err(reason) => {
+                    refused = true;
                     detail.push_str(&format!(
                         "; HERMES_DASHBOARD_DRAIN_SECRET_NEXT ignored: {reason}"
                     ));
@@ -140,7 +144,7 @@ impl DrainSecretProvider {
             secrets,
             scope: scope.to_owned(),
         };
-        (Some(provider), status(true, detail))
+        (Some(provider), status(true, refused, detail))
     }
 
     fn matches(&self, token: &str) -> bool {
@@ -250,6 +254,7 @@ mod tests {
     fn weak_or_missing_secrets_are_not_registered() {
         let (p, s) = DrainSecretProvider::from_env_secrets(None, None, "drain", 43);
         assert!(p.is_none() && !s.registered && s.detail.contains("not set"));
+        assert!(!s.refused, "nothing was configured, so nothing was refused");
         let (p, s) = DrainSecretProvider::from_env_secrets(
             Some(&secret(&"ab".repeat(30))),
             None,
@@ -257,6 +262,7 @@ mod tests {
             43,
         );
         assert!(p.is_none() && s.detail.contains("rejected"), "{s:?}");
+        assert!(s.refused, "{s:?}");
         let (p, s) = DrainSecretProvider::from_env_secrets(
             Some(&secret(&generate_secret())),
             Some(&secret("weak")),
@@ -264,5 +270,6 @@ mod tests {
             43,
         );
         assert!(p.is_some() && s.detail.contains("_NEXT ignored"), "{s:?}");
+        assert!(s.refused, "{s:?}");
     }
 }

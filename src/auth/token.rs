@@ -60,6 +60,9 @@ pub enum TokenDecision {
 pub struct ProviderStatus {
     pub name: String,
     pub registered: bool,
+    /// A credential was configured and the provider's gate refused it (or one of them):
+    /// logged as a warning at start.
+    pub refused: bool,
     pub detail: String,
 }
 

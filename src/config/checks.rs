@@ -7,7 +7,7 @@
 //! ([`crate::formats::password_hash`]); `config` keeps only its text.
 
 use super::tree::Reader;
-use super::{ApiServerConfig, DashboardConfig, Secrets, is_loopback_host};
+use super::{ApiServerConfig, DashboardConfig, Secrets, is_loopback_host, unbracketed};
 use crate::formats::password_hash::StoredHash;
 
 impl Reader {
@@ -48,8 +48,7 @@ impl Reader {
             self.issue(path, "must not be empty");
             return;
         }
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        if literal.parse::<std::net::IpAddr>().is_err() && !is_host_name(host) {
+        if unbracketed(host).parse::<std::net::IpAddr>().is_err() && !is_host_name(host) {
             self.issue(
                 path,
                 format!("{host:?} is not an IP address or a host name"),

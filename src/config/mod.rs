@@ -332,9 +332,14 @@ impl Config {
 
 /// True for `localhost` and loopback IP literals: binds that are not reachable from outside.
 pub fn is_loopback_host(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let bare = unbracketed(host);
     bare.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A host without the brackets an IPv6 literal may carry (`[::1]` → `::1`).
+fn unbracketed(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 #[cfg(test)]
